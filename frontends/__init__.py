@@ -1,0 +1,4 @@
+"""Frontends: ways into a ladder Graph (installed as ``ladder.frontends``).
+
+* ``text``: the .lir text format, parsed with lark.
+"""

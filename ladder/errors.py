@@ -1,0 +1,129 @@
+"""ladder's error types and source locations.
+
+Every error a user can cause is a ``LadderError``: it renders as one paragraph that says where
+(``file:line:col`` with the source line and a caret, or the op and tensor) and what was expected.
+Nothing else should escape to a user; the CLI turns these into a message and a non-zero exit code.
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Location:
+    """Where something came from: a text file position, or a Python call site for built graphs."""
+
+    file: str = "<unknown>"
+    line: int = 0
+    col: int = 0
+    # The text of the line, kept for carets in messages; not part of identity.
+    text: str = field(default="", compare=False, repr=False)
+
+    def __str__(self) -> str:
+        if self.line <= 0:
+            return self.file
+        if self.col <= 0:
+            return f"{self.file}:{self.line}"
+        return f"{self.file}:{self.line}:{self.col}"
+
+    def excerpt(self) -> str:
+        """The source line with a caret under the column, or '' when the text is unknown."""
+        if not self.text or self.col <= 0:
+            return ""
+        line = self.text.rstrip("\n")
+        # Keep tabs so the caret lines up with the line as a terminal shows it.
+        pad = "".join(ch if ch == "\t" else " " for ch in line[: self.col - 1])
+        return f"    {line}\n    {pad}^"
+
+    @staticmethod
+    def of_caller(depth: int = 2) -> "Location":
+        """The location of the Python code that called into ladder ``depth`` frames up."""
+        frame = inspect.currentframe()
+        try:
+            for _ in range(depth):
+                if frame is None or frame.f_back is None:
+                    break
+                frame = frame.f_back
+            if frame is None:
+                return Location("<python>")
+            info = inspect.getframeinfo(frame, context=1)
+            text = info.code_context[0] if info.code_context else ""
+            col = len(text) - len(text.lstrip()) + 1 if text else 0
+            return Location(info.filename, info.lineno, col, text)
+        finally:
+            del frame
+
+
+UNKNOWN = Location()
+
+
+class LadderError(Exception):
+    """Base of every error ladder reports to a user."""
+
+    kind = "error"
+
+    def __init__(self, message: str, loc: Location | None = None, *, notes: tuple[str, ...] = ()):
+        super().__init__(message)
+        self.message = message
+        self.loc = loc
+        self.notes = tuple(notes)
+
+    def __str__(self) -> str:
+        head = f"{self.loc}: {self.kind}: {self.message}" if self.loc else f"{self.kind}: {self.message}"
+        parts = [head]
+        if self.loc is not None and self.loc.excerpt():
+            parts.append(self.loc.excerpt())
+        parts.extend(f"  note: {n}" for n in self.notes)
+        return "\n".join(parts)
+
+
+class ParseError(LadderError):
+    """The text of a program (or a pipeline string) is not well formed."""
+
+    kind = "parse error"
+
+
+class VerifyError(LadderError):
+    """A graph's types, shapes or attributes are inconsistent. Holds every problem found."""
+
+    kind = "verify error"
+
+    def __init__(self, diagnostics: list[LadderError]):
+        self.diagnostics = list(diagnostics)
+        first = self.diagnostics[0]
+        super().__init__(first.message, first.loc, notes=first.notes)
+
+    def __str__(self) -> str:
+        body = "\n".join(LadderError.__str__(d) for d in self.diagnostics)
+        more = len(self.diagnostics)
+        return body if more == 1 else f"{body}\n{more} errors"
+
+
+class TypeRangeError(LadderError):
+    """A tensor holds a value its element type cannot encode (a 2 in a ternary tensor)."""
+
+    kind = "value error"
+
+
+class WeightsError(LadderError):
+    """A weight is missing, has the wrong type or shape, or the weights file is unreadable."""
+
+    kind = "weights error"
+
+
+class PipelineError(LadderError):
+    """A pass pipeline string names an unknown pass or option, or a pass failed."""
+
+    kind = "pipeline error"
+
+
+class RuntimeFailure(LadderError):
+    """Running a graph failed on its inputs (wrong input shape, index out of range, ...)."""
+
+    kind = "runtime error"
+
+
+def op_location_note(op_kind: str, result: str) -> str:
+    return f"in '{op_kind}' defining %{result}"

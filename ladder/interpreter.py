@@ -1,0 +1,87 @@
+"""The reference interpreter: runs a graph op by op with each op's numpy semantics.
+
+It is the living definition of what a graph means; every backend is tested against it.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from . import weights as weights_mod
+from .errors import RuntimeFailure
+from .ir import Graph, Value
+from .ops import OPS, InferError
+
+
+def run(graph: Graph, inputs: Mapping[str, np.ndarray] | Sequence[np.ndarray] = (),
+        weights: Mapping[str, np.ndarray] | None = None, *, keep: bool = False) -> dict[str, np.ndarray]:
+    """Run ``graph``. ``inputs`` by name (without %) or in order; ``weights`` by param name.
+
+    Returns the outputs by value name, in the graph's output order; with ``keep``, every value."""
+    env = bind_inputs(graph, inputs)
+    bound = weights_mod.bind(graph, weights or {})
+    for op in graph.ops():
+        ins = [graph.type_of(o) for o in op.operands]
+        outs = [r.type for r in op.results]
+        if op.kind == "param":
+            results = [bound[op.attr["ref"]]]
+        else:
+            opdef = OPS[op.kind]
+            try:
+                with np.errstate(all="ignore"):
+                    results = opdef.compute([env[o] for o in op.operands], opdef.full_attrs(op.attr), outs, ins)
+            except InferError as e:
+                raise RuntimeFailure(f"{op.describe()}: {e}", op.loc) from None
+        for r, arr in zip(op.results, results):
+            arr = np.asarray(arr)
+            if arr.shape != r.type.shape or arr.dtype != r.type.dtype.np_dtype:
+                raise RuntimeFailure(  # a bug in an op's semantics, not in the user's graph
+                    f"internal: {op.describe()} produced {arr.dtype}{list(arr.shape)} for %{r.name} : {r.type}",
+                    op.loc)
+            env[r.name] = arr
+    if keep:
+        return env
+    return {name: env[name] for name in graph.outputs}
+
+
+def bind_inputs(graph: Graph, inputs) -> dict[str, np.ndarray]:
+    if not isinstance(inputs, Mapping):
+        inputs = list(inputs)
+        if len(inputs) != len(graph.inputs):
+            raise RuntimeFailure(f"graph @{graph.name} takes {len(graph.inputs)} input(s) "
+                                 f"({_sig(graph.inputs)}), got {len(inputs)}", graph.loc)
+        inputs = {v.name: a for v, a in zip(graph.inputs, inputs)}
+    unknown = [k for k in inputs if k.lstrip("%") not in {v.name for v in graph.inputs}]
+    if unknown:
+        raise RuntimeFailure(f"graph @{graph.name} has no input {', '.join('%' + k.lstrip('%') for k in unknown)}; "
+                             f"its inputs: {_sig(graph.inputs)}", graph.loc)
+    given = {k.lstrip("%"): v for k, v in inputs.items()}
+    env = {}
+    for v in graph.inputs:
+        if v.name not in given:
+            raise RuntimeFailure(f"input %{v.name} : {v.type} is missing", graph.loc)
+        env[v.name] = convert_input(v, given[v.name])
+    return env
+
+
+def convert_input(v: Value, arr) -> np.ndarray:
+    arr = np.asarray(arr)
+    t = v.type
+    if arr.shape != t.shape:
+        raise RuntimeFailure(f"input %{v.name} should be {t} but has shape {list(arr.shape)}")
+    dt = t.dtype
+    if arr.dtype == dt.np_dtype:
+        dt.check(arr, f"input %{v.name}")
+        return arr
+    if dt.is_float and arr.dtype.kind in "fiu":
+        return arr.astype(dt.np_dtype)
+    if dt.is_integer and arr.dtype.kind in "iub":
+        dt.check(arr, f"input %{v.name}")
+        return arr.astype(dt.np_dtype)
+    raise RuntimeFailure(f"input %{v.name} should be {t} but is {arr.dtype}")
+
+
+def _sig(values) -> str:
+    return ", ".join(f"%{v.name} : {v.type}" for v in values) or "none"

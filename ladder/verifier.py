@@ -1,0 +1,58 @@
+"""The verifier: types, shapes and attributes of every op, and the graph's outputs.
+
+Run after parsing, after building, and after each pass. It collects every problem it finds (an op whose
+inference fails keeps its declared types, so later ops are still checked) and raises one VerifyError.
+"""
+
+from __future__ import annotations
+
+from .errors import LadderError, VerifyError
+from .ir import Graph, Op
+from .ops import OPS, InferError, check_arity, infer_results, normalized_attrs
+
+
+def verify(graph: Graph) -> Graph:
+    diags: list[LadderError] = []
+    refs: dict[str, tuple] = {}
+    for op in graph.ops():
+        try:
+            _verify_op(graph, op)
+        except VerifyError as e:
+            diags.extend(e.diagnostics)
+        except LadderError as e:
+            diags.append(e)
+        if op.kind == "param" and op.results:
+            ref, t = op.attr.get("ref"), op.results[0].type
+            if ref in refs and refs[ref][0] != t:
+                diags.append(LadderError(
+                    f"weight @{ref} is declared as {t} here and as {refs[ref][0]} at {refs[ref][1]}", op.loc))
+            refs.setdefault(ref, (t, op.loc))
+    if not graph.outputs:
+        diags.append(LadderError(f"graph @{graph.name} returns nothing", graph.loc))
+    if diags:
+        raise VerifyError(diags)
+    return graph
+
+
+def _verify_op(graph: Graph, op: Op) -> None:
+    opdef = OPS.get(op.kind)
+    if opdef is None:
+        raise LadderError(f"unknown op '{op.kind}'", op.loc)
+    check_arity(opdef, len(op.operands), op.loc)
+    norm = normalized_attrs(opdef, op.attr, op.loc)
+    full = opdef.full_attrs(norm)
+    want_n = opdef.result_count(full)
+    if len(op.results) != want_n:
+        raise LadderError(f"'{op.kind}' has {want_n} result(s), but {len(op.results)} are named", op.loc)
+    declared = [r.type for r in op.results]
+    if opdef.declares_result:
+        try:
+            opdef.check_declared(declared[0], full)
+        except InferError as e:
+            raise LadderError(f"'{op.kind}' defining %{op.name}: {e}", op.loc) from None
+        return
+    types = [graph.type_of(o) for o in op.operands]
+    inferred = infer_results(opdef, types, norm, op.loc)
+    for r, t in zip(op.results, inferred):
+        if r.type != t:
+            raise LadderError(f"'{op.kind}' gives %{r.name} the type {t}, but it is declared as {r.type}", op.loc)
