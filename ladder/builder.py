@@ -52,7 +52,11 @@ class Builder:
     def param(self, ref: str, type: str | TensorType, shape: Sequence[int] | None = None, *,
               name: str | None = None) -> Value:
         t = tensor_type(type, shape)
-        return self._add("param", [], {"ref": ref.lstrip("@")}, [self._name(name or ref.lstrip("@"))], [t])[0]
+        ref = ref.lstrip("@")
+        if name is None:  # name the value after the weight, made unique if the weight is used twice
+            candidates = itertools.chain([ref], (f"{ref}.{k}" for k in itertools.count(1)))
+            name = next(n for n in candidates if not self.graph.defines(n))
+        return self._add("param", [], {"ref": ref}, [self._name(name)], [t])[0]
 
     def const(self, array, type: str | TensorType | None = None, *, name: str | None = None) -> Value:
         arr = np.asarray(array)

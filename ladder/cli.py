@@ -1,0 +1,215 @@
+"""The ``ladder`` command line.
+
+Every failure a user can cause prints one paragraph (with file:line:col where there is a file) and exits
+non-zero: 1 for an error in the input, 2 for a malformed command line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from .errors import LadderError
+
+TARGETS = ("ref",)
+
+
+def _load(path: str):
+    from .frontends.text import parse_file
+
+    return parse_file(path)
+
+
+def cmd_fmt(args) -> int:
+    g = _load(args.file)
+    text = str(g)
+    if args.output:
+        Path(args.output).write_text(text)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def cmd_check(args) -> int:
+    failed = 0
+    for f in args.files:
+        try:
+            g = _load(f)
+            print(f"{f}: ok (@{g.name}: {len(g.inputs)} inputs, {len(g)} ops, {len(g.outputs)} outputs)")
+        except LadderError as e:
+            print(e, file=sys.stderr)
+            failed += 1
+    return 1 if failed else 0
+
+
+def _pipeline(args, graph):
+    from .passes import DumpToDir, PassManager, PrintIRAfterAll, TimePasses
+
+    instruments = []
+    if getattr(args, "print_ir_after_all", False):
+        instruments.append(PrintIRAfterAll(sys.stdout))
+    timer = TimePasses(sys.stderr) if getattr(args, "time_passes", False) else None
+    if timer:
+        instruments.append(timer)
+    if getattr(args, "dump_dir", None):
+        instruments.append(DumpToDir(args.dump_dir))
+    return PassManager(args.pipeline or "", instruments).run(graph)
+
+
+def cmd_opt(args) -> int:
+    g = _pipeline(args, _load(args.file))
+    if args.output:
+        Path(args.output).write_text(str(g))
+    elif not args.print_ir_after_all:
+        sys.stdout.write(str(g))
+    return 0
+
+
+def _parse_inputs(specs: Sequence[str]) -> dict[str, np.ndarray]:
+    out = {}
+    for spec in specs:
+        name, eq, path = spec.partition("=")
+        if not eq or not name or not path:
+            raise LadderError(f"--input expects NAME=PATH.npy, got '{spec}'")
+        try:
+            out[name.lstrip("%")] = np.load(path, allow_pickle=False)
+        except FileNotFoundError:
+            raise LadderError(f"--input {name}: no such file {path}") from None
+        except (OSError, ValueError) as e:
+            raise LadderError(f"--input {name}: {path} is not a .npy array ({e})") from None
+    return out
+
+
+def _random_inputs(graph, given: dict, seed: int) -> dict:
+    rng = np.random.default_rng(seed)
+    out = dict(given)
+    for v in graph.inputs:
+        if v.name in out:
+            continue
+        t = v.type
+        if t.dtype.is_float:
+            out[v.name] = rng.standard_normal(t.shape).astype(np.float32)
+        else:
+            lo, hi = t.dtype.value_range
+            out[v.name] = rng.integers(max(lo, 0), min(hi, 8) + 1, t.shape).astype(np.int64)
+    return out
+
+
+def cmd_run(args) -> int:
+    from . import weights as weights_mod
+    from .interpreter import run
+
+    if args.target not in TARGETS:
+        raise LadderError(f"unknown target '{args.target}'; available: {', '.join(TARGETS)}")
+    g = _load(args.file)
+    if args.pipeline:
+        g = _pipeline(args, g)
+    if args.weights:
+        w = weights_mod.load(args.weights)
+    elif args.random_weights is not None:
+        w = weights_mod.random(g, args.random_weights)
+    else:
+        w = {}
+    inputs = _parse_inputs(args.input)
+    if args.random_inputs is not None:
+        inputs = _random_inputs(g, inputs, args.random_inputs)
+    results = run(g, inputs, w)
+    if args.output:
+        np.savez(args.output, **results)
+        print(f"wrote {len(results)} output(s) to {args.output}: {', '.join(results)}")
+    else:
+        for name, arr in results.items():
+            flat = arr.reshape(-1).astype(np.float64)
+            head = ", ".join(f"{v:.6g}" for v in flat[:6]) + (", ..." if flat.size > 6 else "")
+            stats = f"min {flat.min():.6g} max {flat.max():.6g} mean {flat.mean():.6g}" if flat.size else "empty"
+            print(f"%{name} : {g.type_of(name)}  [{head}]  {stats}")
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from .demo import main
+
+    return main(size=args.size, seed=args.seed, tokens=args.tokens)
+
+
+def cmd_ops(args) -> int:
+    from .ops import OPS
+
+    for name, opdef in sorted(OPS.items()):
+        operands = ", ".join(opdef.operands)
+        attrs = ", ".join(f"{k}" + ("" if s.required else f"={s.default!r}") for k, s in opdef.attrs.items())
+        doc = (type(opdef).__doc__ or "").strip().splitlines()
+        print(f"{name}({operands}){' {' + attrs + '}' if attrs else ''}" + (f"  -- {doc[0]}" if doc else ""))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .models import SIZES
+
+    p = argparse.ArgumentParser(prog="ladder", description="A compiler for low-bit neural networks.")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    s = sub.add_parser("fmt", help="parse a .lir file and print it in canonical form")
+    s.add_argument("file")
+    s.add_argument("-o", "--output", help="write here instead of stdout")
+    s.set_defaults(fn=cmd_fmt)
+
+    s = sub.add_parser("check", help="parse and verify .lir files; exit 1 with located errors")
+    s.add_argument("files", nargs="+")
+    s.set_defaults(fn=cmd_check)
+
+    def pipeline_opts(s, required):
+        s.add_argument("-p", "--pipeline", required=required, help="passes, e.g. 'canonicalize'")
+        s.add_argument("--print-ir-after-all", action="store_true", help="print the IR after every pass")
+        s.add_argument("--time-passes", action="store_true", help="print a per-pass timing table (stderr)")
+        s.add_argument("--dump-dir", help="write the IR before and after every pass into this folder")
+
+    s = sub.add_parser("opt", help="run a pass pipeline over a .lir file")
+    s.add_argument("file")
+    pipeline_opts(s, required=True)
+    s.add_argument("-o", "--output", help="write the result here instead of stdout")
+    s.set_defaults(fn=cmd_opt)
+
+    s = sub.add_parser("run", help="run a .lir graph on inputs and weights")
+    s.add_argument("file")
+    w = s.add_mutually_exclusive_group()
+    w.add_argument("--weights", help="a safetensors file holding every param by name")
+    w.add_argument("--random-weights", type=int, metavar="SEED", help="seeded random weights")
+    s.add_argument("--input", action="append", default=[], metavar="NAME=PATH.npy", help="an input (repeatable)")
+    s.add_argument("--random-inputs", type=int, metavar="SEED", help="seeded random values for inputs not given")
+    s.add_argument("--output", help="write the outputs to this .npz, keyed by value name")
+    s.add_argument("--target", default="ref", help=f"where to run: {', '.join(TARGETS)} (default ref)")
+    pipeline_opts(s, required=False)
+    s.set_defaults(fn=cmd_run)
+
+    s = sub.add_parser("demo", help="a BitNet-shaped model end to end on built-in seeded weights")
+    s.add_argument("--size", choices=list(SIZES), default="tiny")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--tokens", type=int, default=8, help="tokens to generate")
+    s.set_defaults(fn=cmd_demo)
+
+    s = sub.add_parser("ops", help="list the ops with their operands and attributes")
+    s.set_defaults(fn=cmd_ops)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.fn(args)
+    except LadderError as e:
+        print(e, file=sys.stderr)
+        return 1
+    except (OSError, ValueError) as e:  # files that cannot be written, bad option values
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
