@@ -55,6 +55,9 @@ COMMENT: /#[^\n]*/
 %ignore /[ \t\r\n]+/
 """
 
+# Literals are for small tensors; weights belong in params.
+MAX_LITERAL_ELEMENTS = 1 << 24
+
 _PARSER = Lark(GRAMMAR, parser="lalr", propagate_positions=True, maybe_placeholders=True)
 
 _WORDS = {
@@ -194,7 +197,14 @@ class _Builder:
         dt = DTYPES.get(str(name_tok))
         if dt is None:
             raise self.error(f"unknown element type '{name_tok}'; expected one of {', '.join(DTYPES)}", name_tok)
-        return TensorType(dt, tuple(int(d) for d in dims if d is not None))
+        shape = []
+        for d in dims:
+            if d is None:
+                continue
+            if len(d) > 18:
+                raise self.error(f"dimension {str(d)[:20]}... is too large", d)
+            shape.append(int(d))
+        return TensorType(dt, tuple(shape))
 
     def stmt(self, graph: Graph, tree: Tree) -> None:
         children = tree.children
@@ -272,12 +282,17 @@ class _Builder:
 
     def literal_value(self, v):
         if isinstance(v, Tree) and v.data == "number":
-            return _number(str(v.children[0]))
+            try:
+                return _number(str(v.children[0]))
+            except ValueError:
+                raise self.error(f"number {str(v.children[0])[:20]}... is too long", v.children[0]) from None
         if isinstance(v, Tree) and v.data == "list":
             return [self.literal_value(c) for c in v.children if c is not None]
         raise self.error("expected a literal", v)
 
     def const_array(self, lit, t: TensorType) -> np.ndarray:
+        if t.size > MAX_LITERAL_ELEMENTS:
+            raise self.error(f"a literal of {t.size} elements is too large; use a param for big tensors", lit)
         value = self.literal_value(lit)
         try:
             arr = np.array(value, dtype=np.float64)

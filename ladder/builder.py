@@ -63,7 +63,7 @@ class Builder:
         t = tensor_type(type) if type is not None else TensorType(dtype_of_numpy(arr.dtype), arr.shape)
         if arr.ndim == 0 and t.rank:
             arr = np.broadcast_to(arr, t.shape)
-        t.dtype.check(arr, "const literal", Location.of_caller(3))
+        t.dtype.check(arr, "const literal", Location.of_caller())
         arr = arr.astype(t.dtype.np_dtype) if arr.dtype != t.dtype.np_dtype else arr
         return self._add("const", [], {"value": ConstData(arr)}, [self._name(name)], [t])[0]
 
@@ -79,10 +79,10 @@ class Builder:
     # -- ops -------------------------------------------------------------------------------------------
     def op(self, kind: str, *operands: Value, name: str | Sequence[str] | None = None, **attrs):
         if kind in ("param", "const"):
-            raise LadderError(f"use Builder.{kind}() for {kind} ops", Location.of_caller(3))
+            raise LadderError(f"use Builder.{kind}() for {kind} ops", Location.of_caller())
         names = [name] if isinstance(name, str) else list(name) if name is not None else None
         opnames = [_name_of(o) for o in operands]
-        loc = Location.of_caller(3)
+        loc = Location.of_caller()
         types = [self.graph.type_of(n) if self.graph.defines(n) else _undefined(n, loc) for n in opnames]
         opdef = OPS.get(kind)
         count = opdef.result_count(opdef.full_attrs(attrs)) if opdef else 1
@@ -91,7 +91,7 @@ class Builder:
         return results[0] if len(results) == 1 else tuple(results)
 
     def _add(self, kind, operands, attrs, names, types, operand_types=(), loc=None):
-        loc = loc or Location.of_caller(3)
+        loc = loc or Location.of_caller()
         op = make_op(kind, operands, operand_types, attrs, names, types, loc)
         self.graph.add_op(op)
         return list(op.results)

@@ -8,6 +8,7 @@ Nothing else should escape to a user; the CLI turns these into a message and a n
 from __future__ import annotations
 
 import inspect
+import os
 from dataclasses import dataclass, field
 
 
@@ -38,13 +39,12 @@ class Location:
         return f"    {line}\n    {pad}^"
 
     @staticmethod
-    def of_caller(depth: int = 2) -> "Location":
-        """The location of the Python code that called into ladder ``depth`` frames up."""
+    def of_caller() -> "Location":
+        """The location of the Python code that called into the graph builder: the first frame outside
+        ladder's builder machinery."""
         frame = inspect.currentframe()
         try:
-            for _ in range(depth):
-                if frame is None or frame.f_back is None:
-                    break
+            while frame is not None and os.path.abspath(frame.f_code.co_filename) in _BUILDER_FILES:
                 frame = frame.f_back
             if frame is None:
                 return Location("<python>")
@@ -56,6 +56,8 @@ class Location:
             del frame
 
 
+_HERE = os.path.dirname(os.path.abspath(__file__))
+_BUILDER_FILES = {os.path.join(_HERE, f) for f in ("errors.py", "builder.py")}
 UNKNOWN = Location()
 
 
@@ -71,7 +73,10 @@ class LadderError(Exception):
         self.notes = tuple(notes)
 
     def __str__(self) -> str:
-        head = f"{self.loc}: {self.kind}: {self.message}" if self.loc else f"{self.kind}: {self.message}"
+        return self.render(self.kind)
+
+    def render(self, kind: str) -> str:
+        head = f"{self.loc}: {kind}: {self.message}" if self.loc else f"{kind}: {self.message}"
         parts = [head]
         if self.loc is not None and self.loc.excerpt():
             parts.append(self.loc.excerpt())
@@ -96,7 +101,7 @@ class VerifyError(LadderError):
         super().__init__(first.message, first.loc, notes=first.notes)
 
     def __str__(self) -> str:
-        body = "\n".join(LadderError.__str__(d) for d in self.diagnostics)
+        body = "\n".join(d.render(self.kind) for d in self.diagnostics)
         more = len(self.diagnostics)
         return body if more == 1 else f"{body}\n{more} errors"
 
@@ -124,6 +129,3 @@ class RuntimeFailure(LadderError):
 
     kind = "runtime error"
 
-
-def op_location_note(op_kind: str, result: str) -> str:
-    return f"in '{op_kind}' defining %{result}"

@@ -97,14 +97,10 @@ def group_reduce(x: np.ndarray, axis: int, group: int, how: str) -> np.ndarray:
     return back(r.astype(np.float32))
 
 
-def qrange(dt: DType) -> tuple[float, float]:
-    return dt.value_range
-
-
 def quantize(x: np.ndarray, scheme: str, dt: DType, axis: int, group: int, zero_mode: str):
     """Apply a recipe; returns (codes in dt.np_dtype, scale f32[, zero f32])."""
     x = np.asarray(x, np.float32)
-    qmin, qmax = (np.float32(v) for v in qrange(dt))
+    qmin, qmax = (np.float32(v) for v in dt.value_range)
     shape = x.shape
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         if scheme in ("absmax", "absmean"):

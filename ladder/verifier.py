@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from .errors import LadderError, VerifyError
 from .ir import Graph, Op
-from .ops import OPS, InferError, check_arity, infer_results, normalized_attrs
+from .ops import OPS, InferError, check_arity, describe, infer_results, normalized_attrs
 
 
 def verify(graph: Graph) -> Graph:
@@ -36,23 +36,24 @@ def verify(graph: Graph) -> Graph:
 
 def _verify_op(graph: Graph, op: Op) -> None:
     opdef = OPS.get(op.kind)
+    what = describe(op.kind, [r.name for r in op.results])
     if opdef is None:
-        raise LadderError(f"unknown op '{op.kind}'", op.loc)
-    check_arity(opdef, len(op.operands), op.loc)
-    norm = normalized_attrs(opdef, op.attr, op.loc)
+        raise LadderError(f"{what}: unknown op '{op.kind}'", op.loc)
+    check_arity(opdef, len(op.operands), op.loc, what)
+    norm = normalized_attrs(opdef, op.attr, op.loc, what)
     full = opdef.full_attrs(norm)
     want_n = opdef.result_count(full)
     if len(op.results) != want_n:
-        raise LadderError(f"'{op.kind}' has {want_n} result(s), but {len(op.results)} are named", op.loc)
+        raise LadderError(f"{what}: has {want_n} result(s), but {len(op.results)} are named", op.loc)
     declared = [r.type for r in op.results]
     if opdef.declares_result:
         try:
             opdef.check_declared(declared[0], full)
         except InferError as e:
-            raise LadderError(f"'{op.kind}' defining %{op.name}: {e}", op.loc) from None
+            raise LadderError(f"{what}: {e}", op.loc) from None
         return
     types = [graph.type_of(o) for o in op.operands]
-    inferred = infer_results(opdef, types, norm, op.loc)
+    inferred = infer_results(opdef, types, norm, op.loc, what)
     for r, t in zip(op.results, inferred):
         if r.type != t:
-            raise LadderError(f"'{op.kind}' gives %{r.name} the type {t}, but it is declared as {r.type}", op.loc)
+            raise LadderError(f"{what}: the op gives %{r.name} the type {t}, but it is declared as {r.type}", op.loc)

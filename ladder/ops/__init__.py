@@ -12,35 +12,40 @@ from .base import OPS, AttrSpec, InferError, OpDef, get_op, register
 from . import elementwise, linalg, nn, shape  # noqa: F401  (registration)
 
 __all__ = ["OPS", "AttrSpec", "InferError", "OpDef", "get_op", "register", "make_op", "infer_results",
-           "check_arity", "normalized_attrs"]
+           "check_arity", "normalized_attrs", "describe"]
 
 
-def _fail(op_kind: str, msg: str, loc: Location | None) -> VerifyError:
-    return VerifyError([LadderError(f"'{op_kind}': {msg}", loc)])
+def _fail(what: str, msg: str, loc: Location | None) -> VerifyError:
+    """``what`` names the op: "'matmul' defining %h"."""
+    return VerifyError([LadderError(f"{what}: {msg}", loc)])
 
 
-def check_arity(opdef: OpDef, n: int, loc: Location | None) -> None:
+def describe(kind: str, names: Sequence[str]) -> str:
+    return f"'{kind}'" + (f" defining {', '.join('%' + n for n in names)}" if names else "")
+
+
+def check_arity(opdef: OpDef, n: int, loc: Location | None, what: str) -> None:
     lo, hi = opdef.arity()
     if n < lo or (hi is not None and n > hi):
         want = f"{lo}" if lo == hi else f"{lo} to {hi}" if hi is not None else f"at least {lo}"
         names = ", ".join(o.strip("*?") for o in opdef.operands)
-        raise _fail(opdef.name, f"takes {want} operand(s) ({names}), got {n}", loc)
+        raise _fail(what, f"takes {want} operand(s) ({names}), got {n}", loc)
 
 
-def normalized_attrs(opdef: OpDef, attrs: Mapping[str, Any], loc: Location | None) -> dict[str, Any]:
+def normalized_attrs(opdef: OpDef, attrs: Mapping[str, Any], loc: Location | None, what: str) -> dict[str, Any]:
     try:
         return opdef.normalize_attrs(attrs)
     except InferError as e:
-        raise _fail(opdef.name, str(e), loc) from None
+        raise _fail(what, str(e), loc) from None
 
 
 def infer_results(opdef: OpDef, operand_types: Sequence[TensorType], attrs: Mapping[str, Any],
-                  loc: Location | None) -> list[TensorType]:
+                  loc: Location | None, what: str) -> list[TensorType]:
     """Result types of a non-source op from its operand types and (normalized) attributes."""
     try:
         return list(opdef.infer(list(operand_types), opdef.full_attrs(attrs)))
     except InferError as e:
-        raise _fail(opdef.name, str(e), loc) from None
+        raise _fail(what, str(e), loc) from None
 
 
 def make_op(kind: str, operands: Sequence[str], operand_types: Sequence[TensorType], attrs: Mapping[str, Any],
@@ -48,13 +53,14 @@ def make_op(kind: str, operands: Sequence[str], operand_types: Sequence[TensorTy
     """Check and build an op. ``types`` are the declared result types (the parser's annotation); when
     None they are inferred (the builder). Raises VerifyError located at ``loc``."""
     opdef = get_op(kind, loc)
-    check_arity(opdef, len(operands), loc)
-    norm = normalized_attrs(opdef, attrs, loc)
+    what = describe(kind, names)
+    check_arity(opdef, len(operands), loc, what)
+    norm = normalized_attrs(opdef, attrs, loc, what)
     n = opdef.result_count(opdef.full_attrs(norm))
     if types is None:
         if opdef.declares_result:
-            raise _fail(kind, "needs its result type given", loc)
-        types = infer_results(opdef, operand_types, norm, loc)
+            raise _fail(what, "needs its result type given", loc)
+        types = infer_results(opdef, operand_types, norm, loc, what)
     if len(names) != n or len(types) != n:
-        raise _fail(kind, f"has {n} result(s) here, got {len(names)} name(s) and {len(types)} type(s)", loc)
+        raise _fail(what, f"has {n} result(s) here, got {len(names)} name(s) and {len(types)} type(s)", loc)
     return Op.make(kind, operands, norm, [Value(nm, t) for nm, t in zip(names, types)], loc)

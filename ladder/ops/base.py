@@ -47,7 +47,10 @@ class AttrSpec:
                 return int(value)
         elif k == "float":
             if isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool):
-                return float(value)
+                try:
+                    return float(value)
+                except OverflowError:
+                    raise InferError(f"{value} is too large for a number") from None
         elif k == "str":
             if isinstance(value, str):
                 if self.choices and value not in self.choices:

@@ -38,9 +38,7 @@ class Const(OpDef):
         arr = attrs["value"].array
         if tuple(arr.shape) != t.shape:
             raise InferError(f"literal has shape {list(arr.shape)} but the type says {t}")
-        if t.dtype.kind == "table":
-            t.dtype.check(arr, "the literal")
-        elif not t.dtype.is_float:
+        if not t.dtype.is_float:
             t.dtype.check(arr, "the literal")
 
     def compute(self, args, attrs, out, ins):

@@ -23,10 +23,8 @@ class MatMul(OpDef):
 
     def infer(self, types, attrs):
         a, b = types
-        if a.rank < 1 or b.rank < 1 or a.rank == 1 and b.rank == 1:
-            raise InferError(f"matmul needs at least one operand of rank >= 2, got {a} and {b}")
         if a.rank < 2 or b.rank < 2:
-            raise InferError(f"matmul operands must have rank >= 2, got {a} and {b}")
+            raise InferError(f"operands must have rank >= 2, got {a} and {b}")
         if a.dtype.is_float and b.dtype.is_float:
             if a.dtype != b.dtype:
                 raise InferError(f"float operands must have the same type, got {a} and {b}")
