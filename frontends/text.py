@@ -115,7 +115,8 @@ def _syntax_error(e: UnexpectedInput, text: str, lines: list[str], filename: str
     elif isinstance(e, UnexpectedToken):
         tok = e.token
         if tok.type != "$END":
-            found = f"{tok.type.lower() if tok.type in _WORDS else 'token'} {str(tok)!r}"
+            shown = str(tok) if len(str(tok)) <= 40 else str(tok)[:37] + "..."
+            found = f"{tok.type.lower() if tok.type in _WORDS else 'token'} {shown!r}"
         expected = e.accepts or e.expected
     else:
         expected = getattr(e, "expected", set())

@@ -36,7 +36,14 @@ def parse(source: str | os.PathLike, filename: str | None = None) -> Graph:
     from .frontends import text
 
     if isinstance(source, os.PathLike) or (
-        isinstance(source, str) and "\n" not in source and (source.endswith(".lir") or Path(source).is_file())
+        isinstance(source, str) and "\n" not in source and (source.endswith(".lir") or _is_file(source))
     ):
         return text.parse_file(source)
     return text.parse(source, filename or "<string>")
+
+
+def _is_file(name: str) -> bool:
+    try:
+        return Path(name).is_file()
+    except (OSError, ValueError):  # a name too long for the OS, or holding a NUL
+        return False

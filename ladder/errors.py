@@ -34,8 +34,13 @@ class Location:
         if not self.text or self.col <= 0:
             return ""
         line = self.text.rstrip("\n")
+        col = self.col
+        if len(line) > 100:  # show a window of a long line around the column
+            start = max(0, col - 60)
+            line = ("..." if start else "") + line[start:start + 100] + ("..." if start + 100 < len(line) else "")
+            col = col - start + (3 if start else 0)
         # Keep tabs so the caret lines up with the line as a terminal shows it.
-        pad = "".join(ch if ch == "\t" else " " for ch in line[: self.col - 1])
+        pad = "".join(ch if ch == "\t" else " " for ch in line[: col - 1])
         return f"    {line}\n    {pad}^"
 
     @staticmethod
