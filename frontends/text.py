@@ -78,10 +78,20 @@ def parse(text: str, filename: str = "<string>", *, check: bool = True) -> Graph
     except RecursionError:
         raise ParseError("the text nests too deeply", Location(filename)) from None
     try:
-        graph = _Builder(filename, lines).graph(tree.children[0])
+        graph, return_problem = _Builder(filename, lines).graph(tree.children[0])
     except RecursionError:
         raise ParseError("the text nests too deeply", Location(filename)) from None
-    return verify(graph) if check else graph
+    diags = []
+    if check:
+        try:
+            verify(graph)
+        except VerifyError as e:
+            diags.extend(e.diagnostics)
+    if return_problem is not None:
+        diags.append(return_problem)
+    if diags:
+        raise VerifyError(diags)
+    return graph
 
 
 def parse_file(path: str | os.PathLike, *, check: bool = True) -> Graph:
@@ -114,7 +124,9 @@ def _syntax_error(e: UnexpectedInput, text: str, lines: list[str], filename: str
         expected = e.allowed
     elif isinstance(e, UnexpectedToken):
         tok = e.token
-        if tok.type != "$END":
+        if tok.type == "$END":
+            found = "the end of the text"
+        else:
             shown = str(tok) if len(str(tok)) <= 40 else str(tok)[:37] + "..."
             found = f"{tok.type.lower() if tok.type in _WORDS else 'token'} {shown!r}"
         expected = e.accepts or e.expected
@@ -153,7 +165,9 @@ class _Builder:
     def error(self, msg: str, node) -> ParseError:
         return ParseError(msg, self.loc(node))
 
-    def graph(self, tree: Tree) -> Graph:
+    def graph(self, tree: Tree) -> tuple[Graph, LadderError | None]:
+        """The graph, and the problem with its declared return types if any (reported with the
+        verifier's findings, so a wrong type at an op is reported there too)."""
         name_tok, *rest = tree.children
         args = [c for c in rest if isinstance(c, Tree) and c.data == "arg"]
         rettypes = next(c for c in rest if isinstance(c, Tree) and c.data == "rettypes")
@@ -179,10 +193,10 @@ class _Builder:
         declared = [self.ttype(t) for t in rettypes.children if t is not None]
         actual = graph.output_types()
         if declared != actual:
-            raise VerifyError([LadderError(
+            return graph, LadderError(
                 f"graph @{graph.name} declares it returns ({', '.join(map(str, declared))}) but returns "
-                f"({', '.join(map(str, actual))})", self.loc(ret))])
-        return graph
+                f"({', '.join(map(str, actual))})", self.loc(ret))
+        return graph, None
 
     def global_name(self, tok: Token) -> str:
         body = str(tok)[1:]

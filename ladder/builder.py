@@ -77,7 +77,7 @@ class Builder:
         return verify(self.graph)
 
     # -- ops -------------------------------------------------------------------------------------------
-    def op(self, kind: str, *operands: Value, name: str | Sequence[str] | None = None, **attrs):
+    def op(self, kind: str, /, *operands: Value, name: str | Sequence[str] | None = None, **attrs):
         if kind in ("param", "const"):
             raise LadderError(f"use Builder.{kind}() for {kind} ops", Location.of_caller())
         names = [name] if isinstance(name, str) else list(name) if name is not None else None

@@ -64,7 +64,7 @@ def cmd_opt(args) -> int:
     g = _pipeline(args, _load(args.file))
     if args.output:
         Path(args.output).write_text(str(g))
-    elif not args.print_ir_after_all:
+    elif not (args.print_ir_after_all and args.pipeline.strip()):
         sys.stdout.write(str(g))
     return 0
 
@@ -85,17 +85,20 @@ def _parse_inputs(specs: Sequence[str]) -> dict[str, np.ndarray]:
 
 
 def _random_inputs(graph, given: dict, seed: int) -> dict:
+    from .weights import random_tensor
+
     rng = np.random.default_rng(seed)
     out = dict(given)
     for v in graph.inputs:
         if v.name in out:
             continue
         t = v.type
-        if t.dtype.is_float:
+        if t.dtype.is_float and t.dtype.bits >= 16:
             out[v.name] = rng.standard_normal(t.shape).astype(np.float32)
+        elif t.dtype.kind in ("int", "uint") and t.dtype.bits >= 8:  # ids, positions: small and >= 0
+            out[v.name] = rng.integers(0, 8, t.shape).astype(t.dtype.np_dtype)
         else:
-            lo, hi = t.dtype.value_range
-            out[v.name] = rng.integers(max(lo, 0), min(hi, 8) + 1, t.shape).astype(np.int64)
+            out[v.name] = random_tensor(rng, t)
     return out
 
 
@@ -119,7 +122,7 @@ def cmd_run(args) -> int:
         inputs = _random_inputs(g, inputs, args.random_inputs)
     results = run(g, inputs, w)
     if args.output:
-        np.savez(args.output, **results)
+        write_npz(args.output, results)
         print(f"wrote {len(results)} output(s) to {args.output}: {', '.join(results)}")
     else:
         for name, arr in results.items():
@@ -128,6 +131,16 @@ def cmd_run(args) -> int:
             stats = f"min {flat.min():.6g} max {flat.max():.6g} mean {flat.mean():.6g}" if flat.size else "empty"
             print(f"%{name} : {g.type_of(name)}  [{head}]  {stats}")
     return 0
+
+
+def write_npz(path: str, arrays: dict[str, np.ndarray]) -> None:
+    """An .npz at exactly ``path`` (np.savez would append .npz, and its keyword form cannot take every name)."""
+    import zipfile
+
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as zf:
+        for name, arr in arrays.items():
+            with zf.open(f"{name}.npy", "w", force_zip64=True) as f:
+                np.lib.format.write_array(f, np.asarray(arr), allow_pickle=False)
 
 
 def cmd_demo(args) -> int:

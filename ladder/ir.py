@@ -241,13 +241,13 @@ class Graph:
         self._connect(node, new)
 
     def replace_uses(self, old: str, new: str) -> None:
-        """Make every user of value ``old`` (ops and outputs) use ``new`` instead."""
+        """Make every op that uses value ``old`` use ``new`` instead. Graph outputs are the graph's
+        interface and keep their names: an op defining an output stays."""
         if old == new:
             return
         for user in self.users(old):
             op = self.op(user)
             self.replace_op(user, op.with_(operands=tuple(new if o == old else o for o in op.operands)))
-        self.outputs = [new if o == old else o for o in self.outputs]
 
     def remove_op(self, node: int) -> None:
         op = self.op(node)

@@ -21,7 +21,8 @@ Recipes (``quantize`` op):
   q = clip(rint(x * (1 / m)), qmin, qmax); scale = m.
 * ``rtn`` round-to-nearest: without zeros, llama.cpp Q4_0's rule: a = the element of largest magnitude
   (signed), s = a / qmin, q = clip(rint(x / s), qmin, qmax) (0 if s = 0). With zeros (unsigned types):
-  s = (max - min) / qmax; ``original``: z = clip(rint(-min / s), 0, qmax), q = clip(rint(x / s) + z, 0, qmax);
+  s = (max - min) / qmax; ``original`` (GPTQ): min <= 0 <= max widened to hold zero,
+  z = clip(rint(-min / s), 0, qmax), q = clip(rint(x / s) + z, 0, qmax);
   ``rescale``: z = -min, q = clip(rint((x - min) / s), 0, qmax).
 
 ``rint`` rounds half to even. All arithmetic is float32.
@@ -116,6 +117,8 @@ def quantize(x: np.ndarray, scheme: str, dt: DType, axis: int, group: int, zero_
             return _codes(q, dt), s
         lo = group_reduce(x, axis, group, "min")
         hi = group_reduce(x, axis, group, "max")
+        if zero_mode == "original":  # GPTQ: the range includes 0, so the integer zero point is in [0, qmax]
+            lo, hi = np.minimum(lo, 0), np.maximum(hi, 0)
         s = ((hi - lo) / qmax).astype(np.float32)
         inv = np.where(s != 0, np.float32(1) / s, np.float32(0)).astype(np.float32)
         inv_full = expand(inv, shape, axis, group)

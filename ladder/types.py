@@ -107,8 +107,11 @@ class DType:
         """Codes (uint8, 0 .. 2**bits-1) -> values as float32. Defined for types up to 8 bits."""
         if self.table is None:
             raise LadderError(f"type {self.name} has no code table")
-        codes = np.asarray(codes)
-        return np.asarray(self.table, dtype=np.float32)[codes.astype(np.intp)]
+        codes = np.asarray(codes).astype(np.intp)
+        if codes.size and (codes.min() < 0 or codes.max() >= len(self.table)):
+            bad = codes[(codes < 0) | (codes >= len(self.table))].flat[0]
+            raise TypeRangeError(f"code {bad} is not a {self.name} code (0 .. {len(self.table) - 1})")
+        return np.asarray(self.table, dtype=np.float32)[codes]
 
     def encode(self, values: np.ndarray) -> np.ndarray:
         """Values -> codes (uint8). Every value must be exactly representable."""
@@ -306,7 +309,8 @@ def tensor_type(spec: "str | TensorType", shape: Iterable[int] | None = None) ->
         raise LadderError(f"'{spec}' is not a tensor type like f32[2, 3]")
     name, dims = text[:-1].split("[", 1)
     try:
-        shape_t = tuple(int(d) for d in dims.split(",") if d.strip())
+        parts = dims.split(",") if dims.strip() else []
+        shape_t = tuple(int(d) for d in parts)
     except ValueError:
         raise LadderError(f"'{spec}' is not a tensor type like f32[2, 3]") from None
     if any(d < 0 for d in shape_t):

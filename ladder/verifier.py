@@ -25,7 +25,8 @@ def verify(graph: Graph) -> Graph:
             ref, t = op.attr.get("ref"), op.results[0].type
             if ref in refs and refs[ref][0] != t:
                 diags.append(LadderError(
-                    f"weight @{ref} is declared as {t} here and as {refs[ref][0]} at {refs[ref][1]}", op.loc))
+                    f"{describe(op.kind, [op.name])}: weight @{ref} is declared as {t} here and as "
+                    f"{refs[ref][0]} at {refs[ref][1]}", op.loc))
             refs.setdefault(ref, (t, op.loc))
     if not graph.outputs:
         diags.append(LadderError(f"graph @{graph.name} returns nothing", graph.loc))

@@ -70,7 +70,12 @@ class AttrSpec:
                 except LadderError as e:
                     raise InferError(e.message) from None
         elif k == "data":
-            return value
+            if isinstance(value, np.ndarray):
+                from ..ir import ConstData
+
+                return ConstData(value)
+            if hasattr(value, "array") and isinstance(value.array, np.ndarray):  # ConstData
+                return value
         raise InferError(f"expected {_KIND_WORDS[k]}, got {value!r}")
 
 

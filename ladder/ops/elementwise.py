@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 
+from ..errors import LadderError
 from ..types import TensorType
 from .base import AttrSpec, InferError, OpDef, broadcast, need_float, need_same_dtype, register, to_f32
 
@@ -39,7 +40,10 @@ class Const(OpDef):
         if tuple(arr.shape) != t.shape:
             raise InferError(f"literal has shape {list(arr.shape)} but the type says {t}")
         if not t.dtype.is_float:
-            t.dtype.check(arr, "the literal")
+            try:
+                t.dtype.check(arr, "the literal")
+            except LadderError as e:
+                raise InferError(e.message) from None
 
     def compute(self, args, attrs, out, ins):
         return [np.array(attrs["value"].array, dtype=out[0].dtype.np_dtype)]
@@ -255,7 +259,8 @@ class Cast(OpDef):
         to = out[0].dtype
         x = args[0]
         if to.is_float:
-            v = x.astype(np.float64) if x.dtype.kind in "iub" else x.astype(np.float32)
+            v = x.astype(np.float32) if x.dtype.kind not in "iub" else (
+                x.astype(np.float64) if to.bits >= 32 else _f32_round_to_odd(x.astype(np.float64)))
             if to.bits <= 8:
                 lo, hi = to.value_range
                 v = np.clip(v, lo, hi)  # ml_dtypes would give NaN for fp8 overflow
@@ -264,3 +269,14 @@ class Cast(OpDef):
         v = x.astype(np.float64)
         v = np.trunc(np.nan_to_num(v, nan=0.0, posinf=hi, neginf=lo))
         return [np.clip(v, lo, hi).astype(np.int64).astype(to.np_dtype)]
+
+
+def _f32_round_to_odd(x: np.ndarray) -> np.ndarray:
+    """float64 -> float32 rounding to odd: truncate, then set the last bit if inexact. A second rounding
+    to any narrower float (bf16, f16, fp8, fp4) then equals one correct rounding of x (no double rounding)."""
+    y = x.astype(np.float32)
+    away = np.abs(y.astype(np.float64)) > np.abs(x)
+    y = np.where(away, np.nextafter(y, np.float32(0)), y)
+    inexact = y.astype(np.float64) != x
+    bits = y.view(np.uint32) | inexact.astype(np.uint32)
+    return bits.view(np.float32)

@@ -82,7 +82,7 @@ class Dequant(_Granular):
 
     def infer(self, types, attrs):
         codes, scale = types[0], types[1]
-        if codes.dtype.is_float and codes.dtype.bits > 8:
+        if codes.dtype.bits > 8:
             raise InferError(f"codes must have a low-bit or 8-bit type, got {codes}")
         if not scale.dtype.is_float:
             raise InferError(f"scale must be float, got {scale}")
@@ -92,6 +92,8 @@ class Dequant(_Granular):
         has_zero = len(types) == 3
         if has_zero != (attrs["zero_mode"] != "none"):
             raise InferError("a zero operand goes with zero_mode 'original' or 'rescale', and only with them")
+        if group == -1 and scale.size != 1:
+            raise InferError(f"group -1 (per tensor) takes one scale, got {scale}")
         if scale.size != 1:
             self._check_scale_shape(codes, scale, axis, group)
         if has_zero and types[2].shape != scale.shape:

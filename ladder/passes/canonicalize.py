@@ -125,7 +125,7 @@ def simplify(g: Graph) -> list[tuple[str, str]]:
             op = g.op(node)
             before = op
             repl = rule(g, op)
-            if repl is not None:
+            if repl is not None and op.name not in g.outputs:
                 g.replace_uses(op.name, repl)
                 fired.append((rule_name, op.name))
                 break
@@ -147,8 +147,9 @@ def merge_duplicates(g: Graph) -> int:
             continue
         for mine, theirs in zip(op.results, first.results):
             g.replace_uses(mine.name, theirs.name)
-        g.remove_op(node)
-        merged += 1
+        if not any(r.name in g.outputs for r in op.results):  # outputs keep their names
+            g.remove_op(node)
+            merged += 1
     return merged
 
 

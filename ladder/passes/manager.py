@@ -92,6 +92,8 @@ def _parse_options(text: str, start: int, body: str, cls) -> dict[str, Any]:
         if not eq:
             raise _pipe_error(text, at, f"expected option=value in '{cls.name}', got '{part.strip()}'")
         key = key.replace("-", "_")
+        if key in out:
+            raise _pipe_error(text, at, f"option '{key}' of '{cls.name}' is given twice")
         if key not in fields:
             known = ", ".join(fields) or "none"
             raise _pipe_error(text, at, f"pass '{cls.name}' has no option '{key}' (its options: {known})")
