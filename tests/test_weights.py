@@ -1,0 +1,291 @@
+"""Weights: safetensors round trips for every element type, ``bind`` errors, seeded random weights."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import ladder
+from ladder import Builder, weights
+from ladder.types import DTYPES
+
+ALL = list(DTYPES)
+
+# What a weights file holds for each type (README: low-bit unpacked one value per byte; bf16 as uint16 bits).
+STORAGE = {
+    "f32": np.float32, "f16": np.float16, "bf16": np.uint16, "fp8e4m3": np.uint8, "fp4": np.uint8,
+    "i32": np.int32, "i16": np.int16, "i8": np.int8, "u8": np.uint8,
+    "i4": np.int8, "i2": np.int8, "i1": np.int8, "ternary": np.int8,
+    "u4": np.uint8, "u2": np.uint8, "u1": np.uint8, "nf4": np.uint8,
+}
+
+
+def graph_with(params: dict[str, str], name: str = "g") -> ladder.Graph:
+    b = Builder(name)
+    x = b.input("x", "f32[2]")
+    for ref, t in params.items():
+        b.param(ref, t)
+    return b.build(x)
+
+
+def one_param(t: str, ref: str = "w") -> ladder.Graph:
+    return graph_with({ref: t})
+
+
+def as_f32(a: np.ndarray) -> np.ndarray:
+    return np.asarray(a).astype(np.float32)
+
+
+def test_storage_table_covers_every_dtype():
+    assert set(STORAGE) == set(DTYPES)
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_save_load_round_trip_each_dtype(tmp_path, name):
+    g = one_param(f"{name}[3, 5]")
+    w = weights.random(g, seed=7)
+    path = tmp_path / "w.safetensors"
+    weights.save(path, g, w)
+
+    raw = weights.load(path)
+    assert set(raw) == {"w"}
+    assert raw["w"].dtype == np.dtype(STORAGE[name]), f"{name} stored as {raw['w'].dtype}"
+    assert raw["w"].shape == (3, 5)
+
+    bound = weights.bind(g, raw)
+    assert bound["w"].dtype == DTYPES[name].np_dtype
+    assert bound["w"].shape == (3, 5)
+    np.testing.assert_array_equal(as_f32(bound["w"]), as_f32(w["w"]))
+
+
+def test_save_load_all_dtypes_in_one_file(tmp_path):
+    g = graph_with({f"p.{n}": f"{n}[4]" for n in ALL})
+    w = weights.random(g, seed=3)
+    path = tmp_path / "all.safetensors"
+    weights.save(path, g, w)
+    bound = weights.bind(g, weights.load(path))
+    assert set(bound) == set(w)
+    for ref in w:
+        assert bound[ref].dtype == w[ref].dtype, ref
+        np.testing.assert_array_equal(as_f32(bound[ref]), as_f32(w[ref]), err_msg=ref)
+
+
+def test_storage_values_are_the_values_for_low_bit_ints(tmp_path):
+    # Unpacked means the stored byte is the value itself (-1/0/+1 for ternary, -8..7 for i4), not a code.
+    g = graph_with({"t": "ternary[3]", "q": "i4[3]", "u": "u2[3]", "b": "i1[2]"})
+    w = {"t": np.array([-1, 0, 1], np.int8), "q": np.array([-8, 0, 7], np.int8),
+         "u": np.array([0, 2, 3], np.uint8), "b": np.array([-1, 1], np.int8)}
+    path = tmp_path / "w.safetensors"
+    weights.save(path, g, w)
+    raw = weights.load(path)
+    np.testing.assert_array_equal(raw["t"], [-1, 0, 1])
+    np.testing.assert_array_equal(raw["q"], [-8, 0, 7])
+    np.testing.assert_array_equal(raw["u"], [0, 2, 3])
+    np.testing.assert_array_equal(raw["b"], [-1, 1])
+
+
+def test_file_written_by_safetensors_directly_binds(tmp_path):
+    from safetensors.numpy import save_file
+
+    g = graph_with({"t": "ternary[2, 2]", "s": "f32[1]"})
+    path = tmp_path / "w.safetensors"
+    save_file({"t": np.array([[1, -1], [0, 1]], np.int8), "s": np.array([0.5], np.float32)}, str(path))
+    bound = weights.bind(g, weights.load(path))
+    np.testing.assert_array_equal(bound["t"], [[1, -1], [0, 1]])
+    np.testing.assert_array_equal(bound["s"], [0.5])
+
+
+# -- bind errors ------------------------------------------------------------------------------------
+
+def test_missing_param_names_it_and_its_type():
+    g = graph_with({"present": "f32[2]", "blocks.0.w": "ternary[4, 8]"})
+    with pytest.raises(ladder.WeightsError) as ei:
+        weights.bind(g, {"present": np.zeros(2, np.float32)})
+    msg = str(ei.value)
+    assert "@blocks.0.w" in msg
+    assert "ternary[4, 8]" in msg
+    assert "@present" not in msg
+
+
+def test_wrong_shape_names_param_and_shapes():
+    g = one_param("f32[2, 3]", "proj")
+    with pytest.raises(ladder.WeightsError) as ei:
+        weights.bind(g, {"proj": np.zeros((3, 2), np.float32)})
+    msg = str(ei.value)
+    assert "@proj" in msg and "f32[2, 3]" in msg and "[3, 2]" in msg
+
+
+@pytest.mark.parametrize("t, arr", [
+    ("ternary[2]", np.array([1.0, 0.0], np.float32)),
+    ("i4[2]", np.array([1, 0], np.int64)),
+    ("i8[2]", np.array([1, 0], np.int32)),
+    ("f32[2]", np.array([1, 0], np.int8)),
+    ("nf4[2]", np.array([1, 0], np.int8)),
+])
+def test_wrong_dtype_names_param(t, arr):
+    g = one_param(t, "wd")
+    with pytest.raises(ladder.WeightsError) as ei:
+        weights.bind(g, {"wd": arr})
+    msg = str(ei.value)
+    assert "@wd" in msg and str(arr.dtype) in msg
+
+
+@pytest.mark.parametrize("t, arr, bad", [
+    ("ternary[3]", np.array([1, 2, 0], np.int8), "2"),
+    ("i4[3]", np.array([0, 9, 1], np.int8), "9"),
+    ("i4[2]", np.array([-9, 0], np.int8), "-9"),
+    ("i2[2]", np.array([-3, 0], np.int8), "-3"),
+    ("u4[2]", np.array([16, 0], np.uint8), "16"),
+    ("u1[2]", np.array([0, 2], np.uint8), "2"),
+    ("i1[2]", np.array([0, 1], np.int8), "0"),
+    ("nf4[2]", np.array([16, 0], np.uint8), "16"),
+    ("fp4[2]", np.array([16, 0], np.uint8), "16"),
+])
+def test_out_of_range_value_names_param(t, arr, bad):
+    g = one_param(t, "layer.q")
+    with pytest.raises(ladder.WeightsError) as ei:
+        weights.bind(g, {"layer.q": arr})
+    msg = str(ei.value)
+    assert "@layer.q" in msg
+    assert bad in msg
+
+
+def test_out_of_range_in_a_file_is_a_weights_error(tmp_path):
+    from safetensors.numpy import save_file
+
+    g = one_param("ternary[4]", "tw")
+    path = tmp_path / "bad.safetensors"
+    save_file({"tw": np.array([0, 1, 2, -1], np.int8)}, str(path))
+    with pytest.raises(ladder.WeightsError, match="@tw"):
+        weights.bind(g, weights.load(path))
+    # and through the interpreter, too
+    with pytest.raises(ladder.WeightsError, match="@tw"):
+        ladder.run(g, {"x": np.zeros(2, np.float32)}, weights.load(path))
+
+
+def test_save_rejects_invalid_weights(tmp_path):
+    g = one_param("ternary[2]")
+    with pytest.raises(ladder.WeightsError, match="@w"):
+        weights.save(tmp_path / "w.safetensors", g, {"w": np.array([3, 0], np.int8)})
+
+
+def test_bind_accepts_in_memory_and_storage_forms():
+    import ml_dtypes
+
+    g = graph_with({"a": "i4[2]", "b": "bf16[2]"})
+    mem = weights.bind(g, {"a": np.array([-8, 7], ml_dtypes.int4), "b": np.array([1.5, -2], ml_dtypes.bfloat16)})
+    sto = weights.bind(g, {"a": np.array([-8, 7], np.int8),
+                           "b": np.array([1.5, -2], ml_dtypes.bfloat16).view(np.uint16)})
+    for k in ("a", "b"):
+        assert mem[k].dtype == sto[k].dtype == DTYPES["i4" if k == "a" else "bf16"].np_dtype
+        np.testing.assert_array_equal(as_f32(mem[k]), as_f32(sto[k]))
+    np.testing.assert_array_equal(as_f32(sto["b"]), [1.5, -2.0])
+
+
+# -- files ----------------------------------------------------------------------------------------
+
+def test_missing_file_is_weights_error(tmp_path):
+    p = tmp_path / "nope.safetensors"
+    with pytest.raises(ladder.WeightsError) as ei:
+        weights.load(p)
+    assert "nope.safetensors" in str(ei.value)
+
+
+@pytest.mark.parametrize("content", [
+    b"",
+    b"garbage, not safetensors",
+    b"\x10\x00\x00\x00\x00\x00\x00\x00{\"a\": 1}",
+    b"\x08\x00\x00\x00\x00\x00\x00\x00{\"a\": {",
+    b"\x40\x00\x00\x00\x00\x00\x00\x00" + b'{"w": {"dtype": "I8", "shape": [100], "data_offsets": [0, 100]}}',
+])
+def test_corrupt_file_is_weights_error(tmp_path, content):
+    p = tmp_path / "corrupt.safetensors"
+    p.write_bytes(content)
+    with pytest.raises(ladder.WeightsError) as ei:
+        weights.load(p)
+    assert "corrupt.safetensors" in str(ei.value)
+
+
+def test_truncated_real_file_is_weights_error(tmp_path):
+    g = one_param("f32[64, 64]")
+    p = tmp_path / "w.safetensors"
+    weights.save(p, g, weights.random(g, 0))
+    data = p.read_bytes()
+    p.write_bytes(data[: len(data) // 2])
+    with pytest.raises(ladder.WeightsError):
+        weights.load(p)
+
+
+def test_directory_is_weights_error(tmp_path):
+    with pytest.raises(ladder.WeightsError):
+        weights.load(tmp_path)
+
+
+# -- random weights ----------------------------------------------------------------------------------
+
+MIXED = {f"p_{n}": f"{n}[16, 32]" for n in ALL} | {f"v_{n}": f"{n}[8]" for n in ("f32", "f16", "bf16")}
+
+
+def test_random_is_deterministic():
+    g = graph_with(MIXED)
+    a, b = weights.random(g, 5), weights.random(g, 5)
+    assert set(a) == set(b) == set(MIXED)
+    for k in a:
+        assert a[k].dtype == b[k].dtype
+        np.testing.assert_array_equal(as_f32(a[k]), as_f32(b[k]), err_msg=k)
+
+
+def test_random_differs_per_seed():
+    g = graph_with(MIXED)
+    a, b = weights.random(g, 0), weights.random(g, 1)
+    for k in a:
+        assert not np.array_equal(as_f32(a[k]), as_f32(b[k])), f"{k} is the same for seeds 0 and 1"
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_random_values_in_range_and_bind(name):
+    g = one_param(f"{name}[32, 32]")
+    dt = DTYPES[name]
+    arr = weights.random(g, 11)["w"]
+    assert arr.dtype == dt.np_dtype and arr.shape == (32, 32)
+    vals = dt.to_values(arr)
+    assert np.all(np.isfinite(vals))
+    dt.check(arr, "random weight")  # raises TypeRangeError when out of range
+    if dt.values is not None:
+        assert set(np.unique(vals).tolist()) <= set(dt.values)
+    else:
+        lo, hi = dt.value_range
+        assert vals.min() >= lo and vals.max() <= hi
+    # more than one distinct value: random, not constant
+    assert len(np.unique(vals)) > 1
+    # what random() gives, bind() accepts unchanged
+    np.testing.assert_array_equal(as_f32(weights.bind(g, {"w": arr})["w"]), as_f32(arr))
+
+
+def test_random_ternary_and_binary_values_exact():
+    g = graph_with({"t": "ternary[64, 64]", "b": "i1[64, 64]"})
+    w = weights.random(g, 2)
+    assert set(np.unique(w["t"]).tolist()) == {-1, 0, 1}
+    assert set(np.unique(w["b"]).tolist()) == {-1, 1}
+
+
+def test_random_param_unchanged_when_another_is_added():
+    g1 = graph_with({"a": "ternary[8, 16]", "b": "f32[16, 4]"})
+    g2 = graph_with({"zzz": "f32[3, 3]", "a": "ternary[8, 16]", "new": "i4[5]", "b": "f32[16, 4]"})
+    w1, w2 = weights.random(g1, 9), weights.random(g2, 9)
+    np.testing.assert_array_equal(w1["a"], w2["a"])
+    np.testing.assert_array_equal(w1["b"], w2["b"])
+    assert set(w2) == {"zzz", "a", "new", "b"}
+
+
+def test_random_covers_each_param_once_even_if_used_twice():
+    b = Builder("g")
+    x = b.input("x", "f32[4]")
+    s1 = b.param("s", "f32[4]")
+    s2 = b.param("s", "f32[4]")
+    g = b.build(b.add(b.mul(x, s1), s2))
+    w = weights.random(g, 0)
+    assert list(w) == ["s"]
+    out = ladder.run(g, {"x": np.ones(4, np.float32)}, w)
+    (y,) = out.values()
+    np.testing.assert_allclose(y, w["s"] * 2, rtol=1e-6)
