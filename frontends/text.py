@@ -25,7 +25,7 @@ from lark.exceptions import LarkError, UnexpectedCharacters, UnexpectedEOF, Unex
 from ladder.errors import LadderError, Location, ParseError, VerifyError
 from ladder.ir import ConstData, Graph, Value
 from ladder.ops import get_op, make_op
-from ladder.types import DTYPES, TensorType
+from ladder.types import DTYPES, MAX_RANK, TensorType
 from ladder.verifier import verify
 
 GRAMMAR = r"""
@@ -213,6 +213,8 @@ class _Builder:
         if dt is None:
             raise self.error(f"unknown element type '{name_tok}'; expected one of {', '.join(DTYPES)}", name_tok)
         shape = []
+        if len(dims) > MAX_RANK:
+            raise self.error(f"a tensor of rank {len(dims)} has too many dimensions (at most {MAX_RANK})", name_tok)
         for d in dims:
             if d is None:
                 continue
@@ -231,7 +233,10 @@ class _Builder:
         kind_tok = children[i]
         i += 1
         loc = self.loc(kind_tok)
-        opdef = get_op(str(kind_tok), loc)
+        try:
+            opdef = get_op(str(kind_tok), loc)
+        except LadderError as e:
+            raise ParseError(e.message, loc, notes=e.notes) from None
         operands, attrs_tree, types = [], None, []
         for c in children[i:]:
             if isinstance(c, Tree) and c.data == "attrs":

@@ -14,6 +14,7 @@ return a tuple. Each op's location is the Python line that built it.
 from __future__ import annotations
 
 import itertools
+import re
 from typing import Sequence
 
 import numpy as np
@@ -54,7 +55,8 @@ class Builder:
         t = tensor_type(type, shape)
         ref = ref.lstrip("@")
         if name is None:  # name the value after the weight, made unique if the weight is used twice
-            candidates = itertools.chain([ref], (f"{ref}.{k}" for k in itertools.count(1)))
+            base = re.sub(r"[^A-Za-z0-9_.$]", "_", ref) or "w"
+            candidates = itertools.chain([base], (f"{base}.{k}" for k in itertools.count(1)))
             name = next(n for n in candidates if not self.graph.defines(n))
         return self._add("param", [], {"ref": ref}, [self._name(name)], [t])[0]
 

@@ -57,8 +57,9 @@ class ConstData:
             return a.size == 1
         if all(s == 0 for s in a.strides):
             return True
-        flat = a.reshape(-1)
-        return bool(np.all(flat == flat[0])) and not np.isnan(flat[0].astype(np.float32))
+        # Same bits, not same value: 0.0 and -0.0 differ, and equal NaNs are a splat.
+        bits = np.ascontiguousarray(a).reshape(-1).view(f"u{a.dtype.itemsize}")
+        return bool(np.all(bits == bits[0]))
 
     def __eq__(self, other) -> bool:
         return isinstance(other, ConstData) and self._key == other._key

@@ -30,7 +30,7 @@ def number(v) -> str:
         return str(int(v))
     f = float(v)
     if math.isnan(f):
-        return "nan"
+        return "-nan" if math.copysign(1.0, f) < 0 else "nan"
     if math.isinf(f):
         return "inf" if f > 0 else "-inf"
     return repr(f)
@@ -38,7 +38,10 @@ def number(v) -> str:
 
 def literal(data: ConstData) -> str:
     arr = data.array
-    as_float = arr.dtype.kind not in "iub"
+    # ml_dtypes' types have kind 'V': tell floats (bfloat16, float8_*, float4_*) from ints by name.
+    as_float = arr.dtype.kind == "f" or arr.dtype.name.startswith(("float", "bfloat"))
+    if arr.size == 0 and arr.ndim > 0:
+        return "0"  # a bare number fills the (empty) shape; "[]" would say shape [0]
     if data.is_splat and arr.ndim > 0:
         return _scalar(arr.reshape(-1)[0], as_float)
     return _nested(arr, as_float)

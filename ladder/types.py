@@ -270,6 +270,9 @@ def dtype_of_numpy(np_dtype) -> DType:
     raise LadderError(f"no ladder element type for numpy dtype {np_dtype}")
 
 
+MAX_RANK = 32  # numpy allows 64 dimensions; nothing real comes near either
+
+
 @dataclass(frozen=True)
 class TensorType:
     """An element type and a static shape. ``f32[1, 2560]``; ``f32[]`` is a scalar."""
@@ -315,4 +318,6 @@ def tensor_type(spec: "str | TensorType", shape: Iterable[int] | None = None) ->
         raise LadderError(f"'{spec}' is not a tensor type like f32[2, 3]") from None
     if any(d < 0 for d in shape_t):
         raise LadderError(f"'{spec}' has a negative dimension")
+    if len(shape_t) > MAX_RANK:
+        raise LadderError(f"'{spec}' has more than {MAX_RANK} dimensions")
     return TensorType(dtype(name.strip()), shape_t)

@@ -18,6 +18,9 @@ from ..errors import LadderError, Location
 from ..types import DType, TensorType, dtype as lookup_dtype
 
 REQUIRED = object()
+# Every NaN attribute is this one object: tuples compare items by identity first, so ops holding a NaN
+# attribute compare equal to their re-parse.
+CANONICAL_NAN = float("nan")
 
 
 class InferError(Exception):
@@ -48,7 +51,8 @@ class AttrSpec:
         elif k == "float":
             if isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool):
                 try:
-                    return float(value)
+                    f = float(value)
+                    return CANONICAL_NAN if f != f else f
                 except OverflowError:
                     raise InferError(f"{value} is too large for a number") from None
         elif k == "str":
