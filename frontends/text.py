@@ -42,7 +42,7 @@ attr: NAME "=" value
 ?literal: number | list
 list: "[" [literal ("," literal)*] "]"
 number: NUMBER
-ttype: NAME "[" [INT ("," INT)*] "]"
+ttype: NAME ["<" NAME ">"] "[" [INT ("," INT)*] "]"
 
 LOCAL: /%[A-Za-z0-9_.$]+/
 GLOBAL: /@[A-Za-z0-9_.$\/\-]+/ | /@"(\\.|[^"\\\n])*"/
@@ -208,7 +208,7 @@ class _Builder:
         return body
 
     def ttype(self, tree: Tree) -> TensorType:
-        name_tok, *dims = tree.children
+        name_tok, layout_tok, *dims = tree.children
         dt = DTYPES.get(str(name_tok))
         if dt is None:
             raise self.error(f"unknown element type '{name_tok}'; expected one of {', '.join(DTYPES)}", name_tok)
@@ -221,7 +221,10 @@ class _Builder:
             if len(d) > 18:
                 raise self.error(f"dimension {str(d)[:20]}... is too large", d)
             shape.append(int(d))
-        return TensorType(dt, tuple(shape))
+        try:
+            return TensorType(dt, tuple(shape), None if layout_tok is None else str(layout_tok))
+        except LadderError as e:
+            raise self.error(e.message, layout_tok or name_tok) from None
 
     def stmt(self, graph: Graph, tree: Tree) -> None:
         children = tree.children

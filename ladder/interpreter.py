@@ -36,7 +36,7 @@ def run(graph: Graph, inputs: Mapping[str, np.ndarray] | Sequence[np.ndarray] = 
                 raise RuntimeFailure(f"{op.describe()}: {e}", op.loc) from None
         for r, arr in zip(op.results, results):
             arr = np.asarray(arr)
-            if arr.shape != r.type.shape or arr.dtype != r.type.dtype.np_dtype:
+            if arr.shape != r.type.storage_shape or arr.dtype != r.type.storage_np_dtype:
                 raise RuntimeFailure(  # a bug in an op's semantics, not in the user's graph
                     f"internal: {op.describe()} produced {arr.dtype}{list(arr.shape)} for %{r.name} : {r.type}",
                     op.loc)
@@ -69,6 +69,11 @@ def bind_inputs(graph: Graph, inputs) -> dict[str, np.ndarray]:
 def convert_input(v: Value, arr) -> np.ndarray:
     arr = np.asarray(arr)
     t = v.type
+    if t.layout:
+        if arr.dtype != np.uint8 or arr.shape != t.storage_shape:
+            raise RuntimeFailure(f"input %{v.name} : {t} should be its packed storage "
+                                 f"uint8{list(t.storage_shape)}, got {arr.dtype}{list(arr.shape)}")
+        return arr
     if arr.shape != t.shape:
         raise RuntimeFailure(f"input %{v.name} should be {t} but has shape {list(arr.shape)}")
     dt = t.dtype

@@ -83,7 +83,9 @@ def print_op(op: Op) -> str:
         text += " " + ", ".join(args)
     if attrs:
         text += " {" + ", ".join(f"{k} = {attr_value(v)}" for k, v in sorted(attrs.items())) + "}"
-    return text + " : " + ", ".join(str(r.type) for r in op.results)
+    text += " : " + ", ".join(str(r.type) for r in op.results)
+    notes = [r.type.storage_note() for r in op.results if r.type.layout]
+    return text + ("  # " + "; ".join(notes) if notes else "")
 
 
 def print_graph(graph: Graph) -> str:

@@ -42,6 +42,10 @@ def normalized_attrs(opdef: OpDef, attrs: Mapping[str, Any], loc: Location | Non
 def infer_results(opdef: OpDef, operand_types: Sequence[TensorType], attrs: Mapping[str, Any],
                   loc: Location | None, what: str) -> list[TensorType]:
     """Result types of a non-source op from its operand types and (normalized) attributes."""
+    for role, t in zip(opdef.operand_roles(len(operand_types)), operand_types):
+        if t.layout and role not in opdef.packed_operands:
+            raise _fail(what, f"{role} is packed ({t}); only {', '.join(opdef.packed_operands) or 'no operand'} "
+                        f"of '{opdef.name}' may be, so unpack it first", loc)
     try:
         return list(opdef.infer(list(operand_types), opdef.full_attrs(attrs)))
     except InferError as e:

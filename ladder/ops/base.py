@@ -94,6 +94,8 @@ class OpDef:
     operands: ClassVar[tuple[str, ...]] = ()
     attrs: ClassVar[dict[str, AttrSpec]] = {}
     num_results: ClassVar[int] = 1
+    # Operands that may be packed tensors (a type with a layout); every other operand must be unpacked.
+    packed_operands: ClassVar[tuple[str, ...]] = ()
     # Sources (param, const) declare their result type instead of inferring it.
     declares_result: ClassVar[bool] = False
 
@@ -115,6 +117,12 @@ class OpDef:
             return 0, None
         required = sum(1 for o in self.operands if not o.endswith("?"))
         return required, len(self.operands)
+
+    def operand_roles(self, n: int) -> list[str]:
+        """The role name of each of n operands ('inputs' for every operand of a variadic op)."""
+        if self.operands and self.operands[0].startswith("*"):
+            return [self.operands[0][1:]] * n
+        return [o.rstrip("?") for o in self.operands[:n]]
 
     def result_count(self, attrs: Mapping[str, Any]) -> int:
         return self.num_results

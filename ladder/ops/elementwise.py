@@ -22,6 +22,8 @@ class Param(OpDef):
     def check_declared(self, t, attrs):
         if not attrs["ref"]:
             raise InferError("a param needs a non-empty name")
+        if t.layout:
+            raise InferError(f"a param holds logical values, not {t}; legalize-types packs it with a 'pack' op")
 
     def compute(self, args, attrs, out, ins):  # the interpreter binds params from the weights
         raise InferError("param values come from the weights, not from compute")
@@ -36,6 +38,8 @@ class Const(OpDef):
     declares_result = True
 
     def check_declared(self, t, attrs):
+        if t.layout:
+            raise InferError(f"a const holds logical values, not {t}")
         arr = attrs["value"].array
         if tuple(arr.shape) != t.shape:
             raise InferError(f"literal has shape {list(arr.shape)} but the type says {t}")
