@@ -40,7 +40,8 @@ attrs: "{" [attr ("," attr)*] "}"
 attr: NAME "=" value
 ?value: literal | NAME -> word | STRING -> string
 ?literal: number | list
-list: "[" [literal ("," literal)*] "]"
+list: "[" [item ("," item)*] "]"
+?item: literal | STRING -> string
 number: NUMBER
 ttype: NAME ["<" NAME ">"] "[" [INT ("," INT)*] "]"
 
@@ -311,12 +312,16 @@ class _Builder:
                 raise self.error(f"number {str(v.children[0])[:20]}... is too long", v.children[0]) from None
         if isinstance(v, Tree) and v.data == "list":
             return [self.literal_value(c) for c in v.children if c is not None]
+        if isinstance(v, Tree) and v.data == "string":
+            return self.attr_value(v)
         raise self.error("expected a literal", v)
 
     def const_array(self, lit, t: TensorType) -> np.ndarray:
         if t.size > MAX_LITERAL_ELEMENTS:
             raise self.error(f"a literal of {t.size} elements is too large; use a param for big tensors", lit)
         value = self.literal_value(lit)
+        if _holds_string(value):
+            raise self.error("a tensor literal holds numbers, not strings", lit)
         try:
             arr = np.array(value, dtype=np.float64)
         except (ValueError, OverflowError):
@@ -344,3 +349,9 @@ def _number(s: str):
     if any(c in body for c in ".eE"):
         return float(s)
     return int(s)
+
+
+def _holds_string(value) -> bool:
+    if isinstance(value, str):
+        return True
+    return isinstance(value, list) and any(_holds_string(v) for v in value)

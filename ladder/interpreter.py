@@ -20,20 +20,38 @@ def run(graph: Graph, inputs: Mapping[str, np.ndarray] | Sequence[np.ndarray] = 
     """Run ``graph``. ``inputs`` by name (without %) or in order; ``weights`` by param name.
 
     Returns the outputs by value name, in the graph's output order; with ``keep``, every value."""
-    env = bind_inputs(graph, inputs)
-    bound = weights_mod.bind(graph, weights or {})
-    for op in graph.ops():
-        ins = [graph.type_of(o) for o in op.operands]
-        outs = [r.type for r in op.results]
-        if op.kind == "param":
-            results = [bound[op.attr["ref"]]]
-        else:
-            opdef = OPS[op.kind]
-            try:
-                with np.errstate(all="ignore"):
-                    results = opdef.compute([env[o] for o in op.operands], opdef.full_attrs(op.attr), outs, ins)
-            except InferError as e:
-                raise RuntimeFailure(f"{op.describe()}: {e}", op.loc) from None
+    return Session(graph, weights).run(inputs, keep=keep)
+
+
+class Session:
+    """A graph bound to its weights. Everything computed from params and consts alone (packing weights,
+    quantizing them) is computed once, here; ``run`` computes the rest for each set of inputs."""
+
+    def __init__(self, graph: Graph, weights: Mapping[str, np.ndarray] | None = None):
+        self.graph = graph
+        bound = weights_mod.bind(graph, weights or {})
+        self.fixed: dict[str, np.ndarray] = {}
+        self._rest = []
+        for op in graph.ops():
+            if op.kind == "param":
+                self._store(self.fixed, op, [bound[op.attr["ref"]]])
+            elif op.operands and all(o in self.fixed for o in op.operands) or op.kind == "const":
+                self._store(self.fixed, op, _compute(op, graph, self.fixed))
+            else:
+                self._rest.append(op)
+
+    def run(self, inputs: Mapping[str, np.ndarray] | Sequence[np.ndarray] = (), *,
+            keep: bool = False) -> dict[str, np.ndarray]:
+        env = dict(self.fixed)
+        env.update(bind_inputs(self.graph, inputs))
+        for op in self._rest:
+            self._store(env, op, _compute(op, self.graph, env))
+        if keep:
+            return env
+        return {name: env[name] for name in self.graph.outputs}
+
+    @staticmethod
+    def _store(env: dict, op, results) -> None:
         for r, arr in zip(op.results, results):
             arr = np.asarray(arr)
             if arr.shape != r.type.storage_shape or arr.dtype != r.type.storage_np_dtype:
@@ -41,9 +59,17 @@ def run(graph: Graph, inputs: Mapping[str, np.ndarray] | Sequence[np.ndarray] = 
                     f"internal: {op.describe()} produced {arr.dtype}{list(arr.shape)} for %{r.name} : {r.type}",
                     op.loc)
             env[r.name] = arr
-    if keep:
-        return env
-    return {name: env[name] for name in graph.outputs}
+
+
+def _compute(op, graph: Graph, env: dict) -> list[np.ndarray]:
+    opdef = OPS[op.kind]
+    ins = [graph.type_of(o) for o in op.operands]
+    try:
+        with np.errstate(all="ignore"):
+            return opdef.compute([env[o] for o in op.operands], opdef.full_attrs(op.attr),
+                                 [r.type for r in op.results], ins)
+    except InferError as e:
+        raise RuntimeFailure(f"{op.describe()}: {e}", op.loc) from None
 
 
 def bind_inputs(graph: Graph, inputs) -> dict[str, np.ndarray]:

@@ -65,6 +65,9 @@ class AttrSpec:
                 isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in value
             ):
                 return tuple(int(v) for v in value)
+        elif k == "strs":
+            if isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
+                return tuple(value)
         elif k == "dtype":
             if isinstance(value, DType):
                 return value
@@ -85,7 +88,7 @@ class AttrSpec:
 
 _KIND_WORDS = {
     "bool": "true or false", "int": "an integer", "float": "a number", "str": "a string",
-    "ints": "a list of integers", "dtype": "an element type name", "data": "a tensor literal",
+    "ints": "a list of integers", "strs": "a list of strings", "dtype": "an element type name", "data": "a tensor literal",
 }
 
 

@@ -2,8 +2,10 @@
 
 from .manager import (PASSES, DumpToDir, Instrument, Pass, PassManager, PrintIRAfterAll, Snapshot, Snapshots,
                       TimePasses, parse_pipeline, register_pass)
-from . import canonicalize  # noqa: F401  (registration)
+from . import canonicalize, lowbit  # noqa: F401  (registration)
 from .canonicalize import Canonicalize
+from .lowbit import Fuse, LegalizeTypes, QuantizeActivations, QuantizeWeights, default_pipeline, weight_values
 
-__all__ = ["PASSES", "Canonicalize", "DumpToDir", "Instrument", "Pass", "PassManager", "PrintIRAfterAll",
+__all__ = ["PASSES", "Canonicalize", "Fuse", "LegalizeTypes", "QuantizeActivations", "QuantizeWeights",
+           "default_pipeline", "weight_values", "DumpToDir", "Instrument", "Pass", "PassManager", "PrintIRAfterAll",
            "Snapshot", "Snapshots", "TimePasses", "parse_pipeline", "register_pass"]

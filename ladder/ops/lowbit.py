@@ -1,0 +1,148 @@
+"""Ops on legalized low-bit tensors: pack, unpack and the fused mixed-precision matmuls.
+
+``qmatmul`` and ``qmatmul_i8`` are defined as compositions of existing ops (their reference semantics call
+those ops' semantics), so fusing never changes a result: a backend implements them as one kernel that
+decodes the packed weights in registers.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..types import DTYPES, TensorType
+from .base import OPS, AttrSpec, InferError, OpDef, broadcast, need_float, register
+
+# Unary element-wise ops (without required attributes) that may follow a matmul inside its kernel.
+EPILOGUES = ("relu", "relu2", "gelu", "silu", "sigmoid", "tanh", "exp", "neg")
+
+
+def unpacked(arr: np.ndarray, t: TensorType) -> np.ndarray:
+    """The logical values of a tensor of type t (decoding it when it is packed)."""
+    return t.packing.unpack(arr, t.shape, t.dtype) if t.layout else arr
+
+
+@register
+class Pack(OpDef):
+    """A low-bit tensor -> its storage in a packing (ladder.packing); run once on weights."""
+
+    name = "pack"
+    operands = ("x",)
+    attrs = {"layout": AttrSpec("str")}
+
+    def infer(self, types, attrs):
+        x = types[0]
+        if not x.dtype.is_low_bit:
+            raise InferError(f"only low-bit tensors are packed, got {x}")
+        from ..errors import LadderError
+
+        try:
+            return [TensorType(x.dtype, x.shape, attrs["layout"])]
+        except LadderError as e:
+            raise InferError(e.message) from None
+
+    def compute(self, args, attrs, out, ins):
+        return [out[0].packing.pack(args[0], out[0].dtype)]
+
+
+@register
+class Unpack(OpDef):
+    """A packed tensor -> its logical values (the decode a kernel does in registers)."""
+
+    name = "unpack"
+    operands = ("x",)
+    packed_operands = ("x",)
+
+    def infer(self, types, attrs):
+        if not types[0].layout:
+            raise InferError(f"{types[0]} is not packed")
+        return [types[0].logical]
+
+    def compute(self, args, attrs, out, ins):
+        return [unpacked(args[0], ins[0])]
+
+
+def _check_epilogue(attrs):
+    bad = [e for e in attrs["epilogue"] if e not in EPILOGUES]
+    if bad:
+        raise InferError(f"epilogue {bad[0]!r} is not one of {', '.join(EPILOGUES)}")
+
+
+def _apply_epilogue(y: np.ndarray, t: TensorType, attrs) -> np.ndarray:
+    for kind in attrs["epilogue"]:
+        opdef = OPS[kind]
+        (y,) = opdef.compute([y], opdef.full_attrs({}), [t], [t])
+    return y
+
+
+@register
+class QMatMul(OpDef):
+    """Mixed-precision matmul: ``epilogue(matmul(x, dequant(w, scale[, zero])))`` with the dequant's
+    axis, group and zero mode, x float and w low-bit codes, packed or not."""
+
+    name = "qmatmul"
+    operands = ("x", "w", "scale", "zero?")
+    packed_operands = ("w",)
+    attrs = {
+        "transpose_b": AttrSpec("bool", False),
+        "axis": AttrSpec("int", -1),
+        "group": AttrSpec("int", 0),
+        "zero_mode": AttrSpec("str", "none", ("none", "original", "rescale")),
+        "epilogue": AttrSpec("strs", ()),
+    }
+
+    def _dequant_attrs(self, attrs, x: TensorType):
+        return {"axis": attrs["axis"], "group": attrs["group"], "zero_mode": attrs["zero_mode"], "dtype": x.dtype}
+
+    def infer(self, types, attrs):
+        x, w = types[0], types[1]
+        need_float(x, "x")
+        _check_epilogue(attrs)
+        deq = OPS["dequant"].infer([w.logical] + list(types[2:]), self._dequant_attrs(attrs, x))[0]
+        return OPS["matmul"].infer([x, deq], {"transpose_b": attrs["transpose_b"]})
+
+    def compute(self, args, attrs, out, ins):
+        x, w = args[0], unpacked(args[1], ins[1])
+        dattrs = self._dequant_attrs(attrs, ins[0])
+        deq_t = TensorType(ins[0].dtype, ins[1].shape)
+        (v,) = OPS["dequant"].compute([w] + list(args[2:]), dattrs, [deq_t], [ins[1].logical] + list(ins[2:]))
+        (y,) = OPS["matmul"].compute([x, v], {"transpose_b": attrs["transpose_b"]}, out, [ins[0], deq_t])
+        return [_apply_epilogue(y, out[0], attrs)]
+
+
+@register
+class QMatMulI8(OpDef):
+    """The integer path (BitNet's BitLinear): ``epilogue(f32(matmul(x, w)) * s1 * s2)``, x int8 codes
+    (e.g. per-token absmax), w integer low-bit codes packed or not, accumulated in int32; s1 and s2 are
+    float scales broadcast to the result (typically the activations' per-token and the weights' scale)."""
+
+    name = "qmatmul_i8"
+    operands = ("x", "w", "s1", "s2")
+    packed_operands = ("w",)
+    attrs = {"transpose_b": AttrSpec("bool", False), "epilogue": AttrSpec("strs", ())}
+
+    def infer(self, types, attrs):
+        x, w, s1, s2 = types
+        if x.dtype.name not in ("i8", "u8") and not (x.dtype.is_integer and x.dtype.bits < 8):
+            raise InferError(f"x must be 8-bit or narrower integer codes, got {x}")
+        if not w.dtype.is_integer or w.dtype.bits > 8:
+            raise InferError(f"w must be integer low-bit or 8-bit codes, got {w}")
+        _check_epilogue(attrs)
+        (acc,) = OPS["matmul"].infer([x, w.logical], {"transpose_b": attrs["transpose_b"]})
+        for s, role in ((s1, "s1"), (s2, "s2")):
+            if s.dtype != DTYPES["f32"]:
+                raise InferError(f"{role} must be f32, got {s}")
+        shape = broadcast([acc.shape, s1.shape, s2.shape])
+        if shape != acc.shape:
+            raise InferError(f"scales {s1} and {s2} must broadcast to the result {list(acc.shape)}")
+        return [TensorType(DTYPES["f32"], acc.shape)]
+
+    def compute(self, args, attrs, out, ins):
+        x, w, s1, s2 = args
+        acc_t = TensorType(DTYPES["i32"], out[0].shape)
+        (acc,) = OPS["matmul"].compute([x, unpacked(w, ins[1])], {"transpose_b": attrs["transpose_b"]},
+                                       [acc_t], [ins[0], ins[1].logical])
+        cast, mul = OPS["cast"], OPS["mul"]
+        (y,) = cast.compute([acc], {"dtype": out[0].dtype}, out, [acc_t])
+        (y,) = mul.compute([y, s1], {}, out, [out[0], ins[2]])
+        (y,) = mul.compute([y, s2], {}, out, [out[0], ins[3]])
+        return [_apply_epilogue(y, out[0], attrs)]

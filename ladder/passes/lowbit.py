@@ -1,0 +1,277 @@
+"""The type-transformation passes: legalize-types, fuse, quantize-activations, quantize-weights.
+
+* ``legalize-types{target}`` gives every low-bit weight a storage layout the target prefers: ``%w`` becomes
+  ``unpack(pack(%w))``, where ``pack`` runs once on the weights (weight-only values are computed when
+  weights are bound) and ``unpack`` is the decode a kernel performs in registers.
+* ``fuse`` turns ``matmul(x, dequant(unpack(w), s))`` into one ``qmatmul`` reading the packed weights, the
+  BitNet integer chain ``f32(matmul(xq, unpack(w))) * s1 * s2`` into ``qmatmul_i8``, and folds unary
+  element-wise ops that follow them into their ``epilogue``.
+* ``quantize-activations`` (changes numerics; only when asked for) feeds ``qmatmul``'s float activations
+  through BitNet's per-token int8 absmax quantization so the integer path applies.
+* ``quantize-weights{dtype,group,...}`` (changes numerics; only when asked for) quantizes float weight
+  params of matmuls with a ``quantize`` + ``dequant`` pair, which the passes above then legalize and fuse.
+
+The first two preserve what the graph computes exactly: every new op's semantics is the composition it
+replaces.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..errors import PipelineError
+from ..ir import Graph, Op, Value
+from ..ops import OPS, make_op
+from ..ops.lowbit import EPILOGUES
+from ..target import get_target
+from ..types import DTYPES
+from .manager import Pass, register_pass
+
+
+def weight_values(g: Graph) -> set[str]:
+    """Values computed from params and consts only (known once the weights are)."""
+    out: set[str] = set()
+    for op in g.ops():
+        if op.kind in ("param", "const") or (op.operands and all(o in out for o in op.operands)):
+            out.update(r.name for r in op.results)
+    return out
+
+
+def _add(g: Graph, kind: str, operands, attrs, hint: str, loc) -> Value:
+    types = [g.type_of(o) for o in operands]
+    op = make_op(kind, operands, types, attrs, [g.fresh_name(hint)], None, loc)
+    g.add_op(op)
+    return op.result
+
+
+def _single_use(g: Graph, name: str) -> bool:
+    users = g.users(name)
+    return name not in g.outputs and len(users) == 1 and g.op(users[0]).operands.count(name) == 1
+
+
+def _producer_op(g: Graph, name: str) -> Op | None:
+    node = g.producer(name)
+    return None if node is None else g.op(node)
+
+
+# -- legalize-types ----------------------------------------------------------------------------------------
+
+@register_pass("legalize-types")
+@dataclass(frozen=True)
+class LegalizeTypes(Pass):
+    """Choose a packing for every low-bit weight from the target's preferences (``prefer`` overrides them:
+    ``prefer=ternary:trit5;i4:nib``)."""
+
+    target: str = "cpu"
+    prefer: str = ""
+
+    def overrides(self) -> dict[str, str]:
+        out = {}
+        for item in filter(None, (s.strip() for s in self.prefer.replace(";", " ").split())):
+            dt, sep, packing = item.partition(":")
+            if not sep or dt not in DTYPES:
+                raise PipelineError(f"legalize-types: prefer expects dtype:packing items, got '{item}'")
+            out[dt] = packing
+        return out
+
+    def run(self, graph: Graph) -> Graph:
+        target = get_target(self.target)
+        overrides = self.overrides()
+        g = graph.copy()
+        weights = weight_values(g)
+        for op in g.ops():
+            for r in op.results:
+                t = r.type
+                if r.name not in weights or not t.dtype.is_low_bit or t.layout or not t.shape:
+                    continue
+                if not any(g.op(u).kind != "pack" for u in g.users(r.name)):
+                    continue
+                layout = overrides.get(t.dtype.name) or target.packing_for(t.dtype).name
+                packed = _add(g, "pack", [r.name], {"layout": layout}, f"{r.name}.packed", op.loc)
+                logical = _add(g, "unpack", [packed.name], {}, f"{r.name}.unpacked", op.loc)
+                for user in g.users(r.name):
+                    uop = g.op(user)
+                    if uop.kind != "pack":
+                        g.replace_op(user, uop.with_(operands=tuple(
+                            logical.name if o == r.name else o for o in uop.operands)))
+        return g
+
+
+# -- fuse ------------------------------------------------------------------------------------------------
+
+@register_pass("fuse")
+@dataclass(frozen=True)
+class Fuse(Pass):
+    epilogues: bool = True
+
+    def run(self, graph: Graph) -> Graph:
+        g = graph.copy()
+        for node in g.nodes():
+            op = g.op(node)
+            if op.kind == "matmul":
+                new = _fuse_dequant_matmul(g, op) or _fuse_int_chain(g, op)
+                if new is not None:
+                    _replace(g, new[0], new[1])
+        if self.epilogues:
+            _fuse_epilogues(g)
+        from .canonicalize import remove_dead
+
+        remove_dead(g)
+        return g
+
+
+def _weight_operand(g: Graph, name: str) -> str:
+    """The packed tensor behind ``unpack`` (kernels read it directly), or the value itself."""
+    p = _producer_op(g, name)
+    return p.operands[0] if p is not None and p.kind == "unpack" else name
+
+
+def _fuse_dequant_matmul(g: Graph, mm: Op):
+    b = _producer_op(g, mm.operands[1])
+    x_t = g.type_of(mm.operands[0])
+    if b is None or b.kind != "dequant" or not x_t.dtype.is_float:
+        return None
+    w_t = g.type_of(b.operands[0])
+    k_axis = w_t.rank - 1 if mm.attr.get("transpose_b", False) else w_t.rank - 2
+    d = OPS["dequant"].full_attrs(b.attr)
+    if w_t.rank != 2 or d["axis"] % w_t.rank != k_axis or d["dtype"] != x_t.dtype:
+        return None
+    attrs = {"transpose_b": mm.attr.get("transpose_b", False), "axis": d["axis"], "group": d["group"],
+             "zero_mode": d["zero_mode"]}
+    operands = [mm.operands[0], _weight_operand(g, b.operands[0])] + list(b.operands[1:])
+    return mm, ("qmatmul", operands, attrs)
+
+
+def _fuse_int_chain(g: Graph, mm: Op):
+    """f32(matmul(xq, w)) * s1 * s2 -> qmatmul_i8(xq, w, s1, s2)."""
+    if mm.result.type.dtype != DTYPES["i32"] or not _single_use(g, mm.name):
+        return None
+    cast = g.op(g.users(mm.name)[0])
+    if cast.kind != "cast" or cast.result.type.dtype != DTYPES["f32"] or not _single_use(g, cast.name):
+        return None
+    m1 = g.op(g.users(cast.name)[0])
+    if m1.kind != "mul" or m1.operands[0] != cast.name or not _single_use(g, m1.name):
+        return None
+    m2 = g.op(g.users(m1.name)[0])
+    if m2.kind != "mul" or m2.operands[0] != m1.name or m2.result.type != cast.result.type:
+        return None
+    if m1.result.type != cast.result.type:
+        return None
+    operands = [mm.operands[0], _weight_operand(g, mm.operands[1]), m1.operands[1], m2.operands[1]]
+    return m2, ("qmatmul_i8", operands, {"transpose_b": mm.attr.get("transpose_b", False)})
+
+
+def _replace(g: Graph, old: Op, new) -> None:
+    """Replace ``old`` (keeping its result name) by a new op; operands are all defined before ``old``."""
+    kind, operands, attrs = new
+    types = [g.type_of(o) for o in operands]
+    op = make_op(kind, operands, types, attrs, [old.name], None, old.loc)
+    g.replace_op(g.producer(old.name), op)
+
+
+def _fuse_epilogues(g: Graph) -> None:
+    for node in g.nodes():
+        if node not in g.nx:
+            continue
+        op = g.op(node)
+        while op.kind in ("qmatmul", "qmatmul_i8") and _single_use(g, op.name):
+            user = g.op(g.users(op.name)[0])
+            if user.kind not in EPILOGUES or OPS[user.kind].normalize_attrs(user.attr):
+                break
+            # the fused op takes the user's place (and name); the user's result type is the same
+            fused = op.with_(results=user.results, loc=op.loc,
+                             attrs={**op.attr, "epilogue": tuple(op.attr.get("epilogue", ())) + (user.kind,)})
+            user_node = g.producer(user.name)
+            g.replace_op(user_node, fused.with_(operands=op.operands))
+            g.remove_op(node)
+            node, op = user_node, g.op(user_node)
+
+
+# -- quantize-activations and quantize-weights -----------------------------------------------------------
+
+@register_pass("quantize-activations")
+@dataclass(frozen=True)
+class QuantizeActivations(Pass):
+    """qmatmul(x f32, w integer, scale) -> qmatmul_i8(quantize(x, absmax i8), w, x_scale, scale) when the weight
+    scale is per tensor or per output channel, so the target's int8 dot product applies."""
+
+    changes_numerics = True
+
+    def run(self, graph: Graph) -> Graph:
+        g = graph.copy()
+        for node in g.nodes():
+            op = g.op(node)
+            if op.kind != "qmatmul" or len(op.operands) != 3:
+                continue
+            x, w, s = op.operands
+            x_t, w_t, s_t = (g.type_of(v) for v in (x, w, s))
+            a = OPS["qmatmul"].full_attrs(op.attr)
+            if x_t.dtype != DTYPES["f32"] or s_t.dtype != DTYPES["f32"] or not w_t.dtype.is_integer:
+                continue
+            n_axis = 0 if a["transpose_b"] else 1  # the weight's output-channel axis
+            per_channel = s_t.rank == 2 and s_t.shape[1 - n_axis] == 1 and a["group"] == 0 and \
+                a["axis"] % 2 == 1 - n_axis
+            if not (s_t.size == 1 or per_channel):
+                continue
+            quant = make_op("quantize", [x], [x_t], {"scheme": "absmax", "dtype": "i8"},
+                            [g.fresh_name(f"{x}.q"), g.fresh_name(f"{x}.qscale")], None, op.loc)
+            g.add_op(quant)
+            xq, xs = quant.results
+            ws = s
+            if per_channel:
+                ws = _add(g, "reshape", [s], {"shape": [w_t.shape[n_axis]]}, f"{s}.row", op.loc).name
+            new = make_op("qmatmul_i8", [xq.name, w, xs.name, ws],
+                          [xq.type, w_t, xs.type, g.type_of(ws)],
+                          {"transpose_b": a["transpose_b"], "epilogue": a["epilogue"]}, [op.name], None, op.loc)
+            g.replace_op(node, new)
+        return g
+
+
+@register_pass("quantize-weights")
+@dataclass(frozen=True)
+class QuantizeWeights(Pass):
+    """Quantize the float weight params of matmuls: ``quantize`` + ``dequant`` along K."""
+
+    changes_numerics = True
+    dtype: str = "i4"
+    group: int = 128
+    scheme: str = "rtn"
+    zero_mode: str = "none"
+
+    def run(self, graph: Graph) -> Graph:
+        if self.dtype not in DTYPES:
+            raise PipelineError(f"quantize-weights: unknown dtype '{self.dtype}'")
+        g = graph.copy()
+        weights = weight_values(g)
+        for node in g.nodes():
+            op = g.op(node)
+            if op.kind != "matmul" or op.operands[1] not in weights:
+                continue
+            w = op.operands[1]
+            w_t = g.type_of(w)
+            if w_t.rank != 2 or not w_t.dtype.is_float:
+                continue
+            axis = 1 if op.attr.get("transpose_b", False) else 0
+            qattrs = {"scheme": self.scheme, "dtype": self.dtype, "axis": axis, "group": self.group,
+                      "zero_mode": self.zero_mode}
+            try:
+                types = OPS["quantize"].infer([w_t], OPS["quantize"].full_attrs(
+                    OPS["quantize"].normalize_attrs(qattrs)))
+            except Exception as e:  # InferError: options that do not fit this weight
+                raise PipelineError(f"quantize-weights cannot quantize %{w} ({w_t}): {e}", op.loc) from None
+            names = [g.fresh_name(f"{w}.{s}") for s in ("codes", "scale", "zero")[:len(types)]]
+            q = make_op("quantize", [w], [w_t], qattrs, names, None, op.loc)
+            g.add_op(q)
+            deq = _add(g, "dequant", [r.name for r in q.results],
+                       {"axis": axis, "group": self.group, "zero_mode": self.zero_mode, "dtype": w_t.dtype},
+                       f"{w}.dq", op.loc)
+            g.replace_op(node, op.with_(operands=(op.operands[0], deq.name)))
+        return g
+
+
+def default_pipeline(target: str = "cpu") -> str:
+    """The passes ``ladder.compile`` runs by default: none of them changes what the graph computes."""
+    return f"canonicalize,legalize-types{{target={target}}},fuse,canonicalize"
+
+
+__all__ = ["Fuse", "LegalizeTypes", "QuantizeActivations", "QuantizeWeights", "default_pipeline", "weight_values"]
