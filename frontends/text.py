@@ -43,11 +43,12 @@ attr: NAME "=" value
 list: "[" [item ("," item)*] "]"
 ?item: literal | STRING -> string
 number: NUMBER
-ttype: NAME ["<" NAME ">"] "[" [INT ("," INT)*] "]"
+ttype: NAME ["<" LAYOUT ">"] "[" [INT ("," INT)*] "]"
 
 LOCAL: /%[A-Za-z0-9_.$]+/
 GLOBAL: /@[A-Za-z0-9_.$\/\-]+/ | /@"(\\.|[^"\\\n])*"/
 NAME: /[A-Za-z_][A-Za-z0-9_]*/
+LAYOUT: /[A-Za-z_][A-Za-z0-9_]*(\+[A-Za-z0-9_]+)?/
 INT: /[0-9]+/
 NUMBER.2: /[+-]?((inf|nan)(?![A-Za-z0-9_])|([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?)/
 STRING: /"(\\.|[^"\\\n])*"/

@@ -276,11 +276,110 @@ def _make() -> dict[str, Packing]:
 PACKINGS: dict[str, Packing] = _make()
 
 
-def get_packing(name: str) -> Packing:
+@dataclass(frozen=True)
+class ScaledPacking:
+    """A packing whose blocks each carry their group's scale (and zero) in front of their codes, as
+    llama.cpp's block formats do (``nib16+f16`` is Q4_0's 4.5 bits/weight; ``crumb64+f16`` TQ2_0-like):
+    a row is ``nblocks`` times [scale bytes][zero bytes][the block's codes in the base packing].
+    The group is the base packing's block; scales keep their own type (f16, bf16 or f32), so embedding
+    them is exact. Named ``BASE+SCALE`` or ``BASE+SCALEz`` (with zeros)."""
+
+    base: Packing
+    scale: DType
+    zero: bool = False
+
+    @property
+    def name(self) -> str:
+        return f"{self.base.name}+{self.scale.name}{'z' if self.zero else ''}"
+
+    @property
+    def dtypes(self) -> frozenset[str]:
+        return self.base.dtypes
+
+    @property
+    def block(self) -> int:
+        return self.base.block
+
+    planes = False
+
+    def accepts(self, dt: DType) -> bool:
+        return self.base.accepts(dt)
+
+    @property
+    def header_bytes(self) -> int:
+        return self.scale.bits // 8 * (2 if self.zero else 1)
+
+    def blocks(self, k: int) -> int:
+        return math.ceil(k / self.block)
+
+    def row_bytes(self, k: int, dt: DType) -> int:
+        return self.blocks(k) * (self.header_bytes + self.base.block_bytes)
+
+    storage_shape = Packing.storage_shape
+    bits_per_weight = Packing.bits_per_weight
+
+    def scale_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+        return tuple(shape[:-1]) + (self.blocks(shape[-1]),)
+
+    def pack(self, values: np.ndarray, dt: DType, scale=None, zero=None) -> np.ndarray:
+        if scale is None or (zero is None) == self.zero:
+            raise LadderError(f"packing {self.name} needs the scales{' and zeros' if self.zero else ''} of its blocks")
+        codes = self.base.pack(values, dt)
+        lead = codes.shape[:-1]
+        nb = self.blocks(np.shape(values)[-1])
+        parts = [_bytes_of(scale, self.scale, lead, nb)]
+        if self.zero:
+            parts.append(_bytes_of(zero, self.scale, lead, nb))
+        parts.append(codes.reshape(lead + (nb, self.base.block_bytes)))
+        return np.ascontiguousarray(np.concatenate(parts, axis=-1).reshape(lead + (-1,)))
+
+    def _split(self, storage: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+        storage = np.asarray(storage, dtype=np.uint8)
+        want = self.storage_shape(tuple(shape), None)
+        if storage.shape != want:
+            raise LadderError(f"{self.name} storage of {list(shape)} is uint8{list(want)}, "
+                              f"got {storage.dtype}{list(storage.shape)}")
+        return storage.reshape(storage.shape[:-1] + (self.blocks(shape[-1]), -1))
+
+    def unpack(self, storage: np.ndarray, shape: tuple[int, ...], dt: DType) -> np.ndarray:
+        blocks = self._split(storage, shape)
+        codes = np.ascontiguousarray(blocks[..., self.header_bytes:]).reshape(blocks.shape[:-2] + (-1,))
+        return self.base.unpack(codes, shape, dt)
+
+    def unpack_scales(self, storage: np.ndarray, shape: tuple[int, ...]):
+        """(scale, zero or None), each [..., nblocks] in the scale type."""
+        blocks = self._split(storage, shape)
+        sb = self.scale.bits // 8
+        scale = np.ascontiguousarray(blocks[..., :sb]).view(self.scale.np_dtype)[..., 0]
+        zero = np.ascontiguousarray(blocks[..., sb:2 * sb]).view(self.scale.np_dtype)[..., 0] if self.zero else None
+        return scale, zero
+
+
+def _bytes_of(arr, dt: DType, lead, nb) -> np.ndarray:
+    a = np.ascontiguousarray(np.asarray(arr).astype(dt.np_dtype))
+    if a.shape != tuple(lead) + (nb,):
+        raise LadderError(f"block scales must be {dt}{list(lead) + [nb]}, got {list(a.shape)}")
+    return a.view(np.uint8).reshape(tuple(lead) + (nb, dt.bits // 8))
+
+
+def get_packing(name: str) -> "Packing | ScaledPacking":
+    base_name, plus, scale = name.partition("+")
     try:
-        return PACKINGS[name]
+        base = PACKINGS[base_name]
     except KeyError:
-        raise LadderError(f"unknown packing '{name}'; known: {', '.join(PACKINGS)}") from None
+        raise LadderError(f"unknown packing '{name}'; known: {', '.join(PACKINGS)}, and BASE+f16 / BASE+f32 "
+                          f"(z for zeros) for block scales") from None
+    if not plus:
+        return base
+    from .types import DTYPES
+
+    zero = scale.endswith("z")
+    sdt = DTYPES.get(scale[:-1] if zero else scale)
+    if sdt is None or sdt.name not in ("f16", "bf16", "f32"):
+        raise LadderError(f"packing '{name}': block scales are f16, bf16 or f32 (+z for zeros), not '{scale}'")
+    if base.planes:
+        raise LadderError(f"packing '{name}': bit planes are not blocks; their scales stay a separate tensor")
+    return ScaledPacking(base, sdt, zero)
 
 
 def packings_for(dt: DType) -> list[Packing]:

@@ -21,12 +21,18 @@ def unpacked(arr: np.ndarray, t: TensorType) -> np.ndarray:
     return t.packing.unpack(arr, t.shape, t.dtype) if t.layout else arr
 
 
+def block_scales(t: TensorType) -> bool:
+    """True when a packed tensor carries its blocks' scales (a layout like nib16+f16)."""
+    return t.layout is not None and hasattr(t.packing, "unpack_scales")
+
+
 @register
 class Pack(OpDef):
-    """A low-bit tensor -> its storage in a packing (ladder.packing); run once on weights."""
+    """A low-bit tensor -> its storage in a packing (ladder.packing); run once on weights. A layout with
+    block scales (``nib16+f16``) takes the scales (and zeros) too: one per block along the last axis."""
 
     name = "pack"
-    operands = ("x",)
+    operands = ("x", "scale?", "zero?")
     attrs = {"layout": AttrSpec("str")}
 
     def infer(self, types, attrs):
@@ -36,12 +42,21 @@ class Pack(OpDef):
         from ..errors import LadderError
 
         try:
-            return [TensorType(x.dtype, x.shape, attrs["layout"])]
+            t = TensorType(x.dtype, x.shape, attrs["layout"])
         except LadderError as e:
             raise InferError(e.message) from None
+        p = t.packing
+        want = (1 + p.zero) if block_scales(t) else 0
+        if len(types) - 1 != want:
+            raise InferError(f"layout {p.name} takes {want} scale/zero operand(s), got {len(types) - 1}")
+        for s, role in zip(types[1:], ("scale", "zero")):
+            shape = p.scale_shape(x.shape)
+            if s.dtype != p.scale or s.shape != shape:
+                raise InferError(f"{role} must be {p.scale}{list(shape)} for layout {p.name}, got {s}")
+        return [t]
 
     def compute(self, args, attrs, out, ins):
-        return [out[0].packing.pack(args[0], out[0].dtype)]
+        return [out[0].packing.pack(*args[:1], out[0].dtype, *args[1:])]
 
 
 @register
@@ -77,10 +92,12 @@ def _apply_epilogue(y: np.ndarray, t: TensorType, attrs) -> np.ndarray:
 @register
 class QMatMul(OpDef):
     """Mixed-precision matmul: ``epilogue(matmul(x, dequant(w, scale[, zero])))`` with the dequant's
-    axis, group and zero mode, x float and w low-bit codes, packed or not."""
+    axis, group and zero mode, x float and w low-bit codes, packed or not. When w's layout carries its
+    block scales (``nib16+f16``), there is no scale operand: the scales come from w, one per block along
+    its last axis (so ``axis = -1`` and ``group`` = the block)."""
 
     name = "qmatmul"
-    operands = ("x", "w", "scale", "zero?")
+    operands = ("x", "w", "scale?", "zero?")
     packed_operands = ("w",)
     attrs = {
         "transpose_b": AttrSpec("bool", False),
@@ -97,14 +114,29 @@ class QMatMul(OpDef):
         x, w = types[0], types[1]
         need_float(x, "x")
         _check_epilogue(attrs)
-        deq = OPS["dequant"].infer([w.logical] + list(types[2:]), self._dequant_attrs(attrs, x))[0]
+        scales = list(types[2:])
+        if block_scales(w):
+            p = w.packing
+            if scales:
+                raise InferError(f"w ({w}) carries its scales; no scale operand goes with it")
+            if attrs["axis"] % w.rank != w.rank - 1 or attrs["group"] != p.block:
+                raise InferError(f"w's block scales need axis = -1 and group = {p.block}")
+            scales = [TensorType(p.scale, p.scale_shape(w.shape))] * (1 + p.zero)
+        elif not scales:
+            raise InferError("qmatmul needs a scale operand unless w carries its block scales")
+        deq = OPS["dequant"].infer([w.logical] + scales, self._dequant_attrs(attrs, x))[0]
         return OPS["matmul"].infer([x, deq], {"transpose_b": attrs["transpose_b"]})
 
     def compute(self, args, attrs, out, ins):
         x, w = args[0], unpacked(args[1], ins[1])
+        scales, scale_types = list(args[2:]), list(ins[2:])
+        if block_scales(ins[1]):
+            s, z = ins[1].packing.unpack_scales(args[1], ins[1].shape)
+            scales = [s] + ([z] if z is not None else [])
+            scale_types = [TensorType(ins[1].packing.scale, s.shape)] * len(scales)
         dattrs = self._dequant_attrs(attrs, ins[0])
         deq_t = TensorType(ins[0].dtype, ins[1].shape)
-        (v,) = OPS["dequant"].compute([w] + list(args[2:]), dattrs, [deq_t], [ins[1].logical] + list(ins[2:]))
+        (v,) = OPS["dequant"].compute([w] + scales, dattrs, [deq_t], [ins[1].logical] + scale_types)
         (y,) = OPS["matmul"].compute([x, v], {"transpose_b": attrs["transpose_b"]}, out, [ins[0], deq_t])
         return [_apply_epilogue(y, out[0], attrs)]
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from ..errors import PipelineError
 from ..ir import Graph, Op, Value
 from ..ops import OPS, make_op
-from ..ops.lowbit import EPILOGUES
+from ..ops.lowbit import EPILOGUES, block_scales
 from ..target import get_target
 from ..types import DTYPES
 from .manager import Pass, register_pass
@@ -60,10 +60,13 @@ def _producer_op(g: Graph, name: str) -> Op | None:
 @dataclass(frozen=True)
 class LegalizeTypes(Pass):
     """Choose a packing for every low-bit weight from the target's preferences (``prefer`` overrides them:
-    ``prefer=ternary:trit5;i4:nib``)."""
+    ``prefer=ternary:trit5;i4:nib``). With ``block_scales``, a weight whose every use is a dequant by the
+    same group-wise scales along its last axis, with a group equal to a packing's block, is packed with
+    its scales next to each block (``nib16+f16``)."""
 
     target: str = "cpu"
     prefer: str = ""
+    block_scales: bool = True
 
     def overrides(self) -> dict[str, str]:
         out = {}
@@ -87,7 +90,15 @@ class LegalizeTypes(Pass):
                 if not any(g.op(u).kind != "pack" for u in g.users(r.name)):
                     continue
                 layout = overrides.get(t.dtype.name) or target.packing_for(t.dtype).name
-                packed = _add(g, "pack", [r.name], {"layout": layout}, f"{r.name}.packed", op.loc)
+                scales = _shared_block_scales(g, r.name, weights) if self.block_scales else None
+                pack_operands = [r.name]
+                if scales is not None:
+                    base = _packing_with_block(target, t.dtype, scales[0], overrides.get(t.dtype.name))
+                    if base is not None:
+                        s_t = g.type_of(scales[1][0])
+                        layout = f"{base}+{s_t.dtype.name}{'z' if len(scales[1]) == 2 else ''}"
+                        pack_operands += scales[1]
+                packed = _add(g, "pack", pack_operands, {"layout": layout}, f"{r.name}.packed", op.loc)
                 logical = _add(g, "unpack", [packed.name], {}, f"{r.name}.unpacked", op.loc)
                 for user in g.users(r.name):
                     uop = g.op(user)
@@ -95,6 +106,40 @@ class LegalizeTypes(Pass):
                         g.replace_op(user, uop.with_(operands=tuple(
                             logical.name if o == r.name else o for o in uop.operands)))
         return g
+
+
+def _shared_block_scales(g: Graph, name: str, weights: set[str]):
+    """(group, [scale, zero?]) when every use of ``name`` is a dequant along the last axis by the same
+    group-wise weight scales of a float type of 16 or 32 bits; else None."""
+    t = g.type_of(name)
+    found = None
+    for user in g.users(name):
+        op = g.op(user)
+        if op.kind != "dequant" or op.operands[0] != name:
+            return None
+        a = OPS["dequant"].full_attrs(op.attr)
+        key = (a["group"], list(op.operands[1:]))
+        s_t = g.type_of(op.operands[1])
+        if (a["axis"] % t.rank != t.rank - 1 or a["group"] <= 0 or s_t.dtype.name not in ("f16", "bf16", "f32")
+                or any(o not in weights or g.type_of(o).dtype != s_t.dtype for o in op.operands[1:])
+                or (found is not None and found != key)):
+            return None
+        found = key
+    return found
+
+
+def _packing_with_block(target, dt, group: int, override: str | None):
+    from ..packing import PACKINGS
+
+    prefs = list(target.preferred_packings(dt))
+    if not override and prefs and PACKINGS[prefs[0]].planes:
+        return None  # a table-lookup target keeps bit planes; their scales stay a separate tensor
+    names = ([override] if override else []) + prefs + list(PACKINGS)
+    for n in names:
+        p = PACKINGS.get(n)
+        if p is not None and p.accepts(dt) and not p.planes and p.block == group:
+            return p.name
+    return None
 
 
 # -- fuse ------------------------------------------------------------------------------------------------
@@ -138,8 +183,14 @@ def _fuse_dequant_matmul(g: Graph, mm: Op):
         return None
     attrs = {"transpose_b": mm.attr.get("transpose_b", False), "axis": d["axis"], "group": d["group"],
              "zero_mode": d["zero_mode"]}
-    operands = [mm.operands[0], _weight_operand(g, b.operands[0])] + list(b.operands[1:])
-    return mm, ("qmatmul", operands, attrs)
+    w = _weight_operand(g, b.operands[0])
+    scales = list(b.operands[1:])
+    if block_scales(g.type_of(w)):
+        packer = _producer_op(g, w)
+        if packer is None or list(packer.operands[1:]) != scales:
+            return None  # the scales inside w are not this dequant's
+        scales = []
+    return mm, ("qmatmul", [mm.operands[0], w] + scales, attrs)
 
 
 def _fuse_int_chain(g: Graph, mm: Op):
