@@ -87,7 +87,7 @@ def pad_code(dt: DType) -> int:
 
 def _pad_last(codes: np.ndarray, multiple: int, fill: int) -> np.ndarray:
     k = codes.shape[-1]
-    padded = -(-k // multiple) * multiple if k else multiple if multiple else 0
+    padded = -(-k // multiple) * multiple
     if padded == k:
         return codes
     out = np.full(codes.shape[:-1] + (padded,), fill, dtype=np.uint8)
@@ -140,9 +140,9 @@ class Packing:
 
     def unpack(self, storage: np.ndarray, shape: tuple[int, ...], dt: DType) -> np.ndarray:
         """uint8 storage -> values (the type's in-memory dtype) of the logical ``shape``."""
-        storage = np.asarray(storage, dtype=np.uint8)
+        storage = np.asarray(storage)
         want = self.storage_shape(tuple(shape), dt)
-        if storage.shape != want:
+        if storage.shape != want or storage.dtype != np.uint8:
             raise LadderError(f"{self.name} storage of {dt}{list(shape)} is uint8{list(want)}, "
                               f"got {storage.dtype}{list(storage.shape)}")
         k = shape[-1]
@@ -334,9 +334,9 @@ class ScaledPacking:
         return np.ascontiguousarray(np.concatenate(parts, axis=-1).reshape(lead + (-1,)))
 
     def _split(self, storage: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
-        storage = np.asarray(storage, dtype=np.uint8)
+        storage = np.asarray(storage)
         want = self.storage_shape(tuple(shape), None)
-        if storage.shape != want:
+        if storage.shape != want or storage.dtype != np.uint8:
             raise LadderError(f"{self.name} storage of {list(shape)} is uint8{list(want)}, "
                               f"got {storage.dtype}{list(storage.shape)}")
         return storage.reshape(storage.shape[:-1] + (self.blocks(shape[-1]), -1))

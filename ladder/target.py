@@ -104,8 +104,9 @@ def host_target() -> Target:
         if "avx512vnni" not in have:
             caps.discard("i8-dot")
         return Target("cpu:native", 512, frozenset(caps), t.packings, name, flat)
-    if {"avx2", "fma"} <= have:
-        caps = {"f32-fma", "i8-madd", "table-lookup"} | ({"i8-dot"} if "avxvnni" in have else set())
+    if "avx2" in have:
+        caps = {"i8-madd", "table-lookup"} | ({"f32-fma"} if "fma" in have else set()) | \
+            ({"i8-dot"} if "avxvnni" in have else set())
         return Target("cpu:native", 256, frozenset(caps), _cpu_packings(32), name, flat)
     neon = "neon" in have
     caps = {"f32-fma", "table-lookup"} if neon else ({"table-lookup"} if "ssse3" in have else set())

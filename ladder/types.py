@@ -318,7 +318,7 @@ class TensorType:
         return TensorType(self.dtype, self.shape)
 
     def storage_note(self) -> str:
-        """'u8[6912, 640], 2.00 bits/weight' for a packed tensor, '' otherwise."""
+        """'crumb32: u8[6912, 640], 2.00 bits/weight' for a packed tensor, '' otherwise."""
         if not self.layout:
             return ""
         bpw = 8 * self.packing.row_bytes(self.shape[-1], self.dtype) / max(self.shape[-1], 1)

@@ -516,8 +516,6 @@ def test_pack_and_unpack_ops():
 
 # -- bugs ----------------------------------------------------------------------------------------------
 
-@pytest.mark.xfail(reason="BUG: pack of an empty last axis (K=0) emits a whole padding block while "
-                          "storage_shape says 0 bytes, so unpack(pack(v)) raises", strict=True)
 @pytest.mark.parametrize("packing", sorted(PACKINGS))
 def test_empty_last_axis_round_trips(packing):
     p = PACKINGS[packing]
