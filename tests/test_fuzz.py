@@ -129,6 +129,23 @@ graph @shape(%x: i4[2, 3, 4], %ids: i32[5]) -> (i4[4, 2, 3], i4[6, 4], i4[2, 3, 
   return %t, %r, %c, %s1, %g, %sum
 }
 """,
+    "lowbit": """\
+# legalized low-bit weights: pack, unpack and the fused matmuls (what legalize-types and fuse produce)
+graph @lowbit(%x: f32[2, 40], %pw: ternary<trit5>[3, 40]) -> (f32[2, 6], f32[2, 6], f32[2, 3], i4[6, 40]) {
+  %w  = param @w : i4[6, 40]
+  %s  = param @s : f32[6, 2]
+  %p  = pack %w {layout = "nib32"} : i4<nib32>[6, 40]
+  %u  = unpack %p : i4[6, 40]
+  %a  = qmatmul %x, %p, %s {transpose_b = true, group = 32, epilogue = ["silu"]} : f32[2, 6]
+  %t  = param @t : ternary[6, 40]
+  %ts = param @ts : f32[1]
+  %tp = pack %t {layout = "crumb16"} : ternary<crumb16>[6, 40]
+  %q, %xs = quantize %x {scheme = "absmax", dtype = i8} : i8[2, 40], f32[2, 1]
+  %b  = qmatmul_i8 %q, %tp, %xs, %ts {transpose_b = true} : f32[2, 6]
+  %c  = qmatmul_i8 %q, %pw, %xs, %ts {transpose_b = true, epilogue = ["relu2"]} : f32[2, 3]
+  return %a, %b, %c, %u
+}
+""",
 }
 
 PROGRAMS = {p.stem: p.read_text() for p in EXAMPLES}

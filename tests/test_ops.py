@@ -957,6 +957,144 @@ def test_param_missing_or_out_of_range_weight():
         ladder.run(g, {}, {"w": np.array([2, 0], np.int8)})
 
 
+# ---------------------------------------------------------------------------------------------- low-bit ops
+
+def _crumb_bytes(vals):
+    """Hand-written crumb layout of ternary rows: byte j = c[4j] | c[4j+1] << 2 | ..., c = value + 1, rows
+    padded with the code of 0 (1)."""
+    out = []
+    for row in vals:
+        codes = [int(v) + 1 for v in row]
+        codes += [1] * (-len(codes) % 4)
+        out.append([codes[i] | codes[i + 1] << 2 | codes[i + 2] << 4 | codes[i + 3] << 6
+                    for i in range(0, len(codes), 4)])
+    return np.array(out, np.uint8)
+
+
+def _nib_bytes(vals):
+    """nib layout of i4 rows: byte j = c[2j] | c[2j+1] << 4, c the two's complement nibble."""
+    out = []
+    for row in vals:
+        codes = [int(v) & 15 for v in row]
+        codes += [0] * (len(codes) % 2)
+        out.append([codes[i] | codes[i + 1] << 4 for i in range(0, len(codes), 2)])
+    return np.array(out, np.uint8)
+
+
+@covers("pack")
+def test_pack_crumb_nib_and_bit_bytes():
+    t = f32([[-1, 0, 1, 1, 0, -1, -1], [1, 1, 0, -1, 0, 0, 1]]).astype(np.int8)
+    i4 = np.array([[-8, 7, 0, -1, 3], [1, 2, -3, 4, -5]], np.int8)
+    i1 = np.array([[1, -1, -1, 1, 1, 1, -1, 1, -1, 1]], np.int8)
+    b = Builder()
+    pt = b.pack(b.param("t", "ternary[2, 7]"), layout="crumb")
+    pi = b.pack(b.param("i", "i4[2, 5]"), layout="nib")
+    pb = b.pack(b.param("b", "i1[1, 10]"), layout="bit")
+    ot, oi, ob = run(b, [pt, pi, pb], {}, {"t": t, "i": i4.astype(ml_dtypes.int4), "b": i1})
+    assert ot.dtype == np.uint8 and ot.shape == (2, 2)
+    np.testing.assert_array_equal(ot, _crumb_bytes(t))
+    # first row by hand: codes 0 1 2 2 | 1 0 0 (+pad 1) -> 0b10100100, 0b01000001
+    assert ot[0].tolist() == [0b10100100, 0b01000001]
+    np.testing.assert_array_equal(oi, _nib_bytes(i4))
+    assert oi[0].tolist() == [0x78, 0xF0, 0x03]
+    # bit i of byte j is the code (0 for -1, 1 for +1) of position 8j + i
+    assert ob.tolist() == [[0b10111001, 0b10]]
+
+
+@covers("unpack")
+def test_unpack_packed_input_and_round_trip():
+    t = np.array([[-1, 0, 1, 1, 0, -1, -1, 0, 1], [1, 1, 0, -1, 0, 0, 1, -1, -1]], np.int8)
+    b = Builder()
+    p = b.input("p", "ternary<crumb>[2, 9]")
+    u = b.unpack(p)
+    w = b.param("w", "i4[3, 37]")
+    u2 = b.unpack(b.pack(w, layout="nib32"))
+    i4 = rng(30).integers(-8, 8, (3, 37)).astype(ml_dtypes.int4)
+    o1, o2 = run(b, [u, u2], {"p": _crumb_bytes(t)}, {"w": i4})
+    assert o1.dtype == np.int8 and o1.tolist() == t.tolist()
+    assert o2.dtype == ml_dtypes.int4 and o2.astype(int).tolist() == i4.astype(int).tolist()
+
+
+@covers("qmatmul")
+def test_qmatmul_is_matmul_of_dequantized_weights():
+    r = rng(31)
+    x = f32(r.standard_normal((3, 37)))
+    codes = r.integers(-8, 8, (5, 37)).astype(np.int8)
+    sc = f32(r.uniform(0.1, 1.0, (5, 1)))
+    gs = f32(r.uniform(0.1, 1.0, (5, 3)))  # groups of 16 along K (the last partial)
+    gz = f32(r.integers(-2, 3, (5, 3)))
+    b = Builder()
+    xi = b.input("x", "f32[3, 37]")
+    w = b.param("w", "i4[5, 37]")
+    s = b.param("s", "f32[5, 1]")
+    y1 = b.qmatmul(xi, w, s, transpose_b=True)
+    y2 = b.qmatmul(xi, b.pack(w, layout="nib"), s, transpose_b=True, epilogue=["relu"])
+    y3 = b.qmatmul(xi, b.pack(w, layout="planes"), b.param("g", "f32[5, 3]"), b.param("z", "f32[5, 3]"),
+                   transpose_b=True, group=16, zero_mode="original")
+    o1, o2, o3 = run(b, [y1, y2, y3], {"x": x},
+                     {"w": codes.astype(ml_dtypes.int4), "s": sc, "g": gs, "z": gz})
+    deq = codes.astype(np.float64) * sc
+    ref = x.astype(np.float64) @ deq.T
+    assert o1.dtype == np.float32 and o1.shape == (3, 5)
+    np.testing.assert_allclose(o1, ref, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(o2, np.maximum(ref, 0), rtol=1e-5, atol=1e-5)
+    deq3 = np.zeros((5, 37))
+    for n in range(5):
+        for k in range(37):
+            deq3[n, k] = (codes[n, k] - gz[n, k // 16]) * gs[n, k // 16]
+    np.testing.assert_allclose(o3, x.astype(np.float64) @ deq3.T, rtol=1e-5, atol=1e-5)
+
+
+@covers("qmatmul")
+def test_qmatmul_without_transpose_nf4_and_silu_epilogue():
+    r = rng(32)
+    x = f32(r.standard_normal((2, 6)))
+    codes = r.integers(0, 16, (6, 4)).astype(np.uint8)
+    sc = f32([[0.5, 2.0, 1.0, 0.25]])  # one per output column
+    b = Builder()
+    xi = b.input("x", "f32[2, 6]")
+    y = b.qmatmul(xi, b.pack(b.param("w", "nf4[6, 4]"), layout="nib"), b.param("s", "f32[1, 4]"),
+                  axis=0, epilogue=["silu"])
+    out = run(b, y, {"x": x}, {"w": codes, "s": sc})
+    deq = np.array([[NF4[c] for c in row] for row in codes]) * sc
+    h = x.astype(np.float64) @ deq
+    np.testing.assert_allclose(out, h / (1 + np.exp(-h)), rtol=1e-5, atol=1e-6)
+
+
+@covers("qmatmul_i8")
+def test_qmatmul_i8_integer_accumulation_then_scales():
+    r = rng(33)
+    xq = r.integers(-128, 128, (3, 37)).astype(np.int8)
+    w = r.integers(-1, 2, (4, 37)).astype(np.int8)
+    s1 = f32(r.uniform(0.01, 0.1, (3, 1)))
+    s2 = f32([0.75])
+    b = Builder()
+    xi = b.input("x", "i8[3, 37]")
+    s1i = b.input("s1", "f32[3, 1]")
+    wp = b.param("w", "ternary[4, 37]")
+    s2p = b.param("s2", "f32[1]")
+    y1 = b.qmatmul_i8(xi, wp, s1i, s2p, transpose_b=True)
+    y2 = b.qmatmul_i8(xi, b.pack(wp, layout="trit5"), s1i, s2p, transpose_b=True, epilogue=["relu2"])
+    o1, o2 = run(b, [y1, y2], {"x": xq, "s1": s1}, {"w": w, "s2": s2})
+    acc = [[sum(int(xq[m, k]) * int(w[n, k]) for k in range(37)) for n in range(4)] for m in range(3)]
+    ref = (np.array(acc, np.float32) * s1) * s2
+    assert o1.dtype == np.float32 and o1.shape == (3, 4)
+    np.testing.assert_array_equal(o1, ref)
+    np.testing.assert_allclose(o2, np.maximum(ref.astype(np.float64), 0) ** 2, rtol=1e-6)
+
+
+@covers("qmatmul_i8")
+def test_qmatmul_i8_unpacked_u4_weights_per_channel_scale():
+    xq = np.array([[1, -2, 3], [127, -128, 0]], np.int8)
+    w = np.array([[0, 15], [7, 1], [2, 3]], np.uint8)  # [K, N], not transposed
+    b = Builder()
+    y = b.qmatmul_i8(b.input("x", "i8[2, 3]"), b.param("w", "u4[3, 2]"), b.param("s1", "f32[2, 1]"),
+                     b.param("s2", "f32[2]"))
+    out = run(b, y, {"x": xq}, {"w": w.astype(ml_dtypes.uint4), "s1": f32([[1.0], [0.5]]), "s2": f32([2.0, -1.0])})
+    acc = xq.astype(np.int64) @ w.astype(np.int64)
+    np.testing.assert_array_equal(out, acc.astype(np.float32) * f32([[1.0], [0.5]]) * f32([2.0, -1.0]))
+
+
 # ---------------------------------------------------------------------------------------------- verify errors
 
 def _bad_param(b):
@@ -1002,6 +1140,12 @@ BAD = {
     "round": lambda b: b.round(b.input("a", "i8[2]")),
     "const": _bad_const,
     "param": _bad_param,
+    "pack": lambda b: b.pack(b.input("a", "f32[2, 8]"), layout="nib"),
+    "unpack": lambda b: b.unpack(b.input("a", "ternary[2, 8]")),
+    "qmatmul": lambda b: b.qmatmul(b.input("x", "i8[2, 8]"), b.input("w", "i4[4, 8]"), b.input("s", "f32[1]"),
+                                   transpose_b=True),
+    "qmatmul_i8": lambda b: b.qmatmul_i8(b.input("x", "f32[2, 8]"), b.input("w", "ternary[4, 8]"),
+                                         b.input("s", "f32[2, 1]"), b.input("t", "f32[1]"), transpose_b=True),
 }
 
 

@@ -342,6 +342,60 @@ graph @slice(%x: f32[4, 10]) -> (f32[2, 10], f32[4, 3], f32[2, 5]) {
   return %a, %b, %c
 }
 """,
+    "pack": """
+graph @pack(%c: u4[2, 70]) -> (ternary<crumb32>[4, 200], i4<nib>[3, 5], u4<nib16+f16z>[2, 70], i1<planes>[2, 9], u4<nib16>[2, 70]) {
+  %w = param @w : ternary[4, 200]
+  %p = pack %w {layout = "crumb32"} : ternary<crumb32>[4, 200]
+  %i = param @i : i4[3, 5]
+  %n = pack %i {layout = "nib"} : i4<nib>[3, 5]
+  %s = param @s : f16[2, 3]
+  %z = param @z : f16[2, 3]
+  %b = pack %c, %s, %z {layout = "nib16+f16z"} : u4<nib16+f16z>[2, 70]
+  %o = param @o : i1[2, 9]
+  %q = pack %o {layout = "planes"} : i1<planes>[2, 9]
+  %d = pack %c {layout = "nib16"} : u4<nib16>[2, 70]
+  return %p, %n, %b, %q, %d
+}
+""",
+    "unpack": """
+graph @unpack(%p: ternary<trit5>[3, 170], %q: nf4<nib64+bf16>[2, 128]) -> (ternary[3, 170], nf4[2, 128]) {
+  %u = unpack %p : ternary[3, 170]
+  %v = unpack %q : nf4[2, 128]
+  return %u, %v
+}
+""",
+    "qmatmul": """
+graph @qmatmul(%x: f32[2, 37], %h: f16[1, 2, 64]) -> (f32[2, 5], f32[2, 5], f16[1, 2, 3], f32[2, 4]) {
+  %w = param @w : i4[5, 37]
+  %s = param @s : f32[5, 1]
+  %p = pack %w {layout = "nib32"} : i4<nib32>[5, 37]
+  %a = qmatmul %x, %p, %s {transpose_b = true} : f32[2, 5]
+  %g = param @g : f32[5, 3]
+  %z = param @z : f32[5, 3]
+  %b = qmatmul %x, %w, %g, %z {transpose_b = true, group = 16, zero_mode = "original", epilogue = ["relu2", "neg"]} : f32[2, 5]
+  %t = param @t : ternary[3, 64]
+  %ts = param @ts : f16[3, 1]
+  %tp = pack %t, %ts {layout = "crumb16+f16"} : ternary<crumb16+f16>[3, 64]
+  %c = qmatmul %h, %tp {transpose_b = true, group = 64} : f16[1, 2, 3]
+  %n = param @n : nf4[37, 4]
+  %ns = param @ns : f32[1, 4]
+  %d = qmatmul %x, %n, %ns {axis = 0, epilogue = ["gelu"]} : f32[2, 4]
+  return %a, %b, %c, %d
+}
+""",
+    "qmatmul_i8": """
+graph @qmatmul_i8(%x: f32[2, 37]) -> (f32[2, 6], f32[2, 6]) {
+  %q, %xs = quantize %x {scheme = "absmax", dtype = i8} : i8[2, 37], f32[2, 1]
+  %w = param @w : ternary[6, 37]
+  %ws = param @ws : f32[1]
+  %p = pack %w {layout = "planes"} : ternary<planes>[6, 37]
+  %a = qmatmul_i8 %q, %p, %xs, %ws {transpose_b = true, epilogue = ["relu2"]} : f32[2, 6]
+  %v = param @v : u2[37, 6]
+  %vs = param @vs : f32[6]
+  %b = qmatmul_i8 %q, %v, %xs, %vs : f32[2, 6]
+  return %a, %b
+}
+""",
     "gather": """
 graph @gather(%ids: i32[1, 3]) -> (f32[1, 3, 4], f32[5, 1, 3]) {
   %emb = param @embed : f32[5, 4]
@@ -367,6 +421,21 @@ def test_op_roundtrip(kind):
     for a, b in zip(g.ops(), g2.ops()):
         assert a.attrs == b.attrs
         assert [type(v) for _, v in a.attrs] == [type(v) for _, v in b.attrs]
+
+
+def test_packed_types_print_their_storage_and_keep_their_layout():
+    g = ladder.parse(OP_CASES["pack"])
+    printed = str(g)
+    assert "ternary<crumb32>[4, 200]  # crumb32: u8[4, 64], 2.56 bits/weight" in printed
+    assert "u4<nib16+f16z>[2, 70]  # nib16+f16z: u8[2, 60], 6.86 bits/weight" in printed
+    types = {op.name: op.result.type for op in g.ops()}
+    assert types["b"].layout == "nib16+f16z" and types["b"].storage_shape == (2, 60)
+    assert types["q"].layout == "planes" and types["q"].storage_shape == (2, 2)
+    g = ladder.parse(OP_CASES["qmatmul"])
+    attrs = {op.name: op.attr for op in g.ops()}
+    assert attrs["b"]["epilogue"] == ("relu2", "neg") and attrs["b"]["zero_mode"] == "original"
+    assert attrs["c"] == {"transpose_b": True, "group": 64}
+    roundtrip(g)
 
 
 def test_attribute_kinds_parse_to_their_python_types():

@@ -50,6 +50,8 @@ def fold_constants(g: Graph, limit: int) -> int:
         op = g.op(node)
         if op.kind in ("param", "const") or len(op.results) != 1 or op.result.type.size > limit:
             continue
+        if op.result.type.layout:  # packed storage is made by 'pack' when weights are bound, never a const
+            continue
         args = [_const_value(g, o) for o in op.operands]
         if any(a is None for a in args):
             continue

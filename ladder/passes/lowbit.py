@@ -19,10 +19,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..errors import PipelineError
+from ..errors import PipelineError, VerifyError
 from ..ir import Graph, Op, Value
 from ..ops import OPS, make_op
 from ..ops.lowbit import EPILOGUES, block_scales
+from ..packing import PACKINGS, packings_for
 from ..target import get_target
 from ..types import DTYPES
 from .manager import Pass, register_pass
@@ -72,8 +73,11 @@ class LegalizeTypes(Pass):
         out = {}
         for item in filter(None, (s.strip() for s in self.prefer.replace(";", " ").split())):
             dt, sep, packing = item.partition(":")
-            if not sep or dt not in DTYPES:
+            if not sep or dt not in DTYPES or not packing:
                 raise PipelineError(f"legalize-types: prefer expects dtype:packing items, got '{item}'")
+            if packing not in PACKINGS or not PACKINGS[packing].accepts(DTYPES[dt]):
+                raise PipelineError(f"legalize-types: '{packing}' is not a packing for {dt}; "
+                                    f"those are {', '.join(p.name for p in packings_for(DTYPES[dt]))}")
             out[dt] = packing
         return out
 
@@ -129,12 +133,10 @@ def _shared_block_scales(g: Graph, name: str, weights: set[str]):
 
 
 def _packing_with_block(target, dt, group: int, override: str | None):
-    from ..packing import PACKINGS
-
     prefs = list(target.preferred_packings(dt))
     if not override and prefs and PACKINGS[prefs[0]].planes:
         return None  # a table-lookup target keeps bit planes; their scales stay a separate tensor
-    names = ([override] if override else []) + prefs + list(PACKINGS)
+    names = [override] if override else prefs + list(PACKINGS)  # an explicit choice is kept as it is
     for n in names:
         p = PACKINGS.get(n)
         if p is not None and p.accepts(dt) and not p.planes and p.block == group:
@@ -154,9 +156,9 @@ class Fuse(Pass):
         for node in g.nodes():
             op = g.op(node)
             if op.kind == "matmul":
-                new = _fuse_dequant_matmul(g, op) or _fuse_int_chain(g, op)
-                if new is not None:
-                    _replace(g, new[0], new[1])
+                for candidate in (_fuse_dequant_matmul(g, op), _fuse_int_chain(g, op)):
+                    if candidate is not None and _replace(g, *candidate):
+                        break
         if self.epilogues:
             _fuse_epilogues(g)
         from .canonicalize import remove_dead
@@ -212,12 +214,17 @@ def _fuse_int_chain(g: Graph, mm: Op):
     return m2, ("qmatmul_i8", operands, {"transpose_b": mm.attr.get("transpose_b", False)})
 
 
-def _replace(g: Graph, old: Op, new) -> None:
-    """Replace ``old`` (keeping its result name) by a new op; operands are all defined before ``old``."""
+def _replace(g: Graph, old: Op, new) -> bool:
+    """Replace ``old`` (keeping its result name) by a new op whose operands are all defined before ``old``.
+    False, and nothing changed, when the fused op does not take these operands (e.g. i16 activations)."""
     kind, operands, attrs = new
     types = [g.type_of(o) for o in operands]
-    op = make_op(kind, operands, types, attrs, [old.name], None, old.loc)
+    try:
+        op = make_op(kind, operands, types, attrs, [old.name], None, old.loc)
+    except VerifyError:
+        return False
     g.replace_op(g.producer(old.name), op)
+    return True
 
 
 def _fuse_epilogues(g: Graph) -> None:
