@@ -18,10 +18,37 @@ from .errors import LadderError
 TARGETS = ("ref",)
 
 
-def _load(path: str):
-    from .frontends.text import parse_file
+def _load(path: str, shapes=None):
+    from .frontends import load
 
-    return parse_file(path)
+    return load(path, shapes)[0]
+
+
+def _parse_shapes(specs) -> dict[str, tuple[int, ...]]:
+    out = {}
+    for spec in specs or ():
+        name, eq, dims = spec.partition("=")
+        try:
+            out[name.lstrip("%")] = tuple(int(d) for d in dims.lower().split("x")) if eq and dims else None
+        except ValueError:
+            out[name] = None
+        if not name or out[name.lstrip("%")] is None:
+            raise LadderError(f"--shape expects NAME=DIMS like x=1x2560, got '{spec}'")
+    return out
+
+
+def cmd_import(args) -> int:
+    from . import weights as weights_mod
+    from .frontends import load
+
+    g, w = load(args.file, _parse_shapes(args.shape))
+    Path(args.output).write_text(str(g))
+    msg = f"wrote {args.output} (@{g.name}: {len(g.inputs)} inputs, {len(g)} ops)"
+    if args.weights_out:
+        weights_mod.save(args.weights_out, g, w)
+        msg += f" and {len(w)} weights to {args.weights_out}"
+    print(msg)
+    return 0
 
 
 def cmd_fmt(args) -> int:
@@ -106,17 +133,17 @@ def cmd_run(args) -> int:
     from . import weights as weights_mod
     from .interpreter import run
 
+    from .frontends import load
+
     if args.target not in TARGETS:
         raise LadderError(f"unknown target '{args.target}'; available: {', '.join(TARGETS)}")
-    g = _load(args.file)
+    g, w = load(args.file, _parse_shapes(args.shape))
     if args.pipeline:
         g = _pipeline(args, g)
     if args.weights:
         w = weights_mod.load(args.weights)
     elif args.random_weights is not None:
         w = weights_mod.random(g, args.random_weights)
-    else:
-        w = {}
     inputs = _parse_inputs(args.input)
     if args.random_inputs is not None:
         inputs = _random_inputs(g, inputs, args.random_inputs)
@@ -196,8 +223,16 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--random-inputs", type=int, metavar="SEED", help="seeded random values for inputs not given")
     s.add_argument("--output", help="write the outputs to this .npz, keyed by value name")
     s.add_argument("--target", default="ref", help=f"where to run: {', '.join(TARGETS)} (default ref)")
+    s.add_argument("--shape", action="append", metavar="NAME=DIMS", help="fix a symbolic input shape, e.g. x=1x2560")
     pipeline_opts(s, required=False)
     s.set_defaults(fn=cmd_run)
+
+    s = sub.add_parser("import", help="convert an ONNX or GGUF model to .lir (+ its weights as safetensors)")
+    s.add_argument("file")
+    s.add_argument("-o", "--output", required=True, help="the .lir to write")
+    s.add_argument("--weights-out", help="write the model's weights to this safetensors file")
+    s.add_argument("--shape", action="append", metavar="NAME=DIMS", help="fix a symbolic input shape, e.g. x=1x2560")
+    s.set_defaults(fn=cmd_import)
 
     s = sub.add_parser("demo", help="a BitNet-shaped model end to end on built-in seeded weights")
     s.add_argument("--size", choices=list(SIZES), default="tiny")

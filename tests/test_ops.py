@@ -419,11 +419,12 @@ UNARY_REFS = {
     "silu": (lambda v: v / (1.0 + math.exp(-v)), {}),
     "sigmoid": (lambda v: 1.0 / (1.0 + math.exp(-v)), {}),
     "tanh": (math.tanh, {}),
+    "erf": (math.erf, {}),
     "exp": (math.exp, {}),
 }
 
 
-@covers("neg", "relu", "relu2", "gelu", "silu", "sigmoid", "tanh", "exp")
+@covers("neg", "relu", "relu2", "gelu", "silu", "sigmoid", "tanh", "erf", "exp")
 @pytest.mark.parametrize("name", list(UNARY_REFS))
 @pytest.mark.parametrize("dt", ["f32", "f16"])
 def test_unary_float(name, dt):
@@ -1120,6 +1121,7 @@ BAD = {
     "silu": lambda b: b.silu(b.input("a", "i8[2]")),
     "sigmoid": lambda b: b.sigmoid(b.input("a", "i8[2]")),
     "tanh": lambda b: b.tanh(b.input("a", "i16[2]")),
+    "erf": lambda b: b.erf(b.input("a", "i8[2]")),
     "exp": lambda b: b.exp(b.input("a", "i32[2]")),
     "softmax": lambda b: b.softmax(b.input("a", "f32[2, 3]"), axis=2),
     "rmsnorm": lambda b: b.rmsnorm(b.input("a", "f32[2, 3]"), b.input("w", "f32[2]")),

@@ -199,6 +199,12 @@ graph @tanh(%a: f32[3]) -> f32[3] {
   return %y
 }
 """,
+    "erf": """
+graph @erf(%a: f32[3]) -> f32[3] {
+  %y = erf %a : f32[3]
+  return %y
+}
+""",
     "exp": """
 graph @exp(%a: f32[3]) -> f32[3] {
   %y = exp %a : f32[3]
@@ -811,7 +817,7 @@ def test_builder_nan_splat_const_equals_parsed():
 # -- hypothesis: random valid graphs from the Builder ---------------------------------------------------------
 
 FLOATS = ["f32", "f16", "bf16"]
-UNARY = ["neg", "relu", "relu2", "gelu", "silu", "sigmoid", "tanh", "exp", "round", "clamp"]
+UNARY = ["neg", "relu", "relu2", "gelu", "silu", "sigmoid", "tanh", "erf", "exp", "round", "clamp"]
 BINARY = ["add", "sub", "mul", "div"]
 VALUE_NAMES = st.from_regex(r"[A-Za-z_$.][A-Za-z0-9_.$]{0,6}", fullmatch=True)
 finite = st.floats(-6e4, 6e4, allow_nan=False, width=32)  # fits every float type

@@ -175,6 +175,15 @@ class Gelu(_Unary):
 
 
 @register
+class Erf(_Unary):
+    name = "erf"
+
+    @staticmethod
+    def f(x, attrs):
+        return _erf(x)
+
+
+@register
 class Silu(_Unary):
     name = "silu"
 
