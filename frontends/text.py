@@ -14,7 +14,6 @@ raises a ParseError or VerifyError (both LadderError), never another exception.
 from __future__ import annotations
 
 import json
-import math
 import os
 from pathlib import Path
 
