@@ -43,8 +43,9 @@ def call(kernel, x, wp, s1, s2, n_begin=None, n_end=None, canary=7):
     # y with canary rows before and after: the kernel must write only its own [M, n_begin:n_end] cells
     buf = np.full(M * N + 64, canary, np.float32)
     y = buf[32:32 + M * N]
-    kernel(xp.ctypes.data, wp.ctypes.data, s1.ctypes.data, s2.ctypes.data, y.ctypes.data, M, N, kp,
-           0 if n_begin is None else n_begin, N if n_end is None else n_end)
+    xsum = x.sum(axis=1, dtype=np.int32)
+    kernel(xp.ctypes.data, wp.ctypes.data, s1.ctypes.data, s2.ctypes.data, xsum.ctypes.data, y.ctypes.data,
+           M, N, kp, 0 if n_begin is None else n_begin, N if n_end is None else n_end)
     assert np.all(buf[:32] == canary) and np.all(buf[32 + M * N:] == canary)
     return y.reshape(M, N)
 
@@ -90,3 +91,34 @@ def test_module_exposes_ir_and_assembly():
         assert "vpmaddubsw" in mod.asm()
     with pytest.raises(ladder.LadderError):
         mod.function("missing", QMATMUL_I8_CTYPE)
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3, 8])
+def test_threads_give_identical_results(kernel, threads):
+    from ladder.backends.llvm.runtime import parallel_rows
+
+    rng = np.random.default_rng(threads)
+    M, N, K = 3, 97, 450
+    x = rng.integers(-128, 128, (M, K)).astype(np.int8)
+    w = rng.integers(-1, 2, (N, K)).astype(np.int8)
+    s1, s2 = rng.random(M).astype(np.float32), np.array([1.5], np.float32)
+    wp = ladder.packing.get_packing("crumb32").pack(w, ladder.DTYPES["ternary"])
+    kp = wp.shape[1] * 4
+    xp = np.zeros((M, kp), np.int8)
+    xp[:, :K] = x
+    xsum = x.sum(axis=1, dtype=np.int32)
+    y = np.full((M, N), np.nan, np.float32)
+    parallel_rows(kernel, [xp.ctypes.data, wp.ctypes.data, s1.ctypes.data, s2.ctypes.data, xsum.ctypes.data,
+                           y.ctypes.data, M, N, kp], N, threads)
+    assert np.array_equal(y, reference(x, w, s1, s2))
+
+
+def test_split_covers_every_row_once():
+    from ladder.backends.llvm.runtime import split
+
+    for n in (0, 1, 5, 64, 97):
+        for parts in (1, 2, 3, 16):
+            ranges = split(n, parts, align=4)
+            rows = [r for lo, hi in ranges for r in range(lo, hi)]
+            assert rows == list(range(n)) and len(ranges) <= parts
+            assert all(lo % 4 == 0 for lo, _ in ranges)

@@ -4,7 +4,8 @@
 4B positions, one B-byte load gives four groups of B codes by shift and mask (``(byte >> (6 - 2i)) & 3``,
 codes = value + 1). The dot is sum(x * code) - sum(x), so every product is unsigned x signed 8-bit (what
 ``vpmaddubsw``/``vpdpbusd`` take); y = (f32(dot) * s1[m]) * s2, the reference's order, so results are
-bit-exact. x is zero-padded to whole blocks by the caller (padding codes are 1, value 0).
+bit-exact. x is zero-padded to whole blocks by the caller (padding codes are 1, value 0), which also
+passes sum(x) per row (the activation quantizer produces it).
 
 The kernel handles rows [n_begin, n_end) so that a thread pool can split N.
 """
@@ -42,8 +43,8 @@ def _close_loop(b: ir.IRBuilder, loop) -> None:
 
 
 def qmatmul_i8_ternary_crumb(block_bytes: int, madd: bool = False, name: str | None = None) -> tuple[str, str]:
-    """LLVM IR text of ``void NAME(i8* x, i8* w, f32* s1, f32* s2, f32* y, i64 M, i64 N, i64 KP,
-    i64 n_begin, i64 n_end)``; KP = K padded to whole blocks of 4 * block_bytes.
+    """LLVM IR text of ``void NAME(i8* x, i8* w, f32* s1, f32* s2, i32* xsum, f32* y, i64 M, i64 N, i64 KP,
+    i64 n_begin, i64 n_end)``; KP = K padded to whole blocks of 4 * block_bytes, xsum[m] = sum(x[m, :]).
 
     ``madd`` (AVX2, block_bytes 32): the four u8 x i8 products of a block are summed pairwise with
     ``vpmaddubsw`` into i16 (|sum| <= 4 * 2 * 2 * 128, no overflow) and widened with ``vpmaddwd``."""
@@ -55,44 +56,34 @@ def qmatmul_i8_ternary_crumb(block_bytes: int, madd: bool = False, name: str | N
     vec_i8 = ir.VectorType(I8, bb)
     vec_i32 = ir.VectorType(I32, 8 if madd else bb)
     reduce = ir.Function(mod, ir.FunctionType(I32, [vec_i32]), f"llvm.vector.reduce.add.v{vec_i32.count}i32")
-    reduce_x = ir.Function(mod, ir.FunctionType(I32, [ir.VectorType(I32, bb)]), f"llvm.vector.reduce.add.v{bb}i32") \
-        if madd else reduce
     if madd:
         v16 = ir.VectorType(ir.IntType(16), 16)
         maddubs = ir.Function(mod, ir.FunctionType(v16, [vec_i8, vec_i8]), "llvm.x86.avx2.pmadd.ub.sw")
         maddwd = ir.Function(mod, ir.FunctionType(vec_i32, [v16, v16]), "llvm.x86.avx2.pmadd.wd")
         ones16 = ir.Constant(v16, [1] * 16)
-    fnty = ir.FunctionType(ir.VoidType(), [PTR] * 5 + [I64] * 5)
+    fnty = ir.FunctionType(ir.VoidType(), [PTR] * 6 + [I64] * 5)
     fn = ir.Function(mod, fnty, name)
-    x, w, s1, s2, y, M, N, KP, n_begin, n_end = fn.args
-    for a, nm in zip(fn.args, ("x", "w", "s1", "s2", "y", "M", "N", "KP", "n_begin", "n_end")):
+    names = ("x", "w", "s1", "s2", "xsum", "y", "M", "N", "KP", "n_begin", "n_end")
+    x, w, s1, s2, xsum_p, y, M, N, KP, n_begin, n_end = fn.args
+    for a, nm in zip(fn.args, names):
         a.name = nm
-    for a in (x, w, s1, s2, y):
+    for a in fn.args[:6]:
         a.attributes.add("noalias")
     b = ir.IRBuilder(fn.append_basic_block("entry"))
     row_bytes = b.sdiv(KP, ir.Constant(I64, 4))
     blocks = b.sdiv(KP, ir.Constant(I64, 4 * bb))
     scale_w = b.load(s2, typ=F32)
     three = ir.Constant(vec_i8, [3] * bb)
-
-    # Running vectors live in allocas; SROA/mem2reg turn them into registers at O3.
-    vec_x32 = ir.VectorType(I32, bb)
+    # The running vector lives in an alloca; SROA/mem2reg turn it into registers at O3.
     acc_slot = b.alloca(vec_i32, name="acc.slot")
-    xs_slot = b.alloca(vec_x32, name="xs.slot")
 
-    m_loop = _counted_loop(b, ir.Constant(I64, 0), M, "m")
-    m = m_loop[3]
-    x_row = b.gep(x, [b.mul(m, KP)], source_etype=I8)
-    b.store(ir.Constant(vec_x32, None), xs_slot)
-    xs_loop = _counted_loop(b, ir.Constant(I64, 0), b.sdiv(KP, ir.Constant(I64, bb)), "xs")
-    xv = b.load(b.gep(x_row, [b.mul(xs_loop[3], ir.Constant(I64, bb))], source_etype=I8), typ=vec_i8, align=1)
-    b.store(b.add(b.load(xs_slot, typ=vec_x32), b.sext(xv, vec_x32)), xs_slot)
-    _close_loop(b, xs_loop)
-    xsum = b.call(reduce_x, [b.load(xs_slot, typ=vec_x32)])  # sum(x) over the row (padding is zero)
-
+    # n outer, m inner: a weight row (K/4 bytes) is read from memory once and stays in L1 for every m.
     n_loop = _counted_loop(b, n_begin, n_end, "n")
     n = n_loop[3]
     w_row = b.gep(w, [b.mul(n, row_bytes)], source_etype=I8)
+    m_loop = _counted_loop(b, ir.Constant(I64, 0), M, "m")
+    m = m_loop[3]
+    x_row = b.gep(x, [b.mul(m, KP)], source_etype=I8)
     b.store(ir.Constant(vec_i32, None), acc_slot)
     k_loop = _counted_loop(b, ir.Constant(I64, 0), blocks, "k")
     blk = k_loop[3]
@@ -113,14 +104,15 @@ def qmatmul_i8_ternary_crumb(block_bytes: int, madd: bool = False, name: str | N
         acc = b.add(acc, b.call(maddwd, [partial, ones16]))
     b.store(acc, acc_slot)
     _close_loop(b, k_loop)
+    xsum = b.load(b.gep(xsum_p, [m], source_etype=I32), typ=I32)
     dot = b.sub(b.call(reduce, [b.load(acc_slot, typ=vec_i32)]), xsum)
     scale_x = b.load(b.gep(s1, [m], source_etype=F32), typ=F32)
     val = b.fmul(b.fmul(b.sitofp(dot, F32), scale_x), scale_w)
     b.store(val, b.gep(y, [b.add(b.mul(m, N), n)], source_etype=F32))
-    _close_loop(b, n_loop)
     _close_loop(b, m_loop)
+    _close_loop(b, n_loop)
     b.ret_void()
     return str(mod), name
 
 
-QMATMUL_I8_CTYPE = ctypes.CFUNCTYPE(None, *([ctypes.c_void_p] * 5 + [ctypes.c_int64] * 5))
+QMATMUL_I8_CTYPE = ctypes.CFUNCTYPE(None, *([ctypes.c_void_p] * 6 + [ctypes.c_int64] * 5))
