@@ -1,0 +1,642 @@
+"""The GGUF frontend: bit-exact dequantization per block type, llama and bitnet decoders checked against an
+independent numpy implementation, generation, the CLI, fusion, and malformed files."""
+
+from __future__ import annotations
+
+import math
+import struct
+
+import numpy as np
+import pytest
+
+gguf = pytest.importorskip("gguf")
+
+from gguf import GGMLQuantizationType as QT  # noqa: E402
+from gguf import GGUFReader, GGUFWriter, quants  # noqa: E402
+from gguf.constants import GGML_QUANT_SIZES  # noqa: E402
+
+import ladder  # noqa: E402
+from ladder import Builder, LadderError, PassManager  # noqa: E402
+from ladder.cli import main as cli_main  # noqa: E402
+from ladder.demo import generate  # noqa: E402
+from ladder.frontends import gguf as lg  # noqa: E402
+from ladder.frontends import load as load_any  # noqa: E402
+
+# offsets of the f16 super-block scales of the K-quants (random bytes elsewhere are valid blocks)
+K_F16 = {QT.Q2_K: (80, 82), QT.Q3_K: (108,), QT.Q4_K: (0, 2), QT.Q5_K: (0, 2), QT.Q6_K: (208,)}
+CODE_TYPE = {QT.Q8_0: "i8", QT.Q4_0: "i4", QT.Q4_1: "u4", QT.Q5_0: "i8", QT.Q5_1: "u8", QT.TQ1_0: "ternary",
+             QT.TQ2_0: "ternary", QT.Q2_K: "u2", QT.Q3_K: "i4", QT.Q4_K: "u4", QT.Q5_K: "u8", QT.Q6_K: "i8",
+             QT.F32: "f32", QT.F16: "f16", QT.BF16: "bf16"}
+
+
+def encode(a: np.ndarray, qt: QT, rng: np.random.Generator) -> np.ndarray:
+    """What GGUFWriter.add_tensor takes for a tensor of values ``a`` stored as ``qt``."""
+    if qt == QT.F32:
+        return a.astype(np.float32)
+    if qt == QT.F16:
+        return a.astype(np.float16)
+    if qt in K_F16:  # gguf-py has no quantizer for these: random blocks with finite f16 scales
+        block, size = GGML_QUANT_SIZES[qt]
+        n = a.size // block
+        b = rng.integers(0, 256, (n, size), dtype=np.uint8)
+        for off in K_F16[qt]:
+            b[:, off:off + 2] = (rng.uniform(-1, 1, (n, 1)) * 2e-4).astype(np.float16).view(np.uint8)
+        return b.reshape(a.shape[:-1] + (a.shape[-1] // block * size,))
+    if qt in (QT.TQ1_0, QT.TQ2_0):  # ternary values times one scale, as BitNet's converter gives
+        a = np.sign(np.round(a / np.abs(a).mean())).astype(np.float32) * np.float32(0.05)
+    return quants.quantize(a.astype(np.float32), qt)
+
+
+def write_gguf(path, arch: str, meta: dict, tensors: dict) -> None:
+    """tensors: name -> (values, qtype) (values encoded with ``encode``) or (raw array, qtype, True)."""
+    rng = np.random.default_rng(1234)
+    w = GGUFWriter(str(path), arch)
+    for key, value in meta.items():
+        if isinstance(value, str):
+            w.add_string(key, value)
+        elif isinstance(value, float):
+            w.add_float32(key, value)
+        else:
+            w.add_uint32(key, value)
+    for name, spec in tensors.items():
+        a, qt = spec[0], spec[1]
+        data = a if len(spec) > 2 else encode(a, qt, rng)
+        w.add_tensor(name, data, raw_dtype=None if qt in (QT.F32, QT.F16) else qt)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+
+
+def gguf_values(path) -> dict[str, np.ndarray]:
+    """Every tensor dequantized by the gguf package (the independent reference)."""
+    out = {}
+    for t in GGUFReader(str(path)).tensors:
+        shape = tuple(int(d) for d in reversed(t.shape.tolist()))
+        out[t.name] = quants.dequantize(t.data, t.tensor_type).reshape(shape).astype(np.float32)
+    return out
+
+
+def dequant_in_ladder(t: lg.GGUFTensor) -> np.ndarray:
+    """Run ladder's dequant op (a graph through the reference interpreter) on the tensor's codes + scales."""
+    b = Builder("deq")
+    shape = ", ".join(map(str, t.shape))
+    codes = b.param("codes", f"{t.dtype.name}[{shape}]")
+    if not t.quantized:
+        g = b.build(b.cast(codes, dtype="f32") if t.dtype.name != "f32" else b.neg(b.neg(codes)))
+        return ladder.run(g, {}, {"codes": t.codes})[g.outputs[0]]
+    sname = "f16" if t.scale.dtype == np.float16 else "f32"
+    scale = b.param("scale", f"{sname}[{', '.join(map(str, t.scale.shape))}]")
+    w = {"codes": t.codes, "scale": t.scale}
+    extra = []
+    if t.zero is not None:
+        extra = [b.param("zero", f"{sname}[{', '.join(map(str, t.zero.shape))}]")]
+        w["zero"] = t.zero
+    g = b.build(b.dequant(codes, scale, *extra, axis=-1, group=t.group, zero_mode=t.zero_mode))
+    return ladder.run(g, {}, w)[g.outputs[0]]
+
+
+# -- dequantization, per type -------------------------------------------------------------------------
+
+ALL_TYPES = [QT.F32, QT.F16, QT.BF16, QT.Q8_0, QT.Q4_0, QT.Q4_1, QT.Q5_0, QT.Q5_1, QT.TQ1_0, QT.TQ2_0,
+             QT.Q2_K, QT.Q3_K, QT.Q4_K, QT.Q5_K, QT.Q6_K]
+
+
+@pytest.mark.parametrize("qt", ALL_TYPES, ids=lambda q: q.name)
+def test_dequant_is_bit_exact(tmp_path, qt):
+    rng = np.random.default_rng(int(qt))
+    a = rng.standard_normal((3, 512)).astype(np.float32) * 3
+    a[0, :32] = 0  # an all-zero block (scale 0)
+    a[1, 40:72] = -a[1, 40:72] ** 2  # a block of one sign
+    t3 = rng.standard_normal((2, 3, 256)).astype(np.float32)  # a rank-3 tensor
+    path = tmp_path / "t.gguf"
+    write_gguf(path, "llama", {}, {"w": (a, qt), "w3": (t3, qt)})
+    tensors = lg.read_tensors(path)
+    ref = gguf_values(path)
+    for name in ("w", "w3"):
+        t = tensors[name]
+        assert t.ggml_type == qt.name and t.dtype.name == CODE_TYPE[qt]
+        assert t.shape == ref[name].shape
+        got = dequant_in_ladder(t)
+        assert got.dtype == np.float32
+        np.testing.assert_array_equal(got.view(np.uint32), ref[name].view(np.uint32))
+        np.testing.assert_array_equal(t.values().view(np.uint32), ref[name].view(np.uint32))
+        if t.quantized:
+            block = GGML_QUANT_SIZES[qt][0]
+            assert t.scale.shape == t.shape[:-1] + (t.shape[-1] // t.group,) and block % t.group == 0
+            t.dtype.check(t.codes, name)  # every code is a value of its ladder type
+
+
+def test_code_layouts_match_the_formats(tmp_path):
+    """The codes themselves, not only the products: Q4_0 holds q - 8, Q4_1 q with zero -m, TQ ternary."""
+    a = np.linspace(-1, 1, 2 * 256, dtype=np.float32).reshape(2, 256)
+    path = tmp_path / "c.gguf"
+    write_gguf(path, "llama", {}, {"q40": (a, QT.Q4_0), "q41": (a, QT.Q4_1), "tq1": (a * 40, QT.TQ1_0),
+                                   "tq2": (a * 40, QT.TQ2_0), "q80": (a, QT.Q8_0)})
+    t = lg.read_tensors(path)
+    raw = {r.name: r.data for r in GGUFReader(str(path)).tensors}
+    q40 = raw["q40"].reshape(-1, 18)
+    assert np.array_equal(t["q40"].codes.astype(np.int8).reshape(-1, 32)[:, :16], (q40[:, 2:] & 0x0F).astype(np.int8) - 8)
+    assert np.array_equal(t["q40"].scale.reshape(-1), q40[:, :2].copy().view(np.float16).reshape(-1))
+    q41 = raw["q41"].reshape(-1, 20)
+    assert np.array_equal(t["q41"].zero.reshape(-1), -q41[:, 2:4].copy().view(np.float16).reshape(-1))
+    assert t["q41"].zero_mode == "rescale" and t["q40"].zero is None
+    assert np.array_equal(t["q80"].codes.reshape(-1, 32), raw["q80"].reshape(-1, 34)[:, 2:].view(np.int8))
+    for name in ("tq1", "tq2"):
+        assert set(np.unique(t[name].codes)) == {-1, 0, 1} and t[name].group == 256
+
+
+# -- models ------------------------------------------------------------------------------------------------
+
+DIMS = dict(vocab=48, hidden=256, layers=2, heads=4, kv_heads=2, ffn=512, context=16)
+
+
+def model_file(path, arch="llama", types=None, tied=False, dims=DIMS, extra_meta=None, extra_tensors=None,
+               seed=0):
+    """A small random model. ``types`` maps a tensor name suffix to its GGUF type."""
+    rng = np.random.default_rng(seed)
+    d, f, v, L = dims["hidden"], dims["ffn"], dims["vocab"], dims["layers"]
+    hd = d // dims["heads"]
+    kvd = dims["kv_heads"] * hd
+    types = dict(types or {})
+    meta = {f"{arch}.block_count": L, f"{arch}.embedding_length": d, f"{arch}.feed_forward_length": f,
+            f"{arch}.attention.head_count": dims["heads"], f"{arch}.attention.head_count_kv": dims["kv_heads"],
+            f"{arch}.context_length": dims["context"], f"{arch}.rope.freq_base": 10000.0,
+            f"{arch}.attention.layer_norm_rms_epsilon": 1e-5}
+    meta.update(extra_meta or {})
+
+    def mat(n, k):
+        return (rng.standard_normal((n, k)) / math.sqrt(k)).astype(np.float32)
+
+    def norm(n):
+        return rng.uniform(0.5, 1.5, n).astype(np.float32)
+
+    ts = {"token_embd.weight": (mat(v, d) * 4, types.get("token_embd", QT.F32))}
+    for i in range(L):
+        p = f"blk.{i}"
+        ts[f"{p}.attn_norm.weight"] = (norm(d), QT.F32)
+        for proj, (n, k) in {"attn_q": (d, d), "attn_k": (kvd, d), "attn_v": (kvd, d), "attn_output": (d, d),
+                             "ffn_gate": (f, d), "ffn_up": (f, d), "ffn_down": (d, f)}.items():
+            ts[f"{p}.{proj}.weight"] = (mat(n, k) * 2, types.get(proj, QT.F32))
+        ts[f"{p}.ffn_norm.weight"] = (norm(d), QT.F32)
+        if arch == "bitnet":
+            ts[f"{p}.attn_sub_norm.weight"] = (norm(d), QT.F32)
+            ts[f"{p}.ffn_sub_norm.weight"] = (norm(f), QT.F32)
+    ts["output_norm.weight"] = (norm(d), QT.F32)
+    if not tied:
+        ts["output.weight"] = (mat(v, d), types.get("output", QT.F32))
+    ts.update(extra_tensors or {})
+    write_gguf(path, arch, meta, ts)
+    return path
+
+
+LLAMA_TYPES = {"token_embd": QT.Q4_1, "attn_q": QT.Q4_0, "attn_k": QT.Q8_0, "attn_v": QT.Q4_K,
+               "attn_output": QT.F16, "ffn_gate": QT.Q6_K, "ffn_up": QT.BF16, "ffn_down": QT.TQ2_0,
+               "output": QT.Q5_1}
+BITNET_TYPES = {"attn_q": QT.TQ1_0, "attn_k": QT.TQ2_0, "attn_v": QT.TQ1_0, "attn_output": QT.TQ2_0,
+                "ffn_gate": QT.TQ1_0, "ffn_up": QT.TQ2_0, "ffn_down": QT.TQ1_0, "token_embd": QT.F16}
+
+
+# -- an independent numpy decoder ---------------------------------------------------------------------
+
+def _rms(x, w, eps=1e-5):
+    return (x / np.sqrt(np.mean(x * x, axis=-1, keepdims=True) + np.float32(eps)) * w).astype(np.float32)
+
+
+def _rope(x, pos, style, theta=10000.0):
+    """x [S, H, D] at positions pos [S]."""
+    d = x.shape[-1]
+    out = np.empty_like(x, dtype=np.float64)
+    for s, p in enumerate(pos):
+        for i in range(d // 2):
+            ang = p * theta ** (-2.0 * i / d)
+            c, sn = math.cos(ang), math.sin(ang)
+            a, b = (2 * i, 2 * i + 1) if style == "interleaved" else (i, i + d // 2)
+            out[s, :, a] = x[s, :, a] * c - x[s, :, b] * sn
+            out[s, :, b] = x[s, :, b] * c + x[s, :, a] * sn
+    return out.astype(np.float32)
+
+
+def _actq(x):
+    """BitNet's per-token int8 absmax quantization, values back in float."""
+    m = np.maximum(np.max(np.abs(x), axis=-1, keepdims=True), np.float32(1e-5))
+    q = np.clip(np.rint(x * (np.float32(127) / m)), -128, 127)
+    return (q * (m / np.float32(127))).astype(np.float32)
+
+
+def reference_step(W, arch, dims, tokens, start, caches):
+    """One decoder step: returns logits [S, V] and updates ``caches`` (list of [k, v] of [KV, C, hd])."""
+    d, H, KV = dims["hidden"], dims["heads"], dims["kv_heads"]
+    hd, S = d // H, len(tokens)
+    pos = np.arange(start, start + S)
+    style = "interleaved" if arch == "llama" else "half"
+    bitnet = arch == "bitnet"
+
+    def lin(x, name):
+        return (_actq(x) if bitnet else x) @ W[name].T
+
+    x = W["token_embd.weight"][np.asarray(tokens)]
+    for i, (kc, vc) in enumerate(caches):
+        p = f"blk.{i}"
+        h = _rms(x, W[f"{p}.attn_norm.weight"])
+        q = _rope(lin(h, f"{p}.attn_q.weight").reshape(S, H, hd), pos, style)
+        k = _rope(lin(h, f"{p}.attn_k.weight").reshape(S, KV, hd), pos, style)
+        v = lin(h, f"{p}.attn_v.weight").reshape(S, KV, hd)
+        kc[:, start:start + S] = k.transpose(1, 0, 2)
+        vc[:, start:start + S] = v.transpose(1, 0, 2)
+        L = start + S
+        att = np.zeros((S, H, hd), np.float32)
+        for hq in range(H):
+            kvh = hq // (H // KV)
+            scores = (q[:, hq] @ kc[kvh, :L].T) / np.float32(math.sqrt(hd))
+            scores = np.where(np.arange(L)[None, :] <= pos[:, None], scores, -np.inf)
+            e = np.exp(scores - scores.max(-1, keepdims=True))
+            att[:, hq] = (e / e.sum(-1, keepdims=True)) @ vc[kvh, :L]
+        att = att.reshape(S, d)
+        if bitnet:
+            att = _rms(att, W[f"{p}.attn_sub_norm.weight"])
+        x = x + lin(att, f"{p}.attn_output.weight")
+        h = _rms(x, W[f"{p}.ffn_norm.weight"])
+        g, u = lin(h, f"{p}.ffn_gate.weight"), lin(h, f"{p}.ffn_up.weight")
+        a = (np.maximum(g, 0) ** 2 if bitnet else g / (1 + np.exp(-g))) * u
+        if bitnet:
+            a = _rms(a, W[f"{p}.ffn_sub_norm.weight"])
+        x = x + lin(a, f"{p}.ffn_down.weight")
+    x = _rms(x, W["output_norm.weight"])
+    return x @ W.get("output.weight", W["token_embd.weight"]).T
+
+
+def run_steps(path, arch, prompt, next_token, fuse=False):
+    """(ladder outputs, reference logits) of a prefill over ``prompt`` and one decode step."""
+    W = gguf_values(path)
+    ctx = DIMS["context"]
+    hd = DIMS["hidden"] // DIMS["heads"]
+    ref_caches = [[np.zeros((DIMS["kv_heads"], ctx, hd), np.float32) for _ in range(2)]
+                  for _ in range(DIMS["layers"])]
+    ref = [reference_step(W, arch, DIMS, prompt, 0, ref_caches),
+           reference_step(W, arch, DIMS, [next_token], len(prompt), ref_caches)]
+    g1, w = lg.load(path, {"tokens": (len(prompt),)})
+    g2, _ = lg.load(path)
+    if fuse:
+        g1, g2 = (PassManager("legalize-types{target=cpu},fuse").run(g) for g in (g1, g2))
+    caches = {f"{kv}_cache{i}": np.zeros((DIMS["kv_heads"], ctx, hd), np.float32)
+              for i in range(DIMS["layers"]) for kv in "kv"}
+    outs = []
+    for g, ids, start in ((g1, prompt, 0), (g2, [next_token], len(prompt))):
+        n = len(ids)
+        out = ladder.run(g, {"tokens": np.array(ids, np.int32), "pos": np.arange(start, start + n, dtype=np.int32),
+                             "start": np.array([start], np.int32), "kv_len": np.array([start + n], np.int32),
+                             **caches}, w)
+        vals = list(out.values())
+        for i in range(DIMS["layers"]):
+            caches[f"k_cache{i}"], caches[f"v_cache{i}"] = vals[1 + 2 * i], vals[2 + 2 * i]
+        outs.append(out)
+    return outs, ref, ref_caches
+
+
+@pytest.mark.parametrize("tied", [False, True], ids=["output", "tied"])
+def test_llama_matches_numpy_reference(tmp_path, tied):
+    path = model_file(tmp_path / "llama.gguf", "llama", LLAMA_TYPES, tied=tied)
+    outs, ref, ref_caches = run_steps(path, "llama", [3, 17, 5], 40)
+    for out, r in zip(outs, ref):
+        logits = out["logits"]
+        assert logits.shape == r.shape
+        np.testing.assert_allclose(logits, r, rtol=1e-4, atol=1e-4 * float(np.abs(r).max()))
+    final = list(outs[1].values())
+    for i in range(DIMS["layers"]):
+        for got, want in zip(final[1 + 2 * i:3 + 2 * i], ref_caches[i]):
+            np.testing.assert_allclose(got[:, :4], want[:, :4], rtol=1e-4, atol=1e-4 * float(np.abs(want).max()))
+    assert np.all(final[1][:, 4:] == 0)  # nothing written past the filled positions
+
+
+def test_llama_rope_is_interleaved(tmp_path):
+    """The llama graph uses llama.cpp's normal RoPE (adjacent pairs); the half style gives other logits."""
+    path = model_file(tmp_path / "llama.gguf", "llama", {})
+    g, _ = lg.load(path)
+    styles = {op.attr.get("style") for op in g.ops() if op.kind == "rope"}
+    assert styles == {"interleaved"}
+    W = gguf_values(path)
+    caches = [[np.zeros((2, 16, 64), np.float32) for _ in range(2)] for _ in range(2)]
+    ref = reference_step(W, "llama", DIMS, [1, 2], 0, caches)
+    half = reference_step(W, "llama with half rope", DIMS, [1, 2], 0,  # a non-llama arch name: style half
+                          [[np.zeros((2, 16, 64), np.float32) for _ in range(2)] for _ in range(2)])
+    gp, w = lg.load(path, {"tokens": (2,)})
+    out = ladder.run(gp, {"tokens": np.array([1, 2], np.int32), "pos": np.arange(2, dtype=np.int32),
+                          "start": np.array([0], np.int32), "kv_len": np.array([2], np.int32),
+                          **{f"{kv}_cache{i}": np.zeros((2, 16, 64), np.float32) for i in range(2) for kv in "kv"}},
+                     w)
+    np.testing.assert_allclose(out["logits"], ref, rtol=1e-4, atol=1e-4 * float(np.abs(ref).max()))
+    assert not np.allclose(out["logits"][1], half[1], rtol=1e-2, atol=1e-2 * float(np.abs(ref).max()))
+
+
+def test_bitnet_matches_numpy_reference(tmp_path):
+    path = model_file(tmp_path / "bitnet.gguf", "bitnet", BITNET_TYPES, tied=True)
+    g, _ = lg.load(path)
+    assert {op.attr.get("style", "half") for op in g.ops() if op.kind == "rope"} == {"half"}
+    assert sum(op.kind == "quantize" for op in g.ops()) == 7 * DIMS["layers"]
+    assert any(op.kind == "relu2" for op in g.ops()) and not any(op.kind == "silu" for op in g.ops())
+    outs, ref, _ = run_steps(path, "bitnet", [3, 17, 5], 40)
+    for out, r in zip(outs, ref):
+        np.testing.assert_allclose(out["logits"], r, rtol=2e-3, atol=2e-3 * float(np.abs(r).max()))
+
+
+def test_fuse_makes_qmatmul_and_keeps_results(tmp_path):
+    path = model_file(tmp_path / "llama.gguf", "llama", LLAMA_TYPES)
+    g, w = lg.load(path)
+    assert sum(op.kind == "dequant" for op in g.ops()) == 2 * 5 + 2  # 5 quantized projections/layer, embd, output
+    fused = PassManager("legalize-types{target=cpu},fuse").run(g)
+    kinds = [op.kind for op in fused.ops()]
+    assert kinds.count("qmatmul") == 2 * 5 + 1  # every quantized matmul (the embedding's dequant feeds a gather)
+    assert kinds.count("matmul") == 2 * 2  # the F16 and BF16 projections stay float matmuls
+    assert "pack" in kinds
+    outs, _, _ = run_steps(path, "llama", [3, 17, 5], 40)
+    outs_f, _, _ = run_steps(path, "llama", [3, 17, 5], 40, fuse=True)
+    for a, b in zip(outs, outs_f):
+        for k in a:
+            np.testing.assert_array_equal(a[k], b[k])
+
+
+def test_bitnet_fuses_into_the_integer_path(tmp_path):
+    """Ternary weights whose blocks share a scale take BitNet's int8 x ternary path (qmatmul_i8)."""
+    path = tmp_path / "bitnet.gguf"
+    model_file(path, "bitnet", BITNET_TYPES, tied=True)
+    path2 = tmp_path / "bitnet2.gguf"
+    model_file(path2, "bitnet", BITNET_TYPES, tied=True,
+               extra_tensors={"blk.0.ffn_down.scale": (np.array([0.5], np.float32), QT.F32)})
+    ts = lg.read_tensors(path2)
+    assert ts["blk.0.attn_q.weight"].dtype.name == "ternary"
+    g, w = lg.load(path2)
+    fused = PassManager("legalize-types{target=cpu},fuse").run(g)
+    kinds = [op.kind for op in fused.ops()]
+    assert kinds.count("qmatmul_i8") == 7 * DIMS["layers"]
+    assert np.asarray(w["blk.0.attn_q.weight.scales"]).shape == (1,)
+    inputs = {"tokens": np.array([7], np.int32), "pos": np.array([0], np.int32), "start": np.array([0], np.int32),
+              "kv_len": np.array([1], np.int32),
+              **{f"{kv}_cache{i}": np.zeros((2, 16, 64), np.float32) for i in range(2) for kv in "kv"}}
+    a, b = ladder.run(g, inputs, w), ladder.run(fused, inputs, w)
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k])
+    # the optional per-tensor scale multiplies ffn_down's output
+    g0, w0 = lg.load(tmp_path / "bitnet.gguf")
+    assert not np.array_equal(ladder.run(g0, inputs, w0)["logits"], a["logits"])
+    assert any(op.kind == "param" and op.attr["ref"] == "blk.0.ffn_down.scale" for op in g.ops())
+    # non-uniform block scales: the float path with the same int8-quantized activations
+    path3 = tmp_path / "bitnet3.gguf"
+    model_file(path3, "bitnet", {**BITNET_TYPES, "ffn_up": QT.Q8_0}, tied=True)
+    g3, w3 = lg.load(path3)
+    k3 = [op.kind for op in PassManager("legalize-types{target=cpu},fuse").run(g3).ops()]
+    assert k3.count("qmatmul_i8") == 6 * DIMS["layers"] and k3.count("qmatmul") == DIMS["layers"]
+
+
+def test_generate_bitnet_unchanged_by_fusion(tmp_path):
+    path = model_file(tmp_path / "bitnet.gguf", "bitnet", BITNET_TYPES, tied=True)
+    cfg = lg.config(path)
+    prompt = [5, 6, 7]
+    prefill, w = lg.load(path, {"tokens": (len(prompt),)})
+    decode, _ = lg.load(path)
+
+    def runner(g, inputs):
+        return ladder.run(g, inputs, w)
+
+    ids, _, _ = generate(cfg, prefill, decode, prompt, 4, runner)
+    pm = PassManager("legalize-types{target=cpu},fuse")
+    ids_fused, _, _ = generate(cfg, pm.run(prefill), pm.run(decode), prompt, 4, runner)
+    assert len(ids) == 4 and all(0 <= t < DIMS["vocab"] for t in ids)
+    assert ids == ids_fused
+
+
+def test_generate_drives_a_gguf_model(tmp_path):
+    path = model_file(tmp_path / "llama.gguf", "llama", LLAMA_TYPES)
+    cfg = lg.config(path)
+    assert (cfg.layers, cfg.kv_heads, cfg.head_dim, cfg.context, cfg.vocab) == (2, 2, 64, 16, 48)
+    prompt = [1, 2, 3, 4]
+    prefill, w = lg.load(path, {"tokens": (len(prompt),)})
+    decode, _ = lg.load(path)
+    sessions = {}
+
+    def runner(g, inputs):
+        if id(g) not in sessions:
+            sessions[id(g)] = ladder.interpreter.Session(g, w)
+        return sessions[id(g)].run(inputs)
+
+    ids, _, _ = generate(cfg, prefill, decode, prompt, 5, runner)
+    # greedy decoding with the numpy reference gives the same tokens
+    W = gguf_values(path)
+    caches = [[np.zeros((2, 16, 64), np.float32) for _ in range(2)] for _ in range(2)]
+    want = [int(np.argmax(reference_step(W, "llama", DIMS, prompt, 0, caches)[-1]))]
+    for _ in range(4):
+        want.append(int(np.argmax(reference_step(W, "llama", DIMS, [want[-1]], len(prompt) + len(want) - 1,
+                                                 caches)[-1])))
+    assert ids == want and len(ids) == 5
+
+
+def test_shapes_choose_the_step_and_the_cache(tmp_path):
+    path = model_file(tmp_path / "m.gguf", "llama", {})
+    g, _ = lg.load(path, {"tokens": (3,), "k_cache0": (2, 8, 64)})
+    assert g.type_of("tokens").shape == (3,) and g.type_of("k_cache1").shape == (2, 8, 64)
+    assert lg.config(path, {"k_cache0": (2, 8, 64)}).context == 8
+    for bad in ({"x": (1,)}, {"tokens": (0,)}, {"k_cache0": (3, 8, 64)}, {"tokens": (17,)}):
+        with pytest.raises(LadderError):
+            lg.load(path, bad)
+
+
+def test_cli_and_dispatcher(tmp_path, capsys):
+    path = model_file(tmp_path / "m.gguf", "llama", LLAMA_TYPES)
+    g, w = load_any(path)
+    assert g.name == "llama_step" and set(w) >= {"token_embd.weight", "token_embd.weight.scales"}
+    assert cli_main(["run", str(path), "--random-inputs", "0"]) == 0
+    out = capsys.readouterr().out
+    assert "%logits : f32[1, 48]" in out and out.count(" : f32[2, 16, 64]") == 2 * 2  # the updated caches
+    np.save(tmp_path / "kv_len.npy", np.array([2], np.int32))
+    np.save(tmp_path / "start.npy", np.array([0], np.int32))
+    assert cli_main(["run", str(path), "--random-inputs", "0", "--shape", "tokens=2", "--output",
+                     str(tmp_path / "o.npz"), "--input", f"kv_len={tmp_path / 'kv_len.npy'}",
+                     "--input", f"start={tmp_path / 'start.npy'}"]) == 0
+    with np.load(tmp_path / "o.npz") as z:
+        assert z["logits"].shape == (2, 48) and np.all(np.isfinite(z["logits"]))
+    # import to .lir + safetensors, and the text round-trips to the same graph
+    lir, st = tmp_path / "m.lir", tmp_path / "m.safetensors"
+    assert cli_main(["import", str(path), "-o", str(lir), "--weights-out", str(st)]) == 0
+    assert ladder.parse(lir) == g
+    from ladder import weights as weights_mod
+
+    inputs = {"tokens": np.array([5], np.int32), "pos": np.array([0], np.int32), "start": np.array([0], np.int32),
+              "kv_len": np.array([1], np.int32),
+              **{f"{kv}_cache{i}": np.zeros((2, 16, 64), np.float32) for i in range(2) for kv in "kv"}}
+    np.testing.assert_array_equal(ladder.run(ladder.parse(lir), inputs, weights_mod.load(st))["logits"],
+                                  ladder.run(g, inputs, w)["logits"])
+    capsys.readouterr()
+    bad = tmp_path / "bad.gguf"
+    bad.write_bytes(b"GGUX" + b"\0" * 64)
+    assert cli_main(["run", str(bad), "--random-inputs", "0"]) == 1
+    assert "not a GGUF file" in capsys.readouterr().err
+
+
+# -- unsupported content -----------------------------------------------------------------------------
+
+def test_unsupported_architecture(tmp_path):
+    path = model_file(tmp_path / "g.gguf", "gpt2", {})
+    with pytest.raises(LadderError, match=r"architecture 'gpt2' is not supported.*llama, bitnet"):
+        lg.load(path)
+
+
+def test_unsupported_tensor_type(tmp_path):
+    rng = np.random.default_rng(0)
+    block, size = GGML_QUANT_SIZES[QT.IQ4_NL]
+    raw = rng.integers(0, 256, (256, 256 // block * size), dtype=np.uint8)
+    raw[:, 0:2] = np.array([0.01], np.float16).view(np.uint8)
+    path = model_file(tmp_path / "u.gguf", "llama", {},
+                      extra_tensors={"blk.0.attn_q.weight": (raw, QT.IQ4_NL, True)})
+    with pytest.raises(LadderError, match=r"blk\.0\.attn_q\.weight \(IQ4_NL\).*Q4_0"):
+        lg.load(path)
+    with pytest.raises(LadderError, match=r"IQ4_NL"):
+        lg.read_tensors(path)
+
+
+def test_unsupported_model_features(tmp_path):
+    path = model_file(tmp_path / "b.gguf", "llama", {},
+                      extra_tensors={"blk.0.attn_q.bias": (np.zeros(256, np.float32), QT.F32)})
+    with pytest.raises(LadderError, match=r"does not use.*blk\.0\.attn_q\.bias"):
+        lg.load(path)
+    path = model_file(tmp_path / "r.gguf", "llama", {}, extra_meta={"llama.rope.dimension_count": 32})
+    with pytest.raises(LadderError, match=r"rope\.dimension_count"):
+        lg.load(path)
+    path = model_file(tmp_path / "m.gguf", "llama", {}, extra_meta={"llama.feed_forward_length": 384})
+    with pytest.raises(LadderError, match=r"ffn_gate\.weight' has shape \[512, 256\] but the metadata says \[384, 256\]"):
+        lg.load(path)
+
+
+# -- malformed files --------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def valid_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("gguf") / "valid.gguf"
+    dims = dict(DIMS, hidden=64, ffn=96, vocab=16, layers=1)
+    model_file(path, "llama", {"attn_q": QT.Q4_0, "attn_k": QT.Q8_0, "ffn_up": QT.Q4_1}, dims=dims)
+    return path, path.read_bytes()
+
+
+def _info_offsets(data: bytes):
+    """(name, offset of its n_dims field, of its type field, of its offset field) for every tensor info."""
+    import os
+    import tempfile
+
+    with tempfile.NamedTemporaryFile(suffix=".gguf", delete=False) as fh:
+        fh.write(data)
+    try:
+        rd = GGUFReader(fh.name)
+        out = []
+        for t in rd.tensors:
+            f = t.field
+            ndims_at = f.offset + 8 + len(t.name.encode())
+            n = int(f.parts[2][0])
+            out.append((t.name, ndims_at, ndims_at + 4 + 8 * n, ndims_at + 4 + 8 * n + 4, n))
+        return out, rd.data_offset
+    finally:
+        del rd
+        os.unlink(fh.name)
+
+
+def _expect_error(tmp_path, data: bytes, pattern: str | None = None, name: str = "bad.gguf", file_level=True):
+    p = tmp_path / name
+    p.write_bytes(data)
+    with pytest.raises(LadderError) as ei:
+        lg.load(p)
+    if pattern:
+        assert __import__("re").search(pattern, str(ei.value)), str(ei.value)
+    if file_level:  # else the file is well formed, only not the model its metadata describes
+        with pytest.raises(LadderError):
+            lg.read_tensors(p)
+    return str(ei.value)
+
+
+def test_valid_file_loads(valid_file):
+    g, w = lg.load(valid_file[0])
+    assert len(g) > 0 and "blk.0.attn_q.weight.scales" in w
+
+
+def test_wrong_magic_and_empty(tmp_path, valid_file):
+    _, data = valid_file
+    _expect_error(tmp_path, b"GGML" + data[4:], r"not a GGUF file")
+    _expect_error(tmp_path, b"", r"empty|not a GGUF")
+    _expect_error(tmp_path, data[:4] + struct.pack("<I", 99) + data[8:], r"version 99")
+    with pytest.raises(LadderError, match="no such file"):
+        lg.load(tmp_path / "missing.gguf")
+
+
+@pytest.mark.parametrize("frac", [0.001, 0.01, 0.05, 0.2, 0.5, 0.9, 0.999])
+def test_truncated(tmp_path, valid_file, frac):
+    _, data = valid_file
+    _expect_error(tmp_path, data[:max(1, int(len(data) * frac))])
+
+
+def test_tensor_data_out_of_range(tmp_path, valid_file):
+    _, data = valid_file
+    infos, data_off = _info_offsets(data)
+    name, ndims_at, type_at, off_at, n = infos[-1]
+    # the last tensor's data cut off by the end of the file
+    _expect_error(tmp_path, data[:data_off + 64], r"needs bytes .* but the file has")
+    # an offset pointing past the end
+    bad = bytearray(data)
+    bad[off_at:off_at + 8] = struct.pack("<Q", 1 << 40)
+    _expect_error(tmp_path, bytes(bad), rf"'{name}'.*data offset {1 << 40}")
+
+
+def test_shape_and_type_lies(tmp_path, valid_file):
+    _, data = valid_file
+    infos, _ = _info_offsets(data)
+    by_name = {i[0]: i for i in infos}
+    # the last tensor grows: its data no longer fits the file
+    name, ndims_at, type_at, off_at, n = infos[-1]
+    bad = bytearray(data)
+    dim1_at = ndims_at + 4 + 8 * (n - 1)
+    bad[dim1_at:dim1_at + 8] = struct.pack("<Q", 10_000)
+    _expect_error(tmp_path, bytes(bad), rf"'{name}'.*needs bytes")
+    # an earlier tensor claims another shape of the same size: the model's metadata disagrees
+    name, ndims_at, type_at, off_at, n = by_name["blk.0.attn_q.weight"]
+    assert n == 2
+    bad = bytearray(data)
+    bad[ndims_at + 4:ndims_at + 20] = struct.pack("<QQ", 32, 128)
+    _expect_error(tmp_path, bytes(bad), r"attn_q\.weight' has shape \[128, 32\]", file_level=False)
+    # a row that is not a whole number of blocks
+    bad = bytearray(data)
+    bad[ndims_at + 4:ndims_at + 20] = struct.pack("<QQ", 48, 64)
+    _expect_error(tmp_path, bytes(bad), r"rows of 48 elements")
+    # a type that changes the tensor's size (Q4_0 -> Q8_0): the tensors after it are misplaced
+    bad = bytearray(data)
+    bad[type_at:type_at + 4] = struct.pack("<I", int(QT.Q8_0))
+    _expect_error(tmp_path, bytes(bad), r"data offset")
+    # an unknown type number, and a type ladder does not read (same size: IQ4_NL has Q4_0's block)
+    bad[type_at:type_at + 4] = struct.pack("<I", 250)
+    _expect_error(tmp_path, bytes(bad), r"unknown type number 250")
+    bad[type_at:type_at + 4] = struct.pack("<I", int(QT.IQ4_NL))
+    _expect_error(tmp_path, bytes(bad), r"IQ4_NL")
+    # too many dimensions
+    bad = bytearray(data)
+    bad[ndims_at:ndims_at + 4] = struct.pack("<I", 7)
+    _expect_error(tmp_path, bytes(bad))
+    # a metadata value of the wrong type
+    name, ndims_at, type_at, off_at, n = infos[0]
+    txt = data.replace(b"llama.embedding_length", b"llama.embedding_lengtX")
+    _expect_error(tmp_path, txt, r"embedding_length' is missing", file_level=False)
+
+
+def test_random_corruption_is_always_a_ladder_error(tmp_path, valid_file):
+    """Bytes flipped anywhere in the header and tensor infos: the file loads or fails with a LadderError."""
+    _, data = valid_file
+    _, data_off = _info_offsets(data)
+    rng = np.random.default_rng(7)
+    p = tmp_path / "fuzz.gguf"
+    failures = 0
+    for _ in range(300):
+        bad = bytearray(data)
+        for _ in range(int(rng.integers(1, 4))):
+            at = int(rng.integers(0, data_off))
+            bad[at] = int(rng.integers(0, 256)) if rng.random() < 0.5 else bad[at] ^ (1 << int(rng.integers(0, 8)))
+        p.write_bytes(bytes(bad))
+        try:
+            lg.load(p)
+        except LadderError as e:
+            failures += 1
+            assert str(e).strip()
+    assert failures > 100
