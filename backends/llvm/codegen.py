@@ -1,0 +1,210 @@
+"""Kernel generation: one LLVM function per op, specialised to the op's static shapes and attributes.
+
+A lowering is registered per op kind with ``@lowers("relu", "relu2", ...)``; it receives a ``KernelContext``
+and the op with its operand and result types, and returns a ``KernelSpec``: an LLVM function
+
+    void NAME(ptr operand0, ..., ptr result0, ..., i64 begin, i64 end)
+
+that computes work items [begin, end) of ``work`` independent items (rows of a matmul, outer elements of an
+element-wise op, ...). Every pointer is the op's tensor in its storage form (``TensorType.storage_shape``,
+``storage_np_dtype``: packed tensors are their uint8 bytes; i4/u4/i2/u2/u1/i1/ternary/nf4/fp4/fp8 one byte
+per element, as numpy holds them). Calling it over [0, work) in any split computes the op exactly once.
+"""
+
+from __future__ import annotations
+
+import math
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Callable, Iterator, Sequence
+
+from llvmlite import ir
+
+from ladder.errors import LadderError
+from ladder.ir import Op
+from ladder.target import Target
+from ladder.types import DType, TensorType
+
+I1, I8, I16, I32, I64 = (ir.IntType(n) for n in (1, 8, 16, 32, 64))
+F16, F32, F64 = ir.HalfType(), ir.FloatType(), ir.DoubleType()
+PTR = ir.PointerType()
+VOID = ir.VoidType()
+
+
+@dataclass
+class KernelSpec:
+    fn: ir.Function
+    work: int  # independent work items; the kernel computes [begin, end)
+    grain: int = 1  # split points are multiples of this
+
+
+Lowering = Callable[["KernelContext", Op, Sequence[TensorType], Sequence[TensorType]], KernelSpec]
+LOWERINGS: dict[str, Lowering] = {}
+
+
+def lowers(*kinds: str):
+    def deco(fn: Lowering) -> Lowering:
+        for k in kinds:
+            if k in LOWERINGS:
+                raise AssertionError(f"two lowerings for {k}")
+            LOWERINGS[k] = fn
+        return fn
+
+    return deco
+
+
+class KernelContext:
+    """The module kernels are generated into, the target they are for, and small IR helpers."""
+
+    def __init__(self, target: Target, name: str = "ladder"):
+        self.target = target
+        self.module = ir.Module(name=name)
+        self._names: set[str] = set()
+
+    # -- functions -----------------------------------------------------------------------------------
+    def kernel(self, hint: str, n_ptrs: int) -> tuple[ir.Function, ir.IRBuilder, list, ir.Argument, ir.Argument]:
+        """A new kernel function ``void(ptr x n_ptrs, i64 begin, i64 end)``; returns (fn, builder at its entry,
+        pointer args, begin, end). Pointers are marked noalias (results never alias operands)."""
+        name = self.unique(hint)
+        fn = ir.Function(self.module, ir.FunctionType(VOID, [PTR] * n_ptrs + [I64, I64]), name)
+        ptrs = list(fn.args[:n_ptrs])
+        for i, p in enumerate(ptrs):
+            p.name = f"p{i}"
+            p.attributes.add("noalias")
+        begin, end = fn.args[n_ptrs:]
+        begin.name, end.name = "begin", "end"
+        return fn, ir.IRBuilder(fn.append_basic_block("entry")), ptrs, begin, end
+
+    def unique(self, hint: str) -> str:
+        base = "k_" + "".join(c if c.isalnum() else "_" for c in hint)
+        name, i = base, 1
+        while name in self._names:
+            name, i = f"{base}_{i}", i + 1
+        self._names.add(name)
+        return name
+
+    def declare(self, name: str, ret: ir.Type, args: Sequence[ir.Type]) -> ir.Function:
+        """An external or intrinsic function, declared once per module."""
+        existing = self.module.globals.get(name)
+        if existing is not None:
+            return existing
+        return ir.Function(self.module, ir.FunctionType(ret, list(args)), name)
+
+    def math_f32(self, name: str) -> ir.Function:
+        """A float -> float function of libm (expf, tanhf, erff, ...), resolved from the process at JIT time."""
+        return self.declare(name, F32, [F32])
+
+
+@contextmanager
+def for_range(b: ir.IRBuilder, start, stop, step: int = 1, name: str = "i") -> Iterator[ir.Value]:
+    """``for (i = start; i < stop; i += step)``; the body is emitted inside the ``with`` block."""
+    start = _i64(start)
+    stop = _i64(stop)
+    fn = b.function
+    head = fn.append_basic_block(f"{name}.head")
+    body = fn.append_basic_block(f"{name}.body")
+    done = fn.append_basic_block(f"{name}.done")
+    pre = b.block
+    b.branch(head)
+    b.position_at_end(head)
+    i = b.phi(I64, name)
+    i.add_incoming(start, pre)
+    b.cbranch(b.icmp_signed("<", i, stop), body, done)
+    b.position_at_end(body)
+    yield i
+    nxt = b.add(i, ir.Constant(I64, step))
+    i.add_incoming(nxt, b.block)
+    b.branch(head)
+    b.position_at_end(done)
+
+
+def _i64(v):
+    return ir.Constant(I64, v) if isinstance(v, int) else v
+
+
+def const_i64(v: int) -> ir.Constant:
+    return ir.Constant(I64, v)
+
+
+def elem_ptr(b: ir.IRBuilder, base, index, etype: ir.Type):
+    return b.gep(base, [_i64(index)], source_etype=etype)
+
+
+# -- element types --------------------------------------------------------------------------------------
+
+def storage_type(dt: DType) -> ir.Type:
+    """The LLVM type of one element as numpy holds it (sub-byte types take a byte)."""
+    if dt.name == "f32":
+        return F32
+    if dt.name == "f16":
+        return F16
+    if dt.name in ("bf16", "i16"):
+        return I16
+    if dt.name == "i32":
+        return I32
+    return I8
+
+
+def load_f32(b: ir.IRBuilder, ptr, dt: DType, ctx: KernelContext | None = None) -> ir.Value:
+    """Load one element of type dt and convert its value to f32 (exactly, for every type but i32 beyond 2^24,
+    which rounds to nearest as numpy does)."""
+    v = b.load(ptr, typ=storage_type(dt))
+    return to_f32(b, v, dt)
+
+
+def to_f32(b: ir.IRBuilder, v: ir.Value, dt: DType) -> ir.Value:
+    name = dt.name
+    if name == "f32":
+        return v
+    if name == "f16":
+        return b.fpext(v, F32)
+    if name == "bf16":
+        return b.bitcast(b.shl(b.zext(v, I32), ir.Constant(I32, 16)), F32)
+    if name in ("fp8e4m3", "fp4", "nf4"):
+        return _table_lookup_f32(b, v, dt)
+    if dt.kind in ("uint",):
+        return b.uitofp(v, F32)
+    return b.sitofp(v, F32)  # i32 i16 i8 i4 i2 i1 ternary: values held sign-extended
+
+
+def _table_lookup_f32(b: ir.IRBuilder, code: ir.Value, dt: DType) -> ir.Value:
+    """Types decoded through their code table: a constant array indexed by the byte (fp4 uses its low 4 bits)."""
+    module = b.module
+    gname = f"ladder.table.{dt.name}"
+    table = module.globals.get(gname)
+    if table is None:
+        vals = [float(v) for v in dt.table]
+        arr_t = ir.ArrayType(F32, len(vals))
+        table = ir.GlobalVariable(module, arr_t, gname)
+        table.global_constant = True
+        table.linkage = "internal"
+        table.initializer = ir.Constant(arr_t, vals)
+    idx = b.zext(b.and_(code, ir.Constant(I8, len(dt.table) - 1)) if len(dt.table) < 256 else code, I64)
+    return b.load(b.gep(table, [ir.Constant(I64, 0), idx], source_etype=table.value_type), typ=F32)
+
+
+def from_f32(b: ir.IRBuilder, v: ir.Value, dt: DType) -> ir.Value:
+    """f32 -> the storage of a float type dt (round to nearest even). Integer results go through cast."""
+    if dt.name == "f32":
+        return v
+    if dt.name == "f16":
+        return b.fptrunc(v, F16)
+    if dt.name == "bf16":
+        bits = b.bitcast(v, I32)
+        # round to nearest even on the upper 16 bits; NaN stays NaN (quiet bit set)
+        lsb = b.and_(b.lshr(bits, ir.Constant(I32, 16)), ir.Constant(I32, 1))
+        rounded = b.add(bits, b.add(ir.Constant(I32, 0x7FFF), lsb))
+        is_nan = b.fcmp_unordered("uno", v, v)
+        nan = b.or_(bits, ir.Constant(I32, 0x00400000))
+        return b.trunc(b.lshr(b.select(is_nan, nan, rounded), ir.Constant(I32, 16)), I16)
+    raise LadderError(f"internal: no f32 -> {dt} conversion in the LLVM backend")
+
+
+def store_f32(b: ir.IRBuilder, v: ir.Value, ptr, dt: DType) -> None:
+    b.store(from_f32(b, v, dt), ptr)
+
+
+def row_split(shape: Sequence[int]) -> tuple[int, int]:
+    """(rows, row length) for kernels that work on the last axis."""
+    inner = shape[-1] if shape else 1
+    return (math.prod(shape[:-1]) if shape else 1), inner
