@@ -9,6 +9,12 @@ that computes work items [begin, end) of ``work`` independent items (rows of a m
 element-wise op, ...). Every pointer is the op's tensor in its storage form (``TensorType.storage_shape``,
 ``storage_np_dtype``: packed tensors are their uint8 bytes; i4/u4/i2/u2/u1/i1/ternary/nf4/fp4/fp8 one byte
 per element, as numpy holds them). Calling it over [0, work) in any split computes the op exactly once.
+
+A kernel that can meet bad data at run time (an index out of range, a cache position past the end) is made
+with ``status=True``: it gets one more pointer, to an i64 status that starts at 0, and stores a non-zero
+code into it (``report``) instead of reading or writing out of bounds; the driver then raises a
+RuntimeFailure with the op's location and ``KernelSpec.errors[code]``. Generated code never reads or writes
+outside its buffers.
 """
 
 from __future__ import annotations
@@ -36,6 +42,11 @@ class KernelSpec:
     fn: ir.Function
     work: int  # independent work items; the kernel computes [begin, end)
     grain: int = 1  # split points are multiples of this
+    errors: dict[int, str] | None = None  # status code -> message, for kernels made with status=True
+
+    @property
+    def has_status(self) -> bool:
+        return self.errors is not None
 
 
 Lowering = Callable[["KernelContext", Op, Sequence[TensorType], Sequence[TensorType]], KernelSpec]
@@ -62,10 +73,13 @@ class KernelContext:
         self._names: set[str] = set()
 
     # -- functions -----------------------------------------------------------------------------------
-    def kernel(self, hint: str, n_ptrs: int) -> tuple[ir.Function, ir.IRBuilder, list, ir.Argument, ir.Argument]:
-        """A new kernel function ``void(ptr x n_ptrs, i64 begin, i64 end)``; returns (fn, builder at its entry,
-        pointer args, begin, end). Pointers are marked noalias (results never alias operands)."""
+    def kernel(self, hint: str, n_ptrs: int, status: bool = False
+               ) -> tuple[ir.Function, ir.IRBuilder, list, ir.Argument, ir.Argument]:
+        """A new kernel function ``void(ptr x n_ptrs [, ptr status], i64 begin, i64 end)``; returns (fn, builder
+        at its entry, pointer args (the status pointer last when asked for), begin, end). Pointers are marked
+        noalias (results never alias operands)."""
         name = self.unique(hint)
+        n_ptrs += 1 if status else 0
         fn = ir.Function(self.module, ir.FunctionType(VOID, [PTR] * n_ptrs + [I64, I64]), name)
         ptrs = list(fn.args[:n_ptrs])
         for i, p in enumerate(ptrs):
@@ -93,6 +107,11 @@ class KernelContext:
     def math_f32(self, name: str) -> ir.Function:
         """A float -> float function of libm (expf, tanhf, erff, ...), resolved from the process at JIT time."""
         return self.declare(name, F32, [F32])
+
+
+def report(b: ir.IRBuilder, status_ptr, code: int) -> None:
+    """Record a run-time error (code > 0) for the driver; the kernel goes on without touching memory."""
+    b.store(ir.Constant(I64, code), status_ptr)
 
 
 @contextmanager

@@ -16,7 +16,7 @@ from typing import Mapping
 
 import numpy as np
 
-from ladder.errors import LadderError
+from ladder.errors import LadderError, RuntimeFailure
 from ladder.interpreter import Session, bind_inputs
 from ladder.ir import Graph, Op
 from ladder.passes import PassManager, default_pipeline
@@ -55,7 +55,7 @@ class CompiledGraph:
             self.steps.append(_Step(op, LOWERINGS[op.kind](ctx, op, ins, outs)))
         self.module = Module.compile(str(ctx.module), target)
         for s in self.steps:
-            n = len(s.op.operands) + len(s.op.results)
+            n = len(s.op.operands) + len(s.op.results) + (1 if s.spec.has_status else 0)
             s.fn = self.module.function(s.spec.fn.name, ctypes.CFUNCTYPE(None, *([ctypes.c_void_p] * n),
                                                                          ctypes.c_int64, ctypes.c_int64))
 
@@ -66,8 +66,12 @@ class CompiledGraph:
         for s in self.steps:
             args = [np.ascontiguousarray(env[o]) for o in s.op.operands]
             outs = [np.empty(r.type.storage_shape, r.type.storage_np_dtype) for r in s.op.results]
-            ptrs = [a.ctypes.data for a in args + outs]
+            status = np.zeros(1, np.int64) if s.spec.has_status else None
+            ptrs = [a.ctypes.data for a in args + outs] + ([status.ctypes.data] if status is not None else [])
             parallel_rows(s.fn, ptrs, s.spec.work, threads, s.spec.grain)
+            if status is not None and status[0]:
+                msg = s.spec.errors.get(int(status[0]), f"error code {int(status[0])}")
+                raise RuntimeFailure(f"{s.op.describe()}: {msg}", s.op.loc)
             for r, arr in zip(s.op.results, outs):
                 env[r.name] = arr
         return {name: env[name] for name in self.graph.outputs}
