@@ -13,6 +13,7 @@ from pathlib import Path
 
 from . import types
 from .builder import Builder
+from .compile import CompiledModule, compile
 from .errors import (LadderError, Location, ParseError, PipelineError, RuntimeFailure, TypeRangeError,
                      VerifyError, WeightsError)
 from .interpreter import run
@@ -24,7 +25,7 @@ from .verifier import verify
 __version__ = "0.1.0"
 
 __all__ = [
-    "Builder", "DTYPES", "DType", "Graph", "LadderError", "Location", "Op", "ParseError", "Pass",
+    "Builder", "CompiledModule", "compile", "DTYPES", "DType", "Graph", "LadderError", "Location", "Op", "ParseError", "Pass",
     "PassManager", "PipelineError", "RuntimeFailure", "TensorType", "TypeRangeError", "Value", "VerifyError",
     "WeightsError", "dtype", "parse", "register_pass", "run", "tensor_type", "types", "verify",
 ]

@@ -15,7 +15,7 @@ import numpy as np
 
 from .errors import LadderError
 
-TARGETS = ("ref",)
+TARGETS = ("ref", "cpu", "cpu:native", "cpu:generic", "cpu:avx2", "cpu:avx512")
 
 
 def _load(path: str, shapes=None):
@@ -131,12 +131,16 @@ def _random_inputs(graph, given: dict, seed: int) -> dict:
 
 def cmd_run(args) -> int:
     from . import weights as weights_mod
-    from .interpreter import run
-
+    from .compile import compile as compile_graph
     from .frontends import load
 
-    if args.target not in TARGETS:
-        raise LadderError(f"unknown target '{args.target}'; available: {', '.join(TARGETS)}")
+    target = args.target
+    if args.cpu:
+        if not target.startswith("cpu"):
+            raise LadderError(f"--cpu {args.cpu} goes with --target cpu, not --target {target}")
+        target = f"cpu:{args.cpu}"
+    if target not in TARGETS:
+        raise LadderError(f"unknown target '{target}'; available: {', '.join(TARGETS)}")
     g, w = load(args.file, _parse_shapes(args.shape))
     if args.pipeline:
         g = _pipeline(args, g)
@@ -147,7 +151,8 @@ def cmd_run(args) -> int:
     inputs = _parse_inputs(args.input)
     if args.random_inputs is not None:
         inputs = _random_inputs(g, inputs, args.random_inputs)
-    results = run(g, inputs, w)
+    module = compile_graph(g, target, w, pipeline="" if args.pipeline else None, threads=args.threads)
+    results = module(inputs)
     if args.output:
         write_npz(args.output, results)
         print(f"wrote {len(results)} output(s) to {args.output}: {', '.join(results)}")
@@ -223,6 +228,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--random-inputs", type=int, metavar="SEED", help="seeded random values for inputs not given")
     s.add_argument("--output", help="write the outputs to this .npz, keyed by value name")
     s.add_argument("--target", default="ref", help=f"where to run: {', '.join(TARGETS)} (default ref)")
+    s.add_argument("--cpu", choices=["native", "generic", "avx2", "avx512"], help="force a cpu level (--target cpu)")
+    s.add_argument("--threads", type=int, help="threads for the cpu target (default: the usable cores)")
     s.add_argument("--shape", action="append", metavar="NAME=DIMS", help="fix a symbolic input shape, e.g. x=1x2560")
     pipeline_opts(s, required=False)
     s.set_defaults(fn=cmd_run)

@@ -1,20 +1,32 @@
-"""Compile a graph for the CPU: legalize, lower every op to a kernel, JIT the module, run it on numpy arrays.
+"""Compile a graph for the CPU: legalize, lower every op to a kernel, and emit ONE native entry function.
 
     cg = compile_graph(graph, weights, target="cpu")
     outputs = cg.run({"x": x})            # a dict like ladder.run's
 
-Weight-only values (packed weights, quantized weights) are computed once, when the module is built, by the
-reference semantics; every other op runs as generated native code. Kernels are split over the runtime's
-thread pool by their work items; results do not depend on the thread count.
+The entry function
+
+    void ladder_main(ptr inputs[], ptr outputs[], ptr weights[], ptr scratch, ptr status[], i32 threads)
+
+calls every op's kernel in order. Intermediates live in the scratch arena at offsets planned once from
+liveness (backends/llvm/memory.py); results are written straight into the caller's output buffers; nothing is
+allocated per call. A kernel with enough work is split over libgomp's persistent thread pool
+(``GOMP_parallel``: no thread is created per call) when libgomp can be loaded, else it runs on the calling
+thread; either way each work item is computed by exactly one call, so results do not depend on the thread
+count. Weight-only values (packed weights, quantized weights) are computed once, when the module is built,
+by the reference semantics, and passed in as weight buffers.
 """
 
 from __future__ import annotations
 
 import ctypes
+import ctypes.util
+import threading
 from dataclasses import dataclass
 from typing import Mapping
 
+import llvmlite.binding as llvm
 import numpy as np
+from llvmlite import ir
 
 from ladder.errors import LadderError, RuntimeFailure
 from ladder.interpreter import Session, bind_inputs
@@ -23,16 +35,42 @@ from ladder.passes import PassManager, default_pipeline
 from ladder.target import Target, get_target
 
 from . import lowerings  # noqa: F401  (registration)
-from .codegen import LOWERINGS, KernelContext, KernelSpec
-from .jit import Function, Module
-from .runtime import default_threads, parallel_rows
+from .codegen import I32, I64, LOWERINGS, PTR, VOID, KernelContext, KernelSpec
+from .jit import Module
+from .memory import Interval, plan
+from .runtime import default_threads
+
+ENTRY = "ladder_main"
+
+
+def _load_gomp() -> bool:
+    """Make libgomp's symbols visible to JIT code. False when the library is not on this machine."""
+    name = ctypes.util.find_library("gomp")
+    if not name:
+        return False
+    try:
+        ctypes.CDLL(name, mode=ctypes.RTLD_GLOBAL)
+        llvm.load_library_permanently(name)
+        return True
+    except OSError:
+        return False
+
+
+_GOMP: bool | None = None
+
+
+def gomp_available() -> bool:
+    global _GOMP
+    if _GOMP is None:
+        _GOMP = _load_gomp()
+    return _GOMP
 
 
 @dataclass
 class _Step:
     op: Op
     spec: KernelSpec
-    fn: Function | None = None
+    fn: object = None  # the kernel alone, callable with ctypes (for tests and tools)
 
 
 class CompiledGraph:
@@ -42,45 +80,152 @@ class CompiledGraph:
         self.threads = threads or default_threads()
         self.graph = PassManager(default_pipeline(target.name) if pipeline is None else pipeline).run(graph)
         session = Session(self.graph, weights)
-        self.fixed = session.fixed
         ops = session._rest
         missing = sorted({op.kind for op in ops if op.kind not in LOWERINGS})
         if missing:
             raise LadderError(f"the cpu backend has no kernel yet for: {', '.join(missing)}")
-        ctx = KernelContext(target, name=f"ladder_{self.graph.name}")
-        self.steps = []
-        for op in ops:
-            ins = [self.graph.type_of(o) for o in op.operands]
-            outs = [r.type for r in op.results]
-            self.steps.append(_Step(op, LOWERINGS[op.kind](ctx, op, ins, outs)))
+        g = self.graph
+        ctx = KernelContext(target, name=f"ladder_{g.name}")
+        self.steps = [_Step(op, LOWERINGS[op.kind](ctx, op, [g.type_of(o) for o in op.operands],
+                                                   [r.type for r in op.results])) for op in ops]
+        # Buffers: inputs, weights (weight-only values that steps read), outputs, and the arena.
+        self.input_names = [v.name for v in g.inputs]
+        read = {o for s in self.steps for o in s.op.operands}
+        self.weight_names = [n for n in session.fixed if n in read]
+        self.weights = [np.ascontiguousarray(session.fixed[n]) for n in self.weight_names]
+        self.fixed_outputs = {n: session.fixed[n] for n in g.outputs if n in session.fixed}
+        computed = {r.name for s in self.steps for r in s.op.results}
+        self.output_slots = {n: i for i, n in enumerate(dict.fromkeys(n for n in g.outputs if n in computed))}
+        last_use: dict[str, int] = {}
+        for i, s in enumerate(self.steps):
+            for o in s.op.operands:
+                last_use[o] = i
+        intervals = []
+        for i, s in enumerate(self.steps):
+            for r in s.op.results:
+                if r.name not in self.output_slots:
+                    nbytes = int(np.prod(r.type.storage_shape)) * r.type.storage_np_dtype.itemsize
+                    intervals.append(Interval(r.name, nbytes, i, last_use.get(r.name, i)))
+        self.plan = plan(intervals)
+        self.arena = np.zeros(max(self.plan.size, 64), np.uint8)
+        self.status = np.zeros(max(len(self.steps), 1), np.int64)
+        self.use_gomp = gomp_available()
+        self._emit_entry(ctx)
         self.module = Module.compile(str(ctx.module), target)
+        self.entry = self.module.function(ENTRY, ctypes.CFUNCTYPE(None, *([ctypes.c_void_p] * 5), ctypes.c_int32))
         for s in self.steps:
             n = len(s.op.operands) + len(s.op.results) + (1 if s.spec.has_status else 0)
             s.fn = self.module.function(s.spec.fn.name, ctypes.CFUNCTYPE(None, *([ctypes.c_void_p] * n),
                                                                          ctypes.c_int64, ctypes.c_int64))
+        self._weight_ptrs = _pointer_array(self.weights)
+        self._lock = threading.Lock()  # one arena: calls from several Python threads take turns
 
+    # -- code ------------------------------------------------------------------------------------------
+    def _emit_entry(self, ctx: KernelContext) -> None:
+        mod = ctx.module
+        fn = ir.Function(mod, ir.FunctionType(VOID, [PTR] * 5 + [I32]), ENTRY)
+        inputs, outputs, weights, scratch, status, nthreads = fn.args
+        for a, n in zip(fn.args, ("inputs", "outputs", "weights", "scratch", "status", "threads")):
+            a.name = n
+        b = ir.IRBuilder(fn.append_basic_block("entry"))
+        index_in = {n: i for i, n in enumerate(self.input_names)}
+        index_w = {n: i for i, n in enumerate(self.weight_names)}
+
+        def pointer(name: str):
+            if name in self.output_slots:
+                return _load_slot(b, outputs, self.output_slots[name])
+            if name in index_in:
+                return _load_slot(b, inputs, index_in[name])
+            if name in index_w:
+                return _load_slot(b, weights, index_w[name])
+            return b.gep(scratch, [ir.Constant(I64, self.plan.offsets[name])], source_etype=ir.IntType(8))
+
+        for i, s in enumerate(self.steps):
+            ptrs = [pointer(o) for o in s.op.operands] + [pointer(r.name) for r in s.op.results]
+            if s.spec.has_status:
+                ptrs.append(b.gep(status, [ir.Constant(I64, i)], source_etype=I64))
+            if s.spec.work <= 0:
+                continue
+            if self.use_gomp and s.spec.work >= 2 * s.spec.grain:
+                self._emit_parallel_call(ctx, b, s, ptrs, nthreads)
+            else:
+                b.call(s.spec.fn, ptrs + [ir.Constant(I64, 0), ir.Constant(I64, s.spec.work)])
+        b.ret_void()
+
+    def _emit_parallel_call(self, ctx: KernelContext, b: ir.IRBuilder, s: _Step, ptrs, nthreads) -> None:
+        """Store the kernel's pointers in a frame and run a trampoline on every thread of libgomp's pool."""
+        mod = ctx.module
+        gomp = ctx.declare("GOMP_parallel", VOID, [PTR, PTR, I32, I32])
+        tid_fn = ctx.declare("omp_get_thread_num", I32, [])
+        nth_fn = ctx.declare("omp_get_num_threads", I32, [])
+        tramp = ir.Function(mod, ir.FunctionType(VOID, [PTR]), ctx.unique(f"par_{s.spec.fn.name}"))
+        tb = ir.IRBuilder(tramp.append_basic_block("entry"))
+        frame = tramp.args[0]
+        args = [tb.load(tb.gep(frame, [ir.Constant(I64, j)], source_etype=PTR), typ=PTR) for j in range(len(ptrs))]
+        tid = tb.sext(tb.call(tid_fn, []), I64)
+        nth = tb.sext(tb.call(nth_fn, []), I64)
+        work, grain = ir.Constant(I64, s.spec.work), ir.Constant(I64, s.spec.grain)
+        # chunk = ceil(ceil(work / nth) / grain) * grain; [tid * chunk, min(work, (tid + 1) * chunk))
+        one = ir.Constant(I64, 1)
+        per = tb.sdiv(tb.add(work, tb.sub(nth, one)), nth)
+        chunk = tb.mul(tb.sdiv(tb.add(per, tb.sub(grain, one)), grain), grain)
+        lo = tb.mul(tid, chunk)
+        hi = tb.add(lo, chunk)
+        hi = tb.select(tb.icmp_signed("<", hi, work), hi, work)
+        with tb.if_then(tb.icmp_signed("<", lo, hi)):
+            tb.call(s.spec.fn, args + [lo, hi])
+        tb.ret_void()
+        frame_ptr = b.alloca(PTR, size=len(ptrs))
+        for j, p in enumerate(ptrs):
+            b.store(p, b.gep(frame_ptr, [ir.Constant(I64, j)], source_etype=PTR))
+        b.call(gomp, [tramp, frame_ptr, nthreads, ir.Constant(I32, 0)])
+
+    # -- running ---------------------------------------------------------------------------------------------
     def run(self, inputs, *, threads: int | None = None) -> dict[str, np.ndarray]:
-        env = dict(self.fixed)
-        env.update(bind_inputs(self.graph, inputs))
-        threads = threads or self.threads
-        for s in self.steps:
-            args = [np.ascontiguousarray(env[o]) for o in s.op.operands]
-            outs = [np.empty(r.type.storage_shape, r.type.storage_np_dtype) for r in s.op.results]
-            status = np.zeros(1, np.int64) if s.spec.has_status else None
-            ptrs = [a.ctypes.data for a in args + outs] + ([status.ctypes.data] if status is not None else [])
-            parallel_rows(s.fn, ptrs, s.spec.work, threads, s.spec.grain)
-            if status is not None and status[0]:
-                msg = s.spec.errors.get(int(status[0]), f"error code {int(status[0])}")
-                raise RuntimeFailure(f"{s.op.describe()}: {msg}", s.op.loc)
-            for r, arr in zip(s.op.results, outs):
-                env[r.name] = arr
-        return {name: env[name] for name in self.graph.outputs}
+        with self._lock:
+            return self._run(inputs, threads)
+
+    def _run(self, inputs, threads: int | None) -> dict[str, np.ndarray]:
+        bound = bind_inputs(self.graph, inputs)
+        ins = [np.ascontiguousarray(bound[n]) for n in self.input_names]
+        outs = {n: np.empty(self.graph.type_of(n).storage_shape, self.graph.type_of(n).storage_np_dtype)
+                for n in self.output_slots}
+        self.status[:] = 0
+        # the pointer arrays must outlive the call: keep them in locals, never as temporaries
+        in_ptrs, out_ptrs = _pointer_array(ins), _pointer_array(list(outs.values()))
+        self.entry(in_ptrs.ctypes.data, out_ptrs.ctypes.data, self._weight_ptrs.ctypes.data,
+                   self.arena.ctypes.data, self.status.ctypes.data, int(threads or self.threads))
+        bad = np.flatnonzero(self.status)
+        if bad.size:
+            s = self.steps[int(bad[0])]
+            code = int(self.status[bad[0]])
+            raise RuntimeFailure(f"{s.op.describe()}: {s.spec.errors.get(code, f'error code {code}')}", s.op.loc)
+        result = {}
+        for n in self.graph.outputs:
+            if n in outs:
+                result[n] = outs[n]
+            elif n in self.fixed_outputs:
+                result[n] = self.fixed_outputs[n].copy()
+            else:
+                result[n] = bound[n].copy()
+        return result
 
     __call__ = run
 
     def source(self, kind: str = "llvm") -> str:
         """The optimised LLVM IR ('llvm') or the assembly ('asm') of the module."""
         return self.module.asm() if kind == "asm" else self.module.ir()
+
+
+def _load_slot(b: ir.IRBuilder, array, index: int):
+    return b.load(b.gep(array, [ir.Constant(I64, index)], source_etype=PTR), typ=PTR)
+
+
+def _pointer_array(arrays) -> np.ndarray:
+    out = np.zeros(max(len(arrays), 1), np.uintp)
+    for i, a in enumerate(arrays):
+        out[i] = a.ctypes.data
+    return out
 
 
 def compile_graph(graph: Graph, weights: Mapping[str, np.ndarray] | None = None, target: str | Target = "cpu",

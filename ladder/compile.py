@@ -1,0 +1,88 @@
+"""``ladder.compile``: a graph (and its weights) -> a module callable with numpy arrays.
+
+    m = ladder.compile(graph, target="cpu", weights=w)     # or "cpu:generic", "cpu:avx2", "ref"
+    out = m({"x": x})
+    m.ir_after("fuse"); m.source("asm"); print(m.report())
+
+The core names no backend: a target's backend is imported by name when it is first used (``ref`` is the
+interpreter, ``cpu*`` the LLVM backend in ladder.backends.llvm).
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Mapping
+
+import numpy as np
+
+from .errors import LadderError
+from .interpreter import Session
+from .ir import Graph
+from .passes import PassManager, Snapshots, default_pipeline
+
+BACKENDS = {"cpu": "ladder.backends.llvm.compiler"}
+
+
+class CompiledModule:
+    """What ``ladder.compile`` returns, whatever the target."""
+
+    def __init__(self, graph: Graph, target: str, weights, pipeline: str | None, threads: int | None):
+        self.target = target
+        kind = target.split(":")[0]
+        if kind == "ref":
+            pipeline = "canonicalize" if pipeline is None else pipeline
+        elif kind in BACKENDS:
+            pipeline = default_pipeline(target) if pipeline is None else pipeline
+        else:
+            raise LadderError(f"unknown target '{target}'; known: ref, cpu, cpu:native, cpu:generic, cpu:avx2, "
+                              f"cpu:avx512")
+        self.pipeline = pipeline
+        self.snapshots = Snapshots()
+        self.graph = PassManager(pipeline, [self.snapshots]).run(graph)
+        if kind == "ref":
+            self._session = Session(self.graph, weights)
+            self._backend = None
+        else:
+            backend = importlib.import_module(BACKENDS[kind])
+            self._backend = backend.compile_graph(self.graph, weights, target, pipeline="", threads=threads)
+
+    def __call__(self, inputs=(), *, threads: int | None = None) -> dict[str, np.ndarray]:
+        if self._backend is None:
+            return self._session.run(inputs)
+        return self._backend.run(inputs, threads=threads)
+
+    run = __call__
+
+    def ir_after(self, pass_name: str) -> Graph:
+        """The graph after the first pass of the pipeline whose name (or printed form) is ``pass_name``."""
+        for snap in self.snapshots.items[1:]:
+            if snap.label == pass_name or snap.label.split("{")[0] == pass_name:
+                return snap.graph
+        raise LadderError(f"no pass '{pass_name}' in the pipeline '{self.pipeline}'")
+
+    def source(self, kind: str = "llvm") -> str:
+        """The module's LLVM IR ('llvm') or assembly ('asm'); the graph's .lir text for the ref target."""
+        if self._backend is None:
+            return str(self.graph)
+        return self._backend.source(kind)
+
+    def report(self) -> str:
+        lines = [f"target {self.target}, pipeline {self.pipeline}",
+                 f"graph @{self.graph.name}: {len(self.graph)} ops"]
+        kinds: dict[str, int] = {}
+        for op in self.graph.ops():
+            kinds[op.kind] = kinds.get(op.kind, 0) + 1
+        lines.append("ops: " + ", ".join(f"{k} x{n}" for k, n in sorted(kinds.items())))
+        if self._backend is not None:
+            b = self._backend
+            wbytes = sum(w.nbytes for w in b.weights)
+            lines.append(f"{len(b.steps)} kernels; arena {b.plan.size:,} bytes; weights {wbytes:,} bytes; "
+                         f"threads {b.threads} ({'libgomp pool' if b.use_gomp else 'calling thread only'})")
+        return "\n".join(lines)
+
+
+def compile(graph: Graph, target: str = "cpu", weights: Mapping[str, np.ndarray] | None = None, *,
+            pipeline: str | None = None, threads: int | None = None) -> CompiledModule:
+    """Compile ``graph`` for ``target`` with ``weights`` (by param name). ``pipeline`` defaults to the
+    target's default passes, none of which changes what the graph computes."""
+    return CompiledModule(graph, target, weights, pipeline, threads)

@@ -1,0 +1,109 @@
+"""The cpu backend's driver: one native entry function, the planned arena, threads, ladder.compile, the CLI."""
+
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+import ladder
+from ladder.backends.llvm.memory import Interval, plan
+from ladder.cli import main
+
+CHAIN = """graph @chain(%x: f32[37, 129]) -> (f32[37, 129], f32[37, 129]) {
+  %a = relu %x : f32[37, 129]
+  %b = relu %a : f32[37, 129]
+  %c = relu %b : f32[37, 129]
+  %d = relu %c : f32[37, 129]
+  return %d, %a
+}"""
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.lists(st.tuples(st.integers(1, 5000), st.integers(0, 20), st.integers(0, 6)), min_size=1, max_size=30))
+def test_arena_never_overlaps_live_values(spec):
+    ivs = [Interval(f"v{i}", size, start, start + length) for i, (size, start, length) in enumerate(spec)]
+    p = plan(ivs)
+    for i, a in enumerate(ivs):
+        assert p.offsets[a.name] % 64 == 0 and p.offsets[a.name] + a.size <= p.size
+        for b in ivs[i + 1:]:
+            if a.start <= b.end and b.start <= a.end:
+                assert not p.overlaps(a, b), (a, b, p.offsets)
+
+
+def test_arena_reuses_dead_values():
+    ivs = [Interval("a", 1000, 0, 1), Interval("b", 1000, 1, 2), Interval("c", 1000, 2, 3)]
+    p = plan(ivs)
+    assert p.offsets["a"] == p.offsets["c"] and p.size == 2 * 1024
+
+
+@pytest.mark.parametrize("target", ["cpu", "cpu:generic"])
+def test_chain_matches_the_interpreter_at_any_thread_count(target):
+    g = ladder.parse(CHAIN)
+    x = np.random.default_rng(0).standard_normal((37, 129)).astype(np.float32)
+    ref = ladder.run(g, {"x": x})
+    m = ladder.compile(g, target)
+    for threads in (1, 2, 3):
+        out = m({"x": x}, threads=threads)
+        assert list(out) == ["d", "a"]
+        assert all(np.array_equal(out[k], ref[k]) for k in ref)
+    # b and c are the only intermediates (a and d are outputs); c is made from b, so both are live at once:
+    # two buffers of 37 * 129 * 4 = 19092 bytes, each rounded up to 64
+    backend = m._backend
+    assert set(backend.plan.offsets) == {"b", "c"} and backend.plan.size == 2 * 19136
+
+
+def test_outputs_are_fresh_arrays_each_call():
+    g = ladder.parse(CHAIN)
+    m = ladder.compile(g, "cpu")
+    x = np.ones((37, 129), np.float32)
+    first = m({"x": x})["d"]
+    second = m({"x": -x})["d"]
+    assert np.all(first == 1.0) and np.all(second == 0.0)
+
+
+def test_graph_returning_an_input_and_a_weight():
+    g = ladder.parse("""graph @g(%x: f32[4]) -> (f32[4], f32[4], f32[4]) {
+  %w = param @w : f32[4]
+  %y = relu %x : f32[4]
+  return %y, %x, %w
+}""")
+    w = {"w": np.arange(4, dtype=np.float32)}
+    x = np.array([-1, 2, -3, 4], np.float32)
+    out = ladder.compile(g, "cpu", w)({"x": x})
+    assert out["y"].tolist() == [0, 2, 0, 4] and out["x"].tolist() == x.tolist() and out["w"].tolist() == [0, 1, 2, 3]
+
+
+def test_compile_api_ref_target_and_introspection():
+    g = ladder.parse(CHAIN)
+    m = ladder.compile(g, "ref")
+    x = np.full((37, 129), -2.0, np.float32)
+    assert np.all(m({"x": x})["d"] == 0)
+    assert "relu" in m.source()
+    cpu = ladder.compile(g, "cpu")
+    assert "define void @ladder_main" in cpu.source() and cpu.source("asm").strip()
+    assert "kernels" in cpu.report() and "arena" in cpu.report()
+    assert cpu.ir_after("legalize-types") is not None
+    with pytest.raises(ladder.LadderError, match="no pass"):
+        cpu.ir_after("nonexistent")
+
+
+def test_unknown_target_and_missing_kernels_are_clear_errors():
+    g = ladder.parse(CHAIN)
+    with pytest.raises(ladder.LadderError, match="unknown target"):
+        ladder.compile(g, "gpu")
+    with pytest.raises(ladder.LadderError, match="unknown cpu level"):
+        ladder.compile(g, "cpu:sse9")
+
+
+def test_cli_run_on_the_cpu_matches_ref(tmp_path, capsys):
+    f = tmp_path / "chain.lir"
+    f.write_text(CHAIN)
+    outs = {}
+    for extra in (["--target", "ref"], ["--target", "cpu", "--threads", "2"], ["--target", "cpu", "--cpu", "generic"]):
+        path = tmp_path / f"out{len(outs)}.npz"
+        assert main(["run", str(f), "--random-inputs", "3", "--output", str(path), *extra]) == 0
+        outs[tuple(extra)] = dict(np.load(path))
+    first, *rest = outs.values()
+    for other in rest:
+        assert all(np.array_equal(first[k], other[k]) for k in first)
+    assert main(["run", str(f), "--random-inputs", "3", "--target", "ref", "--cpu", "avx2"]) == 1
+    assert "goes with --target cpu" in capsys.readouterr().err
