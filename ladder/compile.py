@@ -11,6 +11,8 @@ interpreter, ``cpu*`` the LLVM backend in ladder.backends.llvm).
 from __future__ import annotations
 
 import importlib
+import os
+from pathlib import Path
 from typing import Mapping
 
 import numpy as np
@@ -26,7 +28,7 @@ BACKENDS = {"cpu": "ladder.backends.llvm.compiler"}
 class CompiledModule:
     """What ``ladder.compile`` returns, whatever the target."""
 
-    def __init__(self, graph: Graph, target: str, weights, pipeline: str | None, threads: int | None):
+    def __init__(self, graph: Graph, target: str, weights, pipeline: str | None, threads: int | None, cache):
         self.target = target
         kind = target.split(":")[0]
         if kind == "ref":
@@ -44,7 +46,9 @@ class CompiledModule:
             self._backend = None
         else:
             backend = importlib.import_module(BACKENDS[kind])
-            self._backend = backend.compile_graph(self.graph, weights, target, pipeline="", threads=threads)
+            cache_dir = default_cache_dir() if cache is True else (cache or None)
+            self._backend = backend.compile_graph(self.graph, weights, target, pipeline="", threads=threads,
+                                                  cache_dir=cache_dir)
 
     def __call__(self, inputs=(), *, threads: int | None = None) -> dict[str, np.ndarray]:
         if self._backend is None:
@@ -81,8 +85,16 @@ class CompiledModule:
         return "\n".join(lines)
 
 
+def default_cache_dir() -> Path:
+    """Where compiled machine code is kept between runs: the user's cache folder."""
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "ladder"
+
+
 def compile(graph: Graph, target: str = "cpu", weights: Mapping[str, np.ndarray] | None = None, *,
-            pipeline: str | None = None, threads: int | None = None) -> CompiledModule:
+            pipeline: str | None = None, threads: int | None = None,
+            cache: bool | str | os.PathLike = True) -> CompiledModule:
     """Compile ``graph`` for ``target`` with ``weights`` (by param name). ``pipeline`` defaults to the
-    target's default passes, none of which changes what the graph computes."""
-    return CompiledModule(graph, target, weights, pipeline, threads)
+    target's default passes, none of which changes what the graph computes. ``cache``: keep compiled
+    machine code on disk (True: in the user's cache folder; a path: there; False: not at all)."""
+    return CompiledModule(graph, target, weights, pipeline, threads, cache)

@@ -107,3 +107,20 @@ def test_cli_run_on_the_cpu_matches_ref(tmp_path, capsys):
         assert all(np.array_equal(first[k], other[k]) for k in first)
     assert main(["run", str(f), "--random-inputs", "3", "--target", "ref", "--cpu", "avx2"]) == 1
     assert "goes with --target cpu" in capsys.readouterr().err
+
+
+def test_compiled_code_is_cached_on_disk_and_a_damaged_entry_is_ignored(tmp_path):
+    g = ladder.parse(CHAIN)
+    x = np.random.default_rng(1).standard_normal((37, 129)).astype(np.float32)
+    first = ladder.compile(g, "cpu", cache=tmp_path)
+    assert not first._backend.module.from_cache
+    (entry,) = list(tmp_path.glob("*.o"))
+    second = ladder.compile(g, "cpu", cache=tmp_path)
+    assert second._backend.module.from_cache
+    assert np.array_equal(second({"x": x})["d"], first({"x": x})["d"])
+    entry.write_bytes(entry.read_bytes()[:-10])  # a crash mid-write would leave something like this
+    third = ladder.compile(g, "cpu", cache=tmp_path)
+    assert not third._backend.module.from_cache
+    assert np.array_equal(third({"x": x})["d"], first({"x": x})["d"])
+    assert not list(tmp_path.glob("*.tmp"))
+    assert not ladder.compile(g, "cpu", cache=False)._backend.module.from_cache

@@ -75,7 +75,7 @@ class _Step:
 
 class CompiledGraph:
     def __init__(self, graph: Graph, weights: Mapping[str, np.ndarray] | None, target: Target,
-                 pipeline: str | None, threads: int | None):
+                 pipeline: str | None, threads: int | None, cache_dir=None):
         self.target = target
         self.threads = threads or default_threads()
         self.graph = PassManager(default_pipeline(target.name) if pipeline is None else pipeline).run(graph)
@@ -111,7 +111,8 @@ class CompiledGraph:
         self.status = np.zeros(max(len(self.steps), 1), np.int64)
         self.use_gomp = gomp_available()
         self._emit_entry(ctx)
-        self.module = Module.compile(str(ctx.module), target)
+        self.ir_text = str(ctx.module)
+        self.module = Module.compile(self.ir_text, target, cache_dir)
         self.entry = self.module.function(ENTRY, ctypes.CFUNCTYPE(None, *([ctypes.c_void_p] * 5), ctypes.c_int32))
         for s in self.steps:
             n = len(s.op.operands) + len(s.op.results) + (1 if s.spec.has_status else 0)
@@ -229,5 +230,6 @@ def _pointer_array(arrays) -> np.ndarray:
 
 
 def compile_graph(graph: Graph, weights: Mapping[str, np.ndarray] | None = None, target: str | Target = "cpu",
-                  pipeline: str | None = None, threads: int | None = None) -> CompiledGraph:
-    return CompiledGraph(graph, weights, get_target(target), pipeline, threads)
+                  pipeline: str | None = None, threads: int | None = None, cache_dir=None) -> CompiledGraph:
+    """``cache_dir``: where compiled machine code is kept between runs (None: not kept)."""
+    return CompiledGraph(graph, weights, get_target(target), pipeline, threads, cache_dir)

@@ -9,8 +9,12 @@ LLVM's one-time target initialisation.
 
 from __future__ import annotations
 
+import hashlib
+import os
+import tempfile
 import threading
 from dataclasses import dataclass
+from pathlib import Path
 
 import llvmlite.binding as llvm
 
@@ -58,9 +62,13 @@ class Module:
     tm: "llvm.TargetMachine"
     ref: "llvm.ModuleRef"
     engine: "llvm.ExecutionEngine"
+    from_cache: bool = False
 
     @staticmethod
-    def compile(ir_text: str, target: Target) -> "Module":
+    def compile(ir_text: str, target: Target, cache_dir: str | os.PathLike | None = None) -> "Module":
+        """Parse, optimise and JIT ``ir_text``. With ``cache_dir``, the machine code is kept on disk keyed by
+        a hash of the IR, the target and the ladder and llvmlite versions, and reused (no optimisation or
+        code generation) when the same module is compiled again."""
         _init()
         try:
             mod = llvm.parse_assembly(ir_text)
@@ -70,11 +78,17 @@ class Module:
         tm = target_machine(target)
         mod.triple = tm.triple
         mod.data_layout = str(tm.target_data)
-        optimise(mod, tm)
+        cache = ObjectCache(cache_dir, ir_text, target) if cache_dir is not None else None
+        cached = cache.load() if cache is not None else None
+        if cached is None:
+            optimise(mod, tm)
         engine = llvm.create_mcjit_compiler(mod, tm)
+        if cache is not None:
+            engine.set_object_cache(notify_func=lambda m, data: cache.store(data) if cached is None else None,
+                                    getbuffer_func=lambda m: cached)
         engine.finalize_object()
         engine.run_static_constructors()
-        return Module(target, tm, mod, engine)
+        return Module(target, tm, mod, engine, from_cache=cached is not None)
 
     def function(self, name: str, ctype) -> "Function":
         addr = self.engine.get_function_address(name)
@@ -87,6 +101,51 @@ class Module:
 
     def asm(self) -> str:
         return self.tm.emit_assembly(self.ref)
+
+
+class ObjectCache:
+    """One compiled object on disk: ``<key>.o`` holding a header (magic, length, sha256 of the payload) and
+    the payload. Written to a temporary file and renamed into place, so a crash mid-write never leaves an
+    entry that loads; an entry whose length or checksum does not match is ignored (and recompiled)."""
+
+    MAGIC = b"LADDEROBJ1"
+
+    def __init__(self, folder, ir_text: str, target: Target):
+        import llvmlite
+
+        from ladder import __version__
+
+        h = hashlib.sha256()
+        for part in (ir_text, target.name, target.cpu_name, target.cpu_features, __version__, llvmlite.__version__):
+            h.update(part.encode())
+            h.update(b"\0")
+        self.folder = Path(folder)
+        self.path = self.folder / f"{h.hexdigest()}.o"
+
+    def load(self) -> bytes | None:
+        try:
+            blob = self.path.read_bytes()
+        except OSError:
+            return None
+        head = len(self.MAGIC) + 8 + 32
+        if len(blob) < head or not blob.startswith(self.MAGIC):
+            return None
+        n = int.from_bytes(blob[len(self.MAGIC):len(self.MAGIC) + 8], "little")
+        digest, payload = blob[len(self.MAGIC) + 8:head], blob[head:]
+        if len(payload) != n or hashlib.sha256(payload).digest() != digest:
+            return None
+        return payload
+
+    def store(self, data: bytes) -> None:
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            blob = self.MAGIC + len(data).to_bytes(8, "little") + hashlib.sha256(data).digest() + data
+            fd, tmp = tempfile.mkstemp(dir=self.folder, suffix=".tmp")
+            with os.fdopen(fd, "wb") as f:
+                f.write(blob)
+            os.replace(tmp, self.path)
+        except OSError:
+            pass  # a cache that cannot be written only costs the next compile its time
 
 
 @dataclass(frozen=True)
