@@ -175,6 +175,25 @@ def write_npz(path: str, arrays: dict[str, np.ndarray]) -> None:
                 np.lib.format.write_array(f, np.asarray(arr), allow_pickle=False)
 
 
+def cmd_compile(args) -> int:
+    from . import weights as weights_mod
+    from .compile import compile as compile_graph
+    from .frontends import load
+
+    target = f"cpu:{args.cpu}" if args.cpu else args.target
+    if not target.startswith("cpu"):
+        raise LadderError(f"ladder compile writes native code for a cpu target, not '{target}'")
+    g, w = load(args.file, _parse_shapes(args.shape))
+    if args.weights:
+        w = weights_mod.load(args.weights)
+    elif args.random_weights is not None:
+        w = weights_mod.random(g, args.random_weights)
+    module = compile_graph(g, target, w, cache=False)
+    files = module._backend.write(args.output, args.emit)
+    print("wrote " + ", ".join(str(f) for f in files))
+    return 0
+
+
 def cmd_demo(args) -> int:
     from .demo import main
 
@@ -240,6 +259,18 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--weights-out", help="write the model's weights to this safetensors file")
     s.add_argument("--shape", action="append", metavar="NAME=DIMS", help="fix a symbolic input shape, e.g. x=1x2560")
     s.set_defaults(fn=cmd_import)
+
+    s = sub.add_parser("compile", help="compile ahead of time: a shared library + C header (+ weights), or IR")
+    s.add_argument("file")
+    s.add_argument("-o", "--output", required=True, help="the file to write (model.so, model.ll, ...)")
+    s.add_argument("--target", default="cpu", help="cpu, cpu:native, cpu:generic, cpu:avx2 or cpu:avx512")
+    s.add_argument("--cpu", choices=["native", "generic", "avx2", "avx512"], help="force a cpu level")
+    s.add_argument("--emit", choices=["so", "llvm", "asm", "obj"], default="so")
+    w = s.add_mutually_exclusive_group()
+    w.add_argument("--weights", help="a safetensors file holding every param by name")
+    w.add_argument("--random-weights", type=int, metavar="SEED", help="seeded random weights")
+    s.add_argument("--shape", action="append", metavar="NAME=DIMS", help="fix a symbolic input shape")
+    s.set_defaults(fn=cmd_compile)
 
     s = sub.add_parser("demo", help="a BitNet-shaped model end to end on built-in seeded weights")
     s.add_argument("--size", choices=list(SIZES), default="tiny")

@@ -20,7 +20,12 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import os
+import shutil
+import subprocess
+import tempfile
 import threading
+from pathlib import Path
 from dataclasses import dataclass
 from typing import Mapping
 
@@ -216,6 +221,81 @@ class CompiledGraph:
     def source(self, kind: str = "llvm") -> str:
         """The optimised LLVM IR ('llvm') or the assembly ('asm') of the module."""
         return self.module.asm() if kind == "asm" else self.module.ir()
+
+    # -- ahead of time --------------------------------------------------------------------------------------
+    def write(self, path: str | os.PathLike, emit: str = "so") -> list[Path]:
+        """Write the module ahead of time: 'llvm' (.ll), 'asm' (.s), 'obj' (.o), or 'so': a shared library
+        plus a C header (same name, .h) declaring the entry point and every buffer size, and the prepared
+        weights (same name, .weights: each weight buffer at the offset the header gives). Returns the files."""
+        path = Path(path)
+        if emit == "llvm":
+            path.write_text(self.source("llvm"))
+            return [path]
+        if emit == "asm":
+            path.write_text(self.source("asm"))
+            return [path]
+        obj = self.module.tm.emit_object(self.module.ref)
+        if emit == "obj":
+            path.write_bytes(obj)
+            return [path]
+        if emit != "so":
+            raise LadderError(f"--emit takes llvm, asm, obj or so, not '{emit}'")
+        cc = shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
+        if cc is None:
+            raise LadderError("writing a shared library needs a C compiler (cc) to link it; use --emit obj")
+        with tempfile.TemporaryDirectory() as tmp:
+            o = Path(tmp) / "model.o"
+            o.write_bytes(obj)
+            cmd = [cc, "-shared", "-o", str(path), str(o), "-lm"] + (["-lgomp"] if self.use_gomp else [])
+            done = subprocess.run(cmd, capture_output=True, text=True)
+            if done.returncode:
+                raise LadderError(f"linking {path} failed: {' '.join(cmd)}\n{done.stderr.strip()}")
+        header, blob = path.with_suffix(".h"), path.with_suffix(".weights")
+        offsets, data = [], bytearray()
+        for w in self.weights:
+            data.extend(b"\0" * (-len(data) % 64))
+            offsets.append(len(data))
+            data.extend(w.tobytes())
+        blob.write_bytes(bytes(data))
+        header.write_text(self._header(path.name, blob.name, offsets))
+        return [path, header, blob]
+
+    def _header(self, lib: str, blob: str, offsets: list[int]) -> str:
+        g = self.graph
+
+        def nbytes(name):
+            t = g.type_of(name)
+            return int(np.prod(t.storage_shape)) * t.storage_np_dtype.itemsize
+
+        def array(cname, values):
+            return f"static const int64_t {cname}[] = {{{', '.join(str(v) for v in values) or '0'}}};"
+
+        outs = list(self.output_slots)
+        lines = [
+            f"/* {lib}: graph @{g.name} compiled by ladder for {self.target.name} ({self.target.cpu_name}). */",
+            "#ifndef LADDER_MODEL_H", "#define LADDER_MODEL_H", "#include <stdint.h>", "",
+            "/* inputs, in order (row-major, storage form):",
+            *[f" *   {i}: %{n} : {g.type_of(n)}" for i, n in enumerate(self.input_names)],
+            " * outputs, in order:",
+            *[f" *   {i}: %{n} : {g.type_of(n)}" for i, n in enumerate(outs)],
+            " * weights: in the file " + blob + ", at the offsets below. */",
+            f"#define LADDER_NUM_INPUTS {len(self.input_names)}",
+            f"#define LADDER_NUM_OUTPUTS {len(outs)}",
+            f"#define LADDER_NUM_WEIGHTS {len(self.weights)}",
+            f"#define LADDER_SCRATCH_BYTES {max(self.plan.size, 64)}",
+            f"#define LADDER_NUM_STATUS {max(len(self.steps), 1)}",
+            array("ladder_input_bytes", [nbytes(n) for n in self.input_names]),
+            array("ladder_output_bytes", [nbytes(n) for n in outs]),
+            array("ladder_weight_offsets", offsets),
+            array("ladder_weight_bytes", [w.nbytes for w in self.weights]),
+            "",
+            "/* Runs the graph. scratch: LADDER_SCRATCH_BYTES bytes, 64-byte aligned; status: LADDER_NUM_STATUS",
+            " * zeros, a non-zero entry on return means that step met bad data (an index out of range). */",
+            "void ladder_main(void **inputs, void **outputs, void **weights, void *scratch, int64_t *status,",
+            "                 int32_t threads);",
+            "#endif", "",
+        ]
+        return "\n".join(lines)
 
 
 def _load_slot(b: ir.IRBuilder, array, index: int):
