@@ -152,12 +152,12 @@ def elem_ptr(b: ir.IRBuilder, base, index, etype: ir.Type):
 # -- element types --------------------------------------------------------------------------------------
 
 def storage_type(dt: DType) -> ir.Type:
-    """The LLVM type of one element as numpy holds it (sub-byte types take a byte)."""
+    """The LLVM type of one element as numpy holds it (sub-byte types take a byte). f16 is handled as its
+    16 bits: LLVM's fpext/fptrunc on half become calls to __extendhfsf2/__truncsfhf2 on targets without
+    F16C (cpu:generic), which the JIT cannot resolve, so conversions are done in integer arithmetic."""
     if dt.name == "f32":
         return F32
-    if dt.name == "f16":
-        return F16
-    if dt.name in ("bf16", "i16"):
+    if dt.name in ("f16", "bf16", "i16"):
         return I16
     if dt.name == "i32":
         return I32
@@ -176,14 +176,20 @@ def to_f32(b: ir.IRBuilder, v: ir.Value, dt: DType) -> ir.Value:
     if name == "f32":
         return v
     if name == "f16":
-        return b.fpext(v, F32)
+        return half_to_f32(b, v)
     if name == "bf16":
         return b.bitcast(b.shl(b.zext(v, I32), ir.Constant(I32, 16)), F32)
     if name in ("fp8e4m3", "fp4", "nf4"):
         return _table_lookup_f32(b, v, dt)
-    if dt.kind in ("uint",):
+    if dt.kind == "int" and dt.bits < 8:
+        # ml_dtypes keeps an int4/int2 in the low bits of its byte (-3 as 0x0D): sign-extend from there
+        sh = ir.Constant(I8, 8 - dt.bits)
+        return b.sitofp(b.ashr(b.shl(v, sh), sh), F32)
+    if dt.kind == "uint":
+        if dt.bits < 8:
+            v = b.and_(v, ir.Constant(I8, (1 << dt.bits) - 1))
         return b.uitofp(v, F32)
-    return b.sitofp(v, F32)  # i32 i16 i8 i4 i2 i1 ternary: values held sign-extended
+    return b.sitofp(v, F32)  # i32 i16 i8, and i1/ternary held as int8 values
 
 
 def _table_lookup_f32(b: ir.IRBuilder, code: ir.Value, dt: DType) -> ir.Value:
@@ -207,7 +213,7 @@ def from_f32(b: ir.IRBuilder, v: ir.Value, dt: DType) -> ir.Value:
     if dt.name == "f32":
         return v
     if dt.name == "f16":
-        return b.fptrunc(v, F16)
+        return f32_to_half(b, v)
     if dt.name == "bf16":
         bits = b.bitcast(v, I32)
         # round to nearest even on the upper 16 bits; NaN stays NaN (quiet bit set)
@@ -217,6 +223,39 @@ def from_f32(b: ir.IRBuilder, v: ir.Value, dt: DType) -> ir.Value:
         nan = b.or_(bits, ir.Constant(I32, 0x00400000))
         return b.trunc(b.lshr(b.select(is_nan, nan, rounded), ir.Constant(I32, 16)), I16)
     raise LadderError(f"internal: no f32 -> {dt} conversion in the LLVM backend")
+
+
+def _i32c(v: int) -> ir.Constant:
+    return ir.Constant(I32, v)
+
+
+def half_to_f32(b: ir.IRBuilder, h: ir.Value) -> ir.Value:
+    """f16 bits (i16) -> f32, exactly, in integer arithmetic."""
+    h = b.zext(h, I32)
+    o = b.shl(b.and_(h, _i32c(0x7FFF)), _i32c(13))
+    e = b.and_(o, _i32c(0x7C00 << 13))
+    o = b.add(o, _i32c((127 - 15) << 23))
+    infnan = b.add(o, _i32c((128 - 16) << 23))
+    sub = b.bitcast(b.add(o, _i32c(1 << 23)), F32)
+    sub = b.bitcast(b.fsub(sub, b.bitcast(_i32c(113 << 23), F32)), I32)
+    o = b.select(b.icmp_unsigned("==", e, _i32c(0x7C00 << 13)), infnan,
+                 b.select(b.icmp_unsigned("==", e, _i32c(0)), sub, o))
+    return b.bitcast(b.or_(o, b.shl(b.and_(h, _i32c(0x8000)), _i32c(16))), F32)
+
+
+def f32_to_half(b: ir.IRBuilder, v: ir.Value) -> ir.Value:
+    """f32 -> f16 bits (i16), round to nearest even (NaN -> quiet NaN, overflow -> inf)."""
+    u = b.bitcast(v, I32)
+    sign = b.and_(u, _i32c(0x80000000 - (1 << 32)))
+    u = b.xor(u, sign)
+    big = b.select(b.icmp_unsigned(">", u, _i32c(255 << 23)), _i32c(0x7E00), _i32c(0x7C00))
+    magic = b.bitcast(_i32c(((127 - 15) + (23 - 10) + 1) << 23), F32)
+    small = b.sub(b.bitcast(b.fadd(b.bitcast(u, F32), magic), I32), _i32c(((127 - 15) + (23 - 10) + 1) << 23))
+    odd = b.and_(b.lshr(u, _i32c(13)), _i32c(1))
+    norm = b.lshr(b.add(b.add(u, _i32c(((15 - 127) << 23) + 0xFFF)), odd), _i32c(13))
+    o = b.select(b.icmp_unsigned(">=", u, _i32c((127 + 16) << 23)), big,
+                 b.select(b.icmp_unsigned("<", u, _i32c(113 << 23)), small, norm))
+    return b.trunc(b.or_(o, b.lshr(sign, _i32c(16))), I16)
 
 
 def store_f32(b: ir.IRBuilder, v: ir.Value, ptr, dt: DType) -> None:
