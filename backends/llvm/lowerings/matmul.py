@@ -1,1 +1,679 @@
-"""Lowerings: matmul ops."""
+"""Lowerings: matmul, qmatmul (float activations x low-bit weights) and qmatmul_i8 (BitNet's integer path).
+
+Two tiers, chosen per op at lowering time:
+
+* a **generic** kernel for every shape, dtype, packing, granularity and broadcast the reference accepts: work
+  item = one (batch, n) output column; each weight element is decoded from its packed bytes by the packing's
+  formula (ladder.packing), dequantized exactly as ``ladder.quant.dequantize`` does, and accumulated (f32 for
+  float matmuls, int32 with wraparound for integer ones);
+* a **fast** kernel for ``transpose_b`` with 2-D weights in a SIMD block packing (crumb16/32/64, nib16/32/64,
+  with or without ``+f16``-style block scales) over integer codes (ternary, i2, u2, i4, u4): work item = one
+  weight row n; the row is streamed once per 64-row chunk of x, each 32-byte piece is decoded in registers by
+  shift + mask and reused over a tile of 4 rows of x.
+
+  - ``qmatmul_i8``: codes are made unsigned-offset (``o = code ^ sign bit``, value = o - z), and
+    dot = sum(x * o) - z * sum(x); on AVX2 ``vpmaddubsw`` (u8 x i8 pairs -> i16; |sum| <= 4 * 768 for crumb,
+    2 * 3840 for nib, no saturation) then ``vpmaddwd`` by ones (-> i32); elsewhere plain i32 vector MACs.
+    Then ``(f32(dot) * s1) * s2`` and the epilogue, the reference's order: bit-exact.
+  - ``qmatmul`` (x f32): codes -> f32 values, dequantized per element exactly as the reference
+    (v*s, (v - z)*s or v*s - z, no contraction), then FMA into 8-lane accumulators. Only the summation order
+    differs from numpy's BLAS.
+
+K not a multiple of the block is finished by the scalar decode (never reading past a row); no kernel reads or
+writes outside its buffers. Epilogues run in f64 (libm) and round to the result type per op, as the
+interpreter does.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from llvmlite import ir
+
+from ladder.backends.llvm.codegen import F32, F64, I8, I16, I32, I64, KernelSpec, for_range, lowers, storage_type
+from ladder.backends.llvm.codegen import from_f32, load_f32, to_f32
+from ladder.ops import OPS
+from ladder.ops.lowbit import block_scales
+from ladder.types import TensorType
+
+C64 = lambda v: ir.Constant(I64, int(v))  # noqa: E731
+C32 = lambda v: ir.Constant(I32, int(v))  # noqa: E731
+C8 = lambda v: ir.Constant(I8, int(v))  # noqa: E731
+
+MCHUNK = 64  # rows of x per pass over a weight row (their sums live on the stack)
+MTILE = 4  # rows of x sharing one decoded weight piece
+
+
+# -- static helpers ----------------------------------------------------------------------------------------
+
+def _bstrides(shape, out_shape):
+    """Element strides of a tensor of ``shape`` broadcast (numpy rules) to ``out_shape``: 0 on broadcast axes."""
+    shape = tuple(shape)
+    pad = len(out_shape) - len(shape)
+    full = (1,) * pad + shape
+    strides, acc = [0] * len(out_shape), 1
+    for d in range(len(out_shape) - 1, -1, -1):
+        strides[d] = 0 if full[d] == 1 else acc
+        acc *= full[d]
+    return strides
+
+
+def _batch_offsets(batch, shape_b, inner):
+    """For each flat index of the broadcast batch ``batch``: the element offset into a tensor whose batch dims
+    are ``shape_b`` (right-aligned) and whose matrices hold ``inner`` elements."""
+    n = math.prod(batch)
+    if n == 0:
+        return [0]
+    idx = np.indices(batch).reshape(len(batch), -1) if batch else np.zeros((0, 1), np.int64)
+    st = _bstrides(shape_b, batch)
+    off = np.zeros(idx.shape[1], np.int64)
+    for d, s in enumerate(st):
+        off += idx[d] * s * inner
+    return [int(v) for v in off]
+
+
+def _const_table(ctx, b, values, hint):
+    """A constant i64 array (internal global); returns a function index -> loaded value."""
+    arr_t = ir.ArrayType(I64, len(values))
+    g = ir.GlobalVariable(ctx.module, arr_t, ctx.unique("tab_" + hint))
+    g.global_constant = True
+    g.linkage = "internal"
+    g.initializer = ir.Constant(arr_t, [int(v) for v in values])
+    return lambda i: b.load(b.gep(g, [C64(0), i], source_etype=arr_t), typ=I64)
+
+
+def _offset_of(b, flat, out_shape, strides):
+    """Element offset of a broadcast operand at the flat index of the output (constant divisors)."""
+    off = C64(0)
+    acc = 1
+    for d in range(len(out_shape) - 1, -1, -1):
+        if strides[d]:
+            idx = b.urem(b.udiv(flat, C64(acc)), C64(out_shape[d])) if out_shape[d] > 1 else C64(0)
+            off = b.add(off, b.mul(idx, C64(strides[d])))
+        acc *= out_shape[d]
+    return off
+
+
+def _int_value(b, ptr, dt):
+    """An integer element (as numpy holds it) -> its value as i32."""
+    st = storage_type(dt)
+    v = b.load(ptr, typ=st)
+    if st == I32:
+        return v
+    if dt.kind == "int" and dt.bits < 8:  # ml_dtypes int4/int2 hold the low bits, not a sign-extended byte
+        half = 1 << (dt.bits - 1)
+        v = b.and_(b.zext(v, I32), C32((1 << dt.bits) - 1))
+        return b.sub(b.xor(v, C32(half)), C32(half))
+    return b.zext(v, I32) if dt.kind == "uint" else b.sext(v, I32)
+
+
+def _gep8(b, p, off):
+    return b.gep(p, [off if isinstance(off, ir.Value) else C64(off)], source_etype=I8)
+
+
+# -- decoding one code of a packed row ---------------------------------------------------------------------
+
+class Decoder:
+    """Scalar decode of element k of a packed row (any packing of ladder.packing, block-scaled or not)."""
+
+    def __init__(self, ctx, t: TensorType):
+        self.ctx, self.t, self.dt = ctx, t, t.dtype
+        p = t.packing
+        self.scaled = block_scales(t)
+        self.base = p.base if self.scaled else p
+        self.row_bytes = p.row_bytes(t.shape[-1], t.dtype)
+        if self.scaled:
+            self.sdt = p.scale
+            self.hb = p.header_bytes
+            self.stride = p.header_bytes + p.base.block_bytes
+            self.zero = p.zero
+
+    def code(self, b, row, k):
+        """The uint code (i32) of position k (i64) of the row at ``row``."""
+        if self.scaled:
+            blk = b.udiv(k, C64(self.base.block))
+            k = b.urem(k, C64(self.base.block))
+            row = _gep8(b, row, b.add(b.mul(blk, C64(self.stride)), C64(self.hb)))
+        name, blk_codes = self.base.name, self.base.block
+        byte = lambda off: b.zext(b.load(_gep8(b, row, off), typ=I8), I32)  # noqa: E731
+        sh32 = lambda v: b.trunc(v, I32)  # noqa: E731
+        if name == "planes":
+            per = self.row_bytes // self.dt.bits
+            code = C32(0)
+            for bit in range(self.dt.bits):
+                v = byte(b.add(C64(bit * per), b.lshr(k, C64(3))))
+                v = b.and_(b.lshr(v, sh32(b.and_(k, C64(7)))), C32(1))
+                code = b.or_(code, b.shl(v, C32(bit)))
+            if self.dt.kind == "int":
+                code = b.xor(code, C32(1 << (self.dt.bits - 1)))
+            return code
+        if name == "trit5":
+            blk = b.udiv(k, C64(160))
+            j = b.urem(k, C64(160))
+            n = sh32(b.udiv(j, C64(32)))
+            v = byte(b.add(b.mul(blk, C64(32)), b.urem(j, C64(32))))
+            pow3 = C32(1)
+            for i in range(1, 5):
+                pow3 = b.select(b.icmp_unsigned("==", n, C32(i)), C32(3 ** i), pow3)
+            return b.lshr(b.mul(b.and_(b.mul(v, pow3), C32(255)), C32(3)), C32(8))
+        if name == "bit":
+            return b.and_(b.lshr(byte(b.lshr(k, C64(3))), sh32(b.and_(k, C64(7)))), C32(1))
+        if name.startswith("nib"):
+            if blk_codes == 2:
+                v, sh = byte(b.lshr(k, C64(1))), b.shl(sh32(b.and_(k, C64(1))), C32(2))
+            else:
+                B = blk_codes // 2
+                blk, j = b.udiv(k, C64(2 * B)), b.urem(k, C64(2 * B))
+                v = byte(b.add(b.mul(blk, C64(B)), b.urem(j, C64(B))))
+                sh = b.shl(sh32(b.udiv(j, C64(B))), C32(2))
+            return b.and_(b.lshr(v, sh), C32(15))
+        if name.startswith("crumb"):
+            if blk_codes == 4:
+                v, sh = byte(b.lshr(k, C64(2))), b.shl(sh32(b.and_(k, C64(3))), C32(1))
+            else:
+                B = blk_codes // 4
+                blk, j = b.udiv(k, C64(4 * B)), b.urem(k, C64(4 * B))
+                v = byte(b.add(b.mul(blk, C64(B)), b.urem(j, C64(B))))
+                sh = b.sub(C32(6), b.shl(sh32(b.udiv(j, C64(B))), C32(1)))
+            return b.and_(b.lshr(v, sh), C32(3))
+        raise NotImplementedError(name)
+
+    def int_value(self, b, code):
+        dt = self.dt
+        if dt.kind == "int":
+            half = 1 << (dt.bits - 1)
+            return b.sub(b.xor(code, C32(half)), C32(half))
+        if dt.kind == "ternary":
+            return b.sub(code, C32(1))
+        if dt.kind == "binary":
+            return b.sub(b.shl(code, C32(1)), C32(1))
+        return code
+
+    def f32_value(self, b, code):
+        if self.dt.kind == "table" or self.dt.name == "fp4":
+            return to_f32(b, b.trunc(code, I8), self.dt)
+        return b.sitofp(self.int_value(b, code), F32)
+
+    def block_scale(self, b, row, k, which=0):
+        """The f32 scale (which=0) or zero (which=1) of the block holding position k."""
+        blk = b.udiv(k, C64(self.base.block))
+        sb = self.sdt.bits // 8
+        ptr = _gep8(b, row, b.add(b.mul(blk, C64(self.stride)), C64(which * sb)))
+        return to_f32(b, b.load(ptr, typ=storage_type(self.sdt)), self.sdt)
+
+
+# -- epilogues ---------------------------------------------------------------------------------------------
+
+def _round_to(b, v32, dt):
+    """f32 -> the value of dt (rounded), back as f32."""
+    if dt.name == "f32":
+        return v32
+    return to_f32(b, from_f32(b, v32, dt), dt)
+
+
+def _epilogue(ctx, b, v32, kinds, dt):
+    """v32 (f32, already a value of dt) through the epilogue ops, each computed in f64 then rounded to dt."""
+    for kind in kinds:
+        x = b.fpext(v32, F64)
+        one = ir.Constant(F64, 1.0)
+        if kind == "relu":
+            r = b.select(b.fcmp_ordered(">", x, ir.Constant(F64, 0.0)), x, ir.Constant(F64, 0.0))
+            r = b.select(b.fcmp_unordered("uno", x, x), x, r)
+        elif kind == "neg":
+            r = b.fneg(x)
+        elif kind == "relu2":
+            m = b.select(b.fcmp_ordered(">", x, ir.Constant(F64, 0.0)), x, ir.Constant(F64, 0.0))
+            m = b.select(b.fcmp_unordered("uno", x, x), x, m)
+            r = b.fmul(m, m)
+        elif kind == "exp":
+            r = b.call(ctx.declare("exp", F64, [F64]), [x])
+        elif kind == "tanh":
+            r = b.call(ctx.declare("tanh", F64, [F64]), [x])
+        elif kind in ("sigmoid", "silu"):
+            e = b.call(ctx.declare("exp", F64, [F64]), [b.fneg(x)])
+            den = b.fadd(one, e)
+            r = b.fdiv(one, den) if kind == "sigmoid" else b.fdiv(x, den)
+        elif kind == "gelu":
+            erf = b.call(ctx.declare("erf", F64, [F64]), [b.fdiv(x, ir.Constant(F64, math.sqrt(2.0)))])
+            r = b.fmul(b.fmul(ir.Constant(F64, 0.5), x), b.fadd(one, erf))
+        else:
+            raise NotImplementedError(kind)
+        v32 = _round_to(b, b.fptrunc(r, F32), dt)
+    return v32
+
+
+# -- the op, read once -------------------------------------------------------------------------------------
+
+class _MM:
+    def __init__(self, op, ins, outs):
+        self.kind = op.kind
+        self.attrs = OPS[op.kind].full_attrs(op.attr)
+        self.x, self.w = ins[0], ins[1]
+        self.extra = list(ins[2:])
+        self.out = outs[0]
+        self.tb = bool(self.attrs.get("transpose_b", False))
+        self.M, self.K = self.x.shape[-2], self.x.shape[-1]
+        self.N = self.out.shape[-1]
+        self.batch = self.out.shape[:-2]
+        self.B = math.prod(self.batch)
+        self.epi = tuple(self.attrs.get("epilogue", ()))
+        self.int_acc = self.kind == "qmatmul_i8" or (self.kind == "matmul" and self.out.dtype.name == "i32")
+        self.packed = self.w.layout is not None
+        self.bscaled = block_scales(self.w)
+
+
+@lowers("matmul", "qmatmul", "qmatmul_i8")
+def lower_matmul(ctx, op, ins, outs):
+    mm = _MM(op, ins, outs)
+    fast = _fast_plan(ctx, mm)
+    if fast is not None:
+        return _lower_fast(ctx, op, mm, fast)
+    return _lower_generic(ctx, op, mm)
+
+
+# -- generic ----------------------------------------------------------------------------------------------
+
+def _scale_index_fn(mm):
+    """For qmatmul with a scale operand: (batch offsets per output batch index, fn(b, r, c) -> in-matrix
+    offset) where (r, c) index the weight matrix as stored ([N, K] or [K, N])."""
+    w, s = mm.w, mm.extra[0]
+    rank = w.rank
+    axis = mm.attrs["axis"] % rank
+    group = mm.attrs["group"] if s.size != 1 else -1
+    if s.size == 1:
+        return [0] * max(mm.B, 1), (lambda b, r, c: C64(0))
+    st = _bstrides(s.shape, s.shape)  # contiguous strides with 0 on size-1 dims
+
+    # batch part: offsets of the scale for every output batch index (w's batch dims broadcast to out's)
+    nb = rank - 2
+    offs = []
+    for flat in range(max(mm.B, 1)):
+        idx = np.unravel_index(flat, mm.batch) if mm.batch else ()
+        wb = list(idx)[len(mm.batch) - nb:] if nb else []
+        o = 0
+        for d in range(nb):
+            i = wb[d] if w.shape[d] != 1 else 0
+            if s.shape[d] != 1:
+                o += (i // group if (d == axis and group > 0) else i) * st[d]
+        offs.append(o)
+
+    def inner(b, r, c):
+        o = C64(0)
+        for d, i in ((rank - 2, r), (rank - 1, c)):
+            if s.shape[d] == 1:
+                continue
+            if d == axis and group > 0:
+                i = b.udiv(i, C64(group))
+            o = b.add(o, b.mul(i, C64(st[d])))
+        return o
+
+    return offs, inner
+
+
+def _lower_generic(ctx, op, mm: _MM):
+    x, w = mm.x, mm.w
+    M, K, N = mm.M, mm.K, mm.N
+    n_ops = len(op.operands)
+    fn, b, ptrs, begin, end = ctx.kernel(f"{op.kind}_{op.name}", n_ops + 1)
+    px, pw = ptrs[0], ptrs[1]
+    xoffs = _batch_offsets(mm.batch, x.shape[:-2], M * K)
+    wb_inner = math.prod(w.storage_shape[-2:]) if w.rank >= 2 else 0
+    woffs = _batch_offsets(mm.batch, w.shape[:-2], wb_inner)
+    xtab = _const_table(ctx, b, xoffs, "x")
+    wtab = _const_table(ctx, b, woffs, "w")
+    R0, R1 = (N, K) if mm.tb else (K, N)
+    dec = Decoder(ctx, w) if mm.packed else None
+    row_bytes = w.storage_shape[-1]
+    if mm.kind == "qmatmul" and not mm.bscaled:
+        soffs, sinner = _scale_index_fn(mm)
+        stab = _const_table(ctx, b, soffs, "s")
+        ps = ptrs[2]
+        pz = ptrs[3] if len(mm.extra) > 1 else None
+        sdt = mm.extra[0].dtype
+    zm = mm.attrs.get("zero_mode", "none")
+    xst = storage_type(x.dtype)
+    acc_t = I32 if mm.int_acc else F32
+    fma = ctx.declare("llvm.fma.f32", F32, [F32, F32, F32])
+    with for_range(b, begin, end, name="item") as item:
+        bi = b.udiv(item, C64(N))
+        n = b.urem(item, C64(N))
+        xbase = xtab(bi)
+        wbase = wtab(bi)
+        if mm.kind == "qmatmul" and not mm.bscaled:
+            sbase = stab(bi)
+        with for_range(b, 0, M, name="m") as m:
+            xrow = b.add(xbase, b.mul(m, C64(K)))
+            acc_slot = _entry_alloca(b, acc_t)
+            b.store(ir.Constant(acc_t, 0 if mm.int_acc else 0.0), acc_slot)
+            with for_range(b, 0, K, name="k") as k:
+                r, c = (n, k) if mm.tb else (k, n)
+                xptr = b.gep(px, [b.add(xrow, k)], source_etype=xst)
+                if mm.packed:
+                    rowp = _gep8(b, pw, b.add(wbase, b.mul(r, C64(row_bytes))))
+                    code = dec.code(b, rowp, c)
+                if mm.int_acc:
+                    xv = _int_value(b, xptr, x.dtype)
+                    wv = dec.int_value(b, code) if mm.packed else _int_value(
+                        b, b.gep(pw, [b.add(wbase, b.add(b.mul(r, C64(R1)), c))], source_etype=storage_type(w.dtype)),
+                        w.dtype)
+                    acc = b.add(b.load(acc_slot, typ=I32), b.mul(xv, wv))
+                else:
+                    xv = load_f32(b, xptr, x.dtype)
+                    if mm.packed:
+                        v = dec.f32_value(b, code)
+                    else:
+                        v = load_f32(b, b.gep(pw, [b.add(wbase, b.add(b.mul(r, C64(R1)), c))],
+                                               source_etype=storage_type(w.dtype)), w.dtype)
+                    if mm.kind == "qmatmul":
+                        if mm.bscaled:
+                            s = dec.block_scale(b, rowp, c, 0)
+                            z = dec.block_scale(b, rowp, c, 1) if dec.zero else None
+                        else:
+                            off = b.add(sbase, sinner(b, r, c))
+                            s = to_f32(b, b.load(b.gep(ps, [off], source_etype=storage_type(sdt)),
+                                                 typ=storage_type(sdt)), sdt)
+                            z = to_f32(b, b.load(b.gep(pz, [off], source_etype=storage_type(sdt)),
+                                                 typ=storage_type(sdt)), sdt) if pz is not None else None
+                        if zm == "original" and z is not None:
+                            v = b.fmul(b.fsub(v, z), s)
+                        elif zm == "rescale" and z is not None:
+                            v = b.fsub(b.fmul(v, s), z)
+                        else:
+                            v = b.fmul(v, s)
+                        v = _round_to(b, v, x.dtype)  # dequant's result type is x's
+                    acc = b.call(fma, [xv, v, b.load(acc_slot, typ=F32)])
+                b.store(acc, acc_slot)
+            acc = b.load(acc_slot, typ=acc_t)
+            oidx = b.add(b.mul(b.add(b.mul(bi, C64(M)), m), C64(N)), n)
+            _store_result(ctx, b, mm, ptrs, acc, oidx)
+    b.ret_void()
+    return KernelSpec(fn, mm.B * N, 1)
+
+
+def _entry_alloca(b, typ, size=None):
+    """An alloca in the entry block (so loops do not grow the stack)."""
+    entry = b.function.entry_basic_block
+    with b.goto_block(entry):
+        b.position_at_start(entry)
+        slot = b.alloca(typ, size=None if size is None else C64(size))
+    return slot
+
+
+def _store_result(ctx, b, mm, ptrs, acc, oidx):
+    """acc (i32 or f32) at output flat index oidx -> scales, cast, epilogue, store."""
+    out = mm.out
+    py = ptrs[len(ptrs) - 1]
+    if mm.kind == "matmul" and mm.int_acc:
+        b.store(acc, b.gep(py, [oidx], source_etype=I32))
+        return
+    if mm.kind == "qmatmul_i8":
+        v = b.sitofp(acc, F32)
+        for p, t in ((ptrs[2], mm.extra[0]), (ptrs[3], mm.extra[1])):
+            off = _offset_of(b, oidx, out.shape, _bstrides(t.shape, out.shape))
+            v = b.fmul(v, b.load(b.gep(p, [off], source_etype=F32), typ=F32))
+    else:
+        v = _round_to(b, acc, out.dtype)
+    v = _epilogue(ctx, b, v, mm.epi, out.dtype)
+    b.store(from_f32(b, v, out.dtype), b.gep(py, [oidx], source_etype=storage_type(out.dtype)))
+
+
+# -- fast: transpose_b, 2-D weights in a SIMD block packing ------------------------------------------------
+
+_OFFSET = {"ternary": (0, 1), "i2": (2, 2), "u2": (0, 0), "i4": (8, 8), "u4": (0, 0)}  # (xor, zero)
+
+
+class _Plan:
+    pass
+
+
+def _fast_plan(ctx, mm: _MM):
+    w = mm.w
+    if mm.kind not in ("qmatmul", "qmatmul_i8") or not mm.tb or w.rank != 2 or not mm.packed:
+        return None
+    base = w.packing.base if mm.bscaled else w.packing
+    if base.name not in ("crumb16", "crumb32", "crumb64", "nib16", "nib32", "nib64"):
+        return None
+    if w.dtype.name not in _OFFSET or mm.K == 0:
+        return None
+    p = _Plan()
+    p.crumb = base.name.startswith("crumb")
+    p.B = base.block_bytes
+    p.block = base.block
+    p.hb = w.packing.header_bytes if mm.bscaled else 0
+    p.stride = p.hb + p.B
+    p.xor, p.zero = _OFFSET[w.dtype.name]
+    if mm.kind == "qmatmul_i8":
+        if mm.x.dtype.name not in ("i8", "i1", "ternary"):  # held as sign-extended bytes
+            return None
+    else:
+        if mm.x.dtype.name != "f32":
+            return None
+        if not mm.bscaled:
+            s = mm.extra[0]
+            axis = mm.attrs["axis"] % 2
+            group = mm.attrs["group"] if s.size != 1 else -1
+            if s.size != 1:
+                if s.shape[1] != 1 and not (axis == 1 and group > 0 and group % 8 == 0):
+                    return None  # the scale must be constant over 8 consecutive k
+                p.s_n = (0 if s.shape[0] == 1 else (s.shape[1]))
+                p.s_n_group = group if (axis == 0 and group > 0) else 0
+                p.s_k_group = group if (axis == 1 and group > 0 and s.shape[1] != 1) else 0
+            else:
+                p.s_n, p.s_n_group, p.s_k_group = 0, 0, 0
+    # a superblock: the codes of whole blocks that fill 32-byte pieces
+    per = 2 if p.B == 16 else 1  # blocks per superblock
+    p.sb_codes = p.block * per
+    p.sb_bytes = p.stride * per
+    p.subs = 4 if p.crumb else 2
+    # pieces: list of (list of (byte offset in superblock, length)), one per 32-byte chunk, and for each sub q
+    # the list of k offsets (relative to the superblock) of each part of the chunk
+    chunks = []
+    if p.B == 16:
+        parts = [(p.hb, 16), (p.stride + p.hb, 16)]
+        xk = [[(q * 16, 16), (p.block + q * 16, 16)] for q in range(p.subs)]
+        chunks.append((parts, xk))
+    else:
+        for v in range(p.B // 32):
+            parts = [(p.hb + 32 * v, 32)]
+            xk = [[(q * p.B + 32 * v, 32)] for q in range(p.subs)]
+            chunks.append((parts, xk))
+    p.chunks = chunks
+    p.madd = mm.kind == "qmatmul_i8" and ctx.target.supports("i8-madd")
+    return p
+
+
+def _lower_fast(ctx, op, mm: _MM, p: _Plan):
+    x, w = mm.x, mm.w
+    K, N = mm.K, mm.N
+    R = math.prod(x.shape[:-1])  # rows of x (batch dims flattened; w is 2-D)
+    n_ops = len(op.operands)
+    fn, b, ptrs, begin, end = ctx.kernel(f"{op.kind}_{op.name}", n_ops + 1)
+    px, pw = ptrs[0], ptrs[1]
+    dec = Decoder(ctx, w)
+    row_bytes = w.storage_shape[-1]
+    nsb = K // p.sb_codes  # full superblocks
+    k_tail = nsb * p.sb_codes
+    is_int = mm.kind == "qmatmul_i8"
+    v32i8 = ir.VectorType(I8, 32)
+    v16i16 = ir.VectorType(I16, 16)
+    v8i32 = ir.VectorType(I32, 8)
+    v32i32 = ir.VectorType(I32, 32)
+    v8f = ir.VectorType(F32, 8)
+    if is_int:
+        acc_t = v8i32 if p.madd else v32i32
+    else:
+        acc_t = v8f
+    red_i = ctx.declare(f"llvm.vector.reduce.add.v{acc_t.count}i32", I32, [acc_t]) if is_int else None
+    red_f = ctx.declare("llvm.vector.reduce.fadd.v8f32", F32, [F32, v8f]) if not is_int else None
+    fma_v = ctx.declare("llvm.fma.v8f32", v8f, [v8f, v8f, v8f])
+    fma_s = ctx.declare("llvm.fma.f32", F32, [F32, F32, F32])
+    if p.madd:
+        maddubs = ctx.declare("llvm.x86.avx2.pmadd.ub.sw", v16i16, [v32i8, v32i8])
+        maddwd = ctx.declare("llvm.x86.avx2.pmadd.wd", v8i32, [v16i16, v16i16])
+        ones16 = ir.Constant(v16i16, [1] * 16)
+    mask = ir.Constant(v32i8, [3 if p.crumb else 15] * 32)
+    xorc = ir.Constant(v32i8, [(0xAA if p.crumb else 0x88) if p.xor else 0] * 32)
+    zero_i8 = ir.Constant(v32i8, [p.zero] * 32)
+    xsum_slot = _entry_alloca(b, I32, MCHUNK)
+    acc_slots = [_entry_alloca(b, acc_t) for _ in range(MTILE)]
+    tail_slots = [_entry_alloca(b, I32 if is_int else F32) for _ in range(MTILE)]
+
+    def sub_codes(b, packed, q):
+        if p.crumb:
+            sh = 6 - 2 * q
+            v = b.lshr(packed, ir.Constant(v32i8, [sh] * 32)) if sh else packed
+        else:
+            v = b.lshr(packed, ir.Constant(v32i8, [4] * 32)) if q else packed
+        return b.and_(v, mask)
+
+    def x_vec(b, xrow, sb_k, pieces):
+        vecs = [b.load(b.gep(px, [b.add(xrow, b.add(sb_k, C64(o)))], source_etype=I8),
+                       typ=ir.VectorType(I8, n), align=1) for o, n in pieces]
+        if len(vecs) == 1:
+            return vecs[0]
+        return b.shuffle_vector(vecs[0], vecs[1], ir.Constant(ir.VectorType(I32, 32), list(range(32))))
+
+    def x_f32(b, xrow, k):
+        return b.load(b.gep(px, [b.add(xrow, k)], source_etype=F32), typ=v8f, align=4)
+
+    def scale_at(b, n, wrow, k, which):
+        """f32 scale (or zero) for weight row n at position k (constant over 8 consecutive k)."""
+        if mm.bscaled:
+            return dec.block_scale(b, wrow, k, which)
+        pt = ptrs[2 + which]
+        sdt = mm.extra[which].dtype
+        off = C64(0)
+        if p.s_n:
+            ni = b.udiv(n, C64(p.s_n_group)) if p.s_n_group else n
+            off = b.mul(ni, C64(p.s_n))
+        if p.s_k_group:
+            off = b.add(off, b.udiv(k, C64(p.s_k_group)))
+        return to_f32(b, b.load(b.gep(pt, [off], source_etype=storage_type(sdt)), typ=storage_type(sdt)), sdt)
+
+    zm = mm.attrs.get("zero_mode", "none")
+    has_zero = zm != "none" and (len(mm.extra) > 1 or (mm.bscaled and dec.zero))
+
+    def dequant(b, vals, s, z):
+        if has_zero and zm == "original":
+            return b.fmul(b.fsub(vals, z), s)
+        if has_zero and zm == "rescale":
+            return b.fsub(b.fmul(vals, s), z)
+        return b.fmul(vals, s)
+
+    def splat(b, v):
+        vec = b.insert_element(ir.Constant(v8f, None), v, C32(0))
+        return b.shuffle_vector(vec, ir.Constant(v8f, None), ir.Constant(v8i32, [0] * 8))
+
+    def tile(b, m0, T, n, wrow, mchunk0):
+        """Rows m0 .. m0+T-1 of x against weight row n."""
+        xrows = [b.mul(b.add(m0, C64(t)), C64(K)) for t in range(T)]
+        for t in range(T):
+            b.store(ir.Constant(acc_t, None), acc_slots[t])
+        with for_range(b, 0, nsb, name="sb") as sb:
+            sb_k = b.mul(sb, C64(p.sb_codes))
+            sb_w = _gep8(b, wrow, b.mul(sb, C64(p.sb_bytes)))
+            accs = [b.load(acc_slots[t], typ=acc_t) for t in range(T)]
+            for parts, xk in p.chunks:
+                pv = [b.load(_gep8(b, sb_w, o), typ=ir.VectorType(I8, n_), align=1) for o, n_ in parts]
+                packed = pv[0] if len(pv) == 1 else b.shuffle_vector(
+                    pv[0], pv[1], ir.Constant(ir.VectorType(I32, 32), list(range(32))))
+                if p.xor:
+                    packed = b.xor(packed, xorc)
+                codes = [sub_codes(b, packed, q) for q in range(p.subs)]
+                if is_int:
+                    for t in range(T):
+                        if p.madd:
+                            part = None
+                            for q in range(p.subs):
+                                pr = b.call(maddubs, [codes[q], x_vec(b, xrows[t], sb_k, xk[q])])
+                                part = pr if part is None else b.add(part, pr)
+                            accs[t] = b.add(accs[t], b.call(maddwd, [part, ones16]))
+                        else:
+                            for q in range(p.subs):
+                                xv = x_vec(b, xrows[t], sb_k, xk[q])
+                                accs[t] = b.add(accs[t], b.mul(b.zext(codes[q], v32i32), b.sext(xv, v32i32)))
+                else:
+                    for q in range(p.subs):
+                        vals_i8 = b.sub(codes[q], zero_i8) if p.zero else codes[q]
+                        # each 8-lane group is 8 consecutive k
+                        lanes = []
+                        for o, n_ in xk[q]:
+                            lanes += [o + i for i in range(n_)]
+                        for g8 in range(4):
+                            sel = ir.Constant(v8i32, list(range(8 * g8, 8 * g8 + 8)))
+                            v8 = b.shuffle_vector(vals_i8, ir.Constant(v32i8, None), sel)
+                            vf = b.sitofp(b.sext(v8, v8i32), v8f)
+                            kk = b.add(sb_k, C64(lanes[8 * g8]))
+                            s = splat(b, scale_at(b, n, wrow, kk, 0))
+                            z = splat(b, scale_at(b, n, wrow, kk, 1)) if has_zero else None
+                            wv = dequant(b, vf, s, z)
+                            for t in range(T):
+                                accs[t] = b.call(fma_v, [x_f32(b, xrows[t], kk), wv, accs[t]])
+            for t in range(T):
+                b.store(accs[t], acc_slots[t])
+        # tail: scalar decode of k in [k_tail, K)
+        for t in range(T):
+            b.store(ir.Constant(I32 if is_int else F32, 0 if is_int else 0.0), tail_slots[t])
+        if k_tail < K:
+            with for_range(b, k_tail, K, name="kt") as k:
+                code = dec.code(b, wrow, k)
+                if is_int:
+                    wv = dec.int_value(b, code)
+                    for t in range(T):
+                        xv = b.sext(b.load(b.gep(px, [b.add(xrows[t], k)], source_etype=I8), typ=I8), I32)
+                        b.store(b.add(b.load(tail_slots[t], typ=I32), b.mul(xv, wv)), tail_slots[t])
+                else:
+                    v = dec.f32_value(b, code)
+                    s = scale_at(b, n, wrow, k, 0)
+                    z = scale_at(b, n, wrow, k, 1) if has_zero else None
+                    wv = dequant(b, v, s, z)
+                    for t in range(T):
+                        xv = b.load(b.gep(px, [b.add(xrows[t], k)], source_etype=F32), typ=F32)
+                        b.store(b.call(fma_s, [xv, wv, b.load(tail_slots[t], typ=F32)]), tail_slots[t])
+        for t in range(T):
+            accv = b.load(acc_slots[t], typ=acc_t)
+            if is_int:
+                dot = b.add(b.call(red_i, [accv]), b.load(tail_slots[t], typ=I32))
+                if p.zero:
+                    mi = b.sub(b.add(m0, C64(t)), mchunk0)
+                    xs = b.load(b.gep(xsum_slot, [mi], source_etype=I32), typ=I32)
+                    dot = b.sub(dot, b.mul(C32(p.zero), xs))
+            else:
+                dot = b.fadd(b.call(red_f, [ir.Constant(F32, -0.0), accv]), b.load(tail_slots[t], typ=F32))
+            oidx = b.add(b.mul(b.add(m0, C64(t)), C64(N)), n)
+            _store_result(ctx, b, mm, ptrs, dot, oidx)
+
+    with for_range(b, 0, R, step=MCHUNK, name="mc") as mc:
+        mend = b.select(b.icmp_signed("<", b.add(mc, C64(MCHUNK)), C64(R)), b.add(mc, C64(MCHUNK)), C64(R))
+        if is_int and p.zero:
+            with for_range(b, mc, mend, name="xs") as m:
+                sl = _entry_alloca(b, I32)
+                b.store(C32(0), sl)
+                xrow = b.mul(m, C64(K))
+                with for_range(b, 0, k_tail, name="xk") as k:  # the tail decodes values directly
+                    xv = b.sext(b.load(b.gep(px, [b.add(xrow, k)], source_etype=I8), typ=I8), I32)
+                    b.store(b.add(b.load(sl, typ=I32), xv), sl)
+                b.store(b.load(sl, typ=I32), b.gep(xsum_slot, [b.sub(m, mc)], source_etype=I32))
+        with for_range(b, begin, end, name="n") as n:
+            wrow = _gep8(b, pw, b.mul(n, C64(row_bytes)))
+            full_end = b.sub(mend, C64(MTILE - 1))
+            mslot = _entry_alloca(b, I64)
+            b.store(mc, mslot)
+            # tiles of MTILE rows, then single rows
+            head = b.function.append_basic_block("t4.head")
+            body = b.function.append_basic_block("t4.body")
+            done = b.function.append_basic_block("t4.done")
+            b.branch(head)
+            b.position_at_end(head)
+            m0 = b.load(mslot, typ=I64)
+            b.cbranch(b.icmp_signed("<", m0, full_end), body, done)
+            b.position_at_end(body)
+            tile(b, m0, MTILE, n, wrow, mc)
+            b.store(b.add(m0, C64(MTILE)), mslot)
+            b.branch(head)
+            b.position_at_end(done)
+            with for_range(b, b.load(mslot, typ=I64), mend, name="m1") as m1:
+                tile(b, m1, 1, n, wrow, mc)
+    b.ret_void()
+    return KernelSpec(fn, N, 1)
