@@ -173,8 +173,9 @@ def _pack_nib(c, p, dt):
     if p.block == 2:
         return c[..., 0::2] | (c[..., 1::2] << 4)
     b = p.block // 2
-    blk = c.reshape(c.shape[:-1] + (-1, 2, b))
-    return (blk[..., 0, :] | (blk[..., 1, :] << 4)).reshape(c.shape[:-1] + (-1,))
+    nb = c.shape[-1] // (2 * b)
+    blk = c.reshape(c.shape[:-1] + (nb, 2, b))
+    return (blk[..., 0, :] | (blk[..., 1, :] << 4)).reshape(c.shape[:-1] + (nb * b,))
 
 
 def _unpack_nib(s, p, dt, k):
@@ -182,7 +183,7 @@ def _unpack_nib(s, p, dt, k):
     if p.block == 2:
         return np.stack([lo, hi], axis=-1).reshape(s.shape[:-1] + (k,))
     b = p.block // 2
-    shape = s.shape[:-1] + (-1, b)
+    shape = s.shape[:-1] + (s.shape[-1] // b, b)
     return np.stack([lo.reshape(shape), hi.reshape(shape)], axis=-2).reshape(s.shape[:-1] + (k,))
 
 
@@ -192,9 +193,10 @@ def _pack_crumb(c, p, dt):
     if p.block == 4:
         return c[..., 0::4] | (c[..., 1::4] << 2) | (c[..., 2::4] << 4) | (c[..., 3::4] << 6)
     b = p.block // 4
-    blk = c.reshape(c.shape[:-1] + (-1, 4, b))
+    nb = c.shape[-1] // (4 * b)
+    blk = c.reshape(c.shape[:-1] + (nb, 4, b))
     out = (blk[..., 0, :] << 6) | (blk[..., 1, :] << 4) | (blk[..., 2, :] << 2) | blk[..., 3, :]
-    return out.reshape(c.shape[:-1] + (-1,))
+    return out.reshape(c.shape[:-1] + (nb * b,))
 
 
 def _unpack_crumb(s, p, dt, k):
@@ -202,7 +204,7 @@ def _unpack_crumb(s, p, dt, k):
         parts = [(s >> np.uint8(2 * i)) & np.uint8(3) for i in range(4)]
         return np.stack(parts, axis=-1).reshape(s.shape[:-1] + (k,))
     b = p.block // 4
-    shape = s.shape[:-1] + (-1, b)
+    shape = s.shape[:-1] + (s.shape[-1] // b, b)
     parts = [((s >> np.uint8(6 - 2 * i)) & np.uint8(3)).reshape(shape) for i in range(4)]
     return np.stack(parts, axis=-2).reshape(s.shape[:-1] + (k,))
 
@@ -213,14 +215,15 @@ _POW3 = np.array([81, 27, 9, 3, 1], dtype=np.uint16)  # first trit most signific
 
 
 def _pack_trit5(c, p, dt):
-    blk = c.reshape(c.shape[:-1] + (-1, 5, 32)).astype(np.uint16)
+    nb = c.shape[-1] // 160
+    blk = c.reshape(c.shape[:-1] + (nb, 5, 32)).astype(np.uint16)
     q = (blk * _POW3[:, None]).sum(axis=-2)
     q = (q * 256 + 242) // 243  # ceiling division: trit n decodes as ((q * 3^n) mod 256) * 3 >> 8
-    return q.astype(np.uint8).reshape(c.shape[:-1] + (-1,))
+    return q.astype(np.uint8).reshape(c.shape[:-1] + (nb * 32,))
 
 
 def _unpack_trit5(s, p, dt, k):
-    shape = s.shape[:-1] + (-1, 32)
+    shape = s.shape[:-1] + (s.shape[-1] // 32, 32)
     b = s.reshape(shape).astype(np.uint16)
     trits = [(((b * int(3**n)) & 0xFF) * 3) >> 8 for n in range(5)]
     return np.stack(trits, axis=-2).astype(np.uint8).reshape(s.shape[:-1] + (k,))
@@ -331,7 +334,7 @@ class ScaledPacking:
         if self.zero:
             parts.append(_bytes_of(zero, self.scale, lead, nb))
         parts.append(codes.reshape(lead + (nb, self.base.block_bytes)))
-        return np.ascontiguousarray(np.concatenate(parts, axis=-1).reshape(lead + (-1,)))
+        return np.ascontiguousarray(np.concatenate(parts, axis=-1).reshape(lead + (nb * (self.header_bytes + self.base.block_bytes),)))
 
     def _split(self, storage: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
         storage = np.asarray(storage)
@@ -339,11 +342,12 @@ class ScaledPacking:
         if storage.shape != want or storage.dtype != np.uint8:
             raise LadderError(f"{self.name} storage of {list(shape)} is uint8{list(want)}, "
                               f"got {storage.dtype}{list(storage.shape)}")
-        return storage.reshape(storage.shape[:-1] + (self.blocks(shape[-1]), -1))
+        return storage.reshape(storage.shape[:-1] + (self.blocks(shape[-1]), self.header_bytes + self.base.block_bytes))
 
     def unpack(self, storage: np.ndarray, shape: tuple[int, ...], dt: DType) -> np.ndarray:
         blocks = self._split(storage, shape)
-        codes = np.ascontiguousarray(blocks[..., self.header_bytes:]).reshape(blocks.shape[:-2] + (-1,))
+        codes = np.ascontiguousarray(blocks[..., self.header_bytes:]).reshape(
+            blocks.shape[:-2] + (blocks.shape[-2] * self.base.block_bytes,))
         return self.base.unpack(codes, shape, dt)
 
     def unpack_scales(self, storage: np.ndarray, shape: tuple[int, ...]):

@@ -49,7 +49,7 @@ class Transpose(OpDef):
         return [x.with_shape(x.shape[p] for p in perm)]
 
     def compute(self, args, attrs, out, ins):
-        return [np.ascontiguousarray(np.transpose(args[0], attrs["perm"]))]
+        return [np.transpose(args[0], attrs["perm"]).copy(order="C")]  # (ascontiguousarray makes 0-d 1-d)
 
 
 @register
@@ -110,7 +110,7 @@ class Slice(OpDef):
         return [x.with_shape(len(range(*s.indices(d))) for s, d in zip(sl, x.shape))]
 
     def compute(self, args, attrs, out, ins):
-        return [np.ascontiguousarray(args[0][self.slices(ins[0], attrs)])]
+        return [np.array(args[0][self.slices(ins[0], attrs)], order="C")]
 
 
 @register

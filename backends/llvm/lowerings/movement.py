@@ -1,1 +1,682 @@
-"""Lowerings: movement ops."""
+"""Lowerings: movement ops (reshape, transpose, concat, slice, gather, cache_write) and the low-bit storage
+ops (unpack, pack of run-time tensors).
+
+Movement never looks at values: every kernel copies elements as raw bytes (an element is its storage's
+itemsize: 4 for f32/i32, 2 for f16/bf16/i16, 1 for every 8-bit and sub-byte type), so one generator serves
+every element type. All shapes are static; each op is first reduced to a canonical strided copy (size-1
+axes dropped, axes that stay adjacent merged, a contiguous innermost run turned into one wider "element"),
+and the kernel is specialised to that copy's constant sizes and byte strides.
+
+Unpack and pack are generated from a description of each packing (``_Layout``): how many bytes a block
+reads, how many codes each byte position holds, where code h of byte j sits in the row, how it is
+extracted, and the per-block header of the scaled layouts (``nib16+f16``).
+"""
+
+from __future__ import annotations
+
+import math
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Iterator, Sequence
+
+import numpy as np
+from llvmlite import ir
+
+from ladder.backends.llvm.codegen import (I8, I16, I64, PTR, VOID, KernelSpec, for_range, lowers,
+                                          report, storage_type)
+from ladder.errors import LadderError
+from ladder.packing import PACKINGS, from_codes
+from ladder.types import TensorType
+
+I1 = ir.IntType(1)
+TILE = 16  # transpose tiles are TILE x TILE elements (8 x 8 for elements wider than 4 bytes)
+
+
+# -- small IR helpers --------------------------------------------------------------------------------------
+
+def _c(v: int) -> ir.Constant:
+    return ir.Constant(I64, int(v))
+
+
+def _byte_at(b: ir.IRBuilder, ptr, off):
+    """ptr + off bytes."""
+    if isinstance(off, int):
+        if off == 0:
+            return ptr
+        off = _c(off)
+    return b.gep(ptr, [off], source_etype=I8)
+
+
+def _memcpy(ctx, b: ir.IRBuilder, dst, src, nbytes) -> None:
+    fn = ctx.declare("llvm.memcpy.p0.p0.i64", VOID, [PTR, PTR, I64, I1])
+    b.call(fn, [dst, src, _c(nbytes) if isinstance(nbytes, int) else nbytes, ir.Constant(I1, 0)])
+
+
+def _copy(ctx, b: ir.IRBuilder, dst, src, nbytes: int) -> None:
+    """Copy a constant number of bytes (one element or a contiguous run of them)."""
+    if nbytes <= 0:
+        return
+    if nbytes in (1, 2, 4, 8):
+        t = ir.IntType(8 * nbytes)
+        b.store(b.load(src, typ=t, align=1), dst, align=1)
+    else:
+        _memcpy(ctx, b, dst, src, nbytes)
+
+
+def _unravel(b: ir.IRBuilder, idx, dims: Sequence[int]) -> list:
+    """Row-major multi-index of ``idx`` over constant ``dims`` (division by constants)."""
+    out = []
+    for d in reversed(dims[1:]):
+        out.append(b.urem(idx, _c(d)))
+        idx = b.udiv(idx, _c(d))
+    out.append(idx)
+    return out[::-1] if dims else []
+
+
+def _dot(b: ir.IRBuilder, coords, strides: Sequence[int], base: int = 0):
+    acc = _c(base)
+    for c, s in zip(coords, strides):
+        if s:
+            acc = b.add(acc, b.mul(c, _c(s)))
+    return acc
+
+
+def _itemsize(t: TensorType) -> int:
+    return int(np.dtype(t.storage_np_dtype).itemsize)
+
+
+def _unpacked(op, types) -> None:
+    for t in types:
+        if t.layout:
+            raise LadderError(f"internal: {op.kind} of a packed tensor ({t}) reached the cpu backend")
+
+
+def _strides(shape: Sequence[int]) -> list[int]:
+    s, out = 1, []
+    for d in reversed(shape):
+        out.append(s)
+        s *= d
+    return out[::-1]
+
+
+@contextmanager
+def _items(b: ir.IRBuilder, begin, end, name: str = "item") -> Iterator[ir.Value]:
+    """``for_range(begin, end)`` over work items, marked ``llvm.loop.vectorize.enable = false``: the body
+    holds its own (vectorisable) loops; when LLVM fully unrolls those, vectorising the item loop across
+    strided rows costs seconds of compile time for nothing."""
+    fn = b.function
+    head, body, done = (fn.append_basic_block(f"{name}.{s}") for s in ("head", "body", "done"))
+    pre = b.block
+    b.branch(head)
+    b.position_at_end(head)
+    i = b.phi(I64, name)
+    i.add_incoming(begin, pre)
+    b.cbranch(b.icmp_signed("<", i, end), body, done)
+    b.position_at_end(body)
+    yield i
+    i.add_incoming(b.add(i, _c(1)), b.block)
+    back = b.branch(head)
+    back.set_metadata("llvm.loop", _no_vectorize_md(b.module))
+    b.position_at_end(done)
+
+
+def _no_vectorize_md(module: ir.Module):
+    """A fresh loop ID ``!{self, !{"llvm.loop.vectorize.enable", i1 false}}`` (a loop ID refers to itself;
+    llvmlite has no such node, so the placeholder operand is replaced after creation)."""
+    opt = module.add_metadata([ir.MetaDataString(module, "llvm.loop.vectorize.enable"), ir.Constant(I1, 0)])
+    node = module.add_metadata([ir.MetaDataString(module, f"ladder.loop.{len(module.metadata)}")])
+    node.operands = (node, opt)
+    return node
+
+
+def _min(b: ir.IRBuilder, x, y):
+    return b.select(b.icmp_signed("<", x, y), x, y)
+
+
+# -- strided copies: reshape, transpose, slice ------------------------------------------------------------
+
+COPY_CHUNK = 16384  # bytes per work item of a contiguous copy
+
+
+def _contiguous_copy(ctx, hint: str, nbytes: int, src_off: int = 0) -> KernelSpec:
+    """out[0:nbytes] = in[src_off:src_off + nbytes], split into chunks of COPY_CHUNK bytes."""
+    fn, b, (pin, pout), begin, end = ctx.kernel(hint, 2)
+    work = -(-nbytes // COPY_CHUNK) if nbytes > 0 else 0
+    if work:
+        lo = b.mul(begin, _c(COPY_CHUNK))
+        hi = _min(b, b.mul(end, _c(COPY_CHUNK)), _c(nbytes))
+        with _if(b, b.icmp_signed("<", lo, hi)):
+            _memcpy(ctx, b, _byte_at(b, pout, lo), _byte_at(b, _byte_at(b, pin, src_off), lo), b.sub(hi, lo))
+    b.ret_void()
+    return KernelSpec(fn, work)
+
+
+class _if:
+    """``with _if(b, cond):`` emits the body only when cond holds (a structured if without else)."""
+
+    def __init__(self, b: ir.IRBuilder, cond):
+        self.b, self.cond = b, cond
+
+    def __enter__(self):
+        fn = self.b.function
+        self.then = fn.append_basic_block("if.then")
+        self.done = fn.append_basic_block("if.done")
+        self.b.cbranch(self.cond, self.then, self.done)
+        self.b.position_at_end(self.then)
+
+    def __exit__(self, *exc):
+        if exc[0] is None:
+            self.b.branch(self.done)
+            self.b.position_at_end(self.done)
+        return False
+
+
+@dataclass
+class _Strided:
+    """out (contiguous, row-major over ``dims``, each element ``elem`` bytes) = in at byte offset
+    ``base + sum(i_k * strides[k])``. ``empty`` when the output has no elements."""
+
+    dims: list[int]
+    strides: list[int]
+    base: int
+    elem: int
+    empty: bool = False
+
+
+def _canonical(dims: Sequence[int], strides: Sequence[int], base: int, elem: int) -> _Strided:
+    if any(d == 0 for d in dims):
+        return _Strided([], [], base, elem, empty=True)
+    merged: list[list[int]] = []
+    for d, s in zip(dims, strides):
+        if d == 1:
+            continue
+        if merged and merged[-1][1] == s * d:  # the outer axis steps over exactly the inner one
+            merged[-1] = [merged[-1][0] * d, s]
+        else:
+            merged.append([d, s])
+    while merged and merged[-1][1] == elem:  # a contiguous innermost run: one wider element
+        elem *= merged.pop()[0]
+    return _Strided([d for d, _ in merged], [s for _, s in merged], base, elem)
+
+
+def _strided_copy(ctx, hint: str, sc: _Strided) -> KernelSpec:
+    if sc.empty:
+        fn, b, _, _, _ = ctx.kernel(hint, 2)
+        b.ret_void()
+        return KernelSpec(fn, 0)
+    if not sc.dims:
+        return _contiguous_copy(ctx, hint, sc.elem, sc.base)
+    j = next((k for k in range(len(sc.dims) - 1) if sc.strides[k] == sc.elem), None)
+    if j is not None:
+        return _tiled_copy(ctx, hint, sc, j)
+    return _row_copy(ctx, hint, sc)
+
+
+def _row_copy(ctx, hint: str, sc: _Strided) -> KernelSpec:
+    """One work item per output row (all axes but the last); the row is read with a constant stride."""
+    dims, E = sc.dims, sc.elem
+    outer, n, s = dims[:-1], dims[-1], sc.strides[-1]
+    fn, b, (pin, pout), begin, end = ctx.kernel(hint, 2)
+    with _items(b, begin, end, name="row") as row:
+        ibase = b.add(_dot(b, _unravel(b, row, outer), sc.strides[:-1]), _c(sc.base))
+        obase = b.mul(row, _c(n * E))
+        with for_range(b, 0, n, name="k") as k:
+            src = _byte_at(b, pin, b.add(ibase, b.mul(k, _c(s))))
+            _copy(ctx, b, _byte_at(b, pout, b.add(obase, b.mul(k, _c(E)))), src, E)
+    b.ret_void()
+    return KernelSpec(fn, math.prod(outer))
+
+
+def _tiled_copy(ctx, hint: str, sc: _Strided, j: int) -> KernelSpec:
+    """A transpose: output axis j reads the input contiguously, the last output axis writes the output
+    contiguously. Copy T x T tiles of (j, last) so that both sides stay in cache; a work item is one
+    T-wide band of axis j (for every index of the other axes)."""
+    dims, E, strides = sc.dims, sc.elem, sc.strides
+    r = len(dims)
+    l = r - 1
+    T = TILE if E <= 4 else 8  # (wider tiles thrash L1 sets when the input stride is a power of two)
+    ostr = [s * E for s in _strides(dims)]
+    outer = [k for k in range(r) if k not in (j, l)]
+    item_dims = [dims[k] for k in outer] + [-(-dims[j] // T)]
+    fn, b, (pin, pout), begin, end = ctx.kernel(hint, 2)
+    with _items(b, begin, end) as item:
+        co = _unravel(b, item, item_dims)
+        obase = _dot(b, co[:-1], [ostr[k] for k in outer])
+        ibase = b.add(_dot(b, co[:-1], [strides[k] for k in outer]), _c(sc.base))
+        jlo = b.mul(co[-1], _c(T))
+        jhi = _min(b, b.add(jlo, _c(T)), _c(dims[j]))
+        with for_range(b, 0, dims[l], step=T, name="lt") as lt:
+            lhi = _min(b, b.add(lt, _c(T)), _c(dims[l]))
+            with for_range(b, jlo, jhi, name="oj") as oj:
+                orow = b.add(obase, b.mul(oj, _c(ostr[j])))
+                irow = b.add(ibase, b.mul(oj, _c(E)))
+                with for_range(b, lt, lhi, name="ol") as ol:
+                    src = _byte_at(b, pin, b.add(irow, b.mul(ol, _c(strides[l]))))
+                    _copy(ctx, b, _byte_at(b, pout, b.add(orow, b.mul(ol, _c(E)))), src, E)
+    b.ret_void()
+    return KernelSpec(fn, math.prod(item_dims))
+
+
+@lowers("reshape")
+def lower_reshape(ctx, op, ins, outs):
+    _unpacked(op, list(ins) + list(outs))
+    return _contiguous_copy(ctx, f"reshape_{op.name}", outs[0].size * _itemsize(outs[0]))
+
+
+@lowers("transpose")
+def lower_transpose(ctx, op, ins, outs):
+    (x,), (y,) = ins, outs
+    _unpacked(op, [x, y])
+    perm = [int(p) for p in op.attr["perm"]]
+    E = _itemsize(x)
+    istr = [s * E for s in _strides(x.shape)]
+    sc = _canonical([x.shape[p] for p in perm], [istr[p] for p in perm], 0, E)
+    return _strided_copy(ctx, f"transpose_{op.name}", sc)
+
+
+def slice_plan(shape: Sequence[int], attrs) -> list[tuple[int, int, int]]:
+    """(start, step, count) per axis of ``x[start:end:step]``, exactly as Slice.slices + slice.indices."""
+    from ladder.ops import OPS
+    from ladder.types import DTYPES
+
+    sl = OPS["slice"].slices(TensorType(DTYPES["u8"], tuple(shape)), OPS["slice"].full_attrs(attrs))
+    out = []
+    for s, d in zip(sl, shape):
+        start, stop, step = s.indices(d)
+        out.append((start, step, len(range(start, stop, step))))
+    return out
+
+
+@lowers("slice")
+def lower_slice(ctx, op, ins, outs):
+    (x,), (y,) = ins, outs
+    _unpacked(op, [x, y])
+    E = _itemsize(x)
+    istr = [s * E for s in _strides(x.shape)]
+    plan = slice_plan(x.shape, op.attr)
+    assert tuple(c for _, _, c in plan) == y.shape
+    if y.size == 0:
+        base = 0
+    else:
+        base = sum(start * s for (start, _, _), s in zip(plan, istr))
+    sc = _canonical([c for _, _, c in plan], [st * s for (_, st, _), s in zip(plan, istr)], base, E)
+    return _strided_copy(ctx, f"slice_{op.name}", sc)
+
+
+# -- concat -----------------------------------------------------------------------------------------------
+
+@lowers("concat")
+def lower_concat(ctx, op, ins, outs):
+    (y,) = outs
+    _unpacked(op, list(ins) + [y])
+    axis = int(op.attr["axis"]) % y.rank
+    E = _itemsize(y)
+    outer = math.prod(y.shape[:axis])
+    inner = math.prod(y.shape[axis + 1:]) * E
+    rows = [t.shape[axis] * inner for t in ins]  # bytes of each operand per outer index
+    orow = sum(rows)
+    k = len(ins)
+    fn, b, ptrs, begin, end = ctx.kernel(f"concat_{op.name}", k + 1)
+    pout = ptrs[-1]
+    if orow:
+        with _items(b, begin, end) as item:
+            row, which = b.udiv(item, _c(k)), b.urem(item, _c(k))
+            done = fn.append_basic_block("case.done")
+            sw = b.switch(which, done)
+            off = 0
+            for i, nb in enumerate(rows):
+                if nb:
+                    blk = fn.append_basic_block(f"case{i}")
+                    sw.add_case(_c(i), blk)
+                    b.position_at_end(blk)
+                    dst = _byte_at(b, pout, b.add(b.mul(row, _c(orow)), _c(off)))
+                    _memcpy(ctx, b, dst, _byte_at(b, ptrs[i], b.mul(row, _c(nb))), nb)
+                    b.branch(done)
+                off += nb
+            b.position_at_end(done)
+    b.ret_void()
+    return KernelSpec(fn, outer * k if orow else 0)
+
+
+# -- gather and cache_write: run-time positions, checked ------------------------------------------------
+
+def _load_int(b: ir.IRBuilder, ptr, t: TensorType, index):
+    """Element ``index`` of an integer tensor, as i64 (u8 zero-extended, signed types sign-extended)."""
+    et = storage_type(t.dtype)
+    v = b.load(b.gep(ptr, [_c(index) if isinstance(index, int) else index], source_etype=et), typ=et)
+    return b.zext(v, I64) if t.dtype.kind == "uint" else b.sext(v, I64)
+
+
+@lowers("gather")
+def lower_gather(ctx, op, ins, outs):
+    (table, idx), (y,) = ins, outs
+    _unpacked(op, [table, idx, y])
+    axis = int(op.attr.get("axis", 0)) % table.rank
+    E = _itemsize(table)
+    P = math.prod(table.shape[:axis])
+    N = table.shape[axis]
+    QE = math.prod(table.shape[axis + 1:]) * E
+    nI = idx.size
+    fn, b, (pt, pi, py, pst), begin, end = ctx.kernel(f"gather_{op.name}", 3, status=True)
+    # one item per (outer index, index); with no outer elements the indices are still checked
+    work = max(P, 1) * nI
+    if work:
+        with _items(b, begin, end) as item:
+            p, i = b.udiv(item, _c(nI)), b.urem(item, _c(nI))
+            v = _load_int(b, pi, idx, i)
+            v = b.select(b.icmp_signed("<", v, _c(0)), b.add(v, _c(N)), v)
+            ok = b.icmp_unsigned("<", v, _c(N))  # 0 <= v < N
+            with b.if_else(ok) as (then, other):
+                with then:
+                    if P and QE:
+                        src = _byte_at(b, pt, b.mul(b.add(b.mul(p, _c(N)), v), _c(QE)))
+                        _copy(ctx, b, _byte_at(b, py, b.mul(item, _c(QE))), src, QE)
+                with other:
+                    report(b, pst, 1)
+    b.ret_void()
+    return KernelSpec(fn, work, errors={1: f"an index is out of range for axis {axis} of size {N}"})
+
+
+@lowers("cache_write")
+def lower_cache_write(ctx, op, ins, outs):
+    (cache, new, pos), (y,) = ins, outs
+    _unpacked(op, [cache, new, pos, y])
+    axis = int(op.attr.get("axis", -2)) % cache.rank
+    E = _itemsize(cache)
+    P = math.prod(cache.shape[:axis])
+    cap, n = cache.shape[axis], new.shape[axis]
+    QE = math.prod(cache.shape[axis + 1:]) * E
+    fn, b, (pc, pn, pp, py, pst), begin, end = ctx.kernel(f"cache_write_{op.name}", 4, status=True)
+    work = max(P, 1)  # the position is checked even when the cache has no elements
+    with _items(b, begin, end, name="p") as p:
+        at = _load_int(b, pp, pos, 0)
+        ok = b.and_(b.icmp_signed(">=", at, _c(0)), b.icmp_signed("<=", b.add(at, _c(n)), _c(cap)))
+        with b.if_else(ok) as (then, other):
+            with then:
+                if P and QE:
+                    row_c = b.mul(p, _c(cap * QE))
+                    head = b.mul(at, _c(QE))  # bytes before the new rows
+                    tail = b.add(head, _c(n * QE))
+                    out_row, cache_row = _byte_at(b, py, row_c), _byte_at(b, pc, row_c)
+                    _memcpy(ctx, b, out_row, cache_row, head)
+                    if n:
+                        _memcpy(ctx, b, _byte_at(b, out_row, head), _byte_at(b, pn, b.mul(p, _c(n * QE))),
+                                n * QE)
+                    _memcpy(ctx, b, _byte_at(b, out_row, tail), _byte_at(b, cache_row, tail),
+                            b.sub(_c(cap * QE), tail))
+            with other:
+                report(b, pst, 1)
+    b.ret_void()
+    return KernelSpec(fn, work, errors={1: f"writing {n} positions overflows the cache of {cap} "
+                                           f"(the position is negative or past {cap - n})"})
+
+
+# -- unpack and pack: generated from a description of each packing ----------------------------------------
+
+INTERLEAVED_RUN = 256  # bytes per work item for the in-order layouts (nib, crumb, bit, planes)
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """A packed row of K codes as ``nb`` blocks. Block ``blk`` starts at byte ``blk * S`` of the row, has
+    ``hdr`` header bytes (its scale, zero) and then ``B`` byte positions (per plane: plane p of position j
+    is at ``j + p * plane_stride``); position j holds ``H`` codes, code h being the row's code
+    ``blk * C + (j + h * B if split else j * H + h)``."""
+
+    kind: str  # nib nibB crumb crumbB bit trit5 planes
+    B: int
+    H: int
+    split: bool
+    S: int
+    hdr: int
+    planes: int
+    plane_stride: int
+    nb: int
+    K: int
+    R: int
+    pad: int  # the (final, stored) code of padding positions
+
+    @property
+    def C(self) -> int:
+        return self.B * self.H
+
+    def pos(self, j: int, h: int) -> int:
+        return j + h * self.B if self.split else j * self.H + h
+
+    def last(self) -> tuple[list[int], int]:
+        """For the last block: how many byte positions j hold a real (not padding) code h, for each h, and
+        how many byte positions the block stores."""
+        rem = self.K - (self.nb - 1) * self.C
+        if self.split:  # a split block is stored whole (its tail is padding)
+            return [max(0, min(self.B, rem - h * self.B)) for h in range(self.H)], self.B
+        cnt = [max(0, min(self.B, -(-(rem - h) // self.H))) for h in range(self.H)]
+        return cnt, (self.B if self.hdr else -(-rem // self.H))
+
+
+def _layout(t: TensorType) -> _Layout:
+    p = t.packing
+    K = t.shape[-1]
+    R = p.row_bytes(K, t.dtype)
+    scaled = hasattr(p, "base")
+    base = p.base if scaled else p
+    if base.name not in PACKINGS or PACKINGS[base.name] != base:
+        raise LadderError(f"internal: the cpu backend does not know packing {p.name}")
+    name = base.name
+    kind = name if name in ("nib", "crumb", "bit", "trit5", "planes") else name.rstrip("0123456789") + "B"
+    H = base.block // base.block_bytes
+    split = base.block_bytes > 1
+    planes = t.dtype.bits if base.planes else 1
+    hdr = p.header_bytes if scaled else 0
+    if scaled or split:
+        B, S = base.block_bytes, hdr + base.block_bytes
+        assert B * H == base.block
+    else:  # codes run in order along the row: take runs of INTERLEAVED_RUN byte positions as blocks
+        B = max(1, min(INTERLEAVED_RUN, -(-K // H)))
+        S = B
+    nb = -(-K // (B * H)) if K else 0
+    pad = base._pad(t.dtype)
+    lay = _Layout(kind, B, H, split, S, hdr, planes, R // planes if planes > 1 else 0, nb, K, R, pad)
+    if K:  # the description covers the row exactly
+        last_cnt, last_jb = lay.last()
+        assert sum(last_cnt) == K - (nb - 1) * B * H
+        assert (nb - 1) * S + hdr + last_jb + (planes - 1) * lay.plane_stride == R
+    return lay
+
+
+def _code_map(dt) -> tuple[int, int] | np.ndarray:
+    """How a code becomes the byte numpy holds for the value (from_codes): (a, c) when the byte is
+    a * code + c (mod 256), else the table."""
+    codes = np.arange(2 ** dt.bits, dtype=np.uint8)
+    table = np.asarray(from_codes(codes, dt)).view(np.uint8).astype(np.int64)
+    a = int(table[1] - table[0]) % 256 if len(table) > 1 else 1
+    c = int(table[0])
+    if all((a * k + c) % 256 == v for k, v in enumerate(table)):
+        return a, c
+    return table
+
+
+def _decode_code(b: ir.IRBuilder, lay: _Layout, dt, h: int, bytes_):
+    """Code h of a byte position (i8) from its loaded byte(s)."""
+    x = bytes_[0]
+    k = lay.kind
+
+    def field(shift, mask):
+        return b.and_(b.lshr(x, ir.Constant(I8, shift)), ir.Constant(I8, mask))
+
+    if k in ("nib", "nibB"):
+        return field(4 * h, 15)
+    if k == "crumb":
+        return field(2 * h, 3)
+    if k == "crumbB":
+        return field(6 - 2 * h, 3)
+    if k == "bit":
+        return field(h, 1)
+    if k == "trit5":
+        w = b.and_(b.mul(b.zext(x, I16), ir.Constant(I16, 3 ** h)), ir.Constant(I16, 255))
+        return b.trunc(b.lshr(b.mul(w, ir.Constant(I16, 3)), ir.Constant(I16, 8)), I8)
+    if k == "planes":
+        code = ir.Constant(I8, 0)
+        for p, y in enumerate(bytes_):
+            bit = b.and_(b.lshr(y, ir.Constant(I8, h)), ir.Constant(I8, 1))
+            code = b.or_(code, b.shl(bit, ir.Constant(I8, p)) if p else bit)
+        if dt.kind == "int":  # offset-binary -> two's complement code
+            code = b.xor(code, ir.Constant(I8, 1 << (dt.bits - 1)))
+        return code
+    raise LadderError(f"internal: no decode for {k}")
+
+
+def _value_byte(ctx, b: ir.IRBuilder, dt, code):
+    m = _code_map(dt)
+    if isinstance(m, tuple):
+        a, c = m
+        v = code if a == 1 else b.mul(code, ir.Constant(I8, a))
+        return v if c == 0 else b.add(v, ir.Constant(I8, c))
+    gname = f"ladder.codes.{dt.name}"
+    g = ctx.module.globals.get(gname)
+    if g is None:
+        arr_t = ir.ArrayType(I8, 256)
+        full = [int(m[i]) if i < len(m) else 0 for i in range(256)]
+        g = ir.GlobalVariable(ctx.module, arr_t, gname)
+        g.global_constant, g.linkage, g.initializer = True, "internal", ir.Constant(arr_t, full)
+    return b.load(b.gep(g, [_c(0), b.zext(code, I64)], source_etype=g.value_type), typ=I8)
+
+
+def _blocks_kernel(ctx, hint: str, n_ptrs: int, lay: _Layout, rows: int, emit_block) -> KernelSpec:
+    """Work item = (row, block); ``emit_block(b, ptrs, row, blk, counts, jb)`` emits one block's code for
+    the given per-h counts of real positions and stored byte positions (constants)."""
+    fn, b, ptrs, begin, end = ctx.kernel(hint, n_ptrs)
+    work = rows * lay.nb
+    if work:
+        with _items(b, begin, end) as item:
+            row, blk = b.udiv(item, _c(lay.nb)), b.urem(item, _c(lay.nb))
+            last_cnt, last_jb = lay.last()
+            if lay.nb > 1:
+                with b.if_else(b.icmp_unsigned("<", blk, _c(lay.nb - 1))) as (full, last):
+                    with full:
+                        emit_block(b, ptrs, row, blk, [lay.B] * lay.H, lay.B)
+                    with last:
+                        emit_block(b, ptrs, row, blk, last_cnt, last_jb)
+            else:
+                emit_block(b, ptrs, row, blk, last_cnt, last_jb)
+    b.ret_void()
+    return KernelSpec(fn, work)
+
+
+@lowers("unpack")
+def lower_unpack(ctx, op, ins, outs):
+    (x,), (y,) = ins, outs
+    lay, dt = _layout(x), x.dtype
+    assert _itemsize(y) == 1
+    rows = math.prod(x.shape[:-1])
+
+    def emit_block(b, ptrs, row, blk, cnt, jb):
+        pin, pout = ptrs
+        ib = _byte_at(b, pin, b.add(b.mul(row, _c(lay.R)), b.add(b.mul(blk, _c(lay.S)), _c(lay.hdr))))
+        ob = _byte_at(b, pout, b.add(b.mul(row, _c(lay.K)), b.mul(blk, _c(lay.C))))
+
+        def body(j, hs):
+            bytes_ = [b.load(_byte_at(b, ib, b.add(j, _c(p * lay.plane_stride))), typ=I8)
+                      for p in range(lay.planes)]
+            for h in hs:
+                v = _value_byte(ctx, b, dt, _decode_code(b, lay, dt, h, bytes_))
+                at = b.add(j, _c(h * lay.B)) if lay.split else b.add(b.mul(j, _c(lay.H)), _c(h))
+                b.store(v, _byte_at(b, ob, at))
+
+        jall = min(cnt)
+        if jall:
+            with for_range(b, 0, jall, name="j") as j:
+                body(j, range(lay.H))
+        for h in range(lay.H):
+            if cnt[h] > jall:
+                with for_range(b, jall, cnt[h], name=f"j{h}") as j:
+                    body(j, [h])
+
+    return _blocks_kernel(ctx, f"unpack_{op.name}", 2, lay, rows, emit_block)
+
+
+def _value_code(b: ir.IRBuilder, dt, v):
+    """The byte numpy holds for a value -> its code (ladder.packing.to_codes)."""
+    if dt.kind == "table":
+        return v
+    if dt.kind == "ternary":
+        return b.add(v, ir.Constant(I8, 1))
+    if dt.kind == "binary":
+        return b.ashr(b.add(v, ir.Constant(I8, 1)), ir.Constant(I8, 1))
+    if dt.name == "fp4":
+        return b.and_(v, ir.Constant(I8, 15))
+    if dt.kind in ("int", "uint"):
+        return b.and_(v, ir.Constant(I8, (1 << dt.bits) - 1))
+    raise LadderError(f"internal: {dt} has no packable codes")
+
+
+def _encode_bytes(b: ir.IRBuilder, lay: _Layout, codes) -> list:
+    """The H codes of a byte position -> its stored byte(s) (one per plane)."""
+    k = lay.kind
+
+    def sh(c, n):
+        return b.shl(c, ir.Constant(I8, n)) if n else c
+
+    def orall(vs):
+        acc = vs[0]
+        for v in vs[1:]:
+            acc = b.or_(acc, v)
+        return acc
+
+    if k in ("nib", "nibB"):
+        return [orall([sh(c, 4 * h) for h, c in enumerate(codes)])]
+    if k == "crumb":
+        return [orall([sh(c, 2 * h) for h, c in enumerate(codes)])]
+    if k == "crumbB":
+        return [orall([sh(c, 6 - 2 * h) for h, c in enumerate(codes)])]
+    if k == "bit":
+        return [orall([sh(b.zext(b.icmp_unsigned("!=", c, ir.Constant(I8, 0)), I8), h)
+                       for h, c in enumerate(codes)])]
+    if k == "trit5":
+        q = ir.Constant(I16, 0)
+        for h, c in enumerate(codes):
+            q = b.add(q, b.mul(b.zext(c, I16), ir.Constant(I16, 3 ** (4 - h))))
+        q = b.udiv(b.add(b.mul(q, ir.Constant(I16, 256)), ir.Constant(I16, 242)), ir.Constant(I16, 243))
+        return [b.trunc(q, I8)]
+    if k == "planes":
+        return [orall([sh(b.and_(b.lshr(c, ir.Constant(I8, p)), ir.Constant(I8, 1)), h)
+                       for h, c in enumerate(codes)]) for p in range(lay.planes)]
+    raise LadderError(f"internal: no encode for {k}")
+
+
+@lowers("pack")
+def lower_pack(ctx, op, ins, outs):
+    x, (y,) = ins[0], outs
+    if x.layout:
+        raise LadderError(f"internal: pack of a packed tensor ({x}) reached the cpu backend")
+    lay, dt = _layout(y), x.dtype
+    assert _itemsize(x) == 1
+    rows = math.prod(y.shape[:-1])
+    n_scales = len(ins) - 1
+    sb = y.packing.scale.bits // 8 if n_scales else 0
+
+    def emit_block(b, ptrs, row, blk, cnt, jb):
+        pin, pout = ptrs[0], ptrs[-1]
+        rb = b.add(b.mul(row, _c(lay.R)), b.mul(blk, _c(lay.S)))
+        for s in range(n_scales):  # the block's scale (and zero), as raw bytes
+            src = _byte_at(b, ptrs[1 + s], b.mul(b.add(b.mul(row, _c(lay.nb)), blk), _c(sb)))
+            _copy(ctx, b, _byte_at(b, pout, b.add(rb, _c(s * sb))), src, sb)
+        ob = _byte_at(b, pout, b.add(rb, _c(lay.hdr)))
+        ib = _byte_at(b, pin, b.add(b.mul(row, _c(lay.K)), b.mul(blk, _c(lay.C))))
+        # byte positions in runs where each code h is either real or padding throughout (no selects)
+        cuts = sorted({0, jb} | {min(max(c, 0), jb) for c in cnt})
+        for lo, hi in zip(cuts, cuts[1:]):
+            with for_range(b, lo, hi, name="j") as j:
+                codes = []
+                for h in range(lay.H):
+                    if cnt[h] < hi:  # (then cnt[h] <= lo) a padding position
+                        codes.append(ir.Constant(I8, lay.pad))
+                        continue
+                    at = b.add(j, _c(h * lay.B)) if lay.split else b.add(b.mul(j, _c(lay.H)), _c(h))
+                    c = _value_code(b, dt, b.load(_byte_at(b, ib, at), typ=I8))
+                    if lay.kind == "planes" and dt.kind == "int":
+                        c = b.xor(c, ir.Constant(I8, 1 << (dt.bits - 1)))
+                    codes.append(c)
+                for p, v in enumerate(_encode_bytes(b, lay, codes)):
+                    b.store(v, _byte_at(b, ob, b.add(j, _c(p * lay.plane_stride))))
+
+    return _blocks_kernel(ctx, f"pack_{op.name}", len(ins) + 1, lay, rows, emit_block)
