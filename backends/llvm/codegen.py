@@ -216,11 +216,11 @@ def from_f32(b: ir.IRBuilder, v: ir.Value, dt: DType) -> ir.Value:
         return f32_to_half(b, v)
     if dt.name == "bf16":
         bits = b.bitcast(v, I32)
-        # round to nearest even on the upper 16 bits; NaN stays NaN (quiet bit set)
+        # round to nearest even on the upper 16 bits; a NaN becomes sign | 0x7fc0, as ml_dtypes does
         lsb = b.and_(b.lshr(bits, ir.Constant(I32, 16)), ir.Constant(I32, 1))
         rounded = b.add(bits, b.add(ir.Constant(I32, 0x7FFF), lsb))
         is_nan = b.fcmp_unordered("uno", v, v)
-        nan = b.or_(bits, ir.Constant(I32, 0x00400000))
+        nan = b.or_(b.and_(bits, ir.Constant(I32, -0x80000000)), ir.Constant(I32, 0x7FC00000))  # as ml_dtypes
         return b.trunc(b.lshr(b.select(is_nan, nan, rounded), ir.Constant(I32, 16)), I16)
     raise LadderError(f"internal: no f32 -> {dt} conversion in the LLVM backend")
 
