@@ -84,6 +84,23 @@ def main(size: str = "tiny", seed: int = 0, tokens: int = 8, out: TextIO | None 
     checks.append((f"{pipeline}: {len(decode)} -> {len(compiled[1])} ops, {fused} ternary matmuls fused into "
                    f"qmatmul_i8 over packed weights; every generated token unchanged", ids == ids_opt))
 
+    from .compile import compile as compile_module
+
+    t0 = time.perf_counter()
+    native = {id(g): compile_module(g, "cpu", w) for g in (prefill, decode)}
+    t_compile = time.perf_counter() - t0
+    cpu = lambda g, inputs: native[id(g)](inputs)  # noqa: E731
+    ids_cpu, t_prefill_cpu, t_decode_cpu = generate(cfg, prefill, decode, prompt, tokens, cpu)
+    first = dict(tokens=np.array(prompt, np.int32), pos=np.arange(len(prompt), dtype=np.int32),
+                 start=np.array([0], np.int32), kv_len=np.array([len(prompt)], np.int32),
+                 **{f"{kv}_cache{i}": np.zeros((cfg.kv_heads, cfg.context, cfg.head_dim), np.float32)
+                    for i in range(cfg.layers) for kv in "kv"})
+    logits_ref = ref(prefill, first)["logits"]
+    diff = float(np.max(np.abs(native[id(prefill)](first)["logits"] - logits_ref)) / float(np.max(np.abs(logits_ref))))
+    checks.append((f"cpu (LLVM, {native[id(decode)]._backend.target.cpu_name}, compiled in {t_compile:.1f} s): "
+                   f"same tokens as the reference; prefill logits within {diff:.1e} (relative)",
+                   ids_cpu == ids and diff < 1e-4))
+
     for what, ok in checks:
         print(f"  [{'ok' if ok else 'FAILED'}] {what}", file=out)
     print(f"  prompt {prompt} -> generated {ids}", file=out)
@@ -91,6 +108,9 @@ def main(size: str = "tiny", seed: int = 0, tokens: int = 8, out: TextIO | None 
         ("target", "prefill tok/s", "decode tok/s", "note"),
         ("ref (numpy interpreter)", f"{len(prompt) / t_prefill:.1f}",
          f"{(tokens - 1) / t_decode:.1f}" if tokens > 1 else "-", "the reference every backend is checked against"),
+        ("cpu (LLVM native code)", f"{len(prompt) / t_prefill_cpu:.1f}",
+         f"{(tokens - 1) / t_decode_cpu:.1f}" if tokens > 1 else "-",
+         f"{native[id(decode)]._backend.threads} threads"),
     ]
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
     for r in rows:

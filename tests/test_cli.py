@@ -530,12 +530,13 @@ def test_demo_in_process(capsys):
     assert code == 0, out + err
     assert "size 'tiny'" in out
     assert "FAILED" not in out
-    assert out.count("[ok]") == 2
+    assert out.count("[ok]") == 3  # round trip, default pipeline, native cpu code agreeing with the reference
     assert "generated [" in out
     lines = out.splitlines()
     header = next(l for l in lines if "prefill tok/s" in l)
     assert "decode tok/s" in header and "target" in header
     assert any(l.strip().startswith("ref (numpy interpreter)") for l in lines)
+    assert any(l.strip().startswith("cpu (LLVM native code)") for l in lines)
 
 
 def test_demo_is_deterministic(capsys):
