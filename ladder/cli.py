@@ -188,8 +188,8 @@ def cmd_compile(args) -> int:
         w = weights_mod.load(args.weights)
     elif args.random_weights is not None:
         w = weights_mod.random(g, args.random_weights)
-    module = compile_graph(g, target, w, cache=False)
-    files = module._backend.write(args.output, args.emit)
+    module = compile_graph(g, target, w, cache=False, jit=False)
+    files = module.write(args.output, args.emit)
     print("wrote " + ", ".join(str(f) for f in files))
     return 0
 

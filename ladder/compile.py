@@ -28,7 +28,8 @@ BACKENDS = {"cpu": "ladder.backends.llvm.compiler"}
 class CompiledModule:
     """What ``ladder.compile`` returns, whatever the target."""
 
-    def __init__(self, graph: Graph, target: str, weights, pipeline: str | None, threads: int | None, cache):
+    def __init__(self, graph: Graph, target: str, weights, pipeline: str | None, threads: int | None, cache,
+                 jit: bool = True):
         self.target = target
         kind = target.split(":")[0]
         if kind == "ref":
@@ -48,7 +49,7 @@ class CompiledModule:
             backend = importlib.import_module(BACKENDS[kind])
             cache_dir = default_cache_dir() if cache is True else (cache or None)
             self._backend = backend.compile_graph(self.graph, weights, target, pipeline="", threads=threads,
-                                                  cache_dir=cache_dir)
+                                                  cache_dir=cache_dir, jit=jit)
 
     def __call__(self, inputs=(), *, threads: int | None = None) -> dict[str, np.ndarray]:
         if self._backend is None:
@@ -63,6 +64,12 @@ class CompiledModule:
             if snap.label == pass_name or snap.label.split("{")[0] == pass_name:
                 return snap.graph
         raise LadderError(f"no pass '{pass_name}' in the pipeline '{self.pipeline}'")
+
+    def write(self, path, emit: str = "so"):
+        """Write the module ahead of time (cpu targets): see ladder.backends.llvm.compiler.CompiledGraph.write."""
+        if self._backend is None:
+            raise LadderError(f"target {self.target} has nothing to write ahead of time")
+        return self._backend.write(path, emit)
 
     def source(self, kind: str = "llvm") -> str:
         """The module's LLVM IR ('llvm') or assembly ('asm'); the graph's .lir text for the ref target."""
@@ -93,8 +100,9 @@ def default_cache_dir() -> Path:
 
 def compile(graph: Graph, target: str = "cpu", weights: Mapping[str, np.ndarray] | None = None, *,
             pipeline: str | None = None, threads: int | None = None,
-            cache: bool | str | os.PathLike = True) -> CompiledModule:
+            cache: bool | str | os.PathLike = True, jit: bool = True) -> CompiledModule:
     """Compile ``graph`` for ``target`` with ``weights`` (by param name). ``pipeline`` defaults to the
     target's default passes, none of which changes what the graph computes. ``cache``: keep compiled
-    machine code on disk (True: in the user's cache folder; a path: there; False: not at all)."""
-    return CompiledModule(graph, target, weights, pipeline, threads, cache)
+    machine code on disk (True: in the user's cache folder; a path: there; False: not at all). ``jit=False``:
+    build for writing ahead of time only (``module.write``), for any cpu level."""
+    return CompiledModule(graph, target, weights, pipeline, threads, cache, jit)

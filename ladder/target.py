@@ -55,6 +55,14 @@ class Target:
     def __str__(self) -> str:
         return self.name
 
+    def features(self) -> set[str]:
+        """The LLVM features this target's code may use ('avx2', 'fma', ...)."""
+        return {f[1:] for f in self.cpu_features.split(",") if f.startswith("+")}
+
+    def runs_here(self) -> list[str]:
+        """Features this target's code needs that the host CPU lacks (empty: its code runs on this machine)."""
+        return sorted(self.features() - host_target().features())
+
 
 def _cpu_packings(vector_bytes: int) -> tuple[tuple[str, tuple[str, ...]], ...]:
     # Blocks as wide as a vector register: one load decodes a whole block with shifts and masks.

@@ -60,3 +60,19 @@ def test_compile_refuses_the_ref_target(tmp_path, capsys):
     src.write_text(GRAPH)
     assert main(["compile", str(src), "--target", "ref", "-o", str(tmp_path / "x.so")]) == 1
     assert "cpu target" in capsys.readouterr().err
+
+
+def test_foreign_cpu_level_compiles_ahead_of_time_but_does_not_run_here(tmp_path):
+    from ladder.target import get_target
+
+    g = ladder.parse(GRAPH)
+    lacking = get_target("cpu:avx512").runs_here()
+    if lacking:  # this machine has no AVX-512: running the code would be an illegal instruction
+        with pytest.raises(ladder.LadderError, match="cannot run code for cpu:avx512"):
+            ladder.compile(g, "cpu:avx512")
+    out = tmp_path / "g.s"
+    assert main(["compile", str(tmp_path / "missing.lir"), "-o", str(out)]) == 1
+    src = tmp_path / "g.lir"
+    src.write_text(GRAPH)
+    assert main(["compile", str(src), "--cpu", "avx512", "--emit", "asm", "-o", str(out)]) == 0
+    assert "zmm" in out.read_text() or "ymm" in out.read_text()

@@ -80,8 +80,13 @@ class _Step:
 
 class CompiledGraph:
     def __init__(self, graph: Graph, weights: Mapping[str, np.ndarray] | None, target: Target,
-                 pipeline: str | None, threads: int | None, cache_dir=None):
+                 pipeline: str | None, threads: int | None, cache_dir=None, jit: bool = True):
         self.target = target
+        lacking = target.runs_here() if jit else []
+        if lacking:
+            raise LadderError(f"this machine's CPU ({get_target('cpu').cpu_name}) cannot run code for {target.name}: "
+                              f"it lacks {', '.join(lacking)}; compile it ahead of time instead "
+                              f"(ladder compile --target {target.name} --emit obj|so)")
         self.threads = threads or default_threads()
         self.graph = PassManager(default_pipeline(target.name) if pipeline is None else pipeline).run(graph)
         session = Session(self.graph, weights)
@@ -117,14 +122,16 @@ class CompiledGraph:
         self.use_gomp = gomp_available()
         self._emit_entry(ctx)
         self.ir_text = str(ctx.module)
-        self.module = Module.compile(self.ir_text, target, cache_dir)
+        self.module = Module.compile(self.ir_text, target, cache_dir, jit=jit)
+        self._weight_ptrs = _pointer_array(self.weights)
+        self._lock = threading.Lock()  # one arena: calls from several Python threads take turns
+        if not jit:
+            return
         self.entry = self.module.function(ENTRY, ctypes.CFUNCTYPE(None, *([ctypes.c_void_p] * 5), ctypes.c_int32))
         for s in self.steps:
             n = len(s.op.operands) + len(s.op.results) + (1 if s.spec.has_status else 0)
             s.fn = self.module.function(s.spec.fn.name, ctypes.CFUNCTYPE(None, *([ctypes.c_void_p] * n),
                                                                          ctypes.c_int64, ctypes.c_int64))
-        self._weight_ptrs = _pointer_array(self.weights)
-        self._lock = threading.Lock()  # one arena: calls from several Python threads take turns
 
     # -- code ------------------------------------------------------------------------------------------
     def _emit_entry(self, ctx: KernelContext) -> None:
@@ -310,6 +317,8 @@ def _pointer_array(arrays) -> np.ndarray:
 
 
 def compile_graph(graph: Graph, weights: Mapping[str, np.ndarray] | None = None, target: str | Target = "cpu",
-                  pipeline: str | None = None, threads: int | None = None, cache_dir=None) -> CompiledGraph:
-    """``cache_dir``: where compiled machine code is kept between runs (None: not kept)."""
-    return CompiledGraph(graph, weights, get_target(target), pipeline, threads, cache_dir)
+                  pipeline: str | None = None, threads: int | None = None, cache_dir=None,
+                  jit: bool = True) -> CompiledGraph:
+    """``cache_dir``: where compiled machine code is kept between runs (None: not kept). ``jit=False``
+    builds the module for writing ahead of time only (any cpu level, not necessarily this machine's)."""
+    return CompiledGraph(graph, weights, get_target(target), pipeline, threads, cache_dir, jit)

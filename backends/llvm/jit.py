@@ -65,10 +65,12 @@ class Module:
     from_cache: bool = False
 
     @staticmethod
-    def compile(ir_text: str, target: Target, cache_dir: str | os.PathLike | None = None) -> "Module":
+    def compile(ir_text: str, target: Target, cache_dir: str | os.PathLike | None = None,
+                jit: bool = True) -> "Module":
         """Parse, optimise and JIT ``ir_text``. With ``cache_dir``, the machine code is kept on disk keyed by
         a hash of the IR, the target and the ladder and llvmlite versions, and reused (no optimisation or
-        code generation) when the same module is compiled again."""
+        code generation) when the same module is compiled again. Without ``jit`` the module is only optimised
+        (for writing it ahead of time, possibly for a CPU other than this one)."""
         _init()
         try:
             mod = llvm.parse_assembly(ir_text)
@@ -78,6 +80,9 @@ class Module:
         tm = target_machine(target)
         mod.triple = tm.triple
         mod.data_layout = str(tm.target_data)
+        if not jit:
+            optimise(mod, tm)
+            return Module(target, tm, mod, None)
         cache = ObjectCache(cache_dir, ir_text, target) if cache_dir is not None else None
         cached = cache.load() if cache is not None else None
         if cached is None:
@@ -91,6 +96,8 @@ class Module:
         return Module(target, tm, mod, engine, from_cache=cached is not None)
 
     def function(self, name: str, ctype) -> "Function":
+        if self.engine is None:
+            raise LadderError("this module was compiled ahead of time only; it cannot run here")
         addr = self.engine.get_function_address(name)
         if not addr:
             raise LadderError(f"internal: no function '{name}' in the compiled module")
