@@ -18,7 +18,6 @@ import pytest
 import ladder
 from ladder.backends.llvm.compiler import compile_graph
 from ladder.backends.llvm.lowerings import movement
-from ladder.backends.llvm.runtime import parallel_rows
 from ladder.builder import Builder
 from ladder.errors import RuntimeFailure
 from ladder.interpreter import bind_inputs
@@ -58,6 +57,14 @@ def _bytes(a: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(a).reshape(-1).view(np.uint8)
 
 
+def call_in_parts(fn, ptrs, work: int, parts: int, grain: int) -> None:
+    """Call a kernel over [0, work) in ``parts`` ranges (split points multiples of ``grain``), as threads would."""
+    chunk = -(-max(work, 1) // parts)
+    chunk = -(-chunk // grain) * grain
+    for lo in range(0, work, chunk):
+        fn(*ptrs, lo, min(work, lo + chunk))
+
+
 def guarded_run(cg, inputs, threads: int, where: str) -> dict[str, np.ndarray]:
     """CompiledGraph.run with guard pages around operands and canaries around results."""
     env = dict(zip(cg.weight_names, cg.weights))
@@ -73,7 +80,7 @@ def guarded_run(cg, inputs, threads: int, where: str) -> dict[str, np.ndarray]:
             outs.append(buf[CANARY:CANARY + n].view(dt).reshape(shape))
         status = np.zeros(1, np.int64) if s.spec.has_status else None
         ptrs = [a.ctypes.data for a in args + outs] + ([status.ctypes.data] if status is not None else [])
-        parallel_rows(s.fn, ptrs, s.spec.work, threads, s.spec.grain)
+        call_in_parts(s.fn, ptrs, s.spec.work, threads, s.spec.grain)
         for buf in bufs:
             assert np.all(buf[:CANARY] == 0xA5) and np.all(buf[-CANARY:] == 0xA5), \
                 f"{s.op.describe()} wrote outside its result"

@@ -19,7 +19,6 @@ outside its buffers.
 
 from __future__ import annotations
 
-import math
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Callable, Iterator, Sequence
@@ -115,8 +114,12 @@ def report(b: ir.IRBuilder, status_ptr, code: int) -> None:
 
 
 @contextmanager
-def for_range(b: ir.IRBuilder, start, stop, step: int = 1, name: str = "i") -> Iterator[ir.Value]:
-    """``for (i = start; i < stop; i += step)``; the body is emitted inside the ``with`` block."""
+def for_range(b: ir.IRBuilder, start, stop, step: int = 1, name: str = "i",
+              vectorize: bool = True) -> Iterator[ir.Value]:
+    """``for (i = start; i < stop; i += step)``; the body is emitted inside the ``with`` block. With
+    ``vectorize=False`` the loop carries ``llvm.loop.vectorize.enable = false``: for loops over work items
+    whose bodies hold their own vectorisable loops (vectorising the outer loop when LLVM fully unrolls the
+    inner ones costs seconds of compile time for nothing)."""
     start = _i64(start)
     stop = _i64(stop)
     fn = b.function
@@ -133,8 +136,19 @@ def for_range(b: ir.IRBuilder, start, stop, step: int = 1, name: str = "i") -> I
     yield i
     nxt = b.add(i, ir.Constant(I64, step))
     i.add_incoming(nxt, b.block)
-    b.branch(head)
+    back = b.branch(head)
+    if not vectorize:
+        back.set_metadata("llvm.loop", _no_vectorize_md(b.module))
     b.position_at_end(done)
+
+
+def _no_vectorize_md(module: ir.Module):
+    """A fresh loop ID ``!{self, !{"llvm.loop.vectorize.enable", i1 false}}`` (a loop ID refers to itself;
+    llvmlite has no such node, so the placeholder operand is replaced after creation)."""
+    opt = module.add_metadata([ir.MetaDataString(module, "llvm.loop.vectorize.enable"), ir.Constant(I1, 0)])
+    node = module.add_metadata([ir.MetaDataString(module, f"ladder.loop.{len(module.metadata)}")])
+    node.operands = (node, opt)
+    return node
 
 
 def _i64(v):
@@ -260,9 +274,3 @@ def f32_to_half(b: ir.IRBuilder, v: ir.Value) -> ir.Value:
 
 def store_f32(b: ir.IRBuilder, v: ir.Value, ptr, dt: DType) -> None:
     b.store(from_f32(b, v, dt), ptr)
-
-
-def row_split(shape: Sequence[int]) -> tuple[int, int]:
-    """(rows, row length) for kernels that work on the last axis."""
-    inner = shape[-1] if shape else 1
-    return (math.prod(shape[:-1]) if shape else 1), inner

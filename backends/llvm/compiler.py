@@ -43,9 +43,16 @@ from . import lowerings  # noqa: F401  (registration)
 from .codegen import I32, I64, LOWERINGS, PTR, VOID, KernelContext, KernelSpec
 from .jit import Module
 from .memory import Interval, plan
-from .runtime import default_threads
 
 ENTRY = "ladder_main"
+
+
+def default_threads() -> int:
+    """The cores this process may use."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
 
 
 def _load_gomp() -> bool:

@@ -15,9 +15,8 @@ extracted, and the per-block header of the scaled layouts (``nib16+f16``).
 from __future__ import annotations
 
 import math
-from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Iterator, Sequence
+from typing import Sequence
 
 import numpy as np
 from llvmlite import ir
@@ -99,34 +98,9 @@ def _strides(shape: Sequence[int]) -> list[int]:
     return out[::-1]
 
 
-@contextmanager
-def _items(b: ir.IRBuilder, begin, end, name: str = "item") -> Iterator[ir.Value]:
-    """``for_range(begin, end)`` over work items, marked ``llvm.loop.vectorize.enable = false``: the body
-    holds its own (vectorisable) loops; when LLVM fully unrolls those, vectorising the item loop across
-    strided rows costs seconds of compile time for nothing."""
-    fn = b.function
-    head, body, done = (fn.append_basic_block(f"{name}.{s}") for s in ("head", "body", "done"))
-    pre = b.block
-    b.branch(head)
-    b.position_at_end(head)
-    i = b.phi(I64, name)
-    i.add_incoming(begin, pre)
-    b.cbranch(b.icmp_signed("<", i, end), body, done)
-    b.position_at_end(body)
-    yield i
-    i.add_incoming(b.add(i, _c(1)), b.block)
-    back = b.branch(head)
-    back.set_metadata("llvm.loop", _no_vectorize_md(b.module))
-    b.position_at_end(done)
-
-
-def _no_vectorize_md(module: ir.Module):
-    """A fresh loop ID ``!{self, !{"llvm.loop.vectorize.enable", i1 false}}`` (a loop ID refers to itself;
-    llvmlite has no such node, so the placeholder operand is replaced after creation)."""
-    opt = module.add_metadata([ir.MetaDataString(module, "llvm.loop.vectorize.enable"), ir.Constant(I1, 0)])
-    node = module.add_metadata([ir.MetaDataString(module, f"ladder.loop.{len(module.metadata)}")])
-    node.operands = (node, opt)
-    return node
+def _items(b: ir.IRBuilder, begin, end, name: str = "item"):
+    """The loop over work items: not vectorised (see codegen.for_range)."""
+    return for_range(b, begin, end, name=name, vectorize=False)
 
 
 def _min(b: ir.IRBuilder, x, y):
