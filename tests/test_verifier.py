@@ -7,7 +7,7 @@ import pytest
 
 import ladder
 from ladder.errors import Location
-from ladder.ir import ConstData, Graph, Op, Value
+from ladder.ir import Graph, Op, Value
 from ladder.types import tensor_type
 
 
