@@ -15,7 +15,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import ladder
 from ladder import DTYPES, LadderError, TensorType, tensor_type
 from ladder.ops.base import OPS, InferError
 from ladder.packing import PACKINGS, from_codes, get_packing, packings_for, to_codes
