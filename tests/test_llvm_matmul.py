@@ -414,3 +414,30 @@ def test_fast_path_uses_madd_and_default_pipeline_fuses():
     assert np.array_equal(cg.run(feeds)["y"], ladder.run(g, feeds, weights=weights)["y"])
     if host.supports("i8-madd"):
         assert "vpmaddubsw" in cg.source("asm")
+
+
+@pytest.mark.parametrize("M, N, K", [(1, 7, 4096), (1, 9, 4096 + 96 + 5), (9, 5, 640 + 64 + 33), (35, 6, 512)])
+def test_fast_path_row_groups_partial_blocks_threads(M, N, K):
+    """The fast kernels' groups of weight rows (N not a multiple of the group), tiles of x rows (M not a multiple
+    of the tile), the partial last block (K not a multiple of the block: whole 32-code groups as vectors, the
+    rest one by one), trit5's multiply-free decode, and threads 1 and 2: bit-exact (integer) or within the
+    float bound, identical whatever the thread count."""
+    rng = np.random.default_rng(M * 7 + N + K)
+    gb = G()
+    x = rng.integers(-128, 128, (M, K)).astype(np.int8)
+    x[0, :min(K, 300)] = -128  # the most negative sums
+    xn = gb.input(x, "i8")
+    s1 = gb.input(rng.random((M, 1)).astype(np.float32) + 0.1, "f32")
+    for dname, lay in (("ternary", "crumb32"), ("i2", "crumb32"), ("u2", "crumb64"), ("i4", "nib32"),
+                       ("u4", "nib64"), ("ternary", "trit5"), ("i4", "nib16")):
+        dt = DTYPES[dname]
+        w = gb.param(rand_w(rng, dt, (N, K)), dname)
+        s2 = gb.param(rng.random(N).astype(np.float32) + 0.5, "f32")
+        gb.lines.append(f"%p{w} = pack %{w} {{layout = \"{lay}\"}} : {dname}<{lay}>[{N}, {K}]")
+        gb.op(f"qmatmul_i8 %{xn}, %p{w}, %{s1}, %{s2} {{transpose_b = true}}", f"f32[{M}, {N}]")
+    xf = rng.standard_normal((M, K)).astype(np.float32)
+    xfn = gb.input(xf, "f32")
+    for dname, lay in (("ternary", "trit5"), ("ternary", "crumb32"), ("i4", "nib32")):
+        for mode in ("row", "group32", "original"):
+            _float_case(gb, rng, xf, xfn, dname, lay, N, K, mode=mode)
+    check(gb, targets=["cpu"])

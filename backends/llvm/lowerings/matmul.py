@@ -7,20 +7,23 @@ Two tiers, chosen per op at lowering time:
   formula (ladder.packing), dequantized exactly as ``ladder.quant.dequantize`` does, and accumulated (f32 for
   float matmuls, int32 with wraparound for integer ones);
 * a **fast** kernel for ``transpose_b`` with 2-D weights in a SIMD block packing (crumb16/32/64, nib16/32/64,
-  with or without ``+f16``-style block scales) over integer codes (ternary, i2, u2, i4, u4): work item = one
-  weight row n; the row is streamed once per 64-row chunk of x, each 32-byte piece is decoded in registers by
-  shift + mask and reused over a tile of 4 rows of x.
+  trit5, with or without ``+f16``-style block scales) over integer codes (ternary, i2, u2, i4, u4): work
+  item = one weight row n; the row is streamed once per 64-row chunk of x (prefetched ``PREFETCH`` bytes
+  ahead), each 32-byte piece is decoded in registers (shift + mask; trit5 by the multiply trick done as two
+  byte adds and two compares per trit) and reused over a tile of 4 rows of x and, for several rows of x, 2
+  weight rows at once (M = 1 streams one row at a time: interleaved rows defeat the hardware prefetcher).
+  The whole 32-code groups of a partial last block are decoded as vectors too (rows are padded to blocks).
 
   - ``qmatmul_i8``: codes are made unsigned-offset (``o = code ^ sign bit``, value = o - z), and
     dot = sum(x * o) - z * sum(x); on AVX2 ``vpmaddubsw`` (u8 x i8 pairs -> i16; |sum| <= 4 * 768 for crumb,
-    2 * 3840 for nib, no saturation) then ``vpmaddwd`` by ones (-> i32); elsewhere plain i32 vector MACs.
+    2 * 3840 for nib, 5 * 512 for trit5, no saturation) then ``vpmaddwd`` by ones (-> i32); elsewhere plain i32 vector MACs.
     Then ``(f32(dot) * s1) * s2`` and the epilogue, the reference's order: bit-exact.
   - ``qmatmul`` (x f32): codes -> f32 values, dequantized per element exactly as the reference
-    (v*s, (v - z)*s or v*s - z, no contraction), then FMA into 8-lane accumulators. Only the summation order
-    differs from numpy's BLAS.
+    (v*s, (v - z)*s or v*s - z, no contraction), then FMA into 8-lane accumulators; a per-row scale without
+    zero multiplies the row's sum once instead. Only the summation order (and rounding) differs from numpy's BLAS.
 
-K not a multiple of the block is finished by the scalar decode (never reading past a row); no kernel reads or
-writes outside its buffers. Epilogues run in f64 (libm) and round to the result type per op, as the
+The last < 32 codes of K not a multiple of the block are finished by the scalar decode (never reading past a
+row); no kernel reads or writes outside its buffers. Epilogues run in f64 (libm) and round to the result type per op, as the
 interpreter does.
 """
 
@@ -43,6 +46,7 @@ C8 = lambda v: ir.Constant(I8, int(v))  # noqa: E731
 
 MCHUNK = 64  # rows of x per pass over a weight row (their sums live on the stack)
 MTILE = 4  # rows of x sharing one decoded weight piece
+PREFETCH = 2048  # bytes ahead of the weight stream to prefetch (measured best on znver3; 1024: -10%, none: -25%)
 
 
 # -- static helpers ----------------------------------------------------------------------------------------
@@ -427,22 +431,25 @@ class _Plan:
     pass
 
 
+
 def _fast_plan(ctx, mm: _MM):
     w = mm.w
     if mm.kind not in ("qmatmul", "qmatmul_i8") or not mm.tb or w.rank != 2 or not mm.packed:
         return None
     base = w.packing.base if mm.bscaled else w.packing
-    if base.name not in ("crumb16", "crumb32", "crumb64", "nib16", "nib32", "nib64"):
+    if base.name not in ("crumb16", "crumb32", "crumb64", "nib16", "nib32", "nib64", "trit5"):
         return None
     if w.dtype.name not in _OFFSET or mm.K == 0:
         return None
     p = _Plan()
+    p.trit = base.name == "trit5"
     p.crumb = base.name.startswith("crumb")
     p.B = base.block_bytes
     p.block = base.block
     p.hb = w.packing.header_bytes if mm.bscaled else 0
     p.stride = p.hb + p.B
     p.xor, p.zero = _OFFSET[w.dtype.name]
+    p.s_row = False  # qmatmul: one scale per weight row, no zero: applied once to the row's sum
     if mm.kind == "qmatmul_i8":
         if mm.x.dtype.name not in ("i8", "i1", "ternary"):  # held as sign-extended bytes
             return None
@@ -461,15 +468,19 @@ def _fast_plan(ctx, mm: _MM):
                 p.s_k_group = group if (axis == 1 and group > 0 and s.shape[1] != 1) else 0
             else:
                 p.s_n, p.s_n_group, p.s_k_group = 0, 0, 0
+            zm = mm.attrs.get("zero_mode", "none")
+            p.s_row = not p.s_k_group and (zm == "none" or len(mm.extra) < 2)
     # a superblock: the codes of whole blocks that fill 32-byte pieces
     per = 2 if p.B == 16 else 1  # blocks per superblock
     p.sb_codes = p.block * per
     p.sb_bytes = p.stride * per
-    p.subs = 4 if p.crumb else 2
+    p.subs = 5 if p.trit else (4 if p.crumb else 2)
     # pieces: list of (list of (byte offset in superblock, length)), one per 32-byte chunk, and for each sub q
     # the list of k offsets (relative to the superblock) of each part of the chunk
     chunks = []
-    if p.B == 16:
+    if p.trit:  # trit q of byte j is code 32 q + j
+        chunks.append(([(p.hb, 32)], [[(32 * q, 32)] for q in range(5)]))
+    elif p.B == 16:
         parts = [(p.hb, 16), (p.stride + p.hb, 16)]
         xk = [[(q * 16, 16), (p.block + q * 16, 16)] for q in range(p.subs)]
         chunks.append((parts, xk))
@@ -484,6 +495,9 @@ def _fast_plan(ctx, mm: _MM):
 
 
 def _lower_fast(ctx, op, mm: _MM, p: _Plan):
+    """Work item = one weight row n. Rows are taken U at a time (U weight rows decoded per 32-byte step, their
+    accumulators independent) against tiles of T rows of x: each decoded piece is used T times. Thread splits
+    are multiples of U, so every thread streams whole contiguous groups of rows."""
     x, w = mm.x, mm.w
     K, N = mm.K, mm.N
     R = math.prod(x.shape[:-1])  # rows of x (batch dims flattened; w is 2-D)
@@ -492,9 +506,28 @@ def _lower_fast(ctx, op, mm: _MM, p: _Plan):
     px, pw = ptrs[0], ptrs[1]
     dec = Decoder(ctx, w)
     row_bytes = w.storage_shape[-1]
+    w_bytes = N * row_bytes
     nsb = K // p.sb_codes  # full superblocks
     k_tail = nsb * p.sb_codes
+    # a partial last block: its 32-code groups that lie wholly below K are decoded as vectors too (rows are
+    # padded to whole blocks, so the full block is read in bounds); the rest one code at a time
+    part_groups, k_vec = set(), k_tail
+    if k_tail < K and (p.trit or p.B >= 32):
+        rem = (K - k_tail) // 32 * 32
+        for ci, (_, xk) in enumerate(p.chunks):
+            for q in range(p.subs):
+                if all(o + n_ <= rem for o, n_ in xk[q]):
+                    part_groups.add((ci, q))
+        k_vec = k_tail + rem
     is_int = mm.kind == "qmatmul_i8"
+    # U weight rows x T rows of x per step (accumulators: U * T registers)
+    if is_int and not p.madd:
+        U, T = 1, MTILE
+    elif R == 1:
+        U, T = 1, 1  # several rows at once make the hardware prefetcher see a scattered stream: 2x slower
+    else:
+        U, T = 2, MTILE
+    U = max(1, min(U, N))
     v32i8 = ir.VectorType(I8, 32)
     v16i16 = ir.VectorType(I16, 16)
     v8i32 = ir.VectorType(I32, 8)
@@ -516,16 +549,42 @@ def _lower_fast(ctx, op, mm: _MM, p: _Plan):
     xorc = ir.Constant(v32i8, [(0xAA if p.crumb else 0x88) if p.xor else 0] * 32)
     zero_i8 = ir.Constant(v32i8, [p.zero] * 32)
     xsum_slot = _entry_alloca(b, I32, MCHUNK)
-    acc_slots = [_entry_alloca(b, acc_t) for _ in range(MTILE)]
-    tail_slots = [_entry_alloca(b, I32 if is_int else F32) for _ in range(MTILE)]
+    acc_slots = [[_entry_alloca(b, acc_t) for _ in range(U)] for _ in range(T)]
+    tail_slots = [[_entry_alloca(b, I32 if is_int else F32) for _ in range(U)] for _ in range(T)]
 
-    def sub_codes(b, packed, q):
-        if p.crumb:
-            sh = 6 - 2 * q
-            v = b.lshr(packed, ir.Constant(v32i8, [sh] * 32)) if sh else packed
-        else:
-            v = b.lshr(packed, ir.Constant(v32i8, [4] * 32)) if q else packed
-        return b.and_(v, mask)
+    avx2 = ctx.target.supports("i8-madd")
+    prefetch = ctx.declare("llvm.prefetch.p0", ir.VoidType(), [ir.PointerType(), I32, I32, I32])
+
+    def barrier(b, v):
+        """v unchanged, opaque to the optimizer (an empty asm): keeps 3 * (3 * v) as two byte adds rather than
+        a byte multiply by 9, 27, 81, which x86 emulates in 16-bit lanes."""
+        if not avx2:
+            return v
+        return b.asm(ir.FunctionType(v.type, [v.type]), "", "=x,0", [v], False)
+
+    def codes_of(b, packed, nq):
+        """The first nq sub-vectors of unsigned codes of a 32-byte piece (one per group of 32 k)."""
+        if p.trit:
+            # trit q of byte v: ((v * 3^q) mod 256) * 3 >> 8 = [v_q > 85] + [v_q > 170], v_q = v * 3^q mod 256
+            # = 3 v_(q-1) (two byte adds). Kept biased by 0x80 ((v ^ 0x80) * 3 = 3 v ^ 0x80 mod 256) for signed
+            # compares: t = 0 - (v'_q > -43) - (v'_q > 42) as masks
+            out, v = [], b.xor(packed, ir.Constant(v32i8, [0x80] * 32))
+            for q in range(nq):
+                if q:
+                    v = barrier(b, b.add(b.add(v, v), v))
+                m1 = b.sext(b.icmp_signed(">", v, ir.Constant(v32i8, [85 - 128] * 32)), v32i8)
+                m2 = b.sext(b.icmp_signed(">", v, ir.Constant(v32i8, [170 - 128] * 32)), v32i8)
+                out.append(b.sub(b.sub(ir.Constant(v32i8, [0] * 32), m1), m2))
+            return out
+        out = []
+        for q in range(nq):
+            if p.crumb:
+                sh = 6 - 2 * q
+                v = b.lshr(packed, ir.Constant(v32i8, [sh] * 32)) if sh else packed
+            else:
+                v = b.lshr(packed, ir.Constant(v32i8, [4] * 32)) if q else packed
+            out.append(b.and_(v, mask))
+        return out
 
     def x_vec(b, xrow, sb_k, pieces):
         vecs = [b.load(b.gep(px, [b.add(xrow, b.add(sb_k, C64(o)))], source_etype=I8),
@@ -555,6 +614,8 @@ def _lower_fast(ctx, op, mm: _MM, p: _Plan):
     has_zero = zm != "none" and (len(mm.extra) > 1 or (mm.bscaled and dec.zero))
 
     def dequant(b, vals, s, z):
+        if p.s_row:
+            return vals  # the row's scale multiplies its sum
         if has_zero and zm == "original":
             return b.fmul(b.fsub(vals, z), s)
         if has_zero and zm == "rescale":
@@ -565,115 +626,200 @@ def _lower_fast(ctx, op, mm: _MM, p: _Plan):
         vec = b.insert_element(ir.Constant(v8f, None), v, C32(0))
         return b.shuffle_vector(vec, ir.Constant(v8f, None), ir.Constant(v8i32, [0] * 8))
 
-    def tile(b, m0, T, n, wrow, mchunk0):
-        """Rows m0 .. m0+T-1 of x against weight row n."""
+    def tile(b, m0, T, ns, mchunk0):
+        """Rows m0 .. m0+T-1 of x against weight rows ns (consecutive)."""
+        U = len(ns)
+        wrows = [_gep8(b, pw, b.mul(n, C64(row_bytes))) for n in ns]
         xrows = [b.mul(b.add(m0, C64(t)), C64(K)) for t in range(T)]
         for t in range(T):
-            b.store(ir.Constant(acc_t, None), acc_slots[t])
-        with for_range(b, 0, nsb, name="sb") as sb:
+            for u in range(U):
+                b.store(ir.Constant(acc_t, None), acc_slots[t][u])
+        def step(b, sb, allowed=None):
+            """One superblock (allowed: the (chunk, sub) pairs to use, for the partial last one)."""
             sb_k = b.mul(sb, C64(p.sb_codes))
-            sb_w = _gep8(b, wrow, b.mul(sb, C64(p.sb_bytes)))
-            accs = [b.load(acc_slots[t], typ=acc_t) for t in range(T)]
-            for parts, xk in p.chunks:
-                pv = [b.load(_gep8(b, sb_w, o), typ=ir.VectorType(I8, n_), align=1) for o, n_ in parts]
-                packed = pv[0] if len(pv) == 1 else b.shuffle_vector(
-                    pv[0], pv[1], ir.Constant(ir.VectorType(I32, 32), list(range(32))))
-                if p.xor:
-                    packed = b.xor(packed, xorc)
-                codes = [sub_codes(b, packed, q) for q in range(p.subs)]
+            sb_off = b.mul(sb, C64(p.sb_bytes))
+            accs = [[b.load(acc_slots[t][u], typ=acc_t) for u in range(U)] for t in range(T)]
+            for ci, (parts, xk) in enumerate(p.chunks):
+                qs = [q for q in range(p.subs) if allowed is None or (ci, q) in allowed]
+                if not qs:
+                    continue
+                def decode(u):
+                    sb_w = _gep8(b, wrows[u], sb_off)
+                    if ci == 0:  # a hint, never a read; kept inside the weights all the same
+                        off = b.add(b.add(b.mul(ns[u], C64(row_bytes)), sb_off), C64(PREFETCH))
+                        off = b.select(b.icmp_signed("<", off, C64(w_bytes)), off, C64(w_bytes - 1))
+                        b.call(prefetch, [_gep8(b, pw, off), C32(0), C32(3), C32(1)])
+                    pv = [b.load(_gep8(b, sb_w, o), typ=ir.VectorType(I8, n_), align=1) for o, n_ in parts]
+                    packed = pv[0] if len(pv) == 1 else b.shuffle_vector(
+                        pv[0], pv[1], ir.Constant(ir.VectorType(I32, 32), list(range(32))))
+                    if p.xor:
+                        packed = b.xor(packed, xorc)
+                    return codes_of(b, packed, max(qs) + 1)
+
                 if is_int:
-                    for t in range(T):
-                        if p.madd:
-                            part = None
-                            for q in range(p.subs):
-                                pr = b.call(maddubs, [codes[q], x_vec(b, xrows[t], sb_k, xk[q])])
-                                part = pr if part is None else b.add(part, pr)
-                            accs[t] = b.add(accs[t], b.call(maddwd, [part, ones16]))
-                        else:
-                            for q in range(p.subs):
-                                xv = x_vec(b, xrows[t], sb_k, xk[q])
-                                accs[t] = b.add(accs[t], b.mul(b.zext(codes[q], v32i32), b.sext(xv, v32i32)))
+                    # one weight row at a time: its codes, then every row of x (x stays in L1; loads are cheap,
+                    # registers are not)
+                    for u in range(U):
+                        cu = decode(u)
+                        for t in range(T):
+                            xvs = {q: x_vec(b, xrows[t], sb_k, xk[q]) for q in qs}
+                            if p.madd:
+                                part = None
+                                for q in qs:
+                                    pr = b.call(maddubs, [cu[q], xvs[q]])
+                                    part = pr if part is None else b.add(part, pr)
+                                accs[t][u] = b.add(accs[t][u], b.call(maddwd, [part, ones16]))
+                            else:
+                                for q in qs:
+                                    accs[t][u] = b.add(accs[t][u], b.mul(b.zext(cu[q], v32i32),
+                                                                         b.sext(xvs[q], v32i32)))
                 else:
-                    for q in range(p.subs):
-                        vals_i8 = b.sub(codes[q], zero_i8) if p.zero else codes[q]
+                    codes = [decode(u) for u in range(U)]
+                    for q in qs:
                         # each 8-lane group is 8 consecutive k
                         lanes = []
                         for o, n_ in xk[q]:
                             lanes += [o + i for i in range(n_)]
+                        vals = [b.sub(codes[u][q], zero_i8) if p.zero else codes[u][q] for u in range(U)]
                         for g8 in range(4):
                             sel = ir.Constant(v8i32, list(range(8 * g8, 8 * g8 + 8)))
-                            v8 = b.shuffle_vector(vals_i8, ir.Constant(v32i8, None), sel)
-                            vf = b.sitofp(b.sext(v8, v8i32), v8f)
                             kk = b.add(sb_k, C64(lanes[8 * g8]))
-                            s = splat(b, scale_at(b, n, wrow, kk, 0))
-                            z = splat(b, scale_at(b, n, wrow, kk, 1)) if has_zero else None
-                            wv = dequant(b, vf, s, z)
+                            wvs = []
+                            for u in range(U):
+                                v8 = b.shuffle_vector(vals[u], ir.Constant(v32i8, None), sel)
+                                vf = b.sitofp(b.sext(v8, v8i32), v8f)
+                                if p.s_row:
+                                    wvs.append(vf)
+                                    continue
+                                s = splat(b, scale_at(b, ns[u], wrows[u], kk, 0))
+                                z = splat(b, scale_at(b, ns[u], wrows[u], kk, 1)) if has_zero else None
+                                wvs.append(dequant(b, vf, s, z))
                             for t in range(T):
-                                accs[t] = b.call(fma_v, [x_f32(b, xrows[t], kk), wv, accs[t]])
+                                xv = x_f32(b, xrows[t], kk)
+                                for u in range(U):
+                                    accs[t][u] = b.call(fma_v, [xv, wvs[u], accs[t][u]])
             for t in range(T):
-                b.store(accs[t], acc_slots[t])
-        # tail: scalar decode of k in [k_tail, K)
-        for t in range(T):
-            b.store(ir.Constant(I32 if is_int else F32, 0 if is_int else 0.0), tail_slots[t])
-        if k_tail < K:
-            with for_range(b, k_tail, K, name="kt") as k:
-                code = dec.code(b, wrow, k)
-                if is_int:
-                    wv = dec.int_value(b, code)
-                    for t in range(T):
-                        xv = b.sext(b.load(b.gep(px, [b.add(xrows[t], k)], source_etype=I8), typ=I8), I32)
-                        b.store(b.add(b.load(tail_slots[t], typ=I32), b.mul(xv, wv)), tail_slots[t])
-                else:
-                    v = dec.f32_value(b, code)
-                    s = scale_at(b, n, wrow, k, 0)
-                    z = scale_at(b, n, wrow, k, 1) if has_zero else None
-                    wv = dequant(b, v, s, z)
-                    for t in range(T):
-                        xv = b.load(b.gep(px, [b.add(xrows[t], k)], source_etype=F32), typ=F32)
-                        b.store(b.call(fma_s, [xv, wv, b.load(tail_slots[t], typ=F32)]), tail_slots[t])
-        for t in range(T):
-            accv = b.load(acc_slots[t], typ=acc_t)
-            if is_int:
-                dot = b.add(b.call(red_i, [accv]), b.load(tail_slots[t], typ=I32))
-                if p.zero:
-                    mi = b.sub(b.add(m0, C64(t)), mchunk0)
-                    xs = b.load(b.gep(xsum_slot, [mi], source_etype=I32), typ=I32)
-                    dot = b.sub(dot, b.mul(C32(p.zero), xs))
-            else:
-                dot = b.fadd(b.call(red_f, [ir.Constant(F32, -0.0), accv]), b.load(tail_slots[t], typ=F32))
-            oidx = b.add(b.mul(b.add(m0, C64(t)), C64(N)), n)
-            _store_result(ctx, b, mm, ptrs, dot, oidx)
+                for u in range(U):
+                    b.store(accs[t][u], acc_slots[t][u])
 
-    with for_range(b, 0, R, step=MCHUNK, name="mc") as mc:
-        mend = b.select(b.icmp_signed("<", b.add(mc, C64(MCHUNK)), C64(R)), b.add(mc, C64(MCHUNK)), C64(R))
-        if is_int and p.zero:
-            with for_range(b, mc, mend, name="xs") as m:
-                sl = _entry_alloca(b, I32)
-                b.store(C32(0), sl)
-                xrow = b.mul(m, C64(K))
-                with for_range(b, 0, k_tail, name="xk") as k:  # the tail decodes values directly
-                    xv = b.sext(b.load(b.gep(px, [b.add(xrow, k)], source_etype=I8), typ=I8), I32)
-                    b.store(b.add(b.load(sl, typ=I32), xv), sl)
-                b.store(b.load(sl, typ=I32), b.gep(xsum_slot, [b.sub(m, mc)], source_etype=I32))
-        with for_range(b, begin, end, name="n") as n:
-            wrow = _gep8(b, pw, b.mul(n, C64(row_bytes)))
-            full_end = b.sub(mend, C64(MTILE - 1))
+        with for_range(b, 0, nsb, name="sb", vectorize=False) as sb:
+            step(b, sb)
+        if part_groups:
+            step(b, C64(nsb), part_groups)
+        # tail: scalar decode of k in [k_vec, K)
+        for t in range(T):
+            for u in range(U):
+                b.store(ir.Constant(I32 if is_int else F32, 0 if is_int else 0.0), tail_slots[t][u])
+        if k_vec < K:
+            with for_range(b, k_vec, K, name="kt", vectorize=False) as k:
+                for u in range(U):
+                    code = dec.code(b, wrows[u], k)
+                    if is_int:
+                        wv = dec.int_value(b, code)
+                        for t in range(T):
+                            xv = b.sext(b.load(b.gep(px, [b.add(xrows[t], k)], source_etype=I8), typ=I8), I32)
+                            sl = tail_slots[t][u]
+                            b.store(b.add(b.load(sl, typ=I32), b.mul(xv, wv)), sl)
+                    else:
+                        v = dec.f32_value(b, code)
+                        if p.s_row:
+                            wv = v
+                        else:
+                            s = scale_at(b, ns[u], wrows[u], k, 0)
+                            z = scale_at(b, ns[u], wrows[u], k, 1) if has_zero else None
+                            wv = dequant(b, v, s, z)
+                        for t in range(T):
+                            xv = b.load(b.gep(px, [b.add(xrows[t], k)], source_etype=F32), typ=F32)
+                            sl = tail_slots[t][u]
+                            b.store(b.call(fma_s, [xv, wv, b.load(sl, typ=F32)]), sl)
+        for u in range(U):
+            srow = scale_at(b, ns[u], wrows[u], C64(0), 0) if (not is_int and p.s_row) else None
+            for t in range(T):
+                accv = b.load(acc_slots[t][u], typ=acc_t)
+                if is_int:
+                    dot = b.add(b.call(red_i, [accv]), b.load(tail_slots[t][u], typ=I32))
+                    if p.zero:
+                        mi = b.sub(b.add(m0, C64(t)), mchunk0)
+                        xs = b.load(b.gep(xsum_slot, [mi], source_etype=I32), typ=I32)
+                        dot = b.sub(dot, b.mul(C32(p.zero), xs))
+                else:
+                    dot = b.fadd(b.call(red_f, [ir.Constant(F32, -0.0), accv]), b.load(tail_slots[t][u], typ=F32))
+                    if srow is not None:
+                        dot = b.fmul(dot, srow)
+                oidx = b.add(b.mul(b.add(m0, C64(t)), C64(N)), ns[u])
+                _store_result(ctx, b, mm, ptrs, dot, oidx)
+
+    def rows_loop(b, ns, mc, mend):
+        """All rows of x in [mc, mend) against weight rows ns: tiles of T rows, then single rows."""
+        if T > 1:
+            full_end = b.sub(mend, C64(T - 1))
             mslot = _entry_alloca(b, I64)
             b.store(mc, mslot)
-            # tiles of MTILE rows, then single rows
-            head = b.function.append_basic_block("t4.head")
-            body = b.function.append_basic_block("t4.body")
-            done = b.function.append_basic_block("t4.done")
+            head = b.function.append_basic_block("t.head")
+            body = b.function.append_basic_block("t.body")
+            done = b.function.append_basic_block("t.done")
             b.branch(head)
             b.position_at_end(head)
             m0 = b.load(mslot, typ=I64)
             b.cbranch(b.icmp_signed("<", m0, full_end), body, done)
             b.position_at_end(body)
-            tile(b, m0, MTILE, n, wrow, mc)
-            b.store(b.add(m0, C64(MTILE)), mslot)
+            tile(b, m0, T, ns, mc)
+            b.store(b.add(m0, C64(T)), mslot)
             b.branch(head)
             b.position_at_end(done)
-            with for_range(b, b.load(mslot, typ=I64), mend, name="m1") as m1:
-                tile(b, m1, 1, n, wrow, mc)
+            start = b.load(mslot, typ=I64)
+        else:
+            start = mc
+        with for_range(b, start, mend, name="m1", vectorize=False) as m1:
+            tile(b, m1, 1, ns, mc)
+
+    with for_range(b, 0, R, step=MCHUNK, name="mc", vectorize=False) as mc:
+        mend = b.select(b.icmp_signed("<", b.add(mc, C64(MCHUNK)), C64(R)), b.add(mc, C64(MCHUNK)), C64(R))
+        if is_int and p.zero:
+            with for_range(b, mc, mend, name="xs", vectorize=False) as m:
+                xrow = _gep8(b, px, b.mul(m, C64(K)))
+                # the tail decodes values directly: sum x over [0, k_vec), 32 at a time (i16 lanes: 256 * 128
+                # fits), then one by one
+                nv = k_vec // 32
+                xsv = C32(0)
+                if nv:
+                    v16s = ir.VectorType(I16, 32)
+                    red16 = ctx.declare("llvm.vector.reduce.add.v32i32", I32, [v32i32])
+                    vs = _entry_alloca(b, v32i32)
+                    b.store(ir.Constant(v32i32, None), vs)
+                    with for_range(b, 0, nv, step=256, name="xo", vectorize=False) as xo:
+                        hi = b.select(b.icmp_signed("<", b.add(xo, C64(256)), C64(nv)), b.add(xo, C64(256)), C64(nv))
+                        s16 = _entry_alloca(b, v16s)
+                        b.store(ir.Constant(v16s, None), s16)
+                        with for_range(b, xo, hi, name="xv", vectorize=False) as j:
+                            xv = b.load(_gep8(b, xrow, b.mul(j, C64(32))), typ=v32i8, align=1)
+                            b.store(b.add(b.load(s16, typ=v16s), b.sext(xv, v16s)), s16)
+                        b.store(b.add(b.load(vs, typ=v32i32), b.sext(b.load(s16, typ=v16s), v32i32)), vs)
+                    xsv = b.call(red16, [b.load(vs, typ=v32i32)])
+                sl = _entry_alloca(b, I32)
+                b.store(xsv, sl)
+                if nv * 32 < k_vec:
+                    with for_range(b, nv * 32, k_vec, name="xk", vectorize=False) as k:
+                        xv = b.sext(b.load(_gep8(b, xrow, k), typ=I8), I32)
+                        b.store(b.add(b.load(sl, typ=I32), xv), sl)
+                b.store(b.load(sl, typ=I32), b.gep(xsum_slot, [b.sub(m, mc)], source_etype=I32))
+        # groups of U consecutive weight rows, then the rest one by one
+        nslot = _entry_alloca(b, I64)
+        b.store(begin, nslot)
+        if U > 1:
+            head = b.function.append_basic_block("nu.head")
+            body = b.function.append_basic_block("nu.body")
+            done = b.function.append_basic_block("nu.done")
+            b.branch(head)
+            b.position_at_end(head)
+            n0 = b.load(nslot, typ=I64)
+            b.cbranch(b.icmp_signed("<=", b.add(n0, C64(U)), end), body, done)
+            b.position_at_end(body)
+            rows_loop(b, [b.add(n0, C64(u)) for u in range(U)], mc, mend)
+            b.store(b.add(n0, C64(U)), nslot)
+            b.branch(head)
+            b.position_at_end(done)
+        with for_range(b, b.load(nslot, typ=I64), end, name="n", vectorize=False) as n:
+            rows_loop(b, [n], mc, mend)
     b.ret_void()
-    return KernelSpec(fn, N, 1)
+    return KernelSpec(fn, N, U)
