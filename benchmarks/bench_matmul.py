@@ -1,46 +1,94 @@
 """Matmul kernels side by side, in one run: ladder's LLVM lowerings (compile_graph) of qmatmul_i8 / qmatmul over
-packed low-bit weights vs numpy float32 (BLAS) on the same shapes, at 1 and 2 threads.
+packed low-bit weights vs numpy float32 (BLAS), llama.cpp's CPU MUL_MAT and ONNX Runtime's MatMulNBits on the
+same shapes, at 1 and 2 threads, as microseconds per op and ratios peer/ladder (> 1: ladder is faster).
 
-    python benchmarks/bench_matmul.py [--repeat 10] [--quick]
+    python benchmarks/bench_matmul.py [--repeat 10] [--quick] [--hot] [--threads 1,2]
+                                      [--llama-cpp PATH/TO/test-backend-ops] [--no-ort]
 
-Each graph holds enough independent copies of the op (different weights, same x) to exceed the last-level
-cache, so GEMV figures are memory-bound throughput, not cache hits; the time printed is per op. The integer
-path's time excludes quantizing activations to int8 (llama.cpp's figures include it). numpy's BLAS threads are
-set with threadpoolctl when it is installed.
+Shapes are (m tokens, n outputs, k): GEMV m = 1 with k = 4096 and 14336, GEMM m = 32, k = 4096, n = 4096
+(llama.cpp's notation swaps the names: its m = 4096 outputs, n = tokens).
+
+Equal work: every column takes f32 activations and returns f32. The ladder "i8" rows are the graph
+``x f32 -> quantize {absmax, i8} (per token) -> qmatmul_i8`` and their time includes that quantization, as
+llama.cpp's MUL_MAT (it quantizes activations to Q8_0/Q8_K inside the op) and ORT's MatMulNBits with
+accuracy_level 4 (int8 activations, quantized inside the op) do. The ladder "f32" rows run qmatmul on float
+activations (no quantization). numpy is a plain float32 GEMM on unquantized weights.
+
+Caches: ladder and ORT graphs hold enough independent copies of the op (different weights, same x, each copy
+quantizes x again) to exceed the last-level cache, so GEMV figures are DRAM-bound throughput; the time printed
+is per op. llama.cpp's ``test-backend-ops perf`` repeats one op on the same weights, so its weights stay in
+the cache when they fit (32 MiB L3 here: everything at k = 4096 except F32); ``--hot`` runs ladder and ORT the
+same way (one copy) for a like-for-like comparison. "bound us" is the packed-weight bytes over the machine's
+read bandwidth (``--bandwidth``, GB/s at 1 and 2 threads), the DRAM floor for a GEMV.
+
+llama.cpp: pass a ``test-backend-ops`` binary built from llama.cpp (e.g. the ``vendor/llama.cpp`` of the
+llama-cpp-python sdist, ``cmake -DGGML_NATIVE=ON -DLLAMA_BUILD_TESTS=ON``, target test-backend-ops). Its
+built-in perf cases lack these shapes, so the cases are given with ``--test-file`` (one generic MUL_MAT per
+line). It has no thread option: it uses hardware_concurrency() / 2 threads, so the thread count is set by
+preloading a tiny shim (compiled here with ``cc``) whose ``get_nprocs`` returns 2 x threads.
+ORT: used when ``onnxruntime`` and ``onnx`` import; a one-node-per-copy MatMulNBits model, block 32,
+symmetric (no zero points), 4-bit and 2-bit. numpy's BLAS threads are set with threadpoolctl when installed.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import os
+import re
+import shutil
+import subprocess
+import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
+from ladder.backends.llvm.compiler import compile_graph
 
 import ladder
-from ladder.backends.llvm.compiler import compile_graph
 from ladder.packing import from_codes, get_packing
 from ladder.target import get_target
 from ladder.types import DTYPES
 
 CACHE_BYTES = 64 << 20
 
-CASES = [  # (label, op, weight dtype, layout)
-    ("ternary crumb32 i8", "qmatmul_i8", "ternary", "crumb32"),
-    ("int2 crumb32 i8", "qmatmul_i8", "i2", "crumb32"),
-    ("int4 nib32 i8", "qmatmul_i8", "i4", "nib32"),
-    ("ternary crumb32 f32", "qmatmul", "ternary", "crumb32"),
-    ("int4 nib32 f32", "qmatmul", "i4", "nib32"),
-    ("int4 nib16+f16 f32", "qmatmul", "i4", "nib16+f16"),
+# (label, op, weight dtype, layout, llama.cpp types of the same bit width or fewer, ORT MatMulNBits bits)
+CASES = [
+    ("ternary crumb32 q+i8", "qmatmul_i8", "ternary", "crumb32", ("TQ2_0", "TQ1_0"), 2),
+    ("ternary trit5 q+i8", "qmatmul_i8", "ternary", "trit5", ("TQ1_0",), None),
+    ("int2 crumb32 q+i8", "qmatmul_i8", "i2", "crumb32", ("TQ2_0",), 2),
+    ("int4 nib32 q+i8", "qmatmul_i8", "i4", "nib32", ("Q4_0",), 4),
+    ("ternary crumb32 f32", "qmatmul", "ternary", "crumb32", ("TQ2_0", "TQ1_0"), 2),
+    ("int4 nib32 f32", "qmatmul", "i4", "nib32", ("Q4_0",), 4),
+    ("int4 nib16+f16 f32", "qmatmul", "i4", "nib16+f16", ("Q4_0",), 4),
 ]
+PEER_ONLY = ("Q8_0", "F32")  # llama.cpp rows with no ladder counterpart, printed for reference
+
+# ggml_type ids (stable: they are stored in GGUF files) -> (id, elements per block, bytes per block)
+GGML_TYPES = {"F32": (0, 1, 4), "Q4_0": (2, 32, 18), "Q8_0": (8, 32, 34), "TQ1_0": (34, 256, 54),
+              "TQ2_0": (35, 256, 66)}
+GGML_OP_MUL_MAT = 29  # enum ggml_op in ggml.h (llama.cpp 2025/2026); checked against the op name printed
+
+SHIM_C = r"""
+#include <stdlib.h>
+int get_nprocs(void) { const char *s = getenv("BENCH_NPROCS"); return s ? atoi(s) : 1; }
+int get_nprocs_conf(void) { return get_nprocs(); }
+"""
+
+
+ROUNDS = 3  # every figure is the best of this many rounds (--rounds): the machine is shared and noisy
 
 
 def timeit(fn, repeat: int) -> float:
+    """Mean seconds per call over ``repeat`` calls, best of ROUNDS rounds."""
     fn()
-    t0 = time.perf_counter()
-    for _ in range(repeat):
-        fn()
-    return (time.perf_counter() - t0) / repeat
+    best = float("inf")
+    for _ in range(ROUNDS):
+        t0 = time.perf_counter()
+        for _ in range(repeat):
+            fn()
+        best = min(best, (time.perf_counter() - t0) / repeat)
+    return best
 
 
 def blas_threads(n: int):
@@ -51,11 +99,15 @@ def blas_threads(n: int):
     return threadpool_limits(n)
 
 
-def build(op, dname, layout, m, n, k, rng):
+def n_copies(wbytes: int, hot: bool) -> int:
+    return 1 if hot else max(1, CACHE_BYTES // wbytes + 1)
+
+
+def build(op, dname, layout, m, n, k, rng, hot=False):
     dt = DTYPES[dname]
     p = get_packing(layout)
-    copies = max(1, CACHE_BYTES // (n * p.row_bytes(k, dt)) + 1)
-    xdt = "i8" if op == "qmatmul_i8" else "f32"
+    wbytes = n * p.row_bytes(k, dt)
+    copies = n_copies(wbytes, hot)
     lines, weights, outs = [], {}, []
     for c in range(copies):
         codes = rng.integers(0, 3 if dname == "ternary" else 2 ** dt.bits, (n, k)).astype(np.uint8)
@@ -68,47 +120,226 @@ def build(op, dname, layout, m, n, k, rng):
             lines.append(f"%y{c} = qmatmul %x, %p{c} {{transpose_b = true, group = {p.block}}} : f32[{m}, {n}]")
         else:
             lines.append(f"%p{c} = pack %w{c} {{layout = \"{layout}\"}} : {dname}<{layout}>[{n}, {k}]")
-            if op == "qmatmul_i8":
-                lines.append(f"%y{c} = qmatmul_i8 %x, %p{c}, %s1, %s2 {{transpose_b = true}} : f32[{m}, {n}]")
+            if op == "qmatmul_i8":  # each copy quantizes x itself: equal work to a peer's op
+                lines.append(f"%xq{c}, %xs{c} = quantize %x {{dtype = i8, scheme = \"absmax\"}} "
+                             f": i8[{m}, {k}], f32[{m}, 1]")
+                lines.append(f"%y{c} = qmatmul_i8 %xq{c}, %p{c}, %xs{c}, %s2 {{transpose_b = true}} : f32[{m}, {n}]")
             else:
                 lines.append(f"%y{c} = qmatmul %x, %p{c}, %s2r {{transpose_b = true}} : f32[{m}, {n}]")
         outs.append(f"y{c}")
     weights["s2"] = np.ones(1, np.float32)
     weights["s2r"] = np.ones((n, 1), np.float32)
     head = ["%s2 = param @s2 : f32[1]", f"%s2r = param @s2r : f32[{n}, 1]"]
-    text = (f"graph @b(%x: {xdt}[{m}, {k}], %s1: f32[{m}, 1]) -> ({', '.join(f'f32[{m}, {n}]' for _ in outs)}) {{\n  "
+    text = (f"graph @b(%x: f32[{m}, {k}]) -> ({', '.join(f'f32[{m}, {n}]' for _ in outs)}) {{\n  "
             + "\n  ".join(head + lines) + f"\n  return {', '.join('%' + o for o in outs)}\n}}")
     g = ladder.parse(text)
-    feeds = {"x": (rng.integers(-127, 128, (m, k)).astype(np.int8) if xdt == "i8"
-                   else rng.standard_normal((m, k)).astype(np.float32)),
-             "s1": np.ones((m, 1), np.float32)}
-    return compile_graph(g, weights, pipeline=""), feeds, copies, n * p.row_bytes(k, dt)
+    feeds = {"x": rng.standard_normal((m, k)).astype(np.float32)}
+    return compile_graph(g, weights, pipeline=""), feeds, copies, wbytes
+
+
+# -- llama.cpp test-backend-ops ----------------------------------------------------------------------------
+
+def ggml_bytes(tname: str, n: int, k: int) -> int:
+    _, blk, size = GGML_TYPES[tname]
+    return n * (k // blk) * size
+
+
+def _nprocs_shim(workdir: Path) -> Path | None:
+    cc = shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
+    if cc is None:
+        return None
+    src, lib = workdir / "nprocs.c", workdir / "libnprocs.so"
+    src.write_text(SHIM_C)
+    r = subprocess.run([cc, "-shared", "-fPIC", "-O1", "-o", str(lib), str(src)],
+                       capture_output=True, text=True, check=False)
+    return lib if r.returncode == 0 else None
+
+
+class LlamaCpp:
+    """Runs ``test-backend-ops perf -b CPU --test-file`` over generic MUL_MAT cases; us per call."""
+
+    def __init__(self, exe: str, workdir: Path):
+        self.exe = str(Path(exe).resolve())
+        self.workdir = workdir
+        self.shim = _nprocs_shim(workdir)
+        self.default_threads = max(1, (os.cpu_count() or 2) // 2)
+        self.note = ""
+
+    def can_run(self, threads: int) -> bool:
+        return self.shim is not None or threads == self.default_threads
+
+    def run(self, m: int, n: int, k: int, types, threads: int) -> dict[str, float]:
+        """Times ``types`` for out[n_tok=m, n] = x[m, k] @ W[n, k]^T at ``threads``; {type: us}."""
+        lines = []
+        for t in types:
+            tid, blk, size = GGML_TYPES[t]
+            rs = (k // blk) * size
+            lines.append(f"{GGML_OP_MUL_MAT} 0 {n} {m} 1 1 0 2 "
+                         f"{tid} {k} {n} 1 1 {size} {rs} {rs * n} {rs * n} "
+                         f"0 {k} {m} 1 1 4 {4 * k} {4 * k * m} {4 * k * m} bench_{t}")
+        path = self.workdir / f"cases_{m}_{n}_{k}.txt"
+        path.write_text("\n".join(lines) + "\n")
+        env = dict(os.environ)
+        if self.shim is not None:
+            env["LD_PRELOAD"] = f"{self.shim} {env['LD_PRELOAD']}" if env.get("LD_PRELOAD") else str(self.shim)
+            env["BENCH_NPROCS"] = str(2 * threads)
+        out = {}
+        for _ in range(ROUNDS):  # each run averages >= 1 s per case; keep the best run per case
+            r = subprocess.run([self.exe, "perf", "-b", "CPU", "-o", "MUL_MAT", "--test-file", str(path)],
+                               capture_output=True, text=True, env=env, timeout=1800, check=False)
+            for line in r.stdout.splitlines():
+                mt = re.search(r"^\s*(\w+)\(name=bench_(\w+),.*?([\d.]+) us/run", line)
+                if mt:
+                    if mt.group(1) != "MUL_MAT":
+                        raise SystemExit(f"llama.cpp: GGML_OP_MUL_MAT is not {GGML_OP_MUL_MAT} in this build "
+                                         f"(the case ran as {mt.group(1)}); update GGML_OP_MUL_MAT from its ggml.h")
+                    out[mt.group(2)] = min(out.get(mt.group(2), float("inf")), float(mt.group(3)))
+        if not out:
+            self.note = f"llama.cpp produced no timings (exit {r.returncode}): {(r.stderr or r.stdout)[-400:]}"
+        return out
+
+
+# -- ONNX Runtime MatMulNBits ------------------------------------------------------------------------------
+
+def ort_available() -> bool:
+    try:
+        import onnx  # noqa: F401
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def ort_bytes(bits: int, n: int, k: int, block: int = 32) -> int:
+    return n * (k // block) * (block * bits // 8 + 4)  # packed codes + one f32 scale per block
+
+
+def ort_time(m, n, k, bits, threads, repeat, rng, hot=False, block=32) -> float | None:
+    """us per MatMulNBits op (accuracy_level 4: int8 activations), None if ORT refuses the model."""
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    copies = n_copies(ort_bytes(bits, n, k, block), hot)
+    nb, blob = k // block, block * bits // 8
+    inits, nodes, outs = [], [], []
+    for c in range(copies):
+        inits.append(numpy_helper.from_array(rng.integers(0, 256, (n, nb, blob), dtype=np.uint8), f"B{c}"))
+        inits.append(numpy_helper.from_array(((rng.random(n * nb) + 0.5) * 0.01).astype(np.float32), f"S{c}"))
+        nodes.append(helper.make_node("MatMulNBits", ["A", f"B{c}", f"S{c}"], [f"Y{c}"], domain="com.microsoft",
+                                      K=k, N=n, bits=bits, block_size=block, accuracy_level=4))
+        outs.append(helper.make_tensor_value_info(f"Y{c}", TensorProto.FLOAT, [m, n]))
+    graph = helper.make_graph(nodes, "bench", [helper.make_tensor_value_info("A", TensorProto.FLOAT, [m, k])],
+                              outs, inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17),
+                                                    helper.make_opsetid("com.microsoft", 1)])
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    try:
+        sess = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    except Exception:  # noqa: BLE001 - an unsupported bit width
+        return None
+    feeds = {"A": rng.standard_normal((m, k)).astype(np.float32)}
+    return timeit(lambda: sess.run(None, feeds), repeat) / copies * 1e6
+
+
+# -- the table ---------------------------------------------------------------------------------------------
+
+def _f(v, fmt="{:.0f}"):
+    return "-" if v is None else fmt.format(v)
+
+
+def _r(peer, ours):
+    return "-" if peer is None or ours is None else f"{peer / ours:.2f}x"
 
 
 def main(argv=None) -> None:
+    global ROUNDS
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeat", type=int, default=10)
-    ap.add_argument("--quick", action="store_true", help="k = 4096 only, m = 1 and 4")
+    ap.add_argument("--rounds", type=int, default=ROUNDS, help="best of this many rounds (llama.cpp: whole runs)")
+    ap.add_argument("--quick", action="store_true", help="GEMV k = 4096 only")
+    ap.add_argument("--hot", action="store_true", help="one copy of the weights for ladder and ORT (cache-hot, "
+                                                        "as llama.cpp's test-backend-ops measures)")
+    ap.add_argument("--shapes", help="MxNxK,... (m tokens, n outputs) instead of the default three")
+    ap.add_argument("--threads", default="1,2", help="thread counts, comma separated")
+    ap.add_argument("--llama-cpp", metavar="TEST_BACKEND_OPS", help="path to llama.cpp's test-backend-ops")
+    ap.add_argument("--no-ort", action="store_true", help="skip ONNX Runtime even when installed")
+    ap.add_argument("--bandwidth", default="14.2,28.3",
+                    help="measured DRAM read GB/s at 1, 2, ... threads, for the 'bound us' column")
     args = ap.parse_args(argv)
+    ROUNDS = max(1, args.rounds)
+    thread_counts = [int(t) for t in args.threads.split(",")]
+    bw = [float(b) for b in args.bandwidth.split(",")]
     target = get_target("cpu")
     rng = np.random.default_rng(0)
-    print(f"host {target.cpu_name} ({target.name}; i8-madd {target.supports('i8-madd')}, fma {target.supports('f32-fma')})")
-    print(f"{'weights':<22} {'shape':<22} {'thr':>3} {'ladder us':>10} {'GB/s':>6} {'numpy f32 us':>13} {'numpy/ladder':>13}")
-    shapes = [(1, 4096, 4096), (4, 4096, 4096)] + ([] if args.quick else [(1, 4096, 14336), (16, 4096, 4096)])
+    tmp = tempfile.TemporaryDirectory(prefix="bench_matmul_")
+    llama = LlamaCpp(args.llama_cpp, Path(tmp.name)) if args.llama_cpp else None
+    use_ort = not args.no_ort and ort_available()
+    print(f"host {target.cpu_name} ({target.name}; i8-madd {target.supports('i8-madd')}, "
+          f"fma {target.supports('f32-fma')}); weights {'cache-hot (one copy)' if args.hot else 'cold (copies > LLC)'}")
+    print(f"peers: llama.cpp {'yes' if llama else 'no (--llama-cpp)'}"
+          f"{'' if not llama or llama.shim else ' (no C compiler for the thread shim: its default threads only)'}"
+          f", onnxruntime {'yes' if use_ort else 'no'}")
+    hdr = (f"{'case':<22} {'shape m n k':<17} {'thr':>3} {'ladder us':>9} {'GB/s':>5} {'bound us':>8} {'%bound':>6} "
+           f"{'numpy us':>8} {'np/ld':>6} {'llama':>6} {'llama us':>8} {'ll/ld':>6} {'ORT':>5} {'ORT us':>7} "
+           f"{'ORT/ld':>6}")
+    print(hdr)
+    print("-" * len(hdr))
+    shapes = [(1, 4096, 4096)] + ([] if args.quick else [(1, 4096, 14336), (32, 4096, 4096)])
+    if args.shapes:
+        shapes = [tuple(int(d) for d in s.split("x")) for s in args.shapes.split(",")]
     for m, n, k in shapes:
-        wf = [rng.standard_normal((n, k)).astype(np.float32) for _ in range(max(1, CACHE_BYTES // (n * k * 4) + 1))]
+        shape = f"{m} {n} {k}"
+        wf = [rng.standard_normal((n, k)).astype(np.float32) for _ in range(n_copies(n * k * 4, args.hot))]
         xf = rng.standard_normal((m, k)).astype(np.float32)
-        t_np = {}
-        for threads in (1, 2):
+        t_np, t_ll, t_ort = {}, {}, {}
+        for threads in thread_counts:
             it = iter(range(10 ** 9))
             with blas_threads(threads):
-                t_np[threads] = timeit(lambda: xf @ wf[next(it) % len(wf)].T, max(3, args.repeat))
-        for label, op, dname, layout in CASES:
-            cg, feeds, copies, wbytes = build(op, dname, layout, m, n, k, rng)
-            for threads in (1, 2):
-                t = timeit(lambda: cg.run(feeds, threads=threads), args.repeat) / copies
-                print(f"{label:<22} m={m:<3} n={n} k={k:<6} {threads:>3} {t * 1e6:>10.0f} {wbytes / t / 1e9:>6.1f} "
-                      f"{t_np[threads] * 1e6:>13.0f} {t_np[threads] / t:>12.1f}x")
+                t_np[threads] = timeit(lambda xf=xf, wf=wf, it=it: xf @ wf[next(it) % len(wf)].T,
+                                       max(3, args.repeat)) * 1e6
+            if llama and llama.can_run(threads):
+                t_ll[threads] = llama.run(m, n, k, list(GGML_TYPES), threads)
+            if use_ort:
+                for bits in sorted({c[5] for c in CASES if c[5]}):
+                    t_ort[threads, bits] = ort_time(m, n, k, bits, threads, max(3, args.repeat), rng, args.hot)
+
+        for label, op, dname, layout, ll_types, bits in CASES:
+            try:
+                cg, feeds, copies, wbytes = build(op, dname, layout, m, n, k, rng, args.hot)
+            except Exception as e:  # noqa: BLE001 - a packing this backend does not lower yet
+                print(f"{label:<22} {shape:<17} skipped: {type(e).__name__}: {str(e)[:80]}")
+                continue
+            for threads in thread_counts:
+                t = timeit(lambda cg=cg, feeds=feeds, threads=threads: cg.run(feeds, threads=threads),
+                           args.repeat) / copies * 1e6
+                bound = wbytes / (bw[min(threads, len(bw)) - 1] * 1e9) * 1e6
+                o = t_ort.get((threads, bits))
+                for i, lt in enumerate(ll_types):
+                    lu = t_ll.get(threads, {}).get(lt)
+                    lead = (f"{label:<22} {shape:<17} {threads:>3} {t:>9.0f} {wbytes / t / 1e3:>5.1f} {bound:>8.0f} "
+                            f"{100 * bound / t:>5.0f}% {t_np[threads]:>8.0f} {_r(t_np[threads], t):>6}"
+                            if i == 0 else f"{'':<22} {shape:<17} {threads:>3} {'':>9} {'':>5} {'':>8} {'':>6} "
+                                           f"{'':>8} {'':>6}")
+                    tail = f" {f'{bits}-bit' if bits else '-':>5} {_f(o):>7} {_r(o, t):>6}" if i == 0 else ""
+                    print(f"{lead} {lt:>6} {_f(lu):>8} {_r(lu, t):>6}{tail}")
+
+        for lt in PEER_ONLY if llama else ():
+            for threads in thread_counts:
+                lu = t_ll.get(threads, {}).get(lt)
+                bound = ggml_bytes(lt, n, k) / (bw[min(threads, len(bw)) - 1] * 1e9) * 1e6
+                pct = "-" if lu is None else f"{100 * bound / lu:.0f}%"
+                print(f"{'(llama.cpp only)':<22} {shape:<17} {threads:>3} {'-':>9} {'':>5} {bound:>8.0f} {pct:>6} "
+                      f"{t_np[threads]:>8.0f} {'':>6} {lt:>6} {_f(lu):>8}")
+        print()
+    if llama:
+        bounds = ", ".join(f"{t} {ggml_bytes(t, 4096, 4096) / 2 ** 20:.1f} MiB" for t in GGML_TYPES)
+        print(f"llama.cpp weight bytes at n = k = 4096: {bounds} (its 'bound' is for its own bytes; ll/ld > 1: "
+              f"ladder faster). {llama.note}")
+    if use_ort:
+        print("ORT: MatMulNBits block 32, accuracy_level 4, bytes = codes + f32 scale per block.")
 
 
 if __name__ == "__main__":
