@@ -65,7 +65,7 @@ import numpy as np
 from ladder.builder import Builder
 from ladder.errors import LadderError
 from ladder.ir import Graph, Value
-from ladder.models import BitNetConfig
+from ladder.models import BitNetConfig, decoder_step_inputs
 from ladder.quant import dequantize as _dequantize
 from ladder.types import DTYPES, DType
 
@@ -675,12 +675,7 @@ def load(path: str | os.PathLike, shapes: Mapping[str, tuple[int, ...]] | None =
     c, b = h.cfg, m.b
     d, hd = c.hidden, c.head_dim
 
-    tokens = b.input("tokens", f"i32[{seq}]")
-    pos = b.input("pos", f"i32[{seq}]")
-    start = b.input("start", "i32[1]")
-    kv_len = b.input("kv_len", "i32[1]")
-    cache_t = f"f32[{c.kv_heads}, {context}, {hd}]"
-    caches = [(b.input(f"k_cache{i}", cache_t), b.input(f"v_cache{i}", cache_t)) for i in range(c.layers)]
+    tokens, pos, start, kv_len, caches = decoder_step_inputs(b, seq, c.kv_heads, context, hd, c.layers)
 
     def heads(t: Value, n: int) -> Value:
         return b.transpose(b.reshape(t, shape=[seq, n, hd]), perm=[1, 0, 2])

@@ -54,15 +54,23 @@ def _bitlinear(b: Builder, x: Value, ref: str, out_features: int, in_features: i
     return b.mul(b.mul(b.cast(acc, dtype="f32"), xs), ws)
 
 
-def bitnet_decoder(cfg: BitNetConfig, seq: int, name: str = "bitnet") -> Graph:
-    """Token ids [seq] -> logits [seq, vocab], plus the updated caches of every layer."""
-    b = Builder(name)
+def decoder_step_inputs(b: Builder, seq: int, kv_heads: int, context: int, head_dim: int, layers: int):
+    """The inputs of one decoder step, the convention ``ladder.demo.generate`` drives: tokens, pos, start,
+    kv_len and a (k, v) cache pair per layer. Returns (tokens, pos, start, kv_len, caches)."""
     tokens = b.input("tokens", f"i32[{seq}]")
     pos = b.input("pos", f"i32[{seq}]")
     start = b.input("start", "i32[1]")
     kv_len = b.input("kv_len", "i32[1]")
-    cache_t = f"f32[{cfg.kv_heads}, {cfg.context}, {cfg.head_dim}]"
-    caches = [(b.input(f"k_cache{i}", cache_t), b.input(f"v_cache{i}", cache_t)) for i in range(cfg.layers)]
+    cache_t = f"f32[{kv_heads}, {context}, {head_dim}]"
+    caches = [(b.input(f"k_cache{i}", cache_t), b.input(f"v_cache{i}", cache_t)) for i in range(layers)]
+    return tokens, pos, start, kv_len, caches
+
+
+def bitnet_decoder(cfg: BitNetConfig, seq: int, name: str = "bitnet") -> Graph:
+    """Token ids [seq] -> logits [seq, vocab], plus the updated caches of every layer."""
+    b = Builder(name)
+    tokens, pos, start, kv_len, caches = decoder_step_inputs(b, seq, cfg.kv_heads, cfg.context, cfg.head_dim,
+                                                             cfg.layers)
     d, hd, kvd = cfg.hidden, cfg.head_dim, cfg.kv_heads * cfg.head_dim
 
     x = b.gather(b.param("embed", f"f32[{cfg.vocab}, {d}]"), tokens)
