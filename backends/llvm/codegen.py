@@ -244,17 +244,18 @@ def _i32c(v: int) -> ir.Constant:
 
 
 def half_to_f32(b: ir.IRBuilder, h: ir.Value) -> ir.Value:
-    """f16 bits (i16) -> f32, exactly, in integer arithmetic."""
+    """f16 bits (i16) -> f32, exactly as numpy's npy_halfbits_to_floatbits: subnormals exact, a NaN's payload
+    kept (not quieted), in integer arithmetic."""
     h = b.zext(h, I32)
-    o = b.shl(b.and_(h, _i32c(0x7FFF)), _i32c(13))
-    e = b.and_(o, _i32c(0x7C00 << 13))
-    o = b.add(o, _i32c((127 - 15) << 23))
-    infnan = b.add(o, _i32c((128 - 16) << 23))
-    sub = b.bitcast(b.add(o, _i32c(1 << 23)), F32)
-    sub = b.bitcast(b.fsub(sub, b.bitcast(_i32c(113 << 23), F32)), I32)
-    o = b.select(b.icmp_unsigned("==", e, _i32c(0x7C00 << 13)), infnan,
-                 b.select(b.icmp_unsigned("==", e, _i32c(0)), sub, o))
-    return b.bitcast(b.or_(o, b.shl(b.and_(h, _i32c(0x8000)), _i32c(16))), F32)
+    sign = b.shl(b.and_(h, _i32c(0x8000)), _i32c(16))
+    e = b.and_(h, _i32c(0x7C00))
+    m = b.and_(h, _i32c(0x3FF))
+    normal = b.add(b.shl(b.and_(h, _i32c(0x7FFF)), _i32c(13)), _i32c(112 << 23))
+    special = b.or_(b.shl(m, _i32c(13)), _i32c(0x7F800000))
+    sub = b.bitcast(b.fmul(b.uitofp(m, F32), ir.Constant(F32, 2.0 ** -24)), I32)
+    mag = b.select(b.icmp_unsigned("==", e, _i32c(0)), sub,
+                   b.select(b.icmp_unsigned("==", e, _i32c(0x7C00)), special, normal))
+    return b.bitcast(b.or_(sign, mag), F32)
 
 
 def f32_to_half(b: ir.IRBuilder, v: ir.Value) -> ir.Value:

@@ -39,12 +39,13 @@ from ladder.backends.llvm.codegen import (
     F32,
     F64,
     I8,
-    I16,
     I32,
     I64,
     KernelSpec,
     for_range,
+    half_to_f32,
     lowers,
+    storage_type,
 )
 from llvmlite import ir
 
@@ -53,17 +54,6 @@ from ladder.ops import get_op
 from ladder.types import DType
 
 # -- element storage ----------------------------------------------------------------------------------
-
-
-def _stype(dt: DType) -> ir.Type:
-    """The LLVM type an element is loaded as: floats other than f32 as their bits."""
-    if dt.name == "f32":
-        return F32
-    if dt.name == "i32":
-        return I32
-    if dt.name in ("f16", "bf16", "i16"):
-        return I16
-    return I8
 
 
 def _ci(t: ir.IntType, v: int) -> ir.Constant:
@@ -88,17 +78,8 @@ def decode_f32(b: ir.IRBuilder, raw: ir.Value, dt: DType) -> ir.Value:
         return raw
     if name == "bf16":
         return b.bitcast(b.shl(b.zext(raw, I32), _ci(I32, 16)), F32)
-    if name == "f16":  # numpy's npy_halfbits_to_floatbits: subnormals exact, NaN payload kept (not quieted)
-        h = b.zext(raw, I32)
-        sign = b.shl(b.and_(h, _ci(I32, 0x8000)), _ci(I32, 16))
-        e = b.and_(h, _ci(I32, 0x7C00))
-        m = b.and_(h, _ci(I32, 0x3FF))
-        normal = b.add(b.shl(b.and_(h, _ci(I32, 0x7FFF)), _ci(I32, 13)), _ci(I32, 112 << 23))
-        special = b.or_(b.shl(m, _ci(I32, 13)), _ci(I32, 0x7F800000))
-        sub = b.bitcast(b.fmul(b.uitofp(m, F32), _cf(F32, 2.0 ** -24)), I32)
-        mag = b.select(b.icmp_unsigned("==", e, _ci(I32, 0)), sub,
-                       b.select(b.icmp_unsigned("==", e, _ci(I32, 0x7C00)), special, normal))
-        return b.bitcast(b.or_(sign, mag), F32)
+    if name == "f16":
+        return half_to_f32(b, raw)
     if name in ("fp8e4m3", "fp4"):
         return b.bitcast(_table(b, dt, raw), F32)
     raise LadderError(f"internal: {dt} is not a float type")
@@ -177,12 +158,12 @@ def encode_float(b: ir.IRBuilder, v: ir.Value, dt: DType) -> ir.Value:
     else:
         nan = {"bf16": 0x7FC0, "fp8e4m3": 0x7F}[dt.name]
         out = b.or_(sign, b.select(is_nan, _ci(I32, nan), code))
-    return b.trunc(out, _stype(dt))
+    return b.trunc(out, storage_type(dt))
 
 
 def encode_int(b: ir.IRBuilder, v: ir.Value, dt: DType) -> ir.Value:
     """An in-range integer value (i32) -> its storage (sub-byte types masked to their low bits)."""
-    st = _stype(dt)
+    st = storage_type(dt)
     out = v if st.width == 32 else b.trunc(v, st)
     if dt.bits < 8:
         out = b.and_(out, _ci(I8, (1 << dt.bits) - 1))
@@ -446,8 +427,8 @@ def _generate(ctx, op, ins, outs) -> KernelSpec:
         b.ret_void()
         return KernelSpec(fn, 0, 1)
     dims, strides = broadcast_plan(y.shape, [t.shape for t in ins])
-    in_st = [_stype(t.dtype) for t in ins]
-    out_st = _stype(y.dtype)
+    in_st = [storage_type(t.dtype) for t in ins]
+    out_st = storage_type(y.dtype)
     c = lambda v: ir.Constant(I64, v)
 
     def inner(lo, hi, rbase, bases):
