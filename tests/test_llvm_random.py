@@ -15,14 +15,15 @@ import os
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from ladder.backends.llvm.compiler import compile_graph
+from test_llvm_matmul import FLOAT_W, INT_W, G, _float_case, check, rand_w
 
 import ladder
 from ladder import Builder
-from ladder.backends.llvm.compiler import compile_graph
 from ladder.packing import PACKINGS
 from ladder.types import DTYPES
-from test_llvm_matmul import FLOAT_W, INT_W, G, _float_case, check, rand_w
 
 TARGETS = ["cpu", "cpu:generic"]
 SETTINGS = settings(max_examples=int(os.environ.get("LADDER_EXAMPLES", "20")), deadline=None, suppress_health_check=[HealthCheck.too_slow])
