@@ -61,8 +61,9 @@ CASES = [
     ("ternary crumb32 f32", "qmatmul", "ternary", "crumb32", ("TQ2_0", "TQ1_0"), 2),
     ("int4 nib32 f32", "qmatmul", "i4", "nib32", ("Q4_0",), 4),
     ("int4 nib16+f16 f32", "qmatmul", "i4", "nib16+f16", ("Q4_0",), 4),
+    ("int8 q+i8", "qmatmul_i8", "i8", None, ("Q8_0",), None),
+    ("f32 matmul", "matmul", "f32", None, ("F32",), None),
 ]
-PEER_ONLY = ("Q8_0", "F32")  # llama.cpp rows with no ladder counterpart, printed for reference
 
 # ggml_type ids (stable: they are stored in GGUF files) -> (id, elements per block, bytes per block)
 GGML_TYPES = {"F32": (0, 1, 4), "Q4_0": (2, 32, 18), "Q8_0": (8, 32, 34), "TQ1_0": (34, 256, 54),
@@ -104,26 +105,34 @@ def n_copies(wbytes: int, hot: bool) -> int:
 
 
 def build(op, dname, layout, m, n, k, rng, hot=False):
+    """The graph of one case: enough copies of the op to exceed the cache (one when hot), compiled."""
     dt = DTYPES[dname]
-    p = get_packing(layout)
-    wbytes = n * p.row_bytes(k, dt)
+    p = get_packing(layout) if layout else None
+    wbytes = n * (p.row_bytes(k, dt) if p else k * dt.bits // 8)
     copies = n_copies(wbytes, hot)
     lines, weights, outs = [], {}, []
     for c in range(copies):
-        codes = rng.integers(0, 3 if dname == "ternary" else 2 ** dt.bits, (n, k)).astype(np.uint8)
-        weights[f"w{c}"] = from_codes(codes, dt)
+        if dt.is_float:
+            weights[f"w{c}"] = rng.standard_normal((n, k)).astype(dt.np_dtype)
+        else:
+            codes = rng.integers(0, 3 if dname == "ternary" else 2 ** dt.bits, (n, k)).astype(np.uint8)
+            weights[f"w{c}"] = from_codes(codes, dt)
         lines.append(f"%w{c} = param @w{c} : {dname}[{n}, {k}]")
-        if "+" in layout:
+        if p is not None and "+" in layout:
             weights[f"bs{c}"] = (rng.random((n, p.blocks(k))) + 0.5).astype(np.float16)
             lines.append(f"%bs{c} = param @bs{c} : f16[{n}, {p.blocks(k)}]")
             lines.append(f"%p{c} = pack %w{c}, %bs{c} {{layout = \"{layout}\"}} : {dname}<{layout}>[{n}, {k}]")
             lines.append(f"%y{c} = qmatmul %x, %p{c} {{transpose_b = true, group = {p.block}}} : f32[{m}, {n}]")
         else:
-            lines.append(f"%p{c} = pack %w{c} {{layout = \"{layout}\"}} : {dname}<{layout}>[{n}, {k}]")
-            if op == "qmatmul_i8":  # each copy quantizes x itself: equal work to a peer's op
+            if p is not None:
+                lines.append(f"%p{c} = pack %w{c} {{layout = \"{layout}\"}} : {dname}<{layout}>[{n}, {k}]")
+            w = f"p{c}" if p is not None else f"w{c}"  # int8 and f32 weights are used as they are
+            if op == "matmul":
+                lines.append(f"%y{c} = matmul %x, %{w} {{transpose_b = true}} : f32[{m}, {n}]")
+            elif op == "qmatmul_i8":  # each copy quantizes x itself: equal work to a peer's op
                 lines.append(f"%xq{c}, %xs{c} = quantize %x {{dtype = i8, scheme = \"absmax\"}} "
                              f": i8[{m}, {k}], f32[{m}, 1]")
-                lines.append(f"%y{c} = qmatmul_i8 %xq{c}, %p{c}, %xs{c}, %s2 {{transpose_b = true}} : f32[{m}, {n}]")
+                lines.append(f"%y{c} = qmatmul_i8 %xq{c}, %{w}, %xs{c}, %s2 {{transpose_b = true}} : f32[{m}, {n}]")
             else:
                 lines.append(f"%y{c} = qmatmul %x, %p{c}, %s2r {{transpose_b = true}} : f32[{m}, {n}]")
         outs.append(f"y{c}")
@@ -326,13 +335,6 @@ def main(argv=None) -> None:
                     tail = f" {f'{bits}-bit' if bits else '-':>5} {_f(o):>7} {_r(o, t):>6}" if i == 0 else ""
                     print(f"{lead} {lt:>6} {_f(lu):>8} {_r(lu, t):>6}{tail}")
 
-        for lt in PEER_ONLY if llama else ():
-            for threads in thread_counts:
-                lu = t_ll.get(threads, {}).get(lt)
-                bound = ggml_bytes(lt, n, k) / (bw[min(threads, len(bw)) - 1] * 1e9) * 1e6
-                pct = "-" if lu is None else f"{100 * bound / lu:.0f}%"
-                print(f"{'(llama.cpp only)':<22} {shape:<17} {threads:>3} {'-':>9} {'':>5} {bound:>8.0f} {pct:>6} "
-                      f"{t_np[threads]:>8.0f} {'':>6} {lt:>6} {_f(lu):>8}")
         print()
     if llama:
         bounds = ", ".join(f"{t} {ggml_bytes(t, 4096, 4096) / 2 ** 20:.1f} MiB" for t in GGML_TYPES)

@@ -373,6 +373,11 @@ def test_canary_guard_every_kernel(target):
         for dname, lay in (("ternary", "crumb32"), ("i4", "nib16+f16"), ("u4", "nib64"), ("u2", "crumb16+f16z"),
                            ("nf4", "nib32"), ("ternary", "trit5"), ("i4", "planes")):
             _float_case(gb, rng, x, xn, dname, lay, N, K)
+        for tb in (True, False):  # the dense f32 kernels
+            wf = rng.standard_normal((N, K) if tb else (K, N)).astype(np.float32)
+            tol = 1e-4 * (np.abs(x) @ np.abs(wf if tb else wf.T).T) + 1e-30
+            gb.op(f"matmul %{xn}, %{gb.param(wf, 'f32')} {{transpose_b = {str(tb).lower()}}}", f"f32[{M}, {N}]",
+                  tol=tol)
         g = gb.graph()
         cg = compile_graph(g, gb.weights, target=target, pipeline="")
         ref = ladder.run(g, gb.feeds, weights=gb.weights)

@@ -160,3 +160,21 @@ def test_movement_any_shape(shape, seed, data):
         got = compile_graph(g, None, target=target, pipeline="").run(feeds, threads=2)
         for o in outs:
             assert got[o.name].tobytes() == want[o.name].tobytes(), f"{target} {o.name}"
+
+
+@SETTINGS
+@given(lead=st.lists(st.integers(1, 4), max_size=2), M=dims, N=st.integers(1, 1100), K=depth,
+       tb=st.booleans(), seed=st.integers(0, 2**32 - 1))
+def test_float_matmul_any_shape(lead, M, N, K, tb, seed):
+    """The dense f32 kernels (transpose_b: vector dots over tiles of rows; [K, N]: the output rows as
+    accumulators, DCOLS columns at a time, so N up to 1100 crosses a column chunk) within 1e-4 sum |x||w|."""
+    rng = np.random.default_rng(seed)
+    gb = G()
+    x = rng.standard_normal(tuple(lead) + (M, K)).astype(np.float32)
+    w = rng.standard_normal((N, K) if tb else (K, N)).astype(np.float32)
+    xn, wn = gb.input(x, "f32"), gb.param(w, "f32")
+    wt = w if tb else w.T
+    tol = 1e-4 * (np.abs(x) @ np.abs(wt).T) + 1e-30
+    gb.op(f"matmul %{xn}, %{wn} {{transpose_b = {'true' if tb else 'false'}}}",
+          f"f32[{', '.join(map(str, tuple(lead) + (M, N)))}]", tol=tol)
+    check(gb)

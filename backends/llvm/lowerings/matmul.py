@@ -1,6 +1,6 @@
 """Lowerings: matmul, qmatmul (float activations x low-bit weights) and qmatmul_i8 (BitNet's integer path).
 
-Two tiers, chosen per op at lowering time:
+Three tiers, chosen per op at lowering time:
 
 * a **generic** kernel for every shape, dtype, packing, granularity and broadcast the reference accepts: work
   item = one (batch, n) output column; each weight element is decoded from its packed bytes by the packing's
@@ -21,6 +21,9 @@ Two tiers, chosen per op at lowering time:
   - ``qmatmul`` (x f32): codes -> f32 values, dequantized per element exactly as the reference
     (v*s, (v - z)*s or v*s - z, no contraction), then FMA into 8-lane accumulators; a per-row scale without
     zero multiplies the row's sum once instead. Only the summation order (and rounding) differs from numpy's BLAS.
+
+* a **dense f32** kernel for float matmuls with 2-D f32 weights (either orientation): vector dot products
+  over tiles of rows, or the output rows as accumulators for ``[K, N]`` weights (``_lower_dense_f32``).
 
 The last < 32 codes of K not a multiple of the block are finished by the scalar decode (never reading past a
 row); no kernel reads or writes outside its buffers. Epilogues run in f64 (libm) and round to the result type per op, as the
@@ -273,6 +276,8 @@ def lower_matmul(ctx, op, ins, outs):
     fast = _fast_plan(ctx, mm)
     if fast is not None:
         return _lower_fast(ctx, op, mm, fast)
+    if _dense_f32(mm):
+        return _lower_dense_f32(ctx, op, mm)
     return _lower_generic(ctx, op, mm)
 
 
@@ -420,6 +425,128 @@ def _store_result(ctx, b, mm, ptrs, acc, oidx):
         v = _round_to(b, acc, out.dtype)
     v = _epilogue(ctx, b, v, mm.epi, out.dtype)
     b.store(from_f32(b, v, out.dtype), b.gep(py, [oidx], source_etype=storage_type(out.dtype)))
+
+
+# -- dense f32: float matmul with 2-D f32 weights -------------------------------------------------------------
+
+DTILE = (3, 4)  # (rows of x, weight rows) per step of the transpose_b kernel: 12 vector accumulators
+DCOLS = 1024  # columns of w per pass of the [K, N] kernel: 4 KiB of each w row, reused over every row of x
+
+
+def _dense_f32(mm: _MM) -> bool:
+    return (mm.kind == "matmul" and mm.w.rank == 2 and mm.x.dtype.name == "f32" and mm.w.dtype.name == "f32"
+            and mm.out.dtype.name == "f32" and mm.K > 0)
+
+
+def _lower_dense_f32(ctx, op, mm: _MM):
+    """``x f32[..., M, K] @ w f32[K, N]`` (or ``w[N, K]`` with transpose_b), vectorised for the target's width.
+
+    * transpose_b: work item = weight row n. A step takes T rows of x against U weight rows (U * T vector
+      accumulators over K, each x vector loaded once per U rows and each w vector once per T rows); a single
+      row of x (GEMV) instead unrolls K four vectors deep into independent accumulators, streaming one weight
+      row at a time. Lanes are summed once per output, the K tail one element at a time.
+    * [K, N]: work item = output column n; per DCOLS columns, the output rows themselves are the accumulators:
+      for each k and each row m, ``y[m, n] += x[m, k] * w[k, n]``, a unit-stride loop LLVM vectorises; each
+      4 KiB piece of a w row is read once from memory and reused over all rows of x.
+
+    ``llvm.fmuladd`` lets LLVM fuse where the target has FMA. Only the summation order (and one rounding per
+    product) differs from numpy's BLAS."""
+    K, N = mm.K, mm.N
+    R = math.prod(mm.x.shape[:-1])
+    fn, b, ptrs, begin, end = ctx.kernel(f"{op.kind}_{op.name}", 3)
+    px, pw, py = ptrs
+    muladd = ctx.declare("llvm.fmuladd.f32", F32, [F32, F32, F32])
+    if not mm.tb:
+        with for_range(b, begin, end, step=DCOLS, name="nc", vectorize=False) as n0:
+            n1 = b.select(b.icmp_signed("<", b.add(n0, C64(DCOLS)), end), b.add(n0, C64(DCOLS)), end)
+            with for_range(b, 0, R, name="mz", vectorize=False) as m:
+                with for_range(b, n0, n1, name="z") as n:
+                    b.store(ir.Constant(F32, 0.0), b.gep(py, [b.add(b.mul(m, C64(N)), n)], source_etype=F32))
+            with for_range(b, 0, K, name="k", vectorize=False) as k:
+                wrow = b.mul(k, C64(N))
+                with for_range(b, 0, R, name="m", vectorize=False) as m:
+                    xk = b.load(b.gep(px, [b.add(b.mul(m, C64(K)), k)], source_etype=F32), typ=F32)
+                    yrow = b.mul(m, C64(N))
+                    with for_range(b, n0, n1, name="n") as n:
+                        yp = b.gep(py, [b.add(yrow, n)], source_etype=F32)
+                        wv = b.load(b.gep(pw, [b.add(wrow, n)], source_etype=F32), typ=F32)
+                        b.store(b.call(muladd, [xk, wv, b.load(yp, typ=F32)]), yp)
+        b.ret_void()
+        return KernelSpec(fn, N, 1)
+
+    VW = max(4, min(16, ctx.target.vector_bits // 32))
+    vt = ir.VectorType(F32, VW)
+    vmuladd = ctx.declare(f"llvm.fmuladd.v{VW}f32", vt, [vt, vt, vt])
+    vsum = ctx.declare(f"llvm.vector.reduce.fadd.v{VW}f32", F32, [F32, vt])
+    T, U = DTILE
+    T, U = min(T, R), min(U, N)
+    nvec = K // VW
+
+    def step(b, ms, ns, depth):
+        """y[ms, ns] for rows ms of x and rows ns of w: vectors of K `depth` deep, then the tail."""
+        accs = {(t, u, d): _entry_alloca(b, vt) for t in range(len(ms)) for u in range(len(ns))
+                for d in range(depth)}
+        tails = {(t, u): _entry_alloca(b, F32) for t in range(len(ms)) for u in range(len(ns))}
+        for a in accs.values():
+            b.store(ir.Constant(vt, None), a)
+        for a in tails.values():
+            b.store(ir.Constant(F32, 0.0), a)
+        xrows = [b.mul(m, C64(K)) for m in ms]
+        wrows = [b.mul(n, C64(K)) for n in ns]
+
+        def vectors(b, k0, d_count):
+            for d in range(d_count):
+                k = b.add(k0, C64(d * VW))
+                xv = [b.load(b.gep(px, [b.add(r, k)], source_etype=F32), typ=vt, align=4) for r in xrows]
+                for u, r in enumerate(wrows):
+                    wv = b.load(b.gep(pw, [b.add(r, k)], source_etype=F32), typ=vt, align=4)
+                    for t in range(len(ms)):
+                        a = accs[t, u, d]
+                        b.store(b.call(vmuladd, [xv[t], wv, b.load(a, typ=vt)]), a)
+
+        deep = nvec // depth * depth
+        if deep:
+            with for_range(b, 0, deep * VW, step=depth * VW, name="kv", vectorize=False) as k0:
+                vectors(b, k0, depth)
+        if deep < nvec:
+            with for_range(b, deep * VW, nvec * VW, step=VW, name="kr", vectorize=False) as k0:
+                vectors(b, k0, 1)
+        if nvec * VW < K:
+            with for_range(b, nvec * VW, K, name="kt", vectorize=False) as k:
+                xs = [b.load(b.gep(px, [b.add(r, k)], source_etype=F32), typ=F32) for r in xrows]
+                for u, r in enumerate(wrows):
+                    wv = b.load(b.gep(pw, [b.add(r, k)], source_etype=F32), typ=F32)
+                    for t in range(len(ms)):
+                        b.store(b.call(muladd, [xs[t], wv, b.load(tails[t, u], typ=F32)]), tails[t, u])
+        for t, m in enumerate(ms):
+            for u, n in enumerate(ns):
+                v = b.load(accs[t, u, 0], typ=vt)
+                for d in range(1, depth):
+                    v = b.fadd(v, b.load(accs[t, u, d], typ=vt))
+                dot = b.fadd(b.call(vsum, [ir.Constant(F32, -0.0), v]), b.load(tails[t, u], typ=F32))
+                b.store(dot, b.gep(py, [b.add(b.mul(m, C64(N)), n)], source_etype=F32))
+
+    def rows(b, ns):
+        """Every row of x against weight rows ns: tiles of T rows, then the rest one by one."""
+        depth = 4 if len(ns) == 1 and R == 1 else 1
+        full = R // T * T
+        if T > 1 and full:
+            with for_range(b, 0, full, step=T, name="mt", vectorize=False) as m0:
+                step(b, [b.add(m0, C64(t)) for t in range(T)], ns, depth)
+        with for_range(b, full if T > 1 else 0, R, name="m1", vectorize=False) as m:
+            step(b, [m], ns, depth)
+
+    u_end = b.sub(end, b.urem(b.sub(end, begin), C64(U)))
+    if U > 1 and R > 1:
+        with for_range(b, begin, u_end, step=U, name="nu", vectorize=False) as n0:
+            rows(b, [b.add(n0, C64(u)) for u in range(U)])
+        tail_start = u_end
+    else:
+        tail_start = begin
+    with for_range(b, tail_start, end, name="n", vectorize=False) as n:
+        rows(b, [n])
+    b.ret_void()
+    return KernelSpec(fn, N, U if R > 1 else 1)
 
 
 # -- fast: transpose_b, 2-D weights in a SIMD block packing ------------------------------------------------
