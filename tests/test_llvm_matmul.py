@@ -446,3 +446,23 @@ def test_fast_path_row_groups_partial_blocks_threads(M, N, K):
         for mode in ("row", "group32", "original"):
             _float_case(gb, rng, xf, xfn, dname, lay, N, K, mode=mode)
     check(gb, targets=["cpu"])
+
+
+def test_vnni_dot_product_for_avx512_and_madd_for_avx2():
+    """cpu:avx512 (VNNI) multiplies int8 by one vpdpbusd per 32 codes; cpu:avx2 by vpmaddubsw + vpmaddwd. Both
+    compile ahead of time on any host; where the host has VNNI, the native target runs the VNNI kernels
+    through every other test of this file."""
+    rng = np.random.default_rng(11)
+    N, K = 8, 256
+    g = ladder.parse(f"""graph @g(%x: i8[1, {K}], %s1: f32[1, 1]) -> f32[1, {N}] {{
+  %w = param @w : ternary[{N}, {K}]
+  %s2 = param @s2 : f32[1]
+  %p = pack %w {{layout = "crumb32"}} : ternary<crumb32>[{N}, {K}]
+  %y = qmatmul_i8 %x, %p, %s1, %s2 {{transpose_b = true}} : f32[1, {N}]
+  return %y
+}}""")
+    weights = {"w": rand_w(rng, DTYPES["ternary"], (N, K)), "s2": np.array([0.5], np.float32)}
+    asm512 = compile_graph(g, weights, target="cpu:avx512", pipeline="", jit=False).source("asm")
+    asm2 = compile_graph(g, weights, target="cpu:avx2", pipeline="", jit=False).source("asm")
+    assert "vpdpbusd" in asm512 and "vpmaddubsw" not in asm512
+    assert "vpmaddubsw" in asm2 and "vpdpbusd" not in asm2

@@ -16,7 +16,8 @@ Three tiers, chosen per op at lowering time:
 
   - ``qmatmul_i8``: codes are made unsigned-offset (``o = code ^ sign bit``, value = o - z), and
     dot = sum(x * o) - z * sum(x); on AVX2 ``vpmaddubsw`` (u8 x i8 pairs -> i16; |sum| <= 4 * 768 for crumb,
-    2 * 3840 for nib, 5 * 512 for trit5, no saturation) then ``vpmaddwd`` by ones (-> i32); elsewhere plain i32 vector MACs.
+    2 * 3840 for nib, 5 * 512 for trit5, no saturation) then ``vpmaddwd`` by ones (-> i32); with VNNI (AVX512-VNNI
+    or AVX-VNNI) one ``vpdpbusd`` does both; elsewhere plain i32 vector MACs.
     Then ``(f32(dot) * s1) * s2`` and the epilogue, the reference's order: bit-exact.
   - ``qmatmul`` (x f32): codes -> f32 values, dequantized per element exactly as the reference
     (v*s, (v - z)*s or v*s - z, no contraction), then FMA into 8-lane accumulators (up to 4 independent ones
@@ -619,6 +620,8 @@ def _fast_plan(ctx, mm: _MM):
             chunks.append((parts, xk))
     p.chunks = chunks
     p.madd = mm.kind == "qmatmul_i8" and ctx.target.supports("i8-madd")
+    # VNNI: one vpdpbusd (u8 x i8, groups of 4 summed into i32 lanes, no saturation) replaces maddubs + maddwd
+    p.vnni = p.madd and ctx.target.supports("i8-dot")
     return p
 
 
@@ -673,6 +676,8 @@ def _lower_fast(ctx, op, mm: _MM, p: _Plan):
         maddubs = ctx.declare("llvm.x86.avx2.pmadd.ub.sw", v16i16, [v32i8, v32i8])
         maddwd = ctx.declare("llvm.x86.avx2.pmadd.wd", v8i32, [v16i16, v16i16])
         ones16 = ir.Constant(v16i16, [1] * 16)
+    if p.vnni:  # _mm256_dpbusd_epi32(src, a: u8, b: i8) (AVX512-VNNI + VL, or AVX-VNNI)
+        dpbusd = ctx.declare("llvm.x86.avx512.vpdpbusd.256", v8i32, [v8i32, v8i32, v8i32])
     mask = ir.Constant(v32i8, [3 if p.crumb else 15] * 32)
     xorc = ir.Constant(v32i8, [(0xAA if p.crumb else 0x88) if p.xor else 0] * 32)
     zero_i8 = ir.Constant(v32i8, [p.zero] * 32)
@@ -794,7 +799,12 @@ def _lower_fast(ctx, op, mm: _MM, p: _Plan):
                         cu = decode(u)
                         for t in range(T):
                             xvs = {q: x_vec(b, xrows[t], sb_k, xk[q]) for q in qs}
-                            if p.madd:
+                            if p.vnni:
+                                a = accs[t][u][0]
+                                for q in qs:
+                                    a = b.call(dpbusd, [a, b.bitcast(cu[q], v8i32), b.bitcast(xvs[q], v8i32)])
+                                accs[t][u][0] = a
+                            elif p.madd:
                                 part = None
                                 for q in qs:
                                     pr = b.call(maddubs, [cu[q], xvs[q]])
