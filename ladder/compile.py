@@ -22,7 +22,7 @@ from .interpreter import Session
 from .ir import Graph
 from .passes import PassManager, Snapshots, default_pipeline
 
-BACKENDS = {"cpu": "ladder.backends.llvm.compiler"}
+BACKENDS = {"cpu": "ladder.backends.llvm.compiler", "asic": "ladder.backends.asic.compiler"}
 
 
 class CompiledModule:
@@ -35,10 +35,10 @@ class CompiledModule:
         if kind == "ref":
             pipeline = "canonicalize" if pipeline is None else pipeline
         elif kind in BACKENDS:
-            pipeline = default_pipeline(target) if pipeline is None else pipeline
+            pipeline = default_pipeline(target, threads) if pipeline is None else pipeline
         else:
             raise LadderError(f"unknown target '{target}'; known: ref, cpu, cpu:native, cpu:generic, cpu:avx2, "
-                              f"cpu:avx512")
+                              f"cpu:avx512, asic:CONFIG")
         self.pipeline = pipeline
         self.snapshots = Snapshots()
         self.graph = PassManager(pipeline, [self.snapshots]).run(graph)
@@ -65,17 +65,19 @@ class CompiledModule:
                 return snap.graph
         raise LadderError(f"no pass '{pass_name}' in the pipeline '{self.pipeline}'")
 
-    def write(self, path, emit: str = "so"):
-        """Write the module ahead of time (cpu targets): see ladder.backends.llvm.compiler.CompiledGraph.write."""
+    def write(self, path, emit: str | None = None):
+        """Write the module ahead of time: see ladder.backends.llvm.compiler.CompiledGraph.write (cpu targets,
+        ``emit`` defaults to 'so') and ladder.backends.asic.compiler (asic targets, 'isa')."""
         if self._backend is None:
             raise LadderError(f"target {self.target} has nothing to write ahead of time")
-        return self._backend.write(path, emit)
+        return self._backend.write(path, *([emit] if emit else []))
 
-    def source(self, kind: str = "llvm") -> str:
-        """The module's LLVM IR ('llvm') or assembly ('asm'); the graph's .lir text for the ref target."""
+    def source(self, kind: str | None = None) -> str:
+        """The module's LLVM IR ('llvm', the default) or assembly ('asm'), an asic program's assembly ('isa',
+        its default); the graph's .lir text for the ref target."""
         if self._backend is None:
             return str(self.graph)
-        return self._backend.source(kind)
+        return self._backend.source(*([kind] if kind else []))
 
     def report(self) -> str:
         lines = [f"target {self.target}, pipeline {self.pipeline}",
@@ -84,7 +86,9 @@ class CompiledModule:
         for op in self.graph.ops():
             kinds[op.kind] = kinds.get(op.kind, 0) + 1
         lines.append("ops: " + ", ".join(f"{k} x{n}" for k, n in sorted(kinds.items())))
-        if self._backend is not None:
+        if self._backend is not None and hasattr(self._backend, "report_lines"):
+            lines += self._backend.report_lines()
+        elif self._backend is not None:
             b = self._backend
             wbytes = sum(w.nbytes for w in b.weights)
             lines.append(f"{len(b.steps)} kernels; arena {b.plan.size:,} bytes; weights {wbytes:,} bytes; "

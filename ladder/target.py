@@ -4,7 +4,8 @@
 * ``cpu:generic`` (x86-64 baseline, 128-bit SSE2), ``cpu:avx2`` (256-bit, FMA, AVX2 byte shuffles and
   ``vpmaddubsw``), ``cpu:avx512`` (512-bit, AVX-512 BW/VL and VNNI ``vpdpbusd``): force a level;
 * ``lut``: a table-lookup machine (T-MAC on a CPU, or the LUT units of the ASIC target): it multiplies
-  low-bit weights by looking up precomputed activation sums indexed by bit planes.
+  low-bit weights by looking up precomputed activation sums indexed by bit planes;
+* ``asic:CONFIG`` (e.g. ``asic:lut-tc``): the LUT accelerator of a hardware config; ``lut``'s capabilities.
 
 Capabilities (``target.supports(name)``):
 
@@ -124,6 +125,14 @@ def host_target() -> Target:
 LUT = Target("lut", 128, frozenset({"table-lookup"}), _LUT_PACKINGS, "lut", "")
 
 
+def asic_target(config: str) -> Target:
+    """``asic:CONFIG``: the LUT accelerator described by a hardware config (ladder.backends.asic); it takes
+    the ``lut`` target's capabilities and packings. The backend checks that the config exists."""
+    if not config:
+        raise LadderError("target 'asic:' needs a hardware config name, e.g. asic:lut-tc")
+    return Target(f"asic:{config}", LUT.vector_bits, LUT.capabilities, LUT.packings, "asic", "")
+
+
 def get_target(spec: "str | Target") -> Target:
     """``cpu``, ``cpu:native``, ``cpu:generic``, ``cpu:avx2``, ``cpu:avx512`` or ``lut``."""
     if isinstance(spec, Target):
@@ -135,4 +144,7 @@ def get_target(spec: "str | Target") -> Target:
         return cpu_target(spec[4:])
     if spec == "lut":
         return LUT
-    raise LadderError(f"unknown target '{spec}'; known: cpu, cpu:native, cpu:generic, cpu:avx2, cpu:avx512, lut")
+    if spec.startswith("asic:"):
+        return asic_target(spec[5:])
+    raise LadderError(f"unknown target '{spec}'; known: cpu, cpu:native, cpu:generic, cpu:avx2, cpu:avx512, lut, "
+                      f"asic:CONFIG")

@@ -1,0 +1,611 @@
+"""The cost simulator: cycles, traffic and energy of an ASIC ``Program`` on a hardware config.
+
+It works per instruction, and an instruction is an SRAM tile, so a model's decode step costs a few hundred
+thousand analytic evaluations, never a walk over elements:
+
+1. **Cost each instruction** (``cost_instr``): a registry maps the instruction class to a function that turns
+   its ``work()`` (bytes, M/N/K, elements, weight bits) into a ``units.UnitCost`` on its unit, then prices
+   the actions with the config's ``energy.EnergyTable`` into energy by component, and counts the SRAM and
+   DRAM bytes it moves. Identical tiles are costed once (``cost_key``: class, shapes, types and memory
+   spaces, not buffer names or offsets).
+2. **Schedule** (``Timeline``): every unit (dma, lut, mma, vec, xbar) runs its instructions in program order;
+   across units an instruction waits for the buffers it reads (the last writer's end), and before it writes
+   a buffer, for the earlier readers and writer of that buffer to finish; a buffer's first write also waits
+   for earlier ops' accesses to the SRAM addresses it reuses. So DMA into a pong buffer overlaps the lmma
+   reading ping, exactly as far as the program's buffers allow. ``sync.barrier`` waits for all.
+3. **Attribute**: each instruction's *exposed* cycles (how far it pushes the end of the whole program) add
+   up to the total exactly, giving a latency breakdown per graph op; busy cycles per unit give utilization.
+4. **Static energy**: leakage (at the supply voltage) and the clock tree/control energy per cycle, over the
+   program's latency.
+
+Capacity: a program whose SRAM buffers exceed the config's SRAM, or whose resident weights need more
+crossbars than ``[xbar] count``, is an error naming the buffer or the count.
+
+The config's own tables (``lut``, ``systolic``, ``vector``) give the unit shapes. The cost model reads its
+sections from the config's pass-through tables, checked strictly here:
+
+``[energy]``  node_nm, voltage, nominal_voltage, leakage_mw (at nominal_voltage), dram ("lpddr4", ..., or
+              "onchip": the DRAM space is an on-chip SRAM of onchip_bank_kb banks, priced as chip energy),
+              io_pj_per_byte (the chip's side of the external interface), sram_bank_kb, clock_pj_per_cycle
+              (at nominal_voltage), lut_lookup_pj, xbar_cell_pj, hardwired_mult_pj (pJ at nominal_voltage;
+              0 = derived from the tables), adc_fj_per_step
+``[cost]``    lut_macs_per_cycle, zero_fraction, skip_zeros, output_reuse, float_bits (width the chip
+              holds float activations and KV entries at; DMA bytes and MACs of float tiles are costed at
+              it), dma_latency_cycles, bus_clock_mhz (> 0: the external bus runs on the core clock and
+              ``dram_gbps`` is its bandwidth at this clock), vec_latency, bit_serial, mma_arrays, dma_engines
+              (engines share the bandwidth: more of them overlap latency-bound transfers, not big ones)
+``[xbar]``    rows, columns, count, adc_bits, dac_bits, adcs, adc_cycles, cell_bits, input_bits, active
+``[hardwired]`` mult_bits, input_bits, weight_bits
+``[points.NAME]`` operating points: overrides such as ``clock_mhz = 25`` and ``"energy.voltage" = 0.68``
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Callable
+
+from ladder.errors import LadderError
+from ladder.types import dtype as lookup_dtype
+
+from .config import ConfigError, HwConfig, load_config, with_overrides
+from .energy import EnergyTable, leakage_power
+from .isa import (Barrier, Buffer, Dma, DmaGather, Instr, IsaError, Lmma, LutBuild, Mma, Program, Tile, Vec, Xmma)
+from . import units as U
+
+COMPUTE_UNITS = ("dma", "lut", "mma", "vec", "xbar")
+# Energy components; "dram" is off-chip (the DRAM devices), everything else is the chip.
+COMPONENTS = ("lut", "mma", "xbar", "vec", "sram", "io", "dram", "clock", "leakage")
+OFF_CHIP = ("dram",)
+
+
+# -- the cost model's config sections ------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class EnergyParams:
+    node_nm: int = 28
+    voltage: float = 0.9
+    nominal_voltage: float = 0.9
+    leakage_mw: float = 0.0
+    dram: str = "lpddr4"
+    io_pj_per_byte: float = 0.0
+    sram_bank_kb: float = 32.0
+    clock_pj_per_cycle: float = 0.0
+    lut_lookup_pj: float = 0.0
+    xbar_cell_pj: float = 0.0
+    hardwired_mult_pj: float = 0.0
+    adc_fj_per_step: float = 0.0
+    onchip_bank_kb: float = 256.0   # with dram = "onchip": the bank size of that on-chip store
+
+
+@dataclass(frozen=True)
+class CostParams:
+    lut_macs_per_cycle: int = 0  # per LUT unit; 0: one lmma tile ([lut] tile) per unit per cycle
+    bit_serial: bool = True     # lookups per weight bit plane (T-MAC, LUT Tensor Core); False: whole weights
+    zero_fraction: float = -1.0  # expected zero weights; -1: 1/3 for ternary (uniform), 0 for the others
+    skip_zeros: bool = False
+    output_reuse: int = 1
+    float_bits: int = 32
+    dma_latency_cycles: int = 0
+    bus_clock_mhz: float = 0.0   # > 0: the external bus runs on the core clock; dram_gbps holds at this clock
+    vec_latency: int = 4
+    mma_arrays: int = 1          # independent systolic arrays of [systolic]'s shape
+    dma_engines: int = 1         # independent DMA engines sharing dram_gbps (each moves at 1/dma_engines of it)
+
+
+@dataclass(frozen=True)
+class XbarParams:
+    rows: int = 256
+    columns: int = 256
+    count: int = 0          # crossbars on the chip (0: as many as the resident weights need)
+    adc_bits: int = 8
+    dac_bits: int = 1
+    adcs: int = 1
+    adc_cycles: int = 1
+    cell_bits: int = 1
+    input_bits: int = 8
+    active: int = 0         # crossbars converting at once; 0: every crossbar of a tile
+
+
+@dataclass(frozen=True)
+class HardwiredParams:
+    mult_bits: int = 4
+    input_bits: int = 8
+    weight_bits: int = 0    # 0: the weight type's width
+
+
+SECTIONS = {"energy": EnergyParams, "cost": CostParams, "xbar": XbarParams, "hardwired": HardwiredParams}
+
+
+def read_section(cfg: HwConfig, name: str):
+    """A cost section of ``cfg`` as its dataclass; unknown keys and mistyped values are ConfigErrors."""
+    cls = SECTIONS[name]
+    table = cfg.section(name)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    values = {}
+    for key, v in table.items():
+        if key not in fields:
+            raise ConfigError(f"{cfg.source or cfg.name}: unknown key '{key}' in [{name}]; known: "
+                              f"{', '.join(fields)}")
+        want = type(fields[key].default)
+        ok = isinstance(v, want) and not (want is int and isinstance(v, bool)) or \
+            (want is float and isinstance(v, int) and not isinstance(v, bool))
+        if not ok:
+            raise ConfigError(f"{cfg.source or cfg.name}: '{key}' in [{name}] must be {want.__name__}, got {v!r}")
+        values[key] = want(v)
+    return cls(**values)
+
+
+def operating_point(cfg: HwConfig, point: str) -> HwConfig:
+    """``cfg`` at a named operating point of its ``[points]`` table (e.g. slim-llama's ``low-power``)."""
+    points = cfg.section("points")
+    if point not in points:
+        raise ConfigError(f"config {cfg.name} has no operating point '{point}'; it has: "
+                          f"{', '.join(points) or 'none'}")
+    return with_overrides(cfg, points[point])
+
+
+@dataclass(frozen=True)
+class CostModel:
+    """Everything the simulator needs from a config, parsed once."""
+
+    cfg: HwConfig
+    energy: EnergyParams
+    cost: CostParams
+    xbar: XbarParams
+    hardwired: HardwiredParams
+    table: EnergyTable
+
+    @staticmethod
+    def of(cfg: "HwConfig | str") -> "CostModel":
+        cfg = load_config(cfg)
+        e = read_section(cfg, "energy")
+        kw = {"adc_fj_per_step": e.adc_fj_per_step} if e.adc_fj_per_step else {}
+        table = EnergyTable(e.node_nm, e.voltage, e.dram, **kw)
+        model = CostModel(cfg, e, read_section(cfg, "cost"), read_section(cfg, "xbar"),
+                          read_section(cfg, "hardwired"), table)
+        model.validate()
+        return model
+
+    def validate(self) -> None:
+        src = self.cfg.source or self.cfg.name
+        if not (0.0 <= self.cost.zero_fraction < 1.0 or self.cost.zero_fraction == -1.0):
+            raise ConfigError(f"{src}: [cost] zero_fraction must be in [0, 1) (or -1: by weight type), got "
+                              f"{self.cost.zero_fraction}")
+        positive = {"energy.voltage": self.energy.voltage, "energy.nominal_voltage": self.energy.nominal_voltage,
+                    "cost.float_bits": self.cost.float_bits, "cost.output_reuse": self.cost.output_reuse,
+                    "cost.mma_arrays": self.cost.mma_arrays, "cost.dma_engines": self.cost.dma_engines,
+                    "xbar.rows": self.xbar.rows,
+                    "xbar.columns": self.xbar.columns, "xbar.adcs": self.xbar.adcs,
+                    "hardwired.mult_bits": self.hardwired.mult_bits}
+        for key, v in positive.items():
+            if v <= 0:
+                raise ConfigError(f"{src}: '{key}' must be > 0, got {v}")
+        if self.cost.lut_macs_per_cycle < 0:
+            raise ConfigError(f"{src}: 'cost.lut_macs_per_cycle' must be >= 0, got {self.cost.lut_macs_per_cycle}")
+        try:
+            self.table.sram_byte(self.energy.sram_bank_kb)
+            if self.energy.dram != "onchip":
+                self.table.dram_byte()
+        except LadderError as e:
+            raise ConfigError(f"{src}: [energy] {e.message}") from None
+
+    # -- derived unit parameters ------------------------------------------------------------------
+    @property
+    def v2(self) -> float:
+        """(V / V_nominal)^2: scales every calibrated per-action figure given at the nominal supply."""
+        return (self.energy.voltage / self.energy.nominal_voltage) ** 2
+
+    def zero_fraction(self, weight_dtype: str) -> float:
+        """Expected fraction of zero weights: the config's, or by default 1/3 for ternary weights (uniform
+        over -1, 0, +1) and none for the others."""
+        if self.cost.zero_fraction >= 0:
+            return self.cost.zero_fraction
+        return 1 / 3 if weight_dtype == "ternary" else 0.0
+
+    def lut(self, weight_dtype: str) -> U.LutParams:
+        c, lut = self.cost, self.cfg.lut
+        tile = None if c.lut_macs_per_cycle else (lut.tile.m, lut.tile.n, lut.tile.k)
+        return U.LutParams(lut.units, c.lut_macs_per_cycle or lut.group, self.zero_fraction(weight_dtype),
+                           c.skip_zeros, c.output_reuse, tile)
+
+    @property
+    def crossbar(self) -> U.CrossbarParams:
+        x = self.xbar
+        return U.CrossbarParams(x.rows, x.columns, x.count, x.adc_bits, x.dac_bits, x.adcs, x.adc_cycles, x.cell_bits,
+                                x.active)
+
+    @property
+    def unit_copies(self) -> dict[str, int]:
+        """Units the config has several independent copies of (the timeline runs an instruction on the copy
+        that frees first)."""
+        return {"mma": self.cost.mma_arrays, "dma": self.cost.dma_engines}
+
+    @property
+    def bandwidth_gbs(self) -> float:
+        """External bandwidth at this clock: ``dram_gbps``, or for a bus on the core clock, ``dram_gbps`` scaled
+        from ``bus_clock_mhz`` (where it was given) to ``clock_mhz``."""
+        if self.cost.bus_clock_mhz > 0:
+            return self.cfg.dram_gbps * self.cfg.clock_mhz / self.cost.bus_clock_mhz
+        return self.cfg.dram_gbps
+
+    def peak_macs_per_cycle(self) -> dict[str, int]:
+        """MACs per cycle of the LUT units and systolic arrays (vector: element-ops). Crossbars and hardwired
+        multipliers have no fixed peak: their rate grows with the weights they hold."""
+        s = self.cfg.systolic
+        t = self.cfg.lut.tile
+        per_unit = self.cost.lut_macs_per_cycle or t.m * t.n * t.k
+        lut = self.cfg.lut.units * per_unit if self.cfg.weight_placement == "stream" else 0
+        return {"lut": lut, "mma": s.rows * s.cols * self.cost.mma_arrays, "vec": self.cfg.vector.lanes}
+
+    def peak_tops(self, units: tuple[str, ...] = ("lut", "mma")) -> float:
+        """Peak throughput of matrix units (default: LUT + systolic), 2 ops per MAC, at the config's clock."""
+        p = self.peak_macs_per_cycle()
+        return 2 * sum(p[u] for u in units) * self.cfg.clock_mhz * 1e6 / 1e12
+
+    def static_power_mw(self) -> float:
+        return leakage_power(self.energy.leakage_mw, self.energy.voltage, self.energy.nominal_voltage)
+
+
+# -- per-instruction costs -----------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class InstrCost:
+    unit: str
+    cycles: int
+    energy: dict[str, float]         # pJ by component
+    ops: float = 0.0                 # arithmetic ops (2 per MAC) of matrix work
+    dram_bytes: int = 0
+    sram_bytes: int = 0              # read + written
+
+
+Buffers = dict[str, Buffer]
+Coster = Callable[[Instr, Buffers, CostModel], InstrCost]
+COSTERS: dict[type, Coster] = {}
+
+
+def costs(*classes: type) -> Callable[[Coster], Coster]:
+    """Register a cost function for instruction classes (subclasses inherit it)."""
+    def deco(fn: Coster) -> Coster:
+        for c in classes:
+            COSTERS[c] = fn
+        return fn
+    return deco
+
+
+def _coster(cls: type) -> Coster:
+    for klass in cls.__mro__:
+        if klass in COSTERS:
+            return COSTERS[klass]
+    raise IsaError(f"the cost simulator has no model for '{getattr(cls, 'opcode', cls.__name__)}'")
+
+
+def _space(bufs: Buffers, buf: str) -> str:
+    return bufs[buf].space
+
+
+def _tile_bits(t: Tile, m: CostModel) -> int:
+    """Bits per element the chip moves for a tile: float tiles at the chip's ``float_bits``."""
+    dt = lookup_dtype(t.dtype)
+    return min(dt.bits, m.cost.float_bits) if dt.is_float else dt.bits
+
+
+def _tile_bytes(t: Tile, m: CostModel) -> float:
+    return t.elems * _tile_bits(t, m) / 8 if lookup_dtype(t.dtype).is_float and not t.layout else t.nbytes
+
+
+def _sram(m: CostModel, nbytes: float) -> float:
+    return nbytes * m.table.sram_byte(m.energy.sram_bank_kb)
+
+
+@costs(Dma, DmaGather)
+def _cost_dma(ins: Instr, bufs: Buffers, m: CostModel) -> InstrCost:
+    ends = (ins.src, ins.dst) if isinstance(ins, Dma) else (ins.table, ins.dst)
+    nbytes = ins.work().bytes
+    dt = lookup_dtype(bufs[ends[0]].dtype.split("<")[0])
+    if dt.is_float and dt.bits > m.cost.float_bits:
+        nbytes = nbytes * m.cost.float_bits // dt.bits
+    spaces = [bufs[b].space for b in ends]
+    dram = nbytes * spaces.count("dram")      # a DRAM-to-DRAM copy reads and writes it
+    sram = nbytes * spaces.count("sram")
+    if dram:
+        cycles = U.dma(dram, m.bandwidth_gbs / m.cost.dma_engines, m.cfg.clock_mhz, m.cost.dma_latency_cycles).cycles
+    else:  # SRAM to SRAM (or out of crossbars / ROM into SRAM): an on-chip move at the vector width
+        cycles = -(-nbytes // (m.cfg.vector.lanes * 4))
+    if m.energy.dram == "onchip":   # the "DRAM" space is a big on-chip SRAM (Taalas: KV cache on chip)
+        energy = {"sram": dram * m.table.sram_byte(m.energy.onchip_bank_kb) + _sram(m, sram)}
+    else:
+        energy = {"dram": dram * m.table.dram_byte(), "io": dram * m.energy.io_pj_per_byte * m.v2,
+                  "sram": _sram(m, sram)}
+    return InstrCost("dma", cycles, energy, dram_bytes=dram, sram_bytes=sram)
+
+
+@costs(LutBuild)
+def _cost_lut_build(ins: LutBuild, bufs: Buffers, m: CostModel) -> InstrCost:
+    if m.cfg.weight_placement == "hardwired":  # hardwired multipliers take the activations themselves
+        return InstrCost("lut", 0, {})
+    w = ins.work()
+    act_bits = _tile_bits(ins.src, m)
+    # the tables serve weights of any type: only an explicit zero fraction thins them
+    c = U.lut_precompute(w.m, w.k, m.cfg.lut.group, max(1, m.cfg.lut.units), max(m.cost.zero_fraction, 0.0),
+                         m.cost.skip_zeros, act_bits)
+    adds = sum(v for k, v in c.actions.items() if k.startswith("add"))
+    sram = _tile_bytes(ins.src, m) + c.actions["table_bytes"]
+    return InstrCost("lut", c.cycles, {"lut": adds * m.table.add(act_bits + m.cfg.lut.group),
+                                       "sram": _sram(m, sram)}, sram_bytes=int(sram))
+
+
+def _lookup_pj(m: CostModel) -> float:
+    """One table lookup: a calibrated figure, or a read of one ``table_bits`` entry from a register-file
+    sized table (a 64-byte 'SRAM' in the sqrt model)."""
+    if m.energy.lut_lookup_pj:
+        return m.energy.lut_lookup_pj * m.v2
+    return m.table.sram_byte(0.0625) * m.cfg.lut.table_bits / 8
+
+
+@costs(Lmma)
+def _cost_lmma(ins: Lmma, bufs: Buffers, m: CostModel) -> InstrCost:
+    w = ins.work()
+    if _space(bufs, ins.w.buffer) == "rom":
+        return _cost_hardwired(w.m, w.n, w.k, w.bits, _tile_bits(ins.table, m), m, "lut")
+    planes = w.bits if m.cost.bit_serial else 1
+    c = U.lut_matmul(w.m, w.n, w.k * planes, m.lut(ins.w.dtype))
+    sram = w.bytes + c.actions["psum_bytes"]
+    energy = {"lut": c.actions["lut_lookup"] * (_lookup_pj(m) + m.table.add(32)), "sram": _sram(m, sram)}
+    return InstrCost("lut", c.cycles, energy, ops=2 * w.macs, sram_bytes=int(sram))
+
+
+def _cost_hardwired(mm: int, n: int, k: int, bits: int, act_bits: int, m: CostModel, unit: str) -> InstrCost:
+    h = m.hardwired
+    wbits = h.weight_bits or bits
+    c = U.hardwired_matmul(mm, n, k, h.input_bits or act_bits, h.mult_bits, wbits)
+    mult_pj = m.energy.hardwired_mult_pj * m.v2 if m.energy.hardwired_mult_pj else m.table.mult(h.mult_bits)
+    energy = {unit: c.actions[f"mult{h.mult_bits}"] * mult_pj + c.actions["add32"] * m.table.add(32)}
+    return InstrCost(unit, c.cycles, energy, ops=2 * mm * n * k)
+
+
+@costs(Xmma)
+def _cost_xmma(ins: Xmma, bufs: Buffers, m: CostModel) -> InstrCost:
+    w = ins.work()
+    p = m.crossbar
+    c = U.crossbar_mvm(w.m, w.n, w.k, m.xbar.input_bits, w.bits, p)
+    a = c.actions
+    xbar = (a[f"adc{p.adc_bits}"] * m.table.adc_conversion(p.adc_bits)
+            + a[f"dac{p.dac_bits}"] * m.table.dac_conversion(p.dac_bits)
+            + a["shift_add"] * m.table.add(16) + a["xbar_cell_reads"] * m.energy.xbar_cell_pj * m.v2)
+    sram = _tile_bytes(ins.x, m) + ins.dst.nbytes
+    return InstrCost("xbar", c.cycles, {"xbar": xbar, "sram": _sram(m, sram)}, ops=2 * w.macs, sram_bytes=int(sram))
+
+
+@costs(Mma)
+def _cost_mma(ins: Mma, bufs: Buffers, m: CostModel) -> InstrCost:
+    w = ins.work()
+    if _space(bufs, ins.b.buffer) == "rom":
+        return _cost_hardwired(w.m, w.n, w.k, ins.b.type.dtype.bits, _tile_bits(ins.a, m), m, "mma")
+    s = m.cfg.systolic
+    bits = max(_tile_bits(ins.a, m), _tile_bits(ins.b, m))
+    c = U.systolic(w.m, w.n, w.k, s.rows, s.cols, s.dataflow, bits)
+    mac = m.table.mult(bits) + m.table.add(32) if bits <= 16 else m.table.op("fp32_mult") + m.table.op("fp32_add")
+    a = c.actions
+    sram = (a["a_reads"] * _tile_bits(ins.a, m) + a["b_reads"] * _tile_bits(ins.b, m)) / 8 + a["out_writes"] * 4
+    return InstrCost("mma", c.cycles, {"mma": a[f"mac{bits}"] * mac, "sram": _sram(m, sram)}, ops=2 * w.macs,
+                     sram_bytes=int(sram))
+
+
+@costs(Vec)
+def _cost_vec(ins: Vec, bufs: Buffers, m: CostModel) -> InstrCost:
+    elems = ins.work().elems
+    tiles = ins.dst + ins.src
+    bits = max((_tile_bits(t, m) for t in tiles), default=16)
+    kind = "softmax" if ins.fn == "attn_softmax" else ins.fn
+    c = U.vector_op(elems, kind, m.cfg.vector.lanes, m.cost.vec_latency, bits)
+    width = "fp32" if bits > 16 else "fp16"
+    vop = m.table.op(f"{width}_add") + m.table.op(f"{width}_mult")
+    sram = sum(_tile_bytes(t, m) for t in tiles)
+    return InstrCost("vec", c.cycles, {"vec": c.actions[f"vop{bits}"] * vop / 2, "sram": _sram(m, sram)},
+                     sram_bytes=int(sram))
+
+
+@costs(Barrier)
+def _cost_barrier(ins: Barrier, bufs: Buffers, m: CostModel) -> InstrCost:
+    return InstrCost("sync", 0, {})
+
+
+def cost_instr(ins: Instr, prog: "Program | Buffers", model: CostModel) -> InstrCost:
+    """The cost of one instruction of ``prog`` (or of a program with these buffers by name)."""
+    bufs = prog.buffer_map if isinstance(prog, Program) else prog
+    return _coster(type(ins))(ins, bufs, model)
+
+
+# -- the timeline ----------------------------------------------------------------------------------------
+
+class Timeline:
+    """In-order units with dependencies between them: a scoreboard over buffer names, plus SRAM address reuse.
+
+    Buffers of one op never overlap, so within an op names are exact. Ops reuse the same SRAM addresses, so
+    the first write to an SRAM buffer (its lifetime starts) also waits for every access of earlier ops to
+    the address blocks it covers (``regions``: buffer -> block numbers; 1/``SRAM_BLOCKS`` of the SRAM each):
+    the next op's weights cannot be prefetched into addresses the current op still uses."""
+
+    def __init__(self, regions: dict[str, tuple[int, ...]] | None = None, copies: dict[str, int] | None = None):
+        # A unit with several copies (e.g. one systolic array per KV head) runs each instruction on the copy
+        # that frees first.
+        self.copies = {u: [0] * max(1, (copies or {}).get(u, 1)) for u in COMPUTE_UNITS}
+        self.busy: dict[str, int] = {u: 0 for u in COMPUTE_UNITS}
+        self.written: dict[str, int] = {}   # buffer -> end of its last writer
+        self.read: dict[str, int] = {}      # buffer -> latest end among its readers since that write
+        self.end = 0
+        self.regions = regions or {}
+        self.history: dict[int, int] = {}   # SRAM block -> latest end of an access by an earlier op
+        self.group = None                   # the op whose instructions are being placed
+        self.touched: dict[str, int] = {}   # SRAM buffers of that op -> latest end of an access
+
+    def _next_group(self, group) -> None:
+        hist = self.history
+        for b, t in self.touched.items():
+            for blk in self.regions[b]:
+                if hist.get(blk, 0) < t:
+                    hist[blk] = t
+        self.touched = {}
+        self.group = group
+
+    def schedule(self, unit: str, cycles: int, reads: tuple[str, ...], writes: tuple[str, ...],
+                 group=None) -> int:
+        """Place one instruction of op ``group``; returns the cycles by which it moved the program's end
+        (its exposed time)."""
+        if unit == "sync":
+            for u, lanes in self.copies.items():
+                lanes[:] = [self.end] * len(lanes)
+            return 0
+        if group != self.group:
+            self._next_group(group)
+        lanes = self.copies[unit]
+        lane = lanes.index(min(lanes)) if len(lanes) > 1 else 0
+        start = lanes[lane]
+        written, read, regions = self.written, self.read, self.regions
+        for b in reads:
+            start = max(start, written.get(b, 0))
+        for b in writes:
+            start = max(start, written.get(b, 0), read.get(b, 0))
+            if b in regions and b not in written:
+                start = max([start] + [self.history.get(blk, 0) for blk in regions[b]])
+        stop = start + cycles
+        lanes[lane] = stop
+        self.busy[unit] = self.busy.get(unit, 0) + cycles
+        for b in reads:
+            if read.get(b, 0) < stop:
+                read[b] = stop
+        for b in writes:
+            written[b] = stop
+            read[b] = 0
+        for b in reads + writes:
+            if b in regions and self.touched.get(b, 0) < stop:
+                self.touched[b] = stop
+        exposed = max(0, stop - self.end)
+        self.end = max(self.end, stop)
+        return exposed
+
+
+SRAM_BLOCKS = 256
+
+
+def sram_regions(program: Program) -> dict[str, tuple[int, ...]]:
+    """SRAM buffer -> the address blocks (1/SRAM_BLOCKS of the SRAM) it covers."""
+    size = max(program.sram_bytes, program.space_bytes("sram"), 1)
+    block = -(-size // SRAM_BLOCKS)
+    return {b.name: tuple(range(b.addr // block, -(-(b.addr + b.bytes) // block)))
+            for b in program.buffers if b.space == "sram" and b.bytes}
+
+
+# -- simulation ---------------------------------------------------------------------------------------
+
+@dataclass
+class OpCost:
+    """What one graph op (by its result name) cost: exposed cycles, busy cycles per unit, energy, traffic."""
+
+    name: str
+    kind: str = ""
+    exposed_cycles: int = 0
+    busy: dict[str, int] = field(default_factory=dict)
+    energy_pj: float = 0.0
+    ops: float = 0.0
+    dram_bytes: int = 0
+    instructions: int = 0
+
+
+@dataclass
+class SimResult:
+    """The simulated cost of one run of a program (one model step)."""
+
+    program: str
+    config: HwConfig
+    model: CostModel
+    cycles: int
+    busy: dict[str, int]
+    energy_pj: dict[str, float]
+    ops: float
+    dram_bytes: int
+    sram_bytes: int
+    instructions: int
+    per_op: dict[str, OpCost]
+    sram_used: int
+    tokens: int = 1                  # tokens one run produces (a decode step: 1)
+
+    @property
+    def seconds(self) -> float:
+        return self.cycles / (self.config.clock_mhz * 1e6)
+
+
+def cost_key(ins: Instr, bufs: Buffers) -> tuple:
+    """What an instruction's cost depends on: its class, shapes, types and memory spaces, not its buffer
+    names or offsets (so the many identical tiles of a model are costed once)."""
+    if isinstance(ins, Dma):
+        src = bufs[ins.src]
+        return type(ins), ins.rows * ins.row_bytes, src.space, bufs[ins.dst].space, src.dtype
+    if isinstance(ins, DmaGather):
+        table = bufs[ins.table]
+        return type(ins), ins.count, ins.row_bytes, table.space, bufs[ins.dst].space, table.dtype
+    tiles = tuple((t.dtype, t.shape, t.layout, bufs[t.buffer].space) for t in ins.tiles())
+    return type(ins), getattr(ins, "fn", ""), tiles
+
+
+def check_crossbars(program: Program, model: CostModel) -> None:
+    """Resident weights must fit the crossbars: each ``xbar`` buffer holds its bits in whole crossbars."""
+    x = model.xbar
+    if not x.count:
+        return
+    cells = x.rows * x.columns * x.cell_bits
+    need = sum(-(-b.bytes * 8 // cells) for b in program.buffers if b.space == "xbar")
+    if need > x.count:
+        raise IsaError(f"program @{program.name} keeps {program.space_bytes('xbar'):,} bytes of weights in "
+                       f"crossbars: {need:,} crossbars of {x.rows}x{x.columns}, but config {model.cfg.name} has "
+                       f"{x.count:,}")
+
+
+def simulate(program: Program, cfg: "HwConfig | str | CostModel", *, op_kinds: dict[str, str] | None = None,
+             tokens: int = 1) -> SimResult:
+    """Cost one run of ``program`` on ``cfg``. ``op_kinds`` (value name -> op kind) labels the per-op
+    breakdown; ``tokens`` is how many tokens one run produces."""
+    model = cfg if isinstance(cfg, CostModel) else CostModel.of(cfg)
+    sram_used = program.space_bytes("sram")
+    if sram_used > model.cfg.sram_bytes:
+        big = max((b for b in program.buffers if b.space == "sram"), key=lambda b: b.addr + b.bytes)
+        raise IsaError(f"program @{program.name} needs {sram_used} bytes of SRAM (buffer %{big.name} ends at "
+                       f"{big.addr + big.bytes}) but config {model.cfg.name} has {model.cfg.sram_bytes}")
+    check_crossbars(program, model)
+    timeline = Timeline(sram_regions(program), model.unit_copies)
+    cache: dict[tuple, InstrCost] = {}
+    energy = dict.fromkeys(COMPONENTS, 0.0)
+    per_op: dict[str, OpCost] = {}
+    kinds = op_kinds or {}
+    ops = 0.0
+    dram = sram = 0
+    bufs = program.buffer_map
+    for ins in program.instrs:
+        key = cost_key(ins, bufs)
+        c = cache.get(key)
+        if c is None:
+            c = cache[key] = cost_instr(ins, bufs, model)
+        exposed = timeline.schedule(c.unit, c.cycles, ins.reads(), ins.writes(), ins.op)
+        for comp, pj in c.energy.items():
+            energy[comp] += pj
+        ops += c.ops
+        dram += c.dram_bytes
+        sram += c.sram_bytes
+        if c.unit == "sync":
+            continue
+        oc = per_op.get(ins.op)
+        if oc is None:
+            oc = per_op[ins.op] = OpCost(ins.op or "(none)", kinds.get(ins.op, ""))
+        oc.exposed_cycles += exposed
+        oc.busy[c.unit] = oc.busy.get(c.unit, 0) + c.cycles
+        oc.energy_pj += sum(c.energy.values())
+        oc.ops += c.ops
+        oc.dram_bytes += c.dram_bytes
+        oc.instructions += 1
+    cycles = timeline.end
+    seconds = cycles / (model.cfg.clock_mhz * 1e6)
+    energy["clock"] = model.energy.clock_pj_per_cycle * model.v2 * cycles
+    energy["leakage"] = model.static_power_mw() * 1e-3 * seconds * 1e12
+    return SimResult(program.name, model.cfg, model, cycles, dict(timeline.busy), energy, ops, dram, sram,
+                     len(program.instrs), per_op, sram_used, tokens)
