@@ -147,6 +147,20 @@ graph @lowbit(%x: f32[2, 40], %pw: ternary<trit5>[3, 40]) -> (f32[2, 6], f32[2, 
   return %a, %b, %c, %u
 }
 """,
+    "lut": """\
+# T-MAC table lookup: tables on the activations, lookups over interleaved bit planes (what the lut pass builds)
+graph @lut(%x: f32[2, 37], %xs: f32[2, 1]) -> (f32[2, 5], f32[2, 5]) {
+  %w  = param @w : i2[1, 320]
+  %ws = param @ws : f32[1]
+  %p  = pack %w {layout = "planes"} : i2<planes>[1, 320]
+  %q, %qs = quantize %x {scheme = "absmax", dtype = i8} : i8[2, 37], f32[2, 1]
+  %t, %s = lut_precompute %q : i8[2, 10, 2, 16], i32[2, 1]
+  %a  = lut_matmul %t, %s, %p, %qs, %ws {n = 5, rows = 8} : f32[2, 5]
+  %u, %us, %uc = lut_precompute %x {quantize = true} : i8[2, 10, 16], f32[2, 1], f32[2, 1]
+  %b  = lut_matmul %u, %us, %p, %xs, %ws, %uc {n = 5, rows = 8, fast_aggregation = true} : f32[2, 5]
+  return %a, %b
+}
+""",
 }
 
 PROGRAMS = {p.stem: p.read_text() for p in EXAMPLES}

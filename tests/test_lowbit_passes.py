@@ -667,7 +667,7 @@ def test_quantize_activations_on_fused_ffn_example():
 def test_pass_numerics_flags_and_default_pipeline():
     passes = parse_pipeline(default_pipeline("cpu"))
     names = [p.name for p in passes]
-    assert names == ["canonicalize", "legalize-types", "fuse", "canonicalize"]
+    assert names == ["canonicalize", "legalize-types", "fuse", "lut", "canonicalize"]
     assert "quantize-activations" not in names and "quantize-weights" not in names
     assert all(p.changes_numerics is False for p in passes)
     assert PASSES["quantize-activations"].changes_numerics is True

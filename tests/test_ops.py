@@ -1096,6 +1096,58 @@ def test_qmatmul_i8_unpacked_u4_weights_per_channel_scale():
     np.testing.assert_array_equal(out, acc.astype(np.float32) * f32([[1.0], [0.5]]) * f32([2.0, -1.0]))
 
 
+@covers("lut_precompute")
+def test_lut_precompute_tables_by_hand():
+    xq = np.array([[3, -5, 7, 100, -128, 2]], np.int8)  # K = 6: two groups of 4, the second padded with zeros
+    xf = f32([[0.5, -1.25, 2.0, 0.25, 3.0]])
+    b = Builder()
+    x, y, z = b.input("x", "i8[1, 6]"), b.input("y", "f32[1, 5]"), b.input("z", "f32[1, 5]")
+    t, s = b.lut_precompute(x)
+    tf, sf = b.lut_precompute(y)
+    tq, sq, sc = b.lut_precompute(z, quantize=True)
+    out = run(b, [t, s, tf, sf, tq, sq, sc], {"x": xq, "y": xf, "z": xf})
+    assert out[0].shape == (1, 2, 2, 16) and out[0].dtype == np.int8 and out[2].shape == (1, 2, 16)
+
+    def table(xs):  # entry i = sum_t (2 bit_t(i) - 1) x_t
+        xs = list(xs) + [0] * (4 - len(xs))
+        return [sum((1 if (i >> t) & 1 else -1) * float(xs[t]) for t in range(4)) for i in range(16)]
+
+    for j, part in enumerate((xq[0, :4], xq[0, 4:])):
+        want = table(part)
+        got = [int(np.uint8(out[0][0, j, 0, i].view(np.uint8))) + 256 * int(out[0][0, j, 1, i]) for i in range(16)]
+        assert got == want
+    assert out[1].tolist() == [[int(xq.astype(int).sum())]]
+    for j, part in enumerate((xf[0, :4], xf[0, 4:])):
+        np.testing.assert_array_equal(out[2][0, j], table(part))
+        assert out[2][0, j, 15] == -out[2][0, j, 0]  # mirror consolidation
+    assert out[3][0, 0] == np.float32(4.5)
+    scale = max(abs(v) for part in (xf[0, :4], xf[0, 4:]) for v in table(part)) / 127
+    np.testing.assert_allclose(out[6], [[scale]], rtol=1e-6)
+    np.testing.assert_array_equal(out[4][0, 0], np.clip(np.rint(np.array(table(xf[0, :4])) / out[6][0, 0]), -127, 127))
+
+
+@covers("lut_matmul")
+def test_lut_matmul_equals_the_integer_dot_product():
+    r = rng(34)
+    n, k, rows = 5, 6, 8
+    xq = r.integers(-128, 128, (2, k)).astype(np.int8)
+    w = r.integers(-1, 2, (n, k)).astype(np.int8)
+    # interleave by hand: rows padded to 8 (repeat row 0), K to 8 (zeros), [1, 8, 2, 4] -> (0, 2, 1, 3)
+    wp = np.zeros((rows, 8), np.int8)
+    wp[:n, :k] = w
+    wp[n:, :k] = w[0]
+    wi = wp.reshape(1, rows, 2, 4).transpose(0, 2, 1, 3).reshape(1, 64)
+    b = Builder()
+    x, s1 = b.input("x", "i8[2, 6]"), b.input("s1", "f32[2, 1]")
+    t, s = b.lut_precompute(x)
+    s2 = b.param("s2", "f32[1]")
+    y = b.lut_matmul(t, s, b.pack(b.param("w", "ternary[1, 64]"), layout="planes"), s1, s2, n=n, rows=rows)
+    sv = f32([[0.5], [2.0]])
+    out = run(b, y, {"x": xq, "s1": sv}, {"w": wi, "s2": f32([0.25])})
+    dot = np.array([[sum(int(xq[m, kk]) * int(w[j, kk]) for kk in range(k)) for j in range(n)] for m in range(2)])
+    np.testing.assert_array_equal(out, dot.astype(np.float32) * sv * f32([0.25]))
+
+
 # ---------------------------------------------------------------------------------------------- verify errors
 
 def _bad_param(b):
@@ -1148,6 +1200,10 @@ BAD = {
                                    transpose_b=True),
     "qmatmul_i8": lambda b: b.qmatmul_i8(b.input("x", "f32[2, 8]"), b.input("w", "ternary[4, 8]"),
                                          b.input("s", "f32[2, 1]"), b.input("t", "f32[1]"), transpose_b=True),
+    "lut_precompute": lambda b: b.lut_precompute(b.input("x", "i8[2, 8]"), quantize=True),
+    "lut_matmul": lambda b: b.lut_matmul(b.input("l", "i8[2, 2, 2, 16]"), b.input("u", "i32[2, 1]"),
+                                         b.input("w", "i2[2, 128]"), b.input("s", "f32[1]"), b.input("t", "f32[1]"),
+                                         n=40, rows=32),
 }
 
 

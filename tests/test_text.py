@@ -402,6 +402,28 @@ graph @qmatmul_i8(%x: f32[2, 37]) -> (f32[2, 6], f32[2, 6]) {
   return %a, %b
 }
 """,
+    "lut_precompute": """
+graph @lut_precompute(%x: f32[2, 37], %q: i8[3, 9]) -> (i8[3, 3, 2, 16], i32[3, 1], f32[2, 10, 4], f32[2, 1], i8[2, 10, 16], f32[2, 1], f32[2, 3]) {
+  %t, %s = lut_precompute %q : i8[3, 3, 2, 16], i32[3, 1]
+  %f, %fs = lut_precompute %x {g = 2} : f32[2, 19, 4], f32[2, 1]
+  %a, %as = lut_precompute %x {g = 4} : f32[2, 10, 16], f32[2, 1]
+  %u, %us, %uc = lut_precompute %x {quantize = true, act_group = 16} : i8[2, 10, 16], f32[2, 1], f32[2, 3]
+  %r = slice %f {starts = [0], ends = [10], axes = [1]} : f32[2, 10, 4]
+  return %t, %s, %r, %fs, %u, %us, %uc
+}
+""",
+    "lut_matmul": """
+graph @lut_matmul(%x: f32[2, 37], %q: i8[2, 37], %xs: f32[2, 1]) -> (f32[2, 5], f32[2, 5]) {
+  %w = param @w : ternary[1, 320]
+  %p = pack %w {layout = "planes"} : ternary<planes>[1, 320]
+  %ws = param @ws : f32[1]
+  %t, %s = lut_precompute %q : i8[2, 10, 2, 16], i32[2, 1]
+  %a = lut_matmul %t, %s, %p, %xs, %ws {n = 5, rows = 8, epilogue = ["relu2"], unroll = 2} : f32[2, 5]
+  %u, %us, %uc = lut_precompute %x {quantize = true, act_group = 8} : i8[2, 10, 16], f32[2, 1], f32[2, 5]
+  %b = lut_matmul %u, %us, %p, %xs, %ws, %uc {n = 5, rows = 8, act_group = 8, fast_aggregation = true} : f32[2, 5]
+  return %a, %b
+}
+""",
     "gather": """
 graph @gather(%ids: i32[1, 3]) -> (f32[1, 3, 4], f32[5, 1, 3]) {
   %emb = param @embed : f32[5, 4]

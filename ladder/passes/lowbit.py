@@ -327,9 +327,14 @@ class QuantizeWeights(Pass):
         return g
 
 
-def default_pipeline(target: str = "cpu") -> str:
-    """The passes ``ladder.compile`` runs by default: none of them changes what the graph computes."""
-    return f"canonicalize,legalize-types{{target={target}}},fuse,canonicalize"
+def default_pipeline(target: str = "cpu", threads: int | None = None) -> str:
+    """The passes ``ladder.compile`` runs by default: none of them changes what the graph computes. On cpu
+    targets, ``lut{choose=auto}`` turns a low-bit matmul into table lookups where ladder.tune says they are
+    faster for ``threads`` (default: all cores) (exact for int8 activations; f32 ones only sum in another
+    order)."""
+    opts = f"target={target},choose=auto" + (f",threads={threads}" if threads else "")
+    lut = f",lut{{{opts}}}" if target.split(":")[0] == "cpu" else ""
+    return f"canonicalize,legalize-types{{target={target}}},fuse{lut},canonicalize"
 
 
 __all__ = ["Fuse", "LegalizeTypes", "QuantizeActivations", "QuantizeWeights", "default_pipeline", "weight_values"]

@@ -1,0 +1,315 @@
+"""Decode or lookup? Measured per matmul shape on this machine, kept in a persistent tuning cache.
+
+The ``lut`` pass (``choose=auto``, in the default cpu pipeline) asks ``choose(problem, target, threads)``, with
+the thread count ``ladder.compile`` was given (else all usable cores, the cpu backend's default):
+
+1. the **tuning cache** ``<ladder cache dir>/tune.json`` (``ladder.compile.default_cache_dir``), keyed by the
+   CPU (LLVM name + a hash of its features), the activation type, weight type, shape m x n x k and the thread
+   count; ``tune`` fills it by timing, on this machine, the decode kernel (``qmatmul_i8``/``qmatmul`` on the
+   target's preferred packing) against the lookup kernel for every lookup configuration (``rows`` per
+   interleaved block x ``unroll``, the groups per loop step), and keeps the fastest;
+2. otherwise the **cost model** (``cost_model``), from benchmarks/bench_lut.py on this AVX2 Zen 3 (m = 4096
+   outputs, k = 4096, one thread; a shared, noisy machine):
+
+   * exact tables (int8 activations) and f32 tables (f32 activations): lookup for **1-bit weights** (i1, u1):
+     GEMV 0.19 ms vs 4.5 ms (int8), 1.9 ms vs 20.9 ms (f32); GEMM n = 32 7.8 ms vs 94 ms: their ``bit`` packing
+     has no SIMD decode, while a plane costs two byte shuffles per 32 rows and group. Decode for 2 and 4 bits,
+     whose SIMD decode kernels win (int8: ternary GEMV 0.27 ms vs 0.36 ms, i4 0.91 vs 1.41 ms, ternary GEMM
+     6.1 vs 9.6 ms; f32 tables lose 3 to 10x to f32 decode);
+   * int8 tables (the lut pass with ``quantize``, f32 activations, T-MAC's setting): lookup, against f32 decode:
+     ternary GEMV 0.47 ms (0.38 with fast aggregation) vs 1.41 ms, GEMM 13.8 (10.6) vs 20.7 ms; i4 GEMV 0.90
+     (0.71) vs 1.42 ms; except 4-bit GEMM (n > 8) without fast aggregation (26.7 vs 21.5 ms): decode;
+   * without byte shuffles (``table-lookup``) a lookup is one scalar load per row and group: decode.
+
+The cache is a JSON object ``{"version": 1, "entries": {key: record}}``, rewritten whole through a temporary
+file and ``os.replace`` (a crash never leaves a half-written cache); an unreadable cache is ignored.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .errors import LadderError
+from .target import Target, get_target
+from .types import DTYPES
+
+VERSION = 1
+METHODS = ("decode", "lut")
+UNROLLS = (1, 2, 4)
+
+
+TABLES = ("exact", "f32", "i8", "i8-fast")  # the lookup's tables: from i8 codes, f32, int8 (+ fast aggregation)
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One matmul: activations ``act`` ("i8" codes or "f32") [m, k] x weights ``dtype`` [n, k], and the tables a
+    lookup would use (``tables``: "exact" for i8 codes; "f32", or "i8"/"i8-fast" for f32 activations when the
+    lut pass quantizes its tables)."""
+
+    act: str
+    dtype: str
+    m: int
+    n: int
+    k: int
+    tables: str = ""
+
+    def __post_init__(self):
+        if not self.tables:
+            object.__setattr__(self, "tables", "exact" if self.act == "i8" else "f32")
+        if self.act not in ("i8", "f32") or self.tables not in TABLES or (self.act == "i8") != (self.tables == "exact"):
+            raise LadderError(f"tune: no such problem: activations {self.act!r} with {self.tables!r} tables "
+                              f"(i8 activations make exact tables; f32 ones f32, i8 or i8-fast tables)")
+
+    @property
+    def bits(self) -> int:
+        return DTYPES[self.dtype].bits
+
+    @property
+    def lut_options(self) -> str:
+        """The lut pass options that build this problem's tables."""
+        return {"i8": ",quantize=true", "i8-fast": ",quantize=true,fast_aggregation=true"}.get(self.tables, "")
+
+    def __str__(self) -> str:
+        tables = f" ({self.tables} tables)" if self.tables.startswith("i8") else ""
+        return f"{self.act} x {self.dtype} {self.m}x{self.n}x{self.k}{tables}"
+
+
+@dataclass(frozen=True)
+class Choice:
+    method: str  # "decode" or "lut"
+    rows: int = 0  # lut: rows per interleaved block (0: the target's vector bytes)
+    unroll: int = 1  # lut: groups per loop step
+    source: str = "cost model"  # or "tuned"
+    us: dict = field(default_factory=dict, compare=False)  # measured microseconds per configuration
+
+
+def cost_model(p: Problem, target: Target) -> Choice:
+    """The choice without measurements (see the module docstring for where the rule comes from)."""
+    if not target.supports("table-lookup"):
+        return Choice("decode")
+    if p.tables == "i8-fast" or (p.tables == "i8" and (p.bits <= 2 or p.m <= 8)):
+        return Choice("lut")
+    return Choice("lut" if p.bits == 1 else "decode")
+
+
+# -- the cache -------------------------------------------------------------------------------------------
+
+def cache_path() -> Path:
+    from .compile import default_cache_dir
+
+    return default_cache_dir() / "tune.json"
+
+
+def machine_key(target: Target) -> str:
+    feats = hashlib.sha256(target.cpu_features.encode()).hexdigest()[:12]
+    return f"{target.name}/{target.cpu_name}/{feats}"
+
+
+def entry_key(p: Problem, target: Target, threads: int) -> str:
+    return f"{machine_key(target)}|{p.act}|{p.tables}|{p.dtype}|{p.m}x{p.n}x{p.k}|t{threads}"
+
+
+def load_cache(path: Path | None = None) -> dict[str, dict]:
+    path = path or cache_path()
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(data, dict) or data.get("version") != VERSION or not isinstance(data.get("entries"), dict):
+        return {}
+    return data["entries"]
+
+
+def save_entries(new: dict[str, dict], path: Path | None = None) -> Path:
+    """Merge ``new`` into the cache file, atomically."""
+    path = path or cache_path()
+    entries = load_cache(path)
+    entries.update(new)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tune.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump({"version": VERSION, "entries": entries}, f, indent=1, sort_keys=True)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def host_threads(threads: int | None = None) -> int:
+    """``threads``, or the cores this process may use (the cpu backend's default)."""
+    if threads:
+        return threads
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def choose(p: Problem, target: Target | str = "cpu", threads: int | None = None,
+           path: Path | None = None, entries: dict[str, dict] | None = None) -> Choice:
+    """The tuning cache's choice for this problem, else the cost model's. ``entries``: the cache already
+    loaded (``load_cache``), for callers asking about many problems."""
+    target = get_target(target)
+    entries = load_cache(path) if entries is None else entries
+    rec = entries.get(entry_key(p, target, host_threads(threads)))
+    if rec and rec.get("method") in METHODS:
+        return Choice(rec["method"], int(rec.get("rows", 0)), int(rec.get("unroll", 1)), "tuned",
+                      dict(rec.get("us", {})))
+    return cost_model(p, target)
+
+
+# -- measuring ---------------------------------------------------------------------------------------------
+
+def problem_graph(p: Problem, target: Target, rng: np.random.Generator):
+    """(graph, weights, inputs) of the bare matmul, weights packed as the target prefers (the decode path)."""
+    import ladder
+
+    from .packing import from_codes
+
+    dt = DTYPES[p.dtype]
+    layout = target.packing_for(dt).name
+    n_codes = 3 if p.dtype == "ternary" else 2 ** dt.bits
+    weights = {"w": from_codes(rng.integers(0, n_codes, (p.n, p.k)).astype(np.uint8), dt),
+               "s": np.full(1, 0.5, np.float32)}
+    if p.act == "i8":
+        head = f"%x: i8[{p.m}, {p.k}], %xs: f32[{p.m}, 1]"
+        mm = "qmatmul_i8 %x, %p, %xs, %s {transpose_b = true}"
+        inputs = {"x": rng.integers(-127, 128, (p.m, p.k)).astype(np.int8),
+                  "xs": rng.random((p.m, 1)).astype(np.float32)}
+    elif p.act == "f32":
+        head = f"%x: f32[{p.m}, {p.k}]"
+        mm = "qmatmul %x, %p, %s {transpose_b = true}"
+        inputs = {"x": rng.standard_normal((p.m, p.k)).astype(np.float32)}
+    else:
+        raise LadderError(f"tune: activations are 'i8' or 'f32', not '{p.act}'")
+    text = (f"graph @tune({head}) -> f32[{p.m}, {p.n}] {{\n"
+            f"  %w = param @w : {p.dtype}[{p.n}, {p.k}]\n  %s = param @s : f32[1]\n"
+            f"  %p = pack %w {{layout = \"{layout}\"}} : {p.dtype}<{layout}>[{p.n}, {p.k}]\n"
+            f"  %y = {mm} : f32[{p.m}, {p.n}]\n  return %y\n}}")
+    return ladder.parse(text), weights, inputs
+
+
+def lut_configs(target: Target) -> list[tuple[int, int]]:
+    """(rows, unroll) pairs the lookup kernel offers on this target."""
+    rows = sorted({16, target.vector_bytes})
+    return [(r, u) for r in rows for u in UNROLLS]
+
+
+def time_call(fn: Callable[[], object], budget: float = 0.25, rounds: int = 3) -> float:
+    """Seconds per call: best of ``rounds`` rounds of as many calls as fit in ``budget`` / rounds."""
+    fn()
+    t0 = time.perf_counter()
+    fn()
+    one = max(time.perf_counter() - t0, 1e-7)
+    reps = max(1, int(budget / rounds / one))
+    best = float("inf")
+    for _ in range(rounds):
+        t0 = time.perf_counter()
+        for _ in range(reps):
+            fn()
+        best = min(best, (time.perf_counter() - t0) / reps)
+    return best
+
+
+def measure(p: Problem, target: Target | str = "cpu", threads: int | None = None, budget: float = 0.25,
+            check: bool = True) -> Choice:
+    """Time decode and every lookup configuration for ``p``; the fastest wins. With ``check``, every lookup
+    configuration's result is compared with the decode kernel's (identical for exact tables; f32 and int8
+    tables sum in another order or are quantized, so those are compared with the tolerance of their bound)."""
+    import ladder
+
+    target = get_target(target)
+    threads = host_threads(threads)
+    g, weights, inputs = problem_graph(p, target, np.random.default_rng(0))
+    us: dict[str, float] = {}
+    decode = ladder.compile(g, target.name, weights, pipeline="canonicalize", threads=threads, cache=False)
+    want = decode(inputs)["y"]
+    us["decode"] = time_call(lambda: decode(inputs), budget) * 1e6
+    for rows, unroll in lut_configs(target):
+        pipe = f"lut{{target={target.name},rows={rows},unroll={unroll}{p.lut_options}}},canonicalize"
+        m = ladder.compile(g, target.name, weights, pipeline=pipe, threads=threads, cache=False)
+        got = m(inputs)["y"]
+        if check and not _agrees(got, want, p, inputs):
+            raise LadderError(f"tune: the lookup kernel (rows={rows}, unroll={unroll}) disagrees with decode on {p}")
+        us[f"lut/{rows}/{unroll}"] = time_call(lambda m=m: m(inputs), budget) * 1e6
+    best = min(us, key=us.get)
+    if best == "decode":
+        return Choice("decode", source="tuned", us=us)
+    _, rows, unroll = best.split("/")
+    return Choice("lut", int(rows), int(unroll), "tuned", us)
+
+
+def _agrees(got: np.ndarray, want: np.ndarray, p: Problem, inputs) -> bool:
+    if p.tables == "exact":
+        return bool(np.array_equal(got, want))
+    from .ops.lut import quantization_error_bound
+
+    x = inputs["x"]
+    scale = 0.5  # problem_graph's weight scale
+    bound = 0.0 if p.tables == "f32" else quantization_error_bound(x, DTYPES[p.dtype], 4, 0, p.tables == "i8-fast")
+    slack = 1e-4 * np.abs(x).sum(axis=-1) * (2 ** p.bits)
+    return bool((np.abs(got - want) <= (scale * (np.asarray(bound) + slack))[:, None]).all())
+
+
+def tune(problems: Iterable[Problem], target: Target | str = "cpu", threads: int | None = None,
+         path: Path | None = None, budget: float = 0.25, progress: bool = False) -> dict[Problem, Choice]:
+    """Measure every problem and store the choices in the tuning cache."""
+    target = get_target(target)
+    threads = host_threads(threads)
+    problems = list(dict.fromkeys(problems))
+    if target.runs_here():
+        raise LadderError(f"tune: this machine cannot run code for {target.name} (it lacks "
+                          f"{', '.join(target.runs_here())}); tuning measures on this machine")
+    it = problems
+    if progress:
+        from tqdm import tqdm
+
+        it = tqdm(problems, desc="tuning", unit="shape")
+    out = {}
+    for p in it:
+        out[p] = measure(p, target, threads, budget)
+    save_entries({entry_key(p, target, threads): {**asdict(c), "problem": str(p)} for p, c in out.items()}, path)
+    return out
+
+
+def problems_of(graph, target: Target | str = "cpu", tables: str = "f32") -> list[Problem]:
+    """The matmuls of ``graph`` the lut pass could rewrite for ``target``, after the passes before it; f32
+    activations with ``tables`` ("f32", or "i8"/"i8-fast" for a lut pass that quantizes its tables)."""
+    from .passes import PassManager
+    from .passes.lowbit import weight_values
+    from .passes.lut import find_case
+
+    target = get_target(target)
+    g = PassManager(f"canonicalize,legalize-types{{target={target.name}}},fuse").run(graph)
+    weights = weight_values(g)
+    cases = (find_case(g, op, weights) for op in g.ops())
+    return list(dict.fromkeys(c.problem(tables) for c in cases if c is not None))
+
+
+def format_choices(choices: dict[Problem, Choice]) -> str:
+    """The table ``ladder tune`` prints."""
+    head = f"{'problem':<34} {'decode us':>10} {'best lut us':>12} {'config':>12}  choice"
+    lines = [head, "-" * len(head)]
+    for p, c in choices.items():
+        luts = {k: v for k, v in c.us.items() if k.startswith("lut/")}
+        best = min(luts, key=luts.get) if luts else None
+        cfg = "rows {}, x{}".format(*best.split("/")[1:]) if best else "-"
+        lines.append(f"{p!s:<34} {c.us.get('decode', float('nan')):>10.1f} "
+                     f"{luts[best] if best else float('nan'):>12.1f} {cfg:>12}  {c.method}")
+    return "\n".join(lines)
+
+
+__all__ = ["TABLES", "Choice", "Problem", "choose", "cost_model", "format_choices", "load_cache", "measure", "problems_of",
+           "save_entries", "tune"]
