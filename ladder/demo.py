@@ -1,53 +1,42 @@
 """``ladder demo``: a BitNet b1.58-shaped model on built-in seeded weights, end to end on what ladder has.
 
 It builds the decoder (ternary weights, int8 activations, KV cache), checks that the text format round-trips
-it and that the canonicalize pipeline leaves its results unchanged, then generates tokens greedily with the
-reference interpreter and prints one table.
+it and that the canonicalize pipeline leaves its results unchanged, then generates tokens greedily
+(``ladder.generate``) with the reference interpreter, the cpu target and, for every shipped ASIC config
+(``backends/asic/configs``), the ASIC program on the functional simulator, and prints one table: tokens/s
+measured here, and each chip's simulated tokens/s, energy per token and power for one decode step of this model
+(the cost simulator). The ASIC programs' tokens are checked against the reference for sizes up to ``small``
+(the functional simulator is numpy, tile by tile: larger sizes are costed, not executed).
 """
 
 from __future__ import annotations
 
 import sys
 import time
-from typing import Callable, TextIO
+from typing import TextIO
 
 import numpy as np
 
 from . import weights as weights_mod
+from .errors import LadderError
+from .generate import Runner, generate as generate_tokens, signature
 from .interpreter import Session
 from .ir import Graph
 from .models import SIZES, BitNetConfig, bitnet_decoder
 from .passes import PassManager, TimePasses, default_pipeline
 
-Runner = Callable[[Graph, dict], dict]
-
 
 def generate(cfg: BitNetConfig, prefill: Graph, decode: Graph, prompt: list[int], max_new: int,
              runner: Runner) -> tuple[list[int], float, float]:
-    """Greedy generation: prefill the prompt, then decode token by token with the KV cache.
+    """Greedy generation with ``ladder.generate.generate`` on the graphs of ``cfg`` (checked against it).
 
     Returns (new token ids, prefill seconds, decode seconds)."""
-    if len(prompt) + max_new > cfg.context:
-        raise ValueError(f"prompt {len(prompt)} + {max_new} new tokens exceed the context {cfg.context}")
-    cache = np.zeros((cfg.kv_heads, cfg.context, cfg.head_dim), np.float32)
-    caches = {f"{kv}_cache{i}": cache for i in range(cfg.layers) for kv in "kv"}
-
-    def step(graph: Graph, ids: list[int], start: int) -> int:
-        n = len(ids)
-        out = runner(graph, {"tokens": np.array(ids, np.int32), "pos": np.arange(start, start + n, dtype=np.int32),
-                             "start": np.array([start], np.int32), "kv_len": np.array([start + n], np.int32),
-                             **caches})
-        values = list(out.values())
-        for i in range(cfg.layers):
-            caches[f"k_cache{i}"], caches[f"v_cache{i}"] = values[1 + 2 * i], values[2 + 2 * i]
-        return int(np.argmax(values[0][-1]))
-
-    t0 = time.perf_counter()
-    new = [step(prefill, prompt, 0)]
-    t1 = time.perf_counter()
-    for _ in range(max_new - 1):
-        new.append(step(decode, [new[-1]], len(prompt) + len(new) - 1))
-    return new, t1 - t0, time.perf_counter() - t1
+    sig = signature(decode)
+    if (sig.layers, sig.context, sig.vocab) != (cfg.layers, cfg.context, cfg.vocab):
+        raise LadderError(f"graph @{decode.name} has {sig.layers} layers, context {sig.context} and vocab "
+                          f"{sig.vocab}; the config says {cfg.layers}, {cfg.context} and {cfg.vocab}")
+    gen = generate_tokens(prefill, decode, prompt, max_new, runner)
+    return gen.ids, gen.prefill_seconds, gen.decode_seconds
 
 
 def main(size: str = "tiny", seed: int = 0, tokens: int = 8, out: TextIO | None = None) -> int:
@@ -101,18 +90,56 @@ def main(size: str = "tiny", seed: int = 0, tokens: int = 8, out: TextIO | None 
                    f"same tokens as the reference; prefill logits within {diff:.1e} (relative)",
                    ids_cpu == ids and diff < 1e-4))
 
+    chips = _chips(cfg, size, prefill, decode, w, prompt, tokens, ids, checks)
+
     for what, ok in checks:
         print(f"  [{'ok' if ok else 'FAILED'}] {what}", file=out)
     print(f"  prompt {prompt} -> generated {ids}", file=out)
     rows = [
-        ("target", "prefill tok/s", "decode tok/s", "note"),
+        ("target", "prefill tok/s", "decode tok/s", "energy/token", "power", "note"),
         ("ref (numpy interpreter)", f"{len(prompt) / t_prefill:.1f}",
-         f"{(tokens - 1) / t_decode:.1f}" if tokens > 1 else "-", "the reference every backend is checked against"),
+         f"{(tokens - 1) / t_decode:.1f}" if tokens > 1 else "-", "-", "-",
+         "measured; the reference every backend is checked against"),
         ("cpu (LLVM native code)", f"{len(prompt) / t_prefill_cpu:.1f}",
-         f"{(tokens - 1) / t_decode_cpu:.1f}" if tokens > 1 else "-",
-         f"{native[id(decode)]._backend.threads} threads"),
-    ]
-    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+         f"{(tokens - 1) / t_decode_cpu:.1f}" if tokens > 1 else "-", "-", "-",
+         f"measured, {native[id(decode)]._backend.threads} threads"),
+    ] + chips
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for r in rows:
-        print("  " + "  ".join(c.ljust(widths[i]) for i, c in enumerate(r)), file=out)
+        print("  " + "  ".join(c.ljust(widths[i]) for i, c in enumerate(r)).rstrip(), file=out)
     return 0 if all(ok for _, ok in checks) else 1
+
+
+def _watts(p: float) -> str:
+    return f"{p:,.1f} W" if p >= 1 else f"{p * 1e3:,.1f} mW"
+
+
+FUNCTIONAL_SIZES = ("tiny", "small")  # sizes whose ASIC programs the demo executes, not only costs
+
+
+def _chips(cfg: BitNetConfig, size: str, prefill: Graph, decode: Graph, w, prompt: list[int], tokens: int,
+           ids_ref: list[int], checks: list) -> list[tuple[str, ...]]:
+    """One table row per shipped ASIC config: one decode step of this model cost-simulated (tokens/s, energy per
+    token, chip power); for small sizes the programs also generate on the functional simulator, checked against
+    the reference's tokens."""
+    from .backends.asic.config import load_config, shipped_configs
+    from .backends.asic.sweep import Workload, run
+    from .compile import compile as compile_module
+
+    rows = []
+    for name in shipped_configs():
+        target = f"asic:{name}"
+        t0 = time.perf_counter()
+        mods = {id(g): compile_module(g, target, w if size in FUNCTIONAL_SIZES else None) for g in (prefill, decode)}
+        dec = mods[id(decode)]
+        report = run(Workload(f"{decode.name}", dec.graph, 1, cfg.context), load_config(name))
+        n_instr = len(dec._backend.program.instrs)
+        if size in FUNCTIONAL_SIZES:
+            sim = lambda g, inputs: mods[id(g)](inputs)  # noqa: E731
+            ids_sim, _, _ = generate(cfg, prefill, decode, prompt, tokens, sim)
+            checks.append((f"{target}: {n_instr:,} instructions per decode step; the functional simulator "
+                           f"generates the reference's tokens ({time.perf_counter() - t0:.1f} s)", ids_sim == ids_ref))
+        rows.append((f"{target} (simulated)", "-", f"{report.tokens_per_s:,.0f}",
+                     f"{report.energy_per_token_j * 1e6:,.2f} uJ", _watts(report.power_w),
+                     f"cost model, one decode step ({report.latency_s * 1e3:.3g} ms), chip energy without DRAM"))
+    return rows

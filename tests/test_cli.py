@@ -530,13 +530,23 @@ def test_demo_in_process(capsys):
     assert code == 0, out + err
     assert "size 'tiny'" in out
     assert "FAILED" not in out
-    assert out.count("[ok]") == 3  # round trip, default pipeline, native cpu code agreeing with the reference
+    from ladder.backends.asic.config import shipped_configs
+
+    chips = shipped_configs()
+    assert {"lut-tc", "slim-llama", "pim-llm", "taalas-hc1"} <= set(chips)
+    # round trip, default pipeline, native cpu code and each chip's functional simulator agreeing with the reference
+    assert out.count("[ok]") == 3 + len(chips)
     assert "generated [" in out
     lines = out.splitlines()
     header = next(l for l in lines if "prefill tok/s" in l)
-    assert "decode tok/s" in header and "target" in header
+    for col in ("target", "decode tok/s", "energy/token", "power"):
+        assert col in header
     assert any(l.strip().startswith("ref (numpy interpreter)") for l in lines)
     assert any(l.strip().startswith("cpu (LLVM native code)") for l in lines)
+    for chip in chips:
+        row = next(l for l in lines if l.strip().startswith(f"asic:{chip} (simulated)"))
+        tok_s = float(row.split()[3].replace(",", ""))
+        assert tok_s > 0 and " uJ " in row and ("mW" in row or " W " in row), row
 
 
 def test_demo_is_deterministic(capsys):

@@ -29,8 +29,10 @@ def canon(g: Graph, pipeline: str = "canonicalize") -> Graph:
 
 
 def random_inputs(g: Graph, seed: int = 0) -> dict[str, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    return {v.name: rng.standard_normal(v.type.shape).astype(np.float32) for v in g.inputs}
+    """Floats for float inputs, small non-negative ids/positions for integer ones (as ``ladder run`` draws)."""
+    from ladder.cli import _random_inputs
+
+    return _random_inputs(g, {}, seed)
 
 
 def same_results(a: dict, b: dict) -> None:

@@ -1,0 +1,190 @@
+"""Greedy generation (ladder.generate, `ladder generate`): the cpu target generates the reference's tokens,
+chunked and padded prefill equals token-by-token prefill, .gguf models, and located errors for models and
+requests that do not fit the step convention."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import ladder
+from ladder import weights
+from ladder.cli import main as cli_main
+from ladder.generate import GenerateError, ModuleRunner, check, generate, load_model, signature
+from ladder.models import SIZES, bitnet_decoder
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+SMALL = EXAMPLES / "bitnet_small.lir"
+PROMPT = [1, 2, 3, 4, 5]
+
+
+@pytest.fixture(scope="module")
+def small():
+    return load_model(SMALL, random_weights=0)
+
+
+@pytest.fixture(scope="module")
+def ref_ids(small):
+    return generate(small.prefill, small.decode, PROMPT, 10, ModuleRunner("ref", small.weights)).ids
+
+
+def test_signature_of_the_example():
+    sig = signature(ladder.parse(SMALL))
+    assert (sig.seq, sig.layers, sig.vocab, sig.context) == (1, 2, 256, 64)
+    assert sig.cache.shape == (2, 64, 32)
+
+
+def test_cpu_generates_the_reference_tokens(small, ref_ids):
+    runner = ModuleRunner("cpu", small.weights, threads=1)
+    gen = generate(small.prefill, small.decode, PROMPT, 10, runner)
+    assert gen.ids == ref_ids
+    assert len(ref_ids) == 10 and len(set(ref_ids)) > 1 and all(0 <= t < 256 for t in ref_ids)
+    assert gen.steps == {"prefill": len(PROMPT), "decode": 9}
+    assert gen.prefill_tokens_per_s > 0 and gen.decode_tokens_per_s > 0
+
+
+def test_asic_functional_simulator_generates_the_reference_tokens(small, ref_ids, capsys):
+    from ladder.compile import BACKENDS
+
+    if "asic" not in BACKENDS:
+        pytest.skip("the asic target is not registered with ladder.compile")
+    assert cli_main(["generate", str(SMALL), "--random-weights", "0", "--prompt-ids", ",".join(map(str, PROMPT)),
+                     "--max-new", "10", "--target", "asic:lut-tc"]) == 0
+    assert _ids(capsys.readouterr().out) == ref_ids
+
+
+def test_decode_reads_the_cache(small, ref_ids):
+    """Without the cache the model forgets the prompt: a fresh start from the last token alone differs."""
+    gen = generate(small.prefill, small.decode, [PROMPT[-1]], 10, ModuleRunner("ref", small.weights))
+    assert gen.ids != ref_ids
+
+
+@pytest.mark.parametrize("seq", [2, 3, 5, 8])
+def test_chunked_and_padded_prefill_equals_token_by_token(small, ref_ids, seq):
+    prefill = bitnet_decoder(SIZES["tiny"], seq, f"prefill{seq}")
+    runner = ModuleRunner("ref", small.weights)
+    gen = generate(prefill, small.decode, PROMPT, 10, runner)
+    assert gen.ids == ref_ids
+    assert gen.steps["prefill"] == -(-len(PROMPT) // seq)
+
+
+def test_demo_generate_is_the_same_loop(small, ref_ids):
+    from ladder.demo import generate as demo_generate
+
+    ids, t_prefill, t_decode = demo_generate(SIZES["tiny"], small.prefill, small.decode, PROMPT, 10,
+                                             ModuleRunner("ref", small.weights))
+    assert ids == ref_ids and t_prefill > 0 and t_decode > 0
+
+
+def _ids(out: str) -> list[int]:
+    line = next(ln for ln in out.splitlines() if ln.startswith("ids: "))
+    return [int(t) for t in line[5:].split(",")]
+
+
+@pytest.mark.parametrize("target", ["ref", "cpu"])
+def test_cli_generates_and_reports_speeds(target, ref_ids, capsys):
+    args = ["generate", str(SMALL), "--random-weights", "0", "--prompt-ids", ",".join(map(str, PROMPT)),
+            "--max-new", "10", "--target", target, "--threads", "1"]
+    assert cli_main(args) == 0
+    out = capsys.readouterr().out
+    assert _ids(out) == ref_ids
+    assert "prefill: 5 tokens in" in out and "decode: 9 tokens in" in out and out.count("tokens/s") == 2
+
+
+def test_cli_with_a_prefill_graph_and_a_weights_file(tmp_path, ref_ids, capsys):
+    prefill = tmp_path / "prefill.lir"
+    prefill.write_text(str(bitnet_decoder(SIZES["tiny"], 4, "prefill4")))
+    decode = ladder.parse(SMALL)
+    wfile = tmp_path / "w.safetensors"
+    weights.save(wfile, decode, weights.random(decode, 0))
+    assert cli_main(["generate", str(SMALL), "--weights", str(wfile), "--prefill", str(prefill), "--prompt-ids",
+                     "1,2,3,4,5", "--max-new", "10", "--target", "ref"]) == 0
+    out = capsys.readouterr().out
+    assert _ids(out) == ref_ids and "2 steps" in out
+
+
+# -- GGUF ------------------------------------------------------------------------------------------
+
+def test_gguf_model_on_cpu_and_ref(tmp_path, capsys):
+    pytest.importorskip("gguf")
+    from test_gguf import BITNET_TYPES, DIMS, model_file
+
+    path = model_file(tmp_path / "bitnet.gguf", "bitnet", BITNET_TYPES, dims={**DIMS, "layers": 1}, seed=3)
+    model = load_model(path, prompt_len=3, context=12)
+    assert signature(model.prefill).seq == 3 and signature(model.decode).seq == 1
+    assert signature(model.decode).context == 12
+    ids = {}
+    for target in ("ref", "cpu"):
+        assert cli_main(["generate", str(path), "--prompt-ids", "7,8,9", "--max-new", "6", "--target", target,
+                         "--threads", "1", "--context", "12"]) == 0
+        ids[target] = _ids(capsys.readouterr().out)
+    assert ids["cpu"] == ids["ref"]
+    want = generate(model.prefill, model.decode, [7, 8, 9], 6, ModuleRunner("ref", model.weights)).ids
+    assert ids["ref"] == want and len(want) == 6 and len(set(want)) > 1
+    with pytest.raises(GenerateError, match="holds its own weights"):
+        load_model(path, random_weights=0)
+
+
+# -- errors ------------------------------------------------------------------------------------------
+
+def test_a_graph_off_the_convention_names_the_missing_input(capsys):
+    assert cli_main(["generate", str(EXAMPLES / "bitnet_layer.lir"), "--random-weights", "0",
+                     "--prompt-ids", "1"]) == 1
+    err = capsys.readouterr().err
+    assert "bitnet_layer.lir:7:1: generate error: graph @bitnet_layer: missing input %tokens" in err
+    assert "compiled" not in err
+
+
+def _step(pos: str = "i32[1]", caches: tuple[str, ...] = ("k_cache0", "v_cache0"), logits: str = "f32[8, 4]",
+          outputs: int = 3) -> ladder.Graph:
+    """A minimal step graph (logits = embedding rows; the caches returned unchanged), changed as asked."""
+    b = ladder.Builder("step")
+    tokens = b.input("tokens", "i32[1]")
+    b.input("pos", pos)
+    b.input("start", "i32[1]")
+    b.input("kv_len", "i32[1]")
+    cache = [b.input(name, "f32[2, 8, 4]") for name in caches]
+    out = b.gather(b.param("embed", logits), tokens)
+    return b.build(*([out] + cache)[:outputs])
+
+
+def test_signature_errors():
+    sig = signature(_step())
+    assert (sig.seq, sig.layers, sig.vocab, sig.context) == (1, 1, 4, 8)
+    with pytest.raises(GenerateError, match=r"@step: input %pos must be an integer vector \[1\], not i32\[2\]"):
+        signature(_step(pos="i32[2]"))
+    with pytest.raises(GenerateError, match="returns 2 values; expected logits and 2 updated caches"):
+        signature(_step(outputs=2))
+    with pytest.raises(GenerateError, match="input %k_cache2 is not part of the convention"):
+        signature(_step(caches=("k_cache0", "v_cache0", "k_cache2"), outputs=4))
+    with pytest.raises(GenerateError, match="missing input %v_cache0"):
+        signature(_step(caches=("k_cache0",), outputs=2))
+    with pytest.raises(GenerateError, match=r"first output \(logits\) must be f32\[1, vocab\], not f32\[1, 2, 2\]"):
+        signature(_step(logits="f32[8, 2, 2]"))
+
+
+def test_request_errors(small):
+    tiny = SIZES["tiny"]
+    with pytest.raises(GenerateError, match="need 65 cache positions but the cache holds 64"):
+        check(small.prefill, small.decode, [1] * 10, 56)
+    check(small.prefill, small.decode, [1] * 10, 55)
+    with pytest.raises(GenerateError, match="token id 256 is outside the vocabulary"):
+        check(small.prefill, small.decode, [256], 2)
+    with pytest.raises(GenerateError, match="prompt is empty"):
+        check(small.prefill, small.decode, [], 2)
+    with pytest.raises(GenerateError, match="max_new must be >= 1"):
+        check(small.prefill, small.decode, [1], 0)
+    other = bitnet_decoder(type(tiny)(layers=1), 4, "one_layer")
+    with pytest.raises(GenerateError, match="prefill graph @one_layer .* does not match the decode graph"):
+        check(other, small.decode, [1], 2)
+    with pytest.raises(GenerateError, match="reads its params from --weights"):
+        load_model(SMALL)
+    with pytest.raises(GenerateError, match="cache capacity is fixed"):
+        load_model(SMALL, random_weights=0, context=32)
+
+
+def test_cli_rejects_bad_prompt_ids(capsys):
+    assert cli_main(["generate", str(SMALL), "--random-weights", "0", "--prompt-ids", "1,x"]) == 1
+    assert "--prompt-ids expects comma-separated token ids" in capsys.readouterr().err
