@@ -373,6 +373,11 @@ def test_canary_guard_every_kernel(target):
         for dname, lay in (("ternary", "crumb32"), ("i4", "nib16+f16"), ("u4", "nib64"), ("u2", "crumb16+f16z"),
                            ("nf4", "nib32"), ("ternary", "trit5"), ("i4", "planes")):
             _float_case(gb, rng, x, xn, dname, lay, N, K)
+        xi = gb.input(rng.integers(-128, 128, (M, K)).astype(np.int8), "i8")  # unpacked int8 weights
+        wi = gb.param(rng.integers(-128, 128, (N, K)).astype(np.int8), "i8")
+        si = gb.param(rng.random(N).astype(np.float32), "f32")
+        s1i = gb.input(rng.random((M, 1)).astype(np.float32), "f32")
+        gb.op(f"qmatmul_i8 %{xi}, %{wi}, %{s1i}, %{si} {{transpose_b = true}}", f"f32[{M}, {N}]")
         for tb in (True, False):  # the dense f32 kernels
             wf = rng.standard_normal((N, K) if tb else (K, N)).astype(np.float32)
             tol = 1e-4 * (np.abs(x) @ np.abs(wf if tb else wf.T).T) + 1e-30

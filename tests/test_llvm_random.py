@@ -178,3 +178,21 @@ def test_float_matmul_any_shape(lead, M, N, K, tb, seed):
     gb.op(f"matmul %{xn}, %{wn} {{transpose_b = {'true' if tb else 'false'}}}",
           f"f32[{', '.join(map(str, tuple(lead) + (M, N)))}]", tol=tol)
     check(gb)
+
+
+@SETTINGS
+@given(M=dims, N=cols, K=depth, seed=st.integers(0, 2**32 - 1), extremes=st.booleans())
+def test_qmatmul_i8_over_unpacked_int8_weights(M, N, K, seed, extremes):
+    """int8 x int8 (the Q8_0 kind of work): VNNI offset codes, AVX2 i16 vpmaddwd, generic i32 MACs; bit-exact,
+    including rows of -128 x -128 (where vpmaddubsw would saturate)."""
+    rng = np.random.default_rng(seed)
+    gb = G()
+    x = rng.integers(-128, 128, (M, K)).astype(np.int8)
+    w = rng.integers(-128, 128, (N, K)).astype(np.int8)
+    if extremes:
+        x[0], w[0] = -128, -128
+    xn = gb.input(x, "i8")
+    s1 = gb.input(rng.random((M, 1)).astype(np.float32) + 0.1, "f32")
+    wn, s2 = gb.param(w, "i8"), gb.param(rng.random(N).astype(np.float32) + 0.5, "f32")
+    gb.op(f"qmatmul_i8 %{xn}, %{wn}, %{s1}, %{s2} {{transpose_b = true}}", f"f32[{M}, {N}]")
+    check(gb)

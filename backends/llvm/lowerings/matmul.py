@@ -24,6 +24,7 @@ Three tiers, chosen per op at lowering time:
     per output, so FMA latency does not bound a GEMV: 2.6x faster than one chain); a per-row scale without
     zero multiplies the row's sum once instead. Only the summation order (and rounding) differs from numpy's BLAS.
 
+* the same fast kernel for ``qmatmul_i8`` over **unpacked int8** weights (``_raw_i8_plan``);
 * a **dense f32** kernel for float matmuls with 2-D f32 weights (either orientation): vector dot products
   over tiles of rows, or the output rows as accumulators for ``[K, N]`` weights (``_lower_dense_f32``).
 
@@ -561,8 +562,27 @@ class _Plan:
 
 
 
+def _raw_i8_plan(ctx, mm: _MM):
+    """qmatmul_i8 over unpacked int8 weights (llama.cpp's Q8_0 work): rows of plain bytes, 32 per step. VNNI:
+    vpdpbusd on offset codes (w ^ 0x80, zero 128); AVX2: both sides sign-extended to i16 and vpmaddwd (exact:
+    vpmaddubsw would saturate on 255 * -128 pairs); elsewhere i32 MACs."""
+    p = _Plan()
+    p.raw, p.trit, p.crumb = True, False, False
+    p.B = p.block = p.stride = p.sb_codes = p.sb_bytes = 32
+    p.hb, p.subs, p.s_row = 0, 1, False
+    p.chunks = [([(0, 32)], [[(0, 32)]])]
+    p.vnni = ctx.target.supports("i8-madd") and ctx.target.supports("i8-dot")
+    p.madd = p.vnni
+    p.wd = not p.vnni and ctx.target.supports("i8-madd")
+    p.xor, p.zero = (0, 0) if p.wd else (0x80, 128)  # unsigned offset codes where the product wants u8
+    return p
+
+
 def _fast_plan(ctx, mm: _MM):
     w = mm.w
+    if (mm.kind == "qmatmul_i8" and mm.tb and w.rank == 2 and not mm.packed and w.dtype.name == "i8"
+            and mm.K > 0 and mm.x.dtype.name in ("i8", "i1", "ternary")):
+        return _raw_i8_plan(ctx, mm)
     if mm.kind not in ("qmatmul", "qmatmul_i8") or not mm.tb or w.rank != 2 or not mm.packed:
         return None
     base = w.packing.base if mm.bscaled else w.packing
@@ -571,6 +591,7 @@ def _fast_plan(ctx, mm: _MM):
     if w.dtype.name not in _OFFSET or mm.K == 0:
         return None
     p = _Plan()
+    p.raw, p.wd = False, False
     p.trit = base.name == "trit5"
     p.crumb = base.name.startswith("crumb")
     p.B = base.block_bytes
@@ -635,7 +656,7 @@ def _lower_fast(ctx, op, mm: _MM, p: _Plan):
     n_ops = len(op.operands)
     fn, b, ptrs, begin, end = ctx.kernel(f"{op.kind}_{op.name}", n_ops + 1)
     px, pw = ptrs[0], ptrs[1]
-    dec = Decoder(ctx, w)
+    dec = None if p.raw else Decoder(ctx, w)
     row_bytes = w.storage_shape[-1]
     w_bytes = N * row_bytes
     nsb = K // p.sb_codes  # full superblocks
@@ -643,7 +664,7 @@ def _lower_fast(ctx, op, mm: _MM, p: _Plan):
     # a partial last block: its 32-code groups that lie wholly below K are decoded as vectors too (rows are
     # padded to whole blocks, so the full block is read in bounds); the rest one code at a time
     part_groups, k_vec = set(), k_tail
-    if k_tail < K and (p.trit or p.B >= 32):
+    if k_tail < K and (p.trit or p.B >= 32) and not p.raw:  # raw rows are not padded to whole blocks
         rem = (K - k_tail) // 32 * 32
         for ci, (_, xk) in enumerate(p.chunks):
             for q in range(p.subs):
@@ -652,7 +673,7 @@ def _lower_fast(ctx, op, mm: _MM, p: _Plan):
         k_vec = k_tail + rem
     is_int = mm.kind == "qmatmul_i8"
     # U weight rows x T rows of x per step (accumulators: U * T registers)
-    if is_int and not p.madd:
+    if is_int and not p.madd and not p.wd:
         U, T = 1, MTILE
     elif R == 1:
         U, T = 1, 1  # several rows at once make the hardware prefetcher see a scattered stream: 2x slower
@@ -665,21 +686,21 @@ def _lower_fast(ctx, op, mm: _MM, p: _Plan):
     v32i32 = ir.VectorType(I32, 32)
     v8f = ir.VectorType(F32, 8)
     if is_int:
-        acc_t = v8i32 if p.madd else v32i32
+        acc_t = v8i32 if (p.madd or p.wd) else v32i32
     else:
         acc_t = v8f
     red_i = ctx.declare(f"llvm.vector.reduce.add.v{acc_t.count}i32", I32, [acc_t]) if is_int else None
     red_f = ctx.declare("llvm.vector.reduce.fadd.v8f32", F32, [F32, v8f]) if not is_int else None
     fma_v = ctx.declare("llvm.fma.v8f32", v8f, [v8f, v8f, v8f])
     fma_s = ctx.declare("llvm.fma.f32", F32, [F32, F32, F32])
-    if p.madd:
+    if p.madd or p.wd:
         maddubs = ctx.declare("llvm.x86.avx2.pmadd.ub.sw", v16i16, [v32i8, v32i8])
         maddwd = ctx.declare("llvm.x86.avx2.pmadd.wd", v8i32, [v16i16, v16i16])
         ones16 = ir.Constant(v16i16, [1] * 16)
     if p.vnni:  # _mm256_dpbusd_epi32(src, a: u8, b: i8) (AVX512-VNNI + VL, or AVX-VNNI)
         dpbusd = ctx.declare("llvm.x86.avx512.vpdpbusd.256", v8i32, [v8i32, v8i32, v8i32])
     mask = ir.Constant(v32i8, [3 if p.crumb else 15] * 32)
-    xorc = ir.Constant(v32i8, [(0xAA if p.crumb else 0x88) if p.xor else 0] * 32)
+    xorc = ir.Constant(v32i8, [(0x80 if p.raw else 0xAA if p.crumb else 0x88) if p.xor else 0] * 32)
     zero_i8 = ir.Constant(v32i8, [p.zero] * 32)
     xsum_slot = _entry_alloca(b, I32, MCHUNK)
     # float: NF independent accumulators per output (FMA latency, not bandwidth, bounds one chain)
@@ -699,6 +720,8 @@ def _lower_fast(ctx, op, mm: _MM, p: _Plan):
 
     def codes_of(b, packed, nq):
         """The first nq sub-vectors of unsigned codes of a 32-byte piece (one per group of 32 k)."""
+        if p.raw:
+            return [packed]  # int8 weights: the bytes themselves (offset by 0x80 for VNNI)
         if p.trit:
             # trit q of byte v: ((v * 3^q) mod 256) * 3 >> 8 = [v_q > 85] + [v_q > 170], v_q = v * 3^q mod 256
             # = 3 v_(q-1) (two byte adds). Kept biased by 0x80 ((v ^ 0x80) * 3 = 3 v ^ 0x80 mod 256) for signed
@@ -804,6 +827,14 @@ def _lower_fast(ctx, op, mm: _MM, p: _Plan):
                                 for q in qs:
                                     a = b.call(dpbusd, [a, b.bitcast(cu[q], v8i32), b.bitcast(xvs[q], v8i32)])
                                 accs[t][u][0] = a
+                            elif p.wd:  # i16 lanes: exact pairwise products summed to i32
+                                a = accs[t][u][0]
+                                for half in (range(16), range(16, 32)):
+                                    sel = ir.Constant(ir.VectorType(I32, 16), list(half))
+                                    wh = b.sext(b.shuffle_vector(cu[0], ir.Constant(v32i8, None), sel), v16i16)
+                                    xh = b.sext(b.shuffle_vector(xvs[0], ir.Constant(v32i8, None), sel), v16i16)
+                                    a = b.add(a, b.call(maddwd, [wh, xh]))
+                                accs[t][u][0] = a
                             elif p.madd:
                                 part = None
                                 for q in qs:
@@ -856,9 +887,9 @@ def _lower_fast(ctx, op, mm: _MM, p: _Plan):
         if k_vec < K:
             with for_range(b, k_vec, K, name="kt", vectorize=False) as k:
                 for u in range(U):
-                    code = dec.code(b, wrows[u], k)
+                    code = None if p.raw else dec.code(b, wrows[u], k)
                     if is_int:
-                        wv = dec.int_value(b, code)
+                        wv = b.sext(b.load(_gep8(b, wrows[u], k), typ=I8), I32) if p.raw else dec.int_value(b, code)
                         for t in range(T):
                             xv = b.sext(b.load(b.gep(px, [b.add(xrows[t], k)], source_etype=I8), typ=I8), I32)
                             sl = tail_slots[t][u]
