@@ -433,6 +433,7 @@ def _store_result(ctx, b, mm, ptrs, acc, oidx):
 # -- dense f32: float matmul with 2-D f32 weights -------------------------------------------------------------
 
 DTILE = (3, 4)  # (rows of x, weight rows) per step of the transpose_b kernel: 12 vector accumulators
+GEMV_ROWS = 4  # weight rows streamed at once by an f32 GEMV (4: 22-35% faster than 1, k = 4096 and 14336)
 DCOLS = 1024  # columns of w per pass of the [K, N] kernel: 4 KiB of each w row, reused over every row of x
 
 
@@ -446,8 +447,8 @@ def _lower_dense_f32(ctx, op, mm: _MM):
 
     * transpose_b: work item = weight row n. A step takes T rows of x against U weight rows (U * T vector
       accumulators over K, each x vector loaded once per U rows and each w vector once per T rows); a single
-      row of x (GEMV) instead unrolls K four vectors deep into independent accumulators, streaming one weight
-      row at a time. Lanes are summed once per output, the K tail one element at a time.
+      row of x (GEMV) streams GEMV_ROWS weight rows at once (more memory-level parallelism) with K unrolled so
+      that each output has 4 / GEMV_ROWS (at least 1) independent accumulators. Lanes are summed once per output, the K tail one element at a time.
     * [K, N]: work item = output column n; per DCOLS columns, the output rows themselves are the accumulators:
       for each k and each row m, ``y[m, n] += x[m, k] * w[k, n]``, a unit-stride loop LLVM vectorises; each
       4 KiB piece of a w row is read once from memory and reused over all rows of x.
@@ -482,7 +483,7 @@ def _lower_dense_f32(ctx, op, mm: _MM):
     vmuladd = ctx.declare(f"llvm.fmuladd.v{VW}f32", vt, [vt, vt, vt])
     vsum = ctx.declare(f"llvm.vector.reduce.fadd.v{VW}f32", F32, [F32, vt])
     T, U = DTILE
-    T, U = min(T, R), min(U, N)
+    T, U = min(T, R), min(U if R > 1 else GEMV_ROWS, N)
     nvec = K // VW
 
     def step(b, ms, ns, depth):
@@ -531,7 +532,7 @@ def _lower_dense_f32(ctx, op, mm: _MM):
 
     def rows(b, ns):
         """Every row of x against weight rows ns: tiles of T rows, then the rest one by one."""
-        depth = 4 if len(ns) == 1 and R == 1 else 1
+        depth = max(1, 4 // len(ns)) if R == 1 else 1
         full = R // T * T
         if T > 1 and full:
             with for_range(b, 0, full, step=T, name="mt", vectorize=False) as m0:
@@ -540,7 +541,7 @@ def _lower_dense_f32(ctx, op, mm: _MM):
             step(b, [m], ns, depth)
 
     u_end = b.sub(end, b.urem(b.sub(end, begin), C64(U)))
-    if U > 1 and R > 1:
+    if U > 1:
         with for_range(b, begin, u_end, step=U, name="nu", vectorize=False) as n0:
             rows(b, [b.add(n0, C64(u)) for u in range(U)])
         tail_start = u_end
@@ -549,7 +550,7 @@ def _lower_dense_f32(ctx, op, mm: _MM):
     with for_range(b, tail_start, end, name="n", vectorize=False) as n:
         rows(b, [n])
     b.ret_void()
-    return KernelSpec(fn, N, U if R > 1 else 1)
+    return KernelSpec(fn, N, U)
 
 
 # -- fast: transpose_b, 2-D weights in a SIMD block packing ------------------------------------------------
