@@ -29,6 +29,7 @@ from ladder.ir import Graph
 
 from .config import HwConfig, load_config, with_overrides
 from .costsim import CostModel, operating_point, simulate
+from .isa import Program
 from .lower import lower
 from .report import Report
 
@@ -80,7 +81,12 @@ def load_workload(spec: str, context: int | None = None, layers: int | None = No
 def run(workload: Workload, cfg: "HwConfig | str", runs: int = 1) -> Report:
     """Lower ``workload`` for ``cfg`` and simulate one run; the report covers ``runs`` runs."""
     cfg = load_config(cfg)
-    program = lower(workload.graph, cfg)
+    return cost(lower(workload.graph, cfg), workload, cfg, runs)
+
+
+def cost(program: Program, workload: Workload, cfg: HwConfig, runs: int = 1) -> Report:
+    """Simulate one run of ``program`` (``workload.graph`` lowered for ``cfg``, e.g. by ``ladder.compile``);
+    the report covers ``runs`` runs."""
     sim = simulate(program, CostModel.of(cfg), op_kinds=workload.op_kinds(), tokens=workload.tokens)
     return Report(sim, runs, workload.context)
 
