@@ -124,3 +124,24 @@ def test_compiled_code_is_cached_on_disk_and_a_damaged_entry_is_ignored(tmp_path
     assert np.array_equal(third({"x": x})["d"], first({"x": x})["d"])
     assert not list(tmp_path.glob("*.tmp"))
     assert not ladder.compile(g, "cpu", cache=False)._backend.module.from_cache
+
+
+@pytest.mark.parametrize("env, want", [({}, "10000"), ({"GOMP_SPINCOUNT": "77"}, "77"),
+                                       ({"OMP_WAIT_POLICY": "PASSIVE"}, None)])
+def test_libgomp_spin_is_bounded_unless_the_user_chose(env, want):
+    """Loading libgomp sets GOMP_SPINCOUNT=10000 first, unless the user set it or OMP_WAIT_POLICY (a fresh
+    process: libgomp reads its environment once, when it is loaded)."""
+    import os
+    import subprocess
+    import sys
+
+    from ladder.backends.llvm.compiler import gomp_available
+
+    if not gomp_available():
+        pytest.skip("no libgomp on this machine")
+    base = {k: v for k, v in os.environ.items() if k not in ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY")}
+    code = ("import os; from ladder.backends.llvm.compiler import gomp_available; assert gomp_available(); "
+            "print(os.environ.get('GOMP_SPINCOUNT'))")
+    out = subprocess.run([sys.executable, "-c", code], env={**base, **env}, capture_output=True, text=True,
+                         check=True).stdout.strip()
+    assert out == str(want)

@@ -694,8 +694,9 @@ def _lower_fast(ctx, op, mm: _MM, p: _Plan):
     red_f = ctx.declare("llvm.vector.reduce.fadd.v8f32", F32, [F32, v8f]) if not is_int else None
     fma_v = ctx.declare("llvm.fma.v8f32", v8f, [v8f, v8f, v8f])
     fma_s = ctx.declare("llvm.fma.f32", F32, [F32, F32, F32])
-    if p.madd or p.wd:
+    if p.madd:
         maddubs = ctx.declare("llvm.x86.avx2.pmadd.ub.sw", v16i16, [v32i8, v32i8])
+    if p.madd or p.wd:
         maddwd = ctx.declare("llvm.x86.avx2.pmadd.wd", v8i32, [v16i16, v16i16])
         ones16 = ir.Constant(v16i16, [1] * 16)
     if p.vnni:  # _mm256_dpbusd_epi32(src, a: u8, b: i8) (AVX512-VNNI + VL, or AVX-VNNI)
