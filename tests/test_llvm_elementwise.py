@@ -33,9 +33,9 @@ TARGETS = ["cpu", "cpu:generic"]
 FLOATS = ["f32", "f16", "bf16", "fp8e4m3", "fp4"]
 INTS = ["i32", "i16", "i8", "u8", "i4", "u4", "i2", "u2", "u1"]
 SOURCES = FLOATS + INTS + ["i1", "ternary"]
-TRANSCENDENTAL = ["exp", "tanh", "erf", "sigmoid", "silu", "gelu"]
+TRANSCENDENTAL = ["exp", "tanh", "erf", "sigmoid", "silu", "gelu", "sqrt"]
 KINDS = ["add", "sub", "mul", "div", "neg", "relu", "relu2", "gelu", "silu", "sigmoid", "tanh", "erf", "exp",
-         "round", "clamp", "cast"]
+         "round", "clamp", "cast", "sqrt"]
 
 SPECIAL = np.array([0.0, -0.0, np.inf, -np.inf, np.nan, -np.nan, 0.5, 1.5, 2.5, -2.5, 0.25, 0.75, 448, 464, 465,
                     480, 6, 7, -7, 5, 65504, 65520, 65519.99, 3.4e38, -3.4e38, 1e-8, -1e-40, 1.4e-45, 2 ** -24,

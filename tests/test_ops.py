@@ -421,10 +421,11 @@ UNARY_REFS = {
     "tanh": (math.tanh, {}),
     "erf": (math.erf, {}),
     "exp": (math.exp, {}),
+    "sqrt": (lambda v: math.sqrt(v) if v >= 0 else math.nan, {}),
 }
 
 
-@covers("neg", "relu", "relu2", "gelu", "silu", "sigmoid", "tanh", "erf", "exp")
+@covers("neg", "relu", "relu2", "gelu", "silu", "sigmoid", "tanh", "erf", "exp", "sqrt")
 @pytest.mark.parametrize("name", list(UNARY_REFS))
 @pytest.mark.parametrize("dt", ["f32", "f16"])
 def test_unary_float(name, dt):
@@ -1174,6 +1175,7 @@ BAD = {
     "sigmoid": lambda b: b.sigmoid(b.input("a", "i8[2]")),
     "tanh": lambda b: b.tanh(b.input("a", "i16[2]")),
     "erf": lambda b: b.erf(b.input("a", "i8[2]")),
+    "sqrt": lambda b: b.sqrt(b.input("a", "i8[2]")),
     "exp": lambda b: b.exp(b.input("a", "i32[2]")),
     "softmax": lambda b: b.softmax(b.input("a", "f32[2, 3]"), axis=2),
     "rmsnorm": lambda b: b.rmsnorm(b.input("a", "f32[2, 3]"), b.input("w", "f32[2]")),

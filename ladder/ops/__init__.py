@@ -9,7 +9,7 @@ from ..errors import LadderError, Location, VerifyError
 from ..ir import Op, Value
 from ..types import TensorType
 from .base import OPS, AttrSpec, InferError, OpDef, get_op, register
-from . import elementwise, linalg, lowbit, lut, nn, shape  # noqa: F401  (registration)
+from . import elementwise, linalg, lowbit, lut, nn, shape, sqrt  # noqa: F401  (registration)
 
 __all__ = ["OPS", "AttrSpec", "InferError", "OpDef", "get_op", "register", "make_op", "infer_results",
            "check_arity", "normalized_attrs", "describe"]

@@ -343,6 +343,7 @@ ELEMENTWISE: dict[str, Elementwise] = {
     "exp": Elementwise(1, f64=lambda b, c, a, x: _call(c, b, "exp", x)),
     "tanh": Elementwise(1, f64=lambda b, c, a, x: _call(c, b, "tanh", x)),
     "erf": Elementwise(1, f64=lambda b, c, a, x: _call(c, b, "erf", x)),
+    "sqrt": Elementwise(1, f64=lambda b, c, a, x: _call(c, b, "sqrt", x)),
     "sigmoid": Elementwise(1, f64=lambda b, c, a, x: b.fdiv(_cf(F64, 1.0), b.fadd(_cf(F64, 1.0), _exp_neg(b, c, x)))),
     "silu": Elementwise(1, f64=lambda b, c, a, x: b.fdiv(x, b.fadd(_cf(F64, 1.0), _exp_neg(b, c, x)))),
     "gelu": Elementwise(1, f64=_gelu),
