@@ -3,6 +3,9 @@
 * ``cpu`` (= ``cpu:native``): the host, from LLVM's host CPU name and features;
 * ``cpu:generic`` (x86-64 baseline, 128-bit SSE2), ``cpu:avx2`` (256-bit, FMA, AVX2 byte shuffles and
   ``vpmaddubsw``), ``cpu:avx512`` (512-bit, AVX-512 BW/VL and VNNI ``vpdpbusd``): force a level;
+* ``cpu:NAME`` for any LLVM x86 CPU name (``znver4``, ``sapphirerapids``, ``x86-64-v3``, ``haswell``, ...):
+  that CPU with all its features, as clang's ``-march=NAME``. Its features are asked of LLVM itself
+  (``llvm_cpu_features``), in a child process, since LLVM aborts on a name it does not know;
 * ``lut``: a table-lookup machine (T-MAC on a CPU, or the LUT units of the ASIC target): it multiplies
   low-bit weights by looking up precomputed activation sums indexed by bit planes;
 * ``asic:CONFIG`` (e.g. ``asic:lut-tc``): the LUT accelerator of a hardware config; ``lut``'s capabilities.
@@ -19,6 +22,9 @@ table-lookup       16-entry byte table lookup across a vector (``pshufb``/``tbl`
 
 from __future__ import annotations
 
+import re
+import subprocess
+import sys
 from dataclasses import dataclass, field
 from functools import lru_cache
 
@@ -94,7 +100,21 @@ def cpu_target(level: str, cpu_name: str = "", features: str = "") -> Target:
                       cpu_name or "haswell", features or "+avx2,+fma")
     if level == "generic":
         return Target("cpu:generic", 128, frozenset(), _cpu_packings(16), cpu_name or "x86-64", features or "")
-    raise LadderError(f"unknown cpu level '{level}'; known: native, generic, avx2, avx512")
+    return named_cpu_target(level)
+
+
+def _from_features(name: str, cpu_name: str, have: set[str], flat: str) -> Target:
+    """A target for a CPU with LLVM features ``have``, mapped to the widest level it supports."""
+    if {"avx512f", "avx512bw", "avx512vl"} <= have:
+        caps = {"f32-fma", "i8-madd", "table-lookup"} | ({"i8-dot"} if "avx512vnni" in have else set())
+        return Target(name, 512, frozenset(caps), _cpu_packings(64), cpu_name, flat)
+    if "avx2" in have:
+        caps = {"i8-madd", "table-lookup"} | ({"f32-fma"} if "fma" in have else set()) | \
+            ({"i8-dot"} if "avxvnni" in have else set())
+        return Target(name, 256, frozenset(caps), _cpu_packings(32), cpu_name, flat)
+    neon = "neon" in have
+    caps = {"f32-fma", "table-lookup"} if neon else ({"table-lookup"} if "ssse3" in have else set())
+    return Target(name, 128, frozenset(caps), _cpu_packings(16), cpu_name, flat)
 
 
 @lru_cache(maxsize=1)
@@ -105,21 +125,137 @@ def host_target() -> Target:
     llvm.initialize_native_target()
     name = llvm.get_host_cpu_name()
     feats = llvm.get_host_cpu_features()
-    have = {k for k, on in feats.items() if on}
-    flat = feats.flatten()
-    if {"avx512f", "avx512bw", "avx512vl"} <= have:
-        t = cpu_target("avx512", name, flat)
-        caps = set(t.capabilities)
-        if "avx512vnni" not in have:
-            caps.discard("i8-dot")
-        return Target("cpu:native", 512, frozenset(caps), t.packings, name, flat)
-    if "avx2" in have:
-        caps = {"i8-madd", "table-lookup"} | ({"f32-fma"} if "fma" in have else set()) | \
-            ({"i8-dot"} if "avxvnni" in have else set())
-        return Target("cpu:native", 256, frozenset(caps), _cpu_packings(32), name, flat)
-    neon = "neon" in have
-    caps = {"f32-fma", "table-lookup"} if neon else ({"table-lookup"} if "ssse3" in have else set())
-    return Target("cpu:native", 128, frozenset(caps), _cpu_packings(16), name, flat)
+    return _from_features("cpu:native", name, {k for k, on in feats.items() if on}, feats.flatten())
+
+
+# What a named CPU can do is read from the code LLVM generates for it: each probe is plain IR whose
+# instruction selection shows one feature (no target intrinsic, so a CPU without the feature still compiles).
+_PROBE_IR = """
+define <16 x float> @p_avx512f(<16 x float> %a, <16 x float> %b) { %r = fadd <16 x float> %a, %b
+  ret <16 x float> %r }
+define <64 x i8> @p_avx512bw(<64 x i8> %a, <64 x i8> %b) { %r = add <64 x i8> %a, %b
+  ret <64 x i8> %r }
+define <4 x i64> @p_avx512vl(<4 x i64> %a) { %r = call <4 x i64> @llvm.abs.v4i64(<4 x i64> %a, i1 false)
+  ret <4 x i64> %r }
+define <8 x float> @p_avx(<8 x float> %a, <8 x float> %b) { %r = fadd <8 x float> %a, %b
+  ret <8 x float> %r }
+define <8 x i32> @p_avx2(<8 x i32> %a, <8 x i32> %b) { %r = add <8 x i32> %a, %b
+  ret <8 x i32> %r }
+define <8 x float> @p_fma(<8 x float> %a, <8 x float> %b, <8 x float> %c) {
+  %r = call <8 x float> @llvm.fma.v8f32(<8 x float> %a, <8 x float> %b, <8 x float> %c)
+  ret <8 x float> %r }
+define <16 x i8> @p_ssse3(<16 x i8> %a) { %r = call <16 x i8> @llvm.abs.v16i8(<16 x i8> %a, i1 false)
+  ret <16 x i8> %r }
+define <4 x i32> @p_sse41(<4 x i32> %a, <4 x i32> %b) { %r = call <4 x i32> @llvm.smin.v4i32(<4 x i32> %a, <4 x i32> %b)
+  ret <4 x i32> %r }
+define <4 x half> @p_f16c(<4 x float> %a) { %r = fptrunc <4 x float> %a to <4 x half>
+  ret <4 x half> %r }
+define <32 x half> @p_avx512fp16(<32 x half> %a, <32 x half> %b) { %r = fadd <32 x half> %a, %b
+  ret <32 x half> %r }
+define i32 @p_bmi2(i32 %a, i32 %b) { %r = shl i32 %a, %b
+  ret i32 %r }
+define i32 @p_popcnt(i32 %a) { %r = call i32 @llvm.ctpop.i32(i32 %a)
+  ret i32 %r }
+define i32 @p_lzcnt(i32 %a) { %r = call i32 @llvm.ctlz.i32(i32 %a, i1 false)
+  ret i32 %r }
+define <16 x i32> @p_avx512vnni(<32 x i16> %a, <32 x i16> %b, <16 x i32> %acc) {
+  %xa = sext <32 x i16> %a to <32 x i32>
+  %xb = sext <32 x i16> %b to <32 x i32>
+  %m = mul <32 x i32> %xa, %xb
+  %e = shufflevector <32 x i32> %m, <32 x i32> poison, <16 x i32> EVEN16
+  %o = shufflevector <32 x i32> %m, <32 x i32> poison, <16 x i32> ODD16
+  %s = add <16 x i32> %e, %o
+  %r = add <16 x i32> %s, %acc
+  ret <16 x i32> %r }
+define <8 x i32> @p_avxvnni(<16 x i16> %a, <16 x i16> %b, <8 x i32> %acc) {
+  %xa = sext <16 x i16> %a to <16 x i32>
+  %xb = sext <16 x i16> %b to <16 x i32>
+  %m = mul <16 x i32> %xa, %xb
+  %e = shufflevector <16 x i32> %m, <16 x i32> poison, <8 x i32> EVEN8
+  %o = shufflevector <16 x i32> %m, <16 x i32> poison, <8 x i32> ODD8
+  %s = add <8 x i32> %e, %o
+  %r = add <8 x i32> %s, %acc
+  ret <8 x i32> %r }
+declare <4 x i64> @llvm.abs.v4i64(<4 x i64>, i1)
+declare <8 x float> @llvm.fma.v8f32(<8 x float>, <8 x float>, <8 x float>)
+declare <16 x i8> @llvm.abs.v16i8(<16 x i8>, i1)
+declare <4 x i32> @llvm.smin.v4i32(<4 x i32>, <4 x i32>)
+declare i32 @llvm.ctpop.i32(i32)
+declare i32 @llvm.ctlz.i32(i32, i1)
+"""
+# probe function -> (LLVM feature, what its assembly shows when the CPU has it). A 256-bit vpdpwssd without
+# AVX-512 is AVX-VNNI; with AVX-512 VNNI it is the EVEX form, so avxvnni is only claimed below 512 bits.
+_PROBES = {
+    "p_avx512f": ("avx512f", r"%zmm"), "p_avx512bw": ("avx512bw", r"vpaddb\s+%zmm"),
+    "p_avx512vl": ("avx512vl", r"vpabsq\s+%ymm"), "p_avx": ("avx", r"vaddps\s+%ymm"),
+    "p_avx2": ("avx2", r"vpaddd\s+%ymm"), "p_fma": ("fma", r"vfmadd"), "p_ssse3": ("ssse3", r"pabsb"),
+    "p_sse41": ("sse4.1", r"pminsd"), "p_f16c": ("f16c", r"vcvtps2ph"), "p_avx512fp16": ("avx512fp16", r"vaddph"),
+    "p_bmi2": ("bmi2", r"shlx"), "p_popcnt": ("popcnt", r"^popcnt"), "p_lzcnt": ("lzcnt", r"^lzcnt"),
+    "p_avx512vnni": ("avx512vnni", r"vpdpwssd\s+%zmm"), "p_avxvnni": ("avxvnni", r"vpdpwssd"),
+}
+CPU_LEVELS = ("generic", "avx2", "avx512")
+CPU_EXAMPLES = ("x86-64", "x86-64-v2", "x86-64-v3", "x86-64-v4", "haswell", "skylake-avx512", "icelake-server",
+                "sapphirerapids", "alderlake", "znver3", "znver4", "znver5")
+
+
+def _probe_ir() -> str:
+    def mask(idx):
+        return "<" + ", ".join(f"i32 {i}" for i in idx) + ">"
+
+    return (_PROBE_IR.replace("EVEN16", mask(range(0, 32, 2))).replace("ODD16", mask(range(1, 32, 2)))
+            .replace("EVEN8", mask(range(0, 16, 2))).replace("ODD8", mask(range(1, 16, 2))))
+
+
+# The child that asks LLVM (it imports llvmlite only, not ladder: ~0.3 s). argv: cpu name; stdin: probe IR;
+# stdout: each probe function's instructions, one line each, after a line "@name".
+_CHILD = """
+import sys, llvmlite.binding as llvm
+llvm.initialize_native_target(); llvm.initialize_native_asmprinter()
+tm = llvm.Target.from_triple(llvm.get_process_triple()).create_target_machine(cpu=sys.argv[1], features="", opt=2)
+for line in tm.emit_assembly(llvm.parse_assembly(sys.stdin.read())).splitlines():
+    if line.startswith("p_") and line.endswith(":"):
+        print("@" + line[:-1])
+    elif line.startswith("\t") and not line.startswith("\t."):
+        print(line.strip())
+"""
+
+
+def _features_from_asm(text: str) -> list[str]:
+    bodies: dict[str, list[str]] = {}
+    cur: list[str] = []
+    for line in text.splitlines():
+        if line.startswith("@"):
+            cur = bodies.setdefault(line[1:], [])
+        else:
+            cur.append(line)
+    have = [feat for fn, (feat, pat) in _PROBES.items() if re.search(pat, "\n".join(bodies.get(fn, ())), re.M)]
+    if "avx512f" in have and "avxvnni" in have:
+        have.remove("avxvnni")
+    return have
+
+
+@lru_cache(maxsize=None)
+def llvm_cpu_features(cpu: str) -> frozenset[str]:
+    """The features LLVM gives the x86 CPU ``cpu`` (those ladder's capabilities and ``runs_here`` use)."""
+    if not re.fullmatch(r"[a-z0-9][a-z0-9_.-]*", cpu) or cpu == "help":  # 'help' makes LLVM list its names
+        raise _unknown_cpu(cpu)
+    done = subprocess.run([sys.executable, "-c", _CHILD, cpu], input=_probe_ir(), capture_output=True, text=True,
+                          timeout=120)
+    if done.returncode or "not a recognized processor" in done.stderr:
+        raise _unknown_cpu(cpu)
+    return frozenset(_features_from_asm(done.stdout))
+
+
+def _unknown_cpu(cpu: str) -> LadderError:
+    return LadderError(f"unknown cpu '{cpu}': LLVM knows no x86 processor of that name; use a level "
+                       f"({', '.join(CPU_LEVELS)}, native) or an LLVM cpu name, e.g. {', '.join(CPU_EXAMPLES)}")
+
+
+@lru_cache(maxsize=None)
+def named_cpu_target(cpu: str) -> Target:
+    """``cpu:NAME``: the LLVM x86 CPU ``NAME`` with all its features, as clang's ``-march=NAME``."""
+    have = llvm_cpu_features(cpu)
+    return _from_features(f"cpu:{cpu}", cpu, set(have), ",".join(f"+{f}" for f in sorted(have)))
 
 
 LUT = Target("lut", 128, frozenset({"table-lookup"}), _LUT_PACKINGS, "lut", "")
@@ -134,7 +270,8 @@ def asic_target(config: str) -> Target:
 
 
 def get_target(spec: "str | Target") -> Target:
-    """``cpu``, ``cpu:native``, ``cpu:generic``, ``cpu:avx2``, ``cpu:avx512`` or ``lut``."""
+    """``cpu``, ``cpu:native``, ``cpu:generic``, ``cpu:avx2``, ``cpu:avx512``, ``cpu:NAME`` (an LLVM x86 CPU
+    name), ``lut`` or ``asic:CONFIG``."""
     if isinstance(spec, Target):
         return spec
     spec = spec.strip()
@@ -146,5 +283,6 @@ def get_target(spec: "str | Target") -> Target:
         return LUT
     if spec.startswith("asic:"):
         return asic_target(spec[5:])
-    raise LadderError(f"unknown target '{spec}'; known: cpu, cpu:native, cpu:generic, cpu:avx2, cpu:avx512, lut, "
-                      f"asic:CONFIG")
+    raise LadderError(f"unknown target '{spec}'; known: cpu, cpu:native, cpu:generic, cpu:avx2, cpu:avx512, "
+                      f"cpu:NAME (an LLVM cpu name, e.g. cpu:znver4), lut, asic:CONFIG")
+

@@ -404,6 +404,8 @@ def test_canary_guard_every_kernel(target):
 
 
 def test_fast_path_uses_madd_and_default_pipeline_fuses():
+    """The default pipeline fuses into qmatmul_i8; the kernel multiplies with the instruction the target's
+    capabilities say (asked of the target, never assumed of the host), and named CPUs pick theirs."""
     host = get_target("cpu")
     rng = np.random.default_rng(9)
     M, N, K = 2, 8, 256
@@ -422,8 +424,15 @@ def test_fast_path_uses_madd_and_default_pipeline_fuses():
     cg = compile_graph(g, weights)
     assert [s.op.kind for s in cg.steps] == ["qmatmul_i8"]
     assert np.array_equal(cg.run(feeds)["y"], ladder.run(g, feeds, weights=weights)["y"])
-    if host.supports("i8-madd"):
-        assert "vpmaddubsw" in cg.source("asm")
+    def multiply(target):
+        return "vpdpbusd" if target.supports("i8-dot") else "vpmaddubsw" if target.supports("i8-madd") else None
+
+    if multiply(host):
+        assert multiply(host) in cg.source("asm")
+    for cpu, want in (("haswell", "vpmaddubsw"), ("znver4", "vpdpbusd"), ("alderlake", "vpdpbusd")):
+        target = get_target(f"cpu:{cpu}")
+        assert multiply(target) == want
+        assert want in compile_graph(g, weights, target=target, jit=False).source("asm"), cpu
 
 
 @pytest.mark.parametrize("M, N, K", [(1, 7, 4096), (1, 9, 4096 + 96 + 5), (9, 5, 640 + 64 + 33), (35, 6, 512)])

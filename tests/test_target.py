@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import llvmlite.binding as llvm
+import numpy as np
 import pytest
 from llvmlite.binding.targets import FeatureMap
 
@@ -231,3 +232,65 @@ def test_cpu_block_sizes_follow_vector_width(spec):
 def test_cpu_target_rejects_unknown_level():
     with pytest.raises(LadderError, match="avx2"):
         target_mod.cpu_target("sse4")
+
+
+# -- named CPUs (any LLVM x86 cpu name, as clang's -march) ---------------------------------------------------
+
+# name: (vector bits, capabilities, features it must have, features it must not)
+NAMED = {
+    "x86-64": (128, set(), set(), {"ssse3", "avx", "avx2"}),
+    "x86-64-v2": (128, {"table-lookup"}, {"ssse3", "sse4.1", "popcnt"}, {"avx"}),
+    "x86-64-v3": (256, {"f32-fma", "i8-madd", "table-lookup"}, {"avx2", "fma", "bmi2", "f16c"}, {"avx512f"}),
+    "haswell": (256, {"f32-fma", "i8-madd", "table-lookup"}, {"avx2", "fma"}, {"avx512f", "avxvnni"}),
+    "alderlake": (256, {"f32-fma", "i8-dot", "i8-madd", "table-lookup"}, {"avxvnni"}, {"avx512f"}),
+    "skylake-avx512": (512, {"f32-fma", "i8-madd", "table-lookup"}, {"avx512bw", "avx512vl"}, {"avx512vnni"}),
+    "icelake-server": (512, set(CAPS), {"avx512vnni"}, {"avx512fp16"}),
+    "sapphirerapids": (512, set(CAPS), {"avx512vnni", "avx512fp16"}, set()),
+    "znver3": (256, {"f32-fma", "i8-madd", "table-lookup"}, {"avx2"}, {"avx512f"}),
+    "znver4": (512, set(CAPS), {"avx512f", "avx512vnni"}, {"avx512fp16"}),
+    "znver5": (512, set(CAPS), {"avx512f", "avx512vnni"}, set()),
+}
+
+
+@pytest.mark.parametrize("name", NAMED)
+def test_named_cpu_has_its_llvm_features(name):
+    bits, caps, has, lacks = NAMED[name]
+    t = get_target(f"cpu:{name}")
+    assert (t.name, t.cpu_name, t.vector_bits) == (f"cpu:{name}", name, bits)
+    assert set(t.capabilities) == caps
+    assert has <= t.features() and not lacks & t.features()
+    assert get_target(f"cpu:{name}") is t  # asked of LLVM once
+    # runs here exactly when the host has every feature the named CPU's code may use
+    assert t.runs_here() == sorted(t.features() - host_features())
+
+
+def test_named_cpu_packings_follow_its_vector_width():
+    assert get_target("cpu:znver4").packing_for(DTYPES["i4"]).name == "nib64"
+    assert get_target("cpu:haswell").packing_for(DTYPES["i4"]).name == "nib32"
+    assert get_target("cpu:x86-64").packing_for(DTYPES["i4"]).name == "nib16"
+
+
+@pytest.mark.parametrize("name", ["bogus", "znver99", "x86-64-v9", "Haswell", "znver4,+avx", "-help", "help"])
+def test_unknown_cpu_name_is_a_clear_error(name):
+    with pytest.raises(LadderError) as e:
+        get_target(f"cpu:{name}")
+    msg = e.value.message
+    assert f"unknown cpu '{name}'" in msg
+    for level in ("native", "generic", "avx2", "avx512"):
+        assert level in msg
+    assert "znver4" in msg and "x86-64-v3" in msg  # example names
+
+
+def test_a_named_cpu_the_host_cannot_run_compiles_ahead_of_time_only():
+    import ladder
+
+    g = ladder.parse("graph @g(%x: f32[3, 5]) -> f32[3, 5] {\n  %y = relu %x : f32[3, 5]\n  return %y\n}")
+    foreign = next(get_target(f"cpu:{n}") for n in ("znver5", "sapphirerapids", "x86-64") if
+                   get_target(f"cpu:{n}").runs_here() or n == "x86-64")
+    if foreign.runs_here():
+        with pytest.raises(LadderError, match=f"cannot run code for {foreign.name}"):
+            ladder.compile(g, foreign.name)
+    else:  # a host that runs them all (x86-64 runs everywhere)
+        x = np.arange(15, dtype=np.float32).reshape(3, 5) - 7
+        assert np.array_equal(ladder.compile(g, foreign.name, cache=False)({"x": x})["y"], np.maximum(x, 0))
+    assert ladder.compile(g, foreign.name, jit=False, cache=False)._backend.module.obj

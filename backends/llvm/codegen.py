@@ -63,12 +63,20 @@ def lowers(*kinds: str):
     return deco
 
 
+class KernelModule(ir.Module):
+    """An LLVM module that knows the vector width its loops are planned for (see ``for_range``)."""
+
+    def __init__(self, name: str, vector_bits: int):
+        super().__init__(name=name)
+        self.vector_bits = vector_bits
+
+
 class KernelContext:
     """The module kernels are generated into, the target they are for, and small IR helpers."""
 
     def __init__(self, target: Target, name: str = "ladder"):
         self.target = target
-        self.module = ir.Module(name=name)
+        self.module = KernelModule(name, target.vector_bits)
         self._names: set[str] = set()
 
     # -- functions -----------------------------------------------------------------------------------
@@ -116,10 +124,12 @@ def report(b: ir.IRBuilder, status_ptr, code: int) -> None:
 @contextmanager
 def for_range(b: ir.IRBuilder, start, stop, step: int = 1, name: str = "i",
               vectorize: bool = True) -> Iterator[ir.Value]:
-    """``for (i = start; i < stop; i += step)``; the body is emitted inside the ``with`` block. With
-    ``vectorize=False`` the loop carries ``llvm.loop.vectorize.enable = false``: for loops over work items
-    whose bodies hold their own vectorisable loops (vectorising the outer loop when LLVM fully unrolls the
-    inner ones costs seconds of compile time for nothing)."""
+    """``for (i = start; i < stop; i += step)``; the body is emitted inside the ``with`` block.
+
+    Every loop ladder emits carries its own vectorisation decision (``plan_loop``), so LLVM's loop vectorizer
+    never compares candidate widths by cost: that comparison is where LLVM 22 (built with assertions) aborts
+    the process ("VPlan cost model and legacy cost model disagreed"). With ``vectorize=False`` the loop is
+    never vectorised: loops over work items whose bodies hold their own loops, and loops of explicit vectors."""
     start = _i64(start)
     stop = _i64(stop)
     fn = b.function
@@ -136,19 +146,107 @@ def for_range(b: ir.IRBuilder, start, stop, step: int = 1, name: str = "i",
     yield i
     nxt = b.add(i, ir.Constant(I64, step))
     i.add_incoming(nxt, b.block)
-    back = b.branch(head)
-    if not vectorize:
-        back.set_metadata("llvm.loop", _no_vectorize_md(b.module))
+    width = 1
+    if vectorize:  # planned before the back edge exists: a back edge inside the body means an inner loop
+        blocks = [blk for blk in fn.blocks[fn.blocks.index(head):] if blk is not done]
+        trips = None
+        if isinstance(start, ir.Constant) and isinstance(stop, ir.Constant):
+            trips = max(0, -(-(stop.constant - start.constant) // step))
+        width = plan_loop(blocks, getattr(b.module, "vector_bits", 128), trips)
+    b.branch(head).set_metadata("llvm.loop", loop_md(b.module, width))
     b.position_at_end(done)
 
 
-def _no_vectorize_md(module: ir.Module):
-    """A fresh loop ID ``!{self, !{"llvm.loop.vectorize.enable", i1 false}}`` (a loop ID refers to itself;
-    llvmlite has no such node, so the placeholder operand is replaced after creation)."""
-    opt = module.add_metadata([ir.MetaDataString(module, "llvm.loop.vectorize.enable"), ir.Constant(I1, 0)])
+_FLOATS = (ir.HalfType, ir.FloatType, ir.DoubleType)
+
+
+def _bits(t: ir.Type) -> int:
+    if isinstance(t, ir.IntType):
+        return t.width if t.width > 1 else 0
+    return {ir.HalfType: 16, ir.FloatType: 32, ir.DoubleType: 64}.get(type(t), 64)
+
+
+_ORDER_FREE = ("llvm.maxnum.", "llvm.minnum.", "llvm.maximum.", "llvm.minimum.")
+
+
+def _order_free(value) -> bool:
+    """A float reduction step whose result does not depend on the order of the elements."""
+    return isinstance(value, ir.CallInstr) and value.callee.name.startswith(_ORDER_FREE)
+
+
+def plan_loop(blocks: Sequence[ir.Block], vector_bits: int, trips: int | None = None) -> int:
+    """The vector width a scalar loop is forced to (1: not vectorised), from its body's instructions:
+
+    * a body of explicit vectors, or holding a loop of its own (an outer loop), stays as written;
+    * a float carried from one iteration to the next (a sum kept in a stack slot) stays scalar: a forced
+      width licenses LLVM to reassociate the sum, and ladder sums in numpy's order (a min/max, whose order
+      does not matter, is vectorised);
+    * a call to a library function (expf, ...) stays scalar: it would only be scalarised again;
+    * otherwise one vector register of the widest element the body loads or stores, at most the trip count.
+    """
+    index = {id(blk): k for k, blk in enumerate(blocks)}
+    widest = 0
+    for k, blk in enumerate(blocks):
+        for ins in blk.instructions:
+            if isinstance(ins.type, ir.VectorType) or any(isinstance(getattr(o, "type", None), ir.VectorType)
+                                                          for o in ins.operands):
+                return 1
+            if "llvm.loop" in ins.metadata:
+                return 1
+            if isinstance(ins, (ir.Branch, ir.ConditionalBranch)) and any(
+                    index.get(id(t), len(blocks)) <= k for t in ins.operands if isinstance(t, ir.Block)):
+                return 1  # a back edge of a loop built by hand inside this one
+            if isinstance(ins, ir.CallInstr) and not ins.callee.name.startswith("llvm."):
+                return 1
+            if isinstance(ins, ir.StoreInstr):
+                value, ptr = ins.operands
+                if isinstance(ptr, ir.AllocaInstr):
+                    if isinstance(value.type, _FLOATS) and not _order_free(value):
+                        return 1
+                    continue
+                widest = max(widest, _bits(value.type))
+            elif isinstance(ins, ir.LoadInstr) and not isinstance(ins.operands[0], ir.AllocaInstr):
+                widest = max(widest, _bits(ins.type))
+    if not widest:
+        return 1
+    width = min(64, max(1, vector_bits // widest))
+    if trips is not None:
+        while width > 1 and width > trips:
+            width //= 2
+    return width if width >= 2 else 1
+
+
+def loop_md(module: ir.Module, width: int):
+    """A fresh loop ID: ``!{self, vectorize.width = width, vectorize.enable = true}``, or ``!{self,
+    vectorize.enable = false}`` for width 1. A loop ID refers to itself; llvmlite has no such node, so a
+    unique placeholder operand is replaced after creation."""
+    def opt(key, value):
+        return module.add_metadata([ir.MetaDataString(module, key), value])
+
+    if width >= 2:
+        opts = [opt("llvm.loop.vectorize.width", ir.Constant(I32, width)),
+                opt("llvm.loop.vectorize.enable", ir.Constant(I1, 1))]
+    else:
+        opts = [opt("llvm.loop.vectorize.enable", ir.Constant(I1, 0))]
     node = module.add_metadata([ir.MetaDataString(module, f"ladder.loop.{len(module.metadata)}")])
-    node.operands = (node, opt)
+    node.operands = (node, *opts)
     return node
+
+
+def seal_loops(module: ir.Module) -> int:
+    """Give every loop back edge still without a loop ID (loops built by hand) ``vectorize.enable = false``,
+    so that no loop of the module is left to LLVM's width comparison. Returns how many were sealed."""
+    sealed = 0
+    for fn in module.functions:
+        order = {id(blk): k for k, blk in enumerate(fn.blocks)}
+        for k, blk in enumerate(fn.blocks):
+            term = blk.terminator
+            if not isinstance(term, (ir.Branch, ir.ConditionalBranch)) or "llvm.loop" in term.metadata:
+                continue
+            if any(isinstance(t, ir.Block) and order.get(id(t), k + 1) <= k for t in term.operands):
+                term.set_metadata("llvm.loop", loop_md(module, 1))
+                sealed += 1
+    return sealed
 
 
 def _i64(v):

@@ -25,6 +25,7 @@ import shutil
 import subprocess
 import tempfile
 import threading
+import warnings
 from pathlib import Path
 from dataclasses import dataclass
 from typing import Mapping
@@ -40,11 +41,16 @@ from ladder.passes import PassManager, default_pipeline
 from ladder.target import Target, get_target
 
 from . import lowerings  # noqa: F401  (registration)
-from .codegen import I32, I64, LOWERINGS, PTR, VOID, KernelContext, KernelSpec
-from .jit import Module
+from .codegen import I32, I64, LOWERINGS, PTR, VOID, KernelContext, KernelSpec, seal_loops
+from .jit import Module, compile_in_child
+from .worker import CompilerCrash
 from .memory import Interval, plan
 
 ENTRY = "ladder_main"
+
+
+class CompilerWarning(UserWarning):
+    """LLVM crashed on a module and ladder compiled it again with less optimisation."""
 
 
 def default_threads() -> int:
@@ -97,7 +103,8 @@ class _Step:
 
 class CompiledGraph:
     def __init__(self, graph: Graph, weights: Mapping[str, np.ndarray] | None, target: Target,
-                 pipeline: str | None, threads: int | None, cache_dir=None, jit: bool = True):
+                 pipeline: str | None, threads: int | None, cache_dir=None, jit: bool = True,
+                 memory_budget=None):
         self.target = target
         lacking = target.runs_here() if jit else []
         if lacking:
@@ -106,7 +113,7 @@ class CompiledGraph:
                               f"(ladder compile --target {target.name} --emit obj|so)")
         self.threads = threads or default_threads()
         self.graph = PassManager(default_pipeline(target.name) if pipeline is None else pipeline).run(graph)
-        session = Session(self.graph, weights)
+        session = Session(self.graph, weights, memory_budget=memory_budget)  # refuses before allocating
         ops = session._rest
         missing = sorted({op.kind for op in ops if op.kind not in LOWERINGS})
         if missing:
@@ -138,8 +145,9 @@ class CompiledGraph:
         self.status = np.zeros(max(len(self.steps), 1), np.int64)
         self.use_gomp = gomp_available()
         self._emit_entry(ctx)
+        seal_loops(ctx.module)
         self.ir_text = str(ctx.module)
-        self.module = Module.compile(self.ir_text, target, cache_dir, jit=jit)
+        self.module = self._compile(cache_dir, jit)
         self._weight_ptrs = _pointer_array(self.weights)
         self._lock = threading.Lock()  # one arena: calls from several Python threads take turns
         if not jit:
@@ -149,6 +157,47 @@ class CompiledGraph:
             n = len(s.op.operands) + len(s.op.results) + (1 if s.spec.has_status else 0)
             s.fn = self.module.function(s.spec.fn.name, ctypes.CFUNCTYPE(None, *([ctypes.c_void_p] * n),
                                                                          ctypes.c_int64, ctypes.c_int64))
+
+    # -- compiling, and surviving LLVM ---------------------------------------------------------------------
+    def _compile(self, cache_dir, jit: bool) -> Module:
+        """The module, compiled in the compiler child. When LLVM aborts there, find the step whose kernel it
+        aborts on, then try the module again without loop vectorisation: on success warn (op, kernel, LLVM's
+        message), else raise a LadderError naming them."""
+        try:
+            return Module.compile(self.ir_text, self.target, cache_dir, jit=jit)
+        except CompilerCrash as crash:
+            message = crash.message
+        step, alone = self._find_crashing_step()
+        where = self._describe(step)
+        cpu = f"{self.target.name} ({self.target.cpu_name})"
+        try:
+            module = Module.compile(self.ir_text, self.target, cache_dir, jit=jit, loop_vectorize=False)
+        except CompilerCrash as again:
+            raise LadderError(f"LLVM crashed compiling {where} for {cpu}, also without loop vectorisation: "
+                              f"{again.message}", step.op.loc if step else None) from None
+        warnings.warn(f"LLVM crashed compiling {where} for {cpu}: {alone or message}; the module was compiled "
+                      f"again without loop vectorisation", CompilerWarning, stacklevel=4)
+        return module
+
+    def _find_crashing_step(self) -> "tuple[_Step | None, str | None]":
+        """The first step whose kernel alone crashes LLVM, and LLVM's message then; (None, None) if none does."""
+        g = self.graph
+        for s in self.steps:
+            one = KernelContext(self.target, name=f"ladder_{g.name}_{s.op.name}")
+            LOWERINGS[s.op.kind](one, s.op, [g.type_of(o) for o in s.op.operands], [r.type for r in s.op.results])
+            seal_loops(one.module)
+            try:
+                compile_in_child(str(one.module), self.target)
+            except CompilerCrash as crash:
+                return s, crash.message
+        return None, None
+
+    @staticmethod
+    def _describe(step: "_Step | None") -> str:
+        if step is None:
+            return "the module (no single kernel crashes alone)"
+        loc = f" at {step.op.loc}" if step.op.loc else ""
+        return f"{step.op.describe()}{loc} (kernel {step.spec.fn.name})"
 
     # -- code ------------------------------------------------------------------------------------------
     def _emit_entry(self, ctx: KernelContext) -> None:
@@ -258,7 +307,7 @@ class CompiledGraph:
         if emit == "asm":
             path.write_text(self.source("asm"))
             return [path]
-        obj = self.module.tm.emit_object(self.module.ref)
+        obj = self.module.obj
         if emit == "obj":
             path.write_bytes(obj)
             return [path]
@@ -335,7 +384,8 @@ def _pointer_array(arrays) -> np.ndarray:
 
 def compile_graph(graph: Graph, weights: Mapping[str, np.ndarray] | None = None, target: str | Target = "cpu",
                   pipeline: str | None = None, threads: int | None = None, cache_dir=None,
-                  jit: bool = True) -> CompiledGraph:
+                  jit: bool = True, memory_budget=None) -> CompiledGraph:
     """``cache_dir``: where compiled machine code is kept between runs (None: not kept). ``jit=False``
-    builds the module for writing ahead of time only (any cpu level, not necessarily this machine's)."""
-    return CompiledGraph(graph, weights, get_target(target), pipeline, threads, cache_dir, jit)
+    builds the module for writing ahead of time only (any cpu level, not necessarily this machine's).
+    ``memory_budget``: see ladder.budget."""
+    return CompiledGraph(graph, weights, get_target(target), pipeline, threads, cache_dir, jit, memory_budget)

@@ -509,7 +509,8 @@ def lower_quantize(ctx, op, ins, outs):
         g = d if group == 0 else group
     ng = -(-d // g) if g else (1 if group < 0 else 0)
     work = outer * ng * inner
-    padded = group > 0 and d % group != 0
+    # the reference pads a partial group into a copy, except when one group holds the whole axis (quant._grouped)
+    padded = group > 0 and d % group != 0 and d > group
     # numpy sums a granule pairwise when its axis is contiguous in memory (a padded group is a fresh copy)
     pairwise = inner == 1 or padded
     fn, b, ptrs, begin, end = ctx.kernel(f"quantize_{scheme}_{op.name}", 1 + len(outs))
