@@ -4,6 +4,10 @@
     out = m({"x": x})
     m.ir_after("fuse"); m.source("asm"); print(m.report())
 
+A compile depends on its arguments only: tuning records (``ladder tune``) are used when ``tuning=`` names
+their file, and a graph that needs more memory than ``memory_budget`` (ladder.budget) is refused before
+anything is allocated.
+
 The core names no backend: a target's backend is imported by name when it is first used (``ref`` is the
 interpreter, ``cpu*`` the LLVM backend in ladder.backends.llvm).
 """
@@ -17,10 +21,12 @@ from typing import Mapping
 
 import numpy as np
 
+from . import budget
 from .errors import LadderError
 from .interpreter import Session
 from .ir import Graph
 from .passes import PassManager, Snapshots, default_pipeline
+from .passes.lut import Lut
 
 BACKENDS = {"cpu": "ladder.backends.llvm.compiler", "asic": "ladder.backends.asic.compiler"}
 
@@ -29,27 +35,50 @@ class CompiledModule:
     """What ``ladder.compile`` returns, whatever the target."""
 
     def __init__(self, graph: Graph, target: str, weights, pipeline: str | None, threads: int | None, cache,
-                 jit: bool = True):
+                 jit: bool = True, tuning: str | os.PathLike | None = None,
+                 memory_budget: int | float | str | None = None):
         self.target = target
         kind = target.split(":")[0]
+        if tuning is not None and pipeline is not None:
+            raise LadderError("tuning= applies to the default pipeline; with your own pipeline, give the file to its "
+                              "lut pass: lut{choose=auto,tuning=FILE}")
         if kind == "ref":
             pipeline = "canonicalize" if pipeline is None else pipeline
         elif kind in BACKENDS:
-            pipeline = default_pipeline(target, threads) if pipeline is None else pipeline
+            pipeline = default_pipeline(target, threads, tuning and os.fspath(tuning)) if pipeline is None \
+                else pipeline
         else:
             raise LadderError(f"unknown target '{target}'; known: ref, cpu, cpu:native, cpu:generic, cpu:avx2, "
                               f"cpu:avx512, asic:CONFIG")
+        if tuning is not None and kind != "cpu":
+            raise LadderError(f"tuning records choose cpu kernels; target '{target}' has none to choose")
         self.pipeline = pipeline
+        self.memory_budget = memory_budget
         self.snapshots = Snapshots()
-        self.graph = PassManager(pipeline, [self.snapshots]).run(graph)
+        manager = PassManager(pipeline, [self.snapshots])
+        self.graph = manager.run(graph)
+        self.tuning, self.tuning_records = self._tuning_used(manager)
         if kind == "ref":
-            self._session = Session(self.graph, weights)
+            self._session = Session(self.graph, weights, memory_budget=memory_budget)
             self._backend = None
         else:
+            # the passes only rewrite types; the backend is what allocates (packed weights, arena): check first
+            budget.check(self.graph, memory_budget, f"to run on {target}")
             backend = importlib.import_module(BACKENDS[kind])
             cache_dir = default_cache_dir() if cache is True else (cache or None)
+            extra = {"memory_budget": memory_budget} if kind == "cpu" else {}
             self._backend = backend.compile_graph(self.graph, weights, target, pipeline="", threads=threads,
-                                                  cache_dir=cache_dir, jit=jit)
+                                                  cache_dir=cache_dir, jit=jit, **extra)
+
+    def _tuning_used(self, manager: PassManager) -> tuple[list[str], dict[str, object]]:
+        """The tuning files the pipeline's lut passes read, and the records (key -> ladder.tune.Choice) they
+        applied: each pass decides again on the graph it was given (a snapshot), from the records it read."""
+        files, used = [], {}
+        for i, p in enumerate(manager.passes):
+            if isinstance(p, Lut) and p.records is not None:
+                files.append(p.records.path)
+                used.update(p.records_used(self.snapshots.items[i].graph))
+        return files, used
 
     def __call__(self, inputs=(), *, threads: int | None = None) -> dict[str, np.ndarray]:
         if self._backend is None:
@@ -86,6 +115,13 @@ class CompiledModule:
         for op in self.graph.ops():
             kinds[op.kind] = kinds.get(op.kind, 0) + 1
         lines.append("ops: " + ", ".join(f"{k} x{n}" for k, n in sorted(kinds.items())))
+        if self.tuning:
+            lines.append(f"tuning: {', '.join(self.tuning)}: {len(self.tuning_records)} record(s) used")
+            lines += [f"  {key}: {c.method}" + (f" (rows {c.rows or 'default'}, unroll {c.unroll})"
+                                                if c.method == "lut" else "")
+                      for key, c in sorted(self.tuning_records.items())]
+        elif any(isinstance(p, Lut) and p.choose == "auto" for p in PassManager(self.pipeline).passes):
+            lines.append("tuning: none (the cost model chose decode or lookup)")
         if self._backend is not None and hasattr(self._backend, "report_lines"):
             lines += self._backend.report_lines()
         elif self._backend is not None:
@@ -97,16 +133,24 @@ class CompiledModule:
 
 
 def default_cache_dir() -> Path:
-    """Where compiled machine code is kept between runs: the user's cache folder."""
+    """Where compiled machine code is kept between runs: the user's cache folder ($XDG_CACHE_HOME/ladder, else
+    ~/.cache/ladder). Only compiled code lives there; nothing in it changes what a compile produces."""
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(base) / "ladder"
 
 
 def compile(graph: Graph, target: str = "cpu", weights: Mapping[str, np.ndarray] | None = None, *,
             pipeline: str | None = None, threads: int | None = None,
-            cache: bool | str | os.PathLike = True, jit: bool = True) -> CompiledModule:
+            cache: bool | str | os.PathLike = True, jit: bool = True, tuning: str | os.PathLike | None = None,
+            memory_budget: int | float | str | None = None) -> CompiledModule:
     """Compile ``graph`` for ``target`` with ``weights`` (by param name). ``pipeline`` defaults to the
     target's default passes, none of which changes what the graph computes. ``cache``: keep compiled
     machine code on disk (True: in the user's cache folder; a path: there; False: not at all). ``jit=False``:
-    build for writing ahead of time only (``module.write``), for any cpu level."""
-    return CompiledModule(graph, target, weights, pipeline, threads, cache, jit)
+    build for writing ahead of time only (``module.write``), for any cpu level.
+
+    ``tuning``: a tuning file written by ``ladder tune`` (cpu targets, default pipeline): its records choose
+    between decode and table lookup where they have the shape; without it the cost model does. The module's
+    ``tuning_records`` (and ``report()``) say which records were used. ``memory_budget``: bytes, "8G", "50%"
+    or "unlimited" (default: ladder.budget.DEFAULT_SHARE of this machine's memory); a graph needing more is
+    refused with a MemoryBudgetError before anything is allocated."""
+    return CompiledModule(graph, target, weights, pipeline, threads, cache, jit, tuning, memory_budget)

@@ -9,6 +9,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from . import budget as budget_mod
 from . import weights as weights_mod
 from .errors import RuntimeFailure
 from .ir import Graph, Value
@@ -16,19 +17,26 @@ from .ops import OPS, InferError
 
 
 def run(graph: Graph, inputs: Mapping[str, np.ndarray] | Sequence[np.ndarray] = (),
-        weights: Mapping[str, np.ndarray] | None = None, *, keep: bool = False) -> dict[str, np.ndarray]:
+        weights: Mapping[str, np.ndarray] | None = None, *, keep: bool = False,
+        memory_budget: int | float | str | None = None) -> dict[str, np.ndarray]:
     """Run ``graph``. ``inputs`` by name (without %) or in order; ``weights`` by param name.
 
     Returns the outputs by value name, in the graph's output order; with ``keep``, every value."""
-    return Session(graph, weights).run(inputs, keep=keep)
+    return Session(graph, weights, memory_budget=memory_budget).run(inputs, keep=keep)
 
 
 class Session:
     """A graph bound to its weights. Everything computed from params and consts alone (packing weights,
-    quantizing them) is computed once, here; ``run`` computes the rest for each set of inputs."""
+    quantizing them) is computed once, here; ``run`` computes the rest for each set of inputs, dropping each
+    value after its last use.
 
-    def __init__(self, graph: Graph, weights: Mapping[str, np.ndarray] | None = None):
+    ``memory_budget`` (ladder.budget; default: a share of this machine's memory): a graph that needs more is
+    refused with a MemoryBudgetError before anything is allocated."""
+
+    def __init__(self, graph: Graph, weights: Mapping[str, np.ndarray] | None = None, *,
+                 memory_budget: int | float | str | None = None):
         self.graph = graph
+        self.memory = budget_mod.check(graph, memory_budget, "to run in the reference interpreter")
         bound = weights_mod.bind(graph, weights or {})
         self.fixed: dict[str, np.ndarray] = {}
         self._rest = []
@@ -39,13 +47,25 @@ class Session:
                 self._store(self.fixed, op, _compute(op, graph, self.fixed))
             else:
                 self._rest.append(op)
+        # what run may drop after each op: values read for the last time (outputs and fixed values stay)
+        last_use = {o: i for i, op in enumerate(self._rest) for o in op.operands}
+        stay = set(graph.outputs) | set(self.fixed)
+        self._drop: list[list[str]] = [[] for _ in self._rest]
+        for i, op in enumerate(self._rest):
+            self._drop[i] += [r.name for r in op.results if r.name not in last_use and r.name not in stay]
+        for name, i in last_use.items():
+            if name not in stay:
+                self._drop[i].append(name)
 
     def run(self, inputs: Mapping[str, np.ndarray] | Sequence[np.ndarray] = (), *,
             keep: bool = False) -> dict[str, np.ndarray]:
         env = dict(self.fixed)
         env.update(bind_inputs(self.graph, inputs))
-        for op in self._rest:
+        for op, drop in zip(self._rest, self._drop):
             self._store(env, op, _compute(op, self.graph, env))
+            if not keep:
+                for name in drop:
+                    env.pop(name, None)
         if keep:
             return env
         return {name: env[name] for name in self.graph.outputs}

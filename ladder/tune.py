@@ -1,13 +1,14 @@
-"""Decode or lookup? Measured per matmul shape on this machine, kept in a persistent tuning cache.
+"""Decode or lookup? Measured per matmul shape on this machine and kept in a tuning file, used when given.
 
 The ``lut`` pass (``choose=auto``, in the default cpu pipeline) asks ``choose(problem, target, threads)``, with
 the thread count ``ladder.compile`` was given (else all usable cores, the cpu backend's default):
 
-1. the **tuning cache** ``<ladder cache dir>/tune.json`` (``ladder.compile.default_cache_dir``), keyed by the
-   CPU (LLVM name + a hash of its features), the activation type, weight type, shape m x n x k and the thread
-   count; ``tune`` fills it by timing, on this machine, the decode kernel (``qmatmul_i8``/``qmatmul`` on the
-   target's preferred packing) against the lookup kernel for every lookup configuration (``rows`` per
-   interleaved block x ``unroll``, the groups per loop step), and keeps the fastest;
+1. **tuning records**, when given explicitly (``ladder.compile(..., tuning=FILE)``, ``lut{choose=auto,tuning=FILE}``,
+   ``--tuning FILE``; nothing is read from a default place, so a compile depends only on its arguments), keyed
+   by the CPU (LLVM name + a hash of its features), the activation type, weight type, shape m x n x k and the
+   thread count; ``tune`` makes them by timing, on this machine, the decode kernel (``qmatmul_i8``/``qmatmul``
+   on the target's preferred packing) against the lookup kernel for every lookup configuration (``rows`` per
+   interleaved block x ``unroll``, the groups per loop step), keeping the fastest;
 2. otherwise the **cost model** (``cost_model``), from benchmarks/bench_lut.py on this AVX2 Zen 3 (m = 4096
    outputs, k = 4096, one thread; a shared, noisy machine):
 
@@ -21,18 +22,24 @@ the thread count ``ladder.compile`` was given (else all usable cores, the cpu ba
      (0.71) vs 1.42 ms; except 4-bit GEMM (n > 8) without fast aggregation (26.7 vs 21.5 ms): decode;
    * without byte shuffles (``table-lookup``) a lookup is one scalar load per row and group: decode.
 
-The cache is a JSON object ``{"version": 1, "entries": {key: record}}``, rewritten whole through a temporary
-file and ``os.replace`` (a crash never leaves a half-written cache); an unreadable cache is ignored.
+A tuning file is a JSON object ``{"version": 1, "entries": {key: record}}``, rewritten whole through a temporary
+file and ``os.replace`` (a crash never leaves a half-written file). Reading it trusts nothing: a file that is
+not such an object (or is larger than ``MAX_FILE_BYTES``) is ignored, and a record whose fields are out of range
+(``rows`` not 0 or a multiple of 8 up to ``MAX_ROWS``, ``unroll`` not one the kernel has, ``us`` not a table
+of times, ...) is skipped, each with one ``TuningWarning`` naming the file and the record's key.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
+import stat
 import tempfile
 import time
-from collections.abc import Callable, Iterable
+import warnings
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -44,7 +51,10 @@ from .types import DTYPES
 
 VERSION = 1
 METHODS = ("decode", "lut")
-UNROLLS = (1, 2, 4)
+UNROLLS = (1, 2, 4)  # what tune measures
+KERNEL_UNROLLS = (1, 2, 4, 8)  # what the lut pass accepts
+MAX_ROWS = 64  # rows per interleaved block: one per byte lane of the widest shuffle (AVX-512)
+MAX_FILE_BYTES = 16 << 20  # some 50,000 records; a bigger file is not one tune wrote
 
 
 TABLES = ("exact", "f32", "i8", "i8-fast")  # the lookup's tables: from i8 codes, f32, int8 (+ fast aggregation)
@@ -102,12 +112,24 @@ def cost_model(p: Problem, target: Target) -> Choice:
     return Choice("lut" if p.bits == 1 else "decode")
 
 
-# -- the cache -------------------------------------------------------------------------------------------
+# -- tuning records --------------------------------------------------------------------------------------
 
-def cache_path() -> Path:
-    from .compile import default_cache_dir
+class TuningWarning(UserWarning):
+    """A tuning file, or one of its records, is damaged and was not used."""
 
-    return default_cache_dir() / "tune.json"
+
+@dataclass(frozen=True)
+class TuningRecords:
+    """The validated records of one tuning file: entry key -> Choice (``source`` "tuned")."""
+
+    path: str
+    entries: Mapping[str, Choice] = field(default_factory=dict)
+
+    def get(self, key: str) -> Choice | None:
+        return self.entries.get(key)
+
+    def __len__(self) -> int:
+        return len(self.entries)
 
 
 def machine_key(target: Target) -> str:
@@ -119,22 +141,76 @@ def entry_key(p: Problem, target: Target, threads: int) -> str:
     return f"{machine_key(target)}|{p.act}|{p.tables}|{p.dtype}|{p.m}x{p.n}x{p.k}|t{threads}"
 
 
-def load_cache(path: Path | None = None) -> dict[str, dict]:
-    path = path or cache_path()
+def _int_field(rec: dict, name: str, default: int, ok: Callable[[int], bool], want: str) -> int:
+    v = rec.get(name, default)
+    if type(v) is not int or not ok(v):  # bool is an int subclass, 7.0 is not a count: both refused
+        raise ValueError(f"{name} must be {want}, got {json.dumps(v)[:40]}")
+    return v
+
+
+def parse_record(rec: object) -> Choice:
+    """A record as a Choice, or ValueError saying what is wrong with it."""
+    if not isinstance(rec, dict):
+        raise ValueError(f"a record is a JSON object, got {type(rec).__name__} {json.dumps(rec)[:40]}")
+    method = rec.get("method")
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {', '.join(METHODS)}, got {json.dumps(method)[:40]}")
+    rows = _int_field(rec, "rows", 0, lambda r: r == 0 or (r % 8 == 0 and 8 <= r <= MAX_ROWS),
+                      f"0 or a multiple of 8 up to {MAX_ROWS}")
+    unroll = _int_field(rec, "unroll", 1, lambda u: u in KERNEL_UNROLLS, f"one of {KERNEL_UNROLLS}")
+    us = rec.get("us", {})
+    if not isinstance(us, dict) or not all(
+            type(t) in (int, float) and math.isfinite(t) and t >= 0 for t in us.values()):
+        raise ValueError("us must map configurations to microseconds (finite numbers >= 0)")
+    return Choice(method, rows, unroll, "tuned", dict(us))
+
+
+def load_records(path: str | os.PathLike) -> TuningRecords:
+    """The valid records of the tuning file at ``path``; a damaged file or record is skipped with a
+    TuningWarning. A file that cannot be read at all (missing, a folder, a pipe) is a LadderError: it was
+    asked for."""
+    return TuningRecords(str(path), {k: c for k, (c, _) in _read(Path(path)).items()})
+
+
+def _read(path: Path) -> dict[str, tuple[Choice, dict]]:
+    """key -> (Choice, the record as stored) for every valid record of the file."""
     try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
+        if not stat.S_ISREG(os.stat(path).st_mode):  # opening a FIFO would block
+            raise LadderError(f"tuning file {path} is not a regular file")
+        with open(path, "rb") as f:
+            raw = f.read(MAX_FILE_BYTES + 1)
+    except OSError as e:
+        raise LadderError(f"cannot read tuning file {path}: {e.strerror or e}") from None
+    if len(raw) > MAX_FILE_BYTES:
+        return _ignored(path, f"it is larger than {MAX_FILE_BYTES >> 20} MiB")
+    try:
+        data = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as e:
+        return _ignored(path, f"it is not JSON ({type(e).__name__})")
     if not isinstance(data, dict) or data.get("version") != VERSION or not isinstance(data.get("entries"), dict):
-        return {}
-    return data["entries"]
+        return _ignored(path, f"it is not a ladder tuning file of version {VERSION} "
+                              f"(an object with \"version\": {VERSION} and \"entries\")")
+    out = {}
+    for key, rec in data["entries"].items():
+        try:
+            out[key] = (parse_record(rec), rec)
+        except ValueError as e:
+            shown = key if len(key) <= 80 else key[:77] + "..."
+            warnings.warn(f"{path}: tuning record {shown!r} skipped: {e}", TuningWarning, stacklevel=3)
+    return out
 
 
-def save_entries(new: dict[str, dict], path: Path | None = None) -> Path:
-    """Merge ``new`` into the cache file, atomically."""
-    path = path or cache_path()
-    entries = load_cache(path)
-    entries.update(new)
+def _ignored(path: Path, why: str) -> dict:
+    warnings.warn(f"{path}: tuning file ignored: {why}", TuningWarning, stacklevel=4)
+    return {}
+
+
+def save_records(new: Mapping[str, Choice | dict], path: str | os.PathLike) -> Path:
+    """Merge ``new`` (key -> Choice, or a record dict) into the tuning file at ``path`` (created if missing),
+    atomically. Damaged records already in the file are dropped (with their warning)."""
+    path = Path(path)
+    entries = {k: rec for k, (_, rec) in _read(path).items()} if path.exists() else {}
+    entries.update({k: _as_record(c) for k, c in new.items()})
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tune.", suffix=".tmp")
     try:
@@ -145,6 +221,14 @@ def save_entries(new: dict[str, dict], path: Path | None = None) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def _as_record(c: Choice | dict) -> dict:
+    if isinstance(c, Choice):
+        rec = asdict(c)
+        rec.pop("source")
+        return rec
+    return dict(c)
 
 
 def host_threads(threads: int | None = None) -> int:
@@ -158,15 +242,14 @@ def host_threads(threads: int | None = None) -> int:
 
 
 def choose(p: Problem, target: Target | str = "cpu", threads: int | None = None,
-           path: Path | None = None, entries: dict[str, dict] | None = None) -> Choice:
-    """The tuning cache's choice for this problem, else the cost model's. ``entries``: the cache already
-    loaded (``load_cache``), for callers asking about many problems."""
+           records: TuningRecords | None = None) -> Choice:
+    """The record for this problem in ``records`` (ladder.tune.load_records) if there is one, else the cost
+    model's choice."""
     target = get_target(target)
-    entries = load_cache(path) if entries is None else entries
-    rec = entries.get(entry_key(p, target, host_threads(threads)))
-    if rec and rec.get("method") in METHODS:
-        return Choice(rec["method"], int(rec.get("rows", 0)), int(rec.get("unroll", 1)), "tuned",
-                      dict(rec.get("us", {})))
+    if records is not None:
+        c = records.get(entry_key(p, target, host_threads(threads)))
+        if c is not None:
+            return c
     return cost_model(p, target)
 
 
@@ -264,8 +347,8 @@ def _agrees(got: np.ndarray, want: np.ndarray, p: Problem, inputs) -> bool:
 
 
 def tune(problems: Iterable[Problem], target: Target | str = "cpu", threads: int | None = None,
-         path: Path | None = None, budget: float = 0.25, progress: bool = False) -> dict[Problem, Choice]:
-    """Measure every problem and store the choices in the tuning cache."""
+         path: str | os.PathLike | None = None, budget: float = 0.25, progress: bool = False) -> dict[Problem, Choice]:
+    """Measure every problem; with ``path``, merge the choices into that tuning file (``save_records``)."""
     target = get_target(target)
     threads = host_threads(threads)
     problems = list(dict.fromkeys(problems))
@@ -280,7 +363,9 @@ def tune(problems: Iterable[Problem], target: Target | str = "cpu", threads: int
     out = {}
     for p in it:
         out[p] = measure(p, target, threads, budget)
-    save_entries({entry_key(p, target, threads): {**asdict(c), "problem": str(p)} for p, c in out.items()}, path)
+    if path is not None:
+        save_records({entry_key(p, target, threads): {**_as_record(c), "problem": str(p)} for p, c in out.items()},
+                     path)
     return out
 
 
@@ -311,5 +396,5 @@ def format_choices(choices: dict[Problem, Choice]) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["TABLES", "Choice", "Problem", "choose", "cost_model", "format_choices", "load_cache", "measure", "problems_of",
-           "save_entries", "tune"]
+__all__ = ["TABLES", "Choice", "Problem", "TuningRecords", "TuningWarning", "choose", "cost_model", "entry_key",
+           "format_choices", "load_records", "measure", "parse_record", "problems_of", "save_records", "tune"]

@@ -148,6 +148,8 @@ def test_what_the_pass_leaves_alone():
     ("lut{rows=12}", "multiple of 8"),
     ("lut{unroll=3}", "unroll must be"),
     ("lut{choose=sometimes}", "choose must be one of always, auto"),
+    ("lut{tuning=tune.json}", "they need choose=auto"),
+    ("lut{choose=auto,tuning=/no/such/tune.json}", "cannot read tuning file /no/such/tune.json"),
 ])
 def test_bad_options_are_pipeline_errors(pipeline, message):
     with pytest.raises(ladder.LadderError, match=message):

@@ -652,3 +652,20 @@ def test_canonicalize_keeps_every_output_when_outputs_are_duplicates():
     before = ladder.run(g, x)
     assert list(before) == ["a", "b"]
     same_results(before, ladder.run(canon(g), x))
+
+
+def test_default_pipeline_reads_tuning_records_only_when_given():
+    from ladder.passes import default_pipeline
+    from ladder.passes.lut import Lut
+
+    plain = default_pipeline("cpu:avx2", 2)
+    assert "tuning" not in plain and plain == default_pipeline("cpu:avx2", 2)
+    (lut,) = [p for p in PassManager(plain).passes if isinstance(p, Lut)]
+    assert (lut.choose, lut.tuning, lut.records) == ("auto", "", None)
+    tuned = default_pipeline("cpu:avx2", 2, "/data/tune.json")
+    (lut,) = [p for p in PassManager(tuned).passes if isinstance(p, Lut)]
+    assert lut.tuning == "/data/tune.json" and str(lut).endswith("tuning=/data/tune.json}")
+    with pytest.raises(ladder.LadderError, match="cannot hold ','"):
+        default_pipeline("cpu", None, "/data/a,b.json")
+    with pytest.raises(ladder.LadderError, match="has none to choose"):
+        default_pipeline("asic:lut-tc", None, "/data/tune.json")

@@ -1,9 +1,12 @@
-"""ladder.tune: the cost model, the persistent tuning cache, measuring, ``ladder tune`` and the default cpu
-pipeline using lookup exactly where the cache (or the cost model) says so, with results equal to the reference."""
+"""ladder.tune: the cost model, tuning files, measuring, ``ladder tune`` and the default cpu pipeline using
+lookup exactly where the given records (or the cost model) say so, with results equal to the reference; without
+records nothing is read."""
 
 from __future__ import annotations
 
 import json
+import os
+import warnings
 
 import numpy as np
 import pytest
@@ -26,13 +29,6 @@ GRAPH = """graph @two(%x: f32[1, 300]) -> (f32[1, 48], f32[1, 40]) {
 }
 """
 I1, TERNARY = Problem("i8", "i1", 1, 48, 300), Problem("i8", "ternary", 1, 40, 300)
-
-
-@pytest.fixture
-def cache_home(tmp_path, monkeypatch):
-    """Every cache (tuning and compiled code) in a fresh folder."""
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
-    return tmp_path / "ladder"
 
 
 def lut_ops(graph):
@@ -63,36 +59,32 @@ def test_impossible_problems_are_errors(act, tables):
         Problem(act, "i2", 1, 8, 8, tables)
 
 
-def test_cache_is_written_atomically_and_merged(cache_home):
-    path = tune.cache_path()
-    assert path == cache_home / "tune.json"
-    tune.save_entries({"a": {"method": "lut"}})
-    tune.save_entries({"b": {"method": "decode"}})
-    assert tune.load_cache() == {"a": {"method": "lut"}, "b": {"method": "decode"}}
-    assert [p.name for p in cache_home.iterdir()] == ["tune.json"]  # no temporary file left behind
+def test_tuning_file_is_written_atomically_and_merged(tmp_path):
+    path = tmp_path / "t" / "tune.json"
+    tune.save_records({"a": {"method": "lut", "rows": 16}}, path)
+    tune.save_records({"b": Choice("decode", source="tuned")}, path)
+    recs = tune.load_records(path)
+    assert recs.path == str(path) and set(recs.entries) == {"a", "b"}
+    assert (recs.get("a").method, recs.get("a").rows, recs.get("a").source) == ("lut", 16, "tuned")
+    assert [p.name for p in path.parent.iterdir()] == ["tune.json"]  # no temporary file left behind
     assert json.loads(path.read_text())["version"] == tune.VERSION
 
 
-def test_unreadable_or_foreign_caches_are_ignored(cache_home):
-    cache_home.mkdir(parents=True)
-    for text in ("{not json", json.dumps({"version": 99, "entries": {"a": {}}}), "[]"):
-        tune.cache_path().write_text(text)
-        assert tune.load_cache() == {}
-        assert tune.choose(I1, "cpu:avx2", 1).source == "cost model"
-
-
-def test_choose_reads_the_cache_for_this_machine_shape_and_thread_count(cache_home):
+def test_choose_uses_records_for_this_machine_shape_and_thread_count(tmp_path):
     avx2 = get_target("cpu:avx2")
     key = tune.entry_key(TERNARY, avx2, 1)
     assert "cpu:avx2/haswell/" in key and "|i8|exact|ternary|1x40x300|t1" in key
-    tune.save_entries({key: {"method": "lut", "rows": 16, "unroll": 4, "us": {"decode": 2.0}}})
-    c = tune.choose(TERNARY, avx2, 1)
+    path = tune.save_records({key: {"method": "lut", "rows": 16, "unroll": 4, "us": {"decode": 2.0}}},
+                             tmp_path / "tune.json")
+    recs = tune.load_records(path)
+    c = tune.choose(TERNARY, avx2, 1, recs)
     assert (c.method, c.rows, c.unroll, c.source) == ("lut", 16, 4, "tuned")
-    assert tune.choose(TERNARY, avx2, 2) == Choice("decode")  # other thread count: the cost model
-    assert tune.choose(TERNARY, "cpu:avx512", 1) == Choice("decode")  # other machine
+    assert tune.choose(TERNARY, avx2, 1) == Choice("decode")  # no records: the cost model
+    assert tune.choose(TERNARY, avx2, 2, recs) == Choice("decode")  # other thread count
+    assert tune.choose(TERNARY, "cpu:avx512", 1, recs) == Choice("decode")  # other machine
 
 
-def test_measure_times_decode_and_every_lookup_configuration(cache_home):
+def test_measure_times_decode_and_every_lookup_configuration():
     target = get_target("cpu")
     c = tune.measure(Problem("i8", "u2", 2, 24, 50), target, threads=1, budget=0.01)
     assert set(c.us) == {"decode"} | {f"lut/{r}/{u}" for r, u in tune.lut_configs(target)}
@@ -104,12 +96,12 @@ def test_measure_times_decode_and_every_lookup_configuration(cache_home):
 
 
 @pytest.mark.parametrize("tables", ["f32", "i8-fast"])
-def test_measure_float_activations_checks_the_lookup_within_its_bound(cache_home, tables):
+def test_measure_float_activations_checks_the_lookup_within_its_bound(tables):
     c = tune.measure(Problem("f32", "ternary", 1, 40, 64, tables), "cpu", threads=1, budget=0.01)
     assert len(c.us) == 1 + len(tune.lut_configs(get_target("cpu")))
 
 
-def test_quantizing_lut_pass_asks_for_its_own_tables(cache_home):
+def test_quantizing_lut_pass_asks_for_its_own_tables(tmp_path):
     g = ladder.parse("""graph @f(%x: f32[1, 64]) -> f32[1, 40] {
   %w = param @w : i4[40, 64]
   %s = param @s : f32[1]
@@ -122,12 +114,13 @@ def test_quantizing_lut_pass_asks_for_its_own_tables(cache_home):
     assert lut_ops(pm("lut{choose=auto,threads=1}").run(g)) == []  # f32 tables: decode (cost model)
     assert lut_ops(pm("lut{choose=auto,threads=1,quantize=true}").run(g)) == ["y"]  # int8 tables: lookup
     key = tune.entry_key(Problem("f32", "i4", 1, 40, 64, "i8"), get_target("cpu"), 1)
-    tune.save_entries({key: {"method": "decode"}})
-    assert lut_ops(pm("lut{choose=auto,threads=1,quantize=true}").run(g)) == []  # tuned: decode
-    assert lut_ops(pm("lut{choose=auto,threads=1,quantize=true,fast_aggregation=true}").run(g)) == ["y"]
+    path = tune.save_records({key: {"method": "decode"}}, tmp_path / "tune.json")
+    assert lut_ops(pm(f"lut{{choose=auto,threads=1,quantize=true,tuning={path}}}").run(g)) == []  # tuned: decode
+    assert lut_ops(pm(f"lut{{choose=auto,threads=1,quantize=true,fast_aggregation=true,tuning={path}}}").run(g)) \
+        == ["y"]  # no record for i8-fast tables: the cost model
 
 
-def test_default_pipeline_uses_lookup_exactly_where_the_cache_says(cache_home):
+def test_default_pipeline_uses_lookup_exactly_where_the_records_say(tmp_path):
     g = ladder.parse(GRAPH)
     target = get_target("cpu")
     threads = tune.host_threads()
@@ -137,44 +130,90 @@ def test_default_pipeline_uses_lookup_exactly_where_the_cache_says(cache_home):
     # no tuning data: the cost model (lookup for the 1-bit weights on a CPU with byte shuffles)
     m = ladder.compile(g, "cpu", w, threads=threads)
     assert lut_ops(m.graph) == (["a"] if target.supports("table-lookup") else [])
+    assert m.tuning == [] and m.tuning_records == {}
+    assert "tuning: none (the cost model" in m.report()
     # tuned the other way round: lookup for ternary only
-    tune.save_entries({tune.entry_key(I1, target, threads): {"method": "decode"},
-                       tune.entry_key(TERNARY, target, threads): {"method": "lut", "rows": 16, "unroll": 2}})
-    m = ladder.compile(g, "cpu", w, threads=threads)
+    path = tune.save_records({tune.entry_key(I1, target, threads): {"method": "decode"},
+                              tune.entry_key(TERNARY, target, threads): {"method": "lut", "rows": 16, "unroll": 2}},
+                             tmp_path / "tune.json")
+    m = ladder.compile(g, "cpu", w, threads=threads, tuning=path)
     assert lut_ops(m.graph) == ["b"]
     (lut,) = [op for op in m.graph.ops() if op.kind == "lut_matmul"]
     assert lut.attr["rows"] == 16 and lut.attr["unroll"] == 2
+    assert m.tuning == [str(path)]
+    assert {k: (c.method, c.rows, c.unroll) for k, c in m.tuning_records.items()} == {
+        tune.entry_key(I1, target, threads): ("decode", 0, 1), tune.entry_key(TERNARY, target, threads): ("lut", 16, 2)}
+    report = m.report()
+    assert f"tuning: {path}: 2 record(s) used" in report and "(rows 16, unroll 2)" in report
     out = m(x)
     for name in ("a", "b"):
         np.testing.assert_array_equal(out[name], ref[name])
 
 
-def test_the_compile_thread_count_selects_the_cache_entry(cache_home):
+def test_compiles_do_not_read_a_tuning_file_from_the_cache_folder(tmp_path, monkeypatch):
+    """What an earlier tuning run left in the cache folder changes nothing: same graph, same target, same IR."""
+    g = ladder.parse(GRAPH)
+    w = ladder.weights.random(g, 1)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    before = ladder.compile(g, "cpu", w, threads=1, jit=False, cache=False).graph
+    target = get_target("cpu")
+    flipped = {tune.entry_key(p, target, 1): {"method": "lut" if tune.cost_model(p, target).method == "decode"
+                                                else "decode"} for p in (I1, TERNARY)}
+    tune.save_records(flipped, tmp_path / "ladder" / "tune.json")  # where earlier versions looked
+    m = ladder.compile(g, "cpu", w, threads=1, jit=False, cache=False)
+    assert str(m.graph) == str(before) and m.tuning_records == {}
+    assert lut_ops(ladder.compile(g, "cpu", w, threads=1, jit=False, cache=False,
+                                  tuning=tmp_path / "ladder" / "tune.json").graph) != lut_ops(before)
+
+
+def test_the_compile_thread_count_selects_the_record(tmp_path):
     g = ladder.parse(GRAPH)
     target = get_target("cpu")
-    tune.save_entries({tune.entry_key(TERNARY, target, 1): {"method": "lut", "rows": 32, "unroll": 1}})
+    path = tune.save_records({tune.entry_key(TERNARY, target, 1): {"method": "lut", "rows": 32, "unroll": 1}},
+                             tmp_path / "tune.json")
     w = ladder.weights.random(g, 1)
-    assert "b" in lut_ops(ladder.compile(g, "cpu", w, threads=1).graph)
-    assert "b" not in lut_ops(ladder.compile(g, "cpu", w, threads=3).graph)  # untuned: the cost model
+    m1 = ladder.compile(g, "cpu", w, threads=1, tuning=path, jit=False, cache=False)
+    m3 = ladder.compile(g, "cpu", w, threads=3, tuning=path, jit=False, cache=False)
+    assert "b" in lut_ops(m1.graph) and len(m1.tuning_records) == 1
+    assert "b" not in lut_ops(m3.graph) and m3.tuning_records == {}  # untuned: the cost model
 
 
-def test_ladder_tune_then_run_matches_the_reference(cache_home, tmp_path, capsys):
+def test_ladder_tune_then_run_matches_the_reference(tmp_path, capsys):
     src = tmp_path / "two.lir"
     src.write_text(GRAPH)
-    assert main(["tune", str(src), "--threads", "1", "--budget", "0.01"]) == 0
+    records = tmp_path / "two.tune.json"
+    assert main(["tune", str(src), "--threads", "1", "--budget", "0.01", "-o", str(records)]) == 0
     out = capsys.readouterr()
     assert "i8 x i1 1x48x300" in out.out and "i8 x ternary 1x40x300" in out.out
+    assert f"--tuning {records}" in out.out  # how to use the file
     assert "tuning" in out.err  # the progress bar
-    entries = tune.load_cache()
-    assert len(entries) == 2 and all(e["method"] in ("decode", "lut") for e in entries.values())
+    entries = tune.load_records(records).entries
+    assert len(entries) == 2 and all(e.method in ("decode", "lut") for e in entries.values())
     outs = {}
     for t in ("ref", "cpu"):
         path = tmp_path / f"{t}.npz"
+        extra = ["--tuning", str(records), "--threads", "1"] if t == "cpu" else []
         assert main(["run", str(src), "--target", t, "--random-weights", "3", "--random-inputs", "4",
-                     "--output", str(path)]) == 0
+                     "--output", str(path)] + extra) == 0
         outs[t] = dict(np.load(path))
     for name in ("a", "b"):
         np.testing.assert_array_equal(outs["cpu"][name], outs["ref"][name])
+
+
+def test_tuning_argument_errors(tmp_path):
+    g = ladder.parse(GRAPH)
+    w = ladder.weights.random(g, 1)
+    path = tune.save_records({}, tmp_path / "tune.json")
+    with pytest.raises(ladder.LadderError, match="with your own pipeline"):
+        ladder.compile(g, "cpu", w, pipeline="canonicalize", tuning=path)
+    with pytest.raises(ladder.LadderError, match="tuning records choose cpu kernels"):
+        ladder.compile(g, "ref", w, tuning=path)
+    with pytest.raises(ladder.LadderError, match="cannot read tuning file .*missing.json"):
+        ladder.compile(g, "cpu", w, tuning=tmp_path / "missing.json", jit=False, cache=False)
+    with pytest.raises(ladder.LadderError, match="not a regular file"):
+        ladder.compile(g, "cpu", w, tuning=tmp_path, jit=False, cache=False)
+    with pytest.raises(ladder.LadderError, match="need choose=auto"):
+        ladder.passes.PassManager(f"lut{{tuning={path}}}").run(g)
 
 
 def test_ladder_tune_errors(tmp_path, capsys):
@@ -184,3 +223,104 @@ def test_ladder_tune_errors(tmp_path, capsys):
     assert "nothing to tune" in capsys.readouterr().out
     assert main(["tune", str(src), "--target", "ref"]) == 1
     assert "cpu target" in capsys.readouterr().err
+
+
+# -- damaged tuning files: every bad record is skipped with one warning naming the file and key --------------
+
+GOOD = {"method": "lut", "rows": 16, "unroll": 2, "us": {"decode": 3.0, "lut/16/2": 1.5}}
+
+
+@pytest.mark.parametrize("record, why", [
+    ("lut", "a record is a JSON object, got str"),
+    (["lut", 16, 2], "a record is a JSON object, got list"),
+    (None, "got NoneType"),
+    ({"method": "lut", "rows": 7}, "rows must be 0 or a multiple of 8"),
+    ({"method": "lut", "rows": -64}, "rows must be"),
+    ({"method": "lut", "rows": 2 ** 20}, "rows must be"),
+    ({"method": "lut", "rows": None}, "rows must be .*got null"),
+    ({"method": "lut", "rows": 16.0}, "rows must be"),
+    ({"method": "lut", "rows": True}, "rows must be"),
+    ({"method": "lut", "unroll": 0}, "unroll must be one of"),
+    ({"method": "lut", "unroll": 1e9}, "unroll must be one of"),
+    ({"method": "lut", "unroll": 10 ** 30}, "unroll must be one of"),
+    ({"method": "lut", "us": "fast"}, "us must map"),
+    ({"method": "lut", "us": [1.0]}, "us must map"),
+    ({"method": "lut", "us": {"decode": "1"}}, "us must map"),
+    ({"method": "lut", "us": {"decode": float("nan")}}, "us must map"),
+    ({"method": "fast"}, "method must be one of"),
+    ({"rows": 16}, "method must be one of"),
+])
+def test_a_damaged_record_is_skipped_with_one_warning(tmp_path, record, why):
+    path = tmp_path / "tune.json"
+    path.write_text(json.dumps({"version": tune.VERSION, "entries": {"good": GOOD, "bad|key": record}}))
+    with pytest.warns(tune.TuningWarning) as caught:
+        recs = tune.load_records(path)
+    assert len(caught) == 1
+    msg = str(caught[0].message)
+    assert msg.startswith(f"{path}: tuning record 'bad|key' skipped: ")
+    assert __import__("re").search(why, msg), msg
+    assert list(recs.entries) == ["good"] and recs.get("good").rows == 16  # the rest are used
+
+
+@pytest.mark.parametrize("content, why", [
+    (b"{not json", "not JSON"),
+    (b"\xff\xfe garbage", "not JSON"),
+    (b"[" * 100_000 + b"]" * 100_000, "not JSON"),  # nesting deeper than the parser's recursion limit
+    (json.dumps({"version": 99, "entries": {"a": GOOD}}).encode(), "not a ladder tuning file of version 1"),
+    (json.dumps({"version": 1, "entries": [GOOD]}).encode(), "not a ladder tuning file"),
+    (b"[]", "not a ladder tuning file"),
+    (b"null", "not a ladder tuning file"),
+    (b" " * (tune.MAX_FILE_BYTES + 1), "larger than 16 MiB"),
+])
+def test_a_damaged_file_is_ignored_with_one_warning(tmp_path, content, why):
+    path = tmp_path / "tune.json"
+    path.write_bytes(content)
+    with pytest.warns(tune.TuningWarning) as caught:
+        recs = tune.load_records(path)
+    assert len(caught) == 1 and str(caught[0].message).startswith(f"{path}: tuning file ignored: ")
+    assert why in str(caught[0].message)
+    assert len(recs) == 0 and tune.choose(I1, "cpu:avx2", 1, recs).source == "cost model"
+
+
+def test_a_pipe_is_refused_without_blocking(tmp_path):
+    fifo = tmp_path / "tune.json"
+    os.mkfifo(fifo)
+    with pytest.raises(ladder.LadderError, match="not a regular file"):
+        tune.load_records(fifo)
+
+
+def test_compiling_with_a_damaged_file_warns_and_keeps_the_valid_records(tmp_path):
+    g = ladder.parse(GRAPH)
+    target = get_target("cpu")
+    path = tmp_path / "tune.json"
+    entries = {tune.entry_key(TERNARY, target, 1): {"method": "lut", "rows": 16, "unroll": 4},
+               tune.entry_key(I1, target, 1): {"method": "lut", "rows": 2 ** 20}}
+    path.write_text(json.dumps({"version": tune.VERSION, "entries": entries}))
+    w = ladder.weights.random(g, 1)
+    with pytest.warns(tune.TuningWarning, match="rows must be") as caught:
+        m = ladder.compile(g, "cpu", w, threads=1, tuning=path, jit=False, cache=False)
+    assert len(caught) == 1  # read once per compile, reported once
+    assert list(m.tuning_records) == [tune.entry_key(TERNARY, target, 1)]
+    (b,) = [op for op in m.graph.ops() if op.name == "b"]
+    assert b.kind == "lut_matmul" and b.attr["rows"] == 16 and b.attr["unroll"] == 4
+    want_a = tune.cost_model(I1, target).method  # the damaged record is not trusted
+    assert ("a" in lut_ops(m.graph)) == (want_a == "lut")
+
+
+def test_saving_drops_damaged_records(tmp_path):
+    path = tmp_path / "tune.json"
+    path.write_text(json.dumps({"version": tune.VERSION, "entries": {"old": GOOD, "bad": "x"}}))
+    with pytest.warns(tune.TuningWarning, match="'bad'"):
+        tune.save_records({"new": {"method": "decode"}}, path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert set(tune.load_records(path).entries) == {"old", "new"}
+
+
+def test_tests_never_use_the_users_cache_folder():
+    from pathlib import Path
+
+    from ladder.compile import default_cache_dir
+
+    home_cache = Path.home() / ".cache"
+    assert home_cache not in default_cache_dir().parents  # tests/conftest.py gives the session its own folder

@@ -327,12 +327,20 @@ class QuantizeWeights(Pass):
         return g
 
 
-def default_pipeline(target: str = "cpu", threads: int | None = None) -> str:
+def default_pipeline(target: str = "cpu", threads: int | None = None, tuning: str | None = None) -> str:
     """The passes ``ladder.compile`` runs by default: none of them changes what the graph computes. On cpu
     targets, ``lut{choose=auto}`` turns a low-bit matmul into table lookups where ladder.tune says they are
     faster for ``threads`` (default: all cores) (exact for int8 activations; f32 ones only sum in another
-    order)."""
+    order): its cost model, or the records of the ``tuning`` file when one is given. Nothing else is read, so
+    the pipeline computes the same graph for the same target every time."""
     opts = f"target={target},choose=auto" + (f",threads={threads}" if threads else "")
+    if tuning:
+        if target.split(":")[0] != "cpu":
+            raise PipelineError(f"tuning records choose cpu kernels; target '{target}' has none to choose")
+        if any(c in str(tuning) for c in ",{}"):
+            raise PipelineError(f"a tuning file's path cannot hold ',', '{{' or '}}' (it goes in a pipeline "
+                                f"string): '{tuning}'")
+        opts += f",tuning={tuning}"
     lut = f",lut{{{opts}}}" if target.split(":")[0] == "cpu" else ""
     return f"canonicalize,legalize-types{{target={target}}},fuse{lut},canonicalize"
 

@@ -15,15 +15,17 @@ columns/rows: padded weights meet zero activations or are never returned), ``res
 the target's vector width in bytes (one index per byte lane of a shuffle).
 
 ``choose=always`` rewrites every such op; ``choose=auto`` (the default cpu pipeline) only those for which
-ladder.tune says lookup is faster on this machine for ``threads`` and these tables (exact, f32, int8 or int8
-with fast aggregation): its tuning cache if the shape was tuned, else its cost model; a tuned choice also
-sets ``rows`` and ``unroll``. ``changes_numerics`` is False: the default options preserve the result
-(``quantize=true`` is the one option that does not, by the bound ladder.ops.lut states).
+ladder.tune says lookup is faster for ``threads`` and these tables (exact, f32, int8 or int8 with fast
+aggregation): the record of the ``tuning`` file (made by ``ladder tune``) if it has this shape, else the cost
+model; a tuned choice also sets ``rows`` and ``unroll``. Without ``tuning`` nothing is read: the result
+depends on the graph, the target and the options only. ``changes_numerics`` is False: the default options
+preserve the result (``quantize=true`` is the one option that does not, by the bound ladder.ops.lut states).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -32,7 +34,7 @@ from ..ir import Graph, Op
 from ..ops import OPS, make_op
 from ..ops.lut import GROUP_SIZES, LUT_DTYPES, interleaved_shape
 from ..target import get_target
-from ..tune import Problem, choose, load_cache
+from ..tune import Choice, Problem, TuningRecords, choose, entry_key, host_threads, load_records
 from ..types import DTYPES, TensorType
 from .lowbit import _add, _producer_op, weight_values
 from .manager import Pass, register_pass
@@ -110,8 +112,8 @@ def _logical_weight(g: Graph, name: str) -> str | None:
 class Lut(Pass):
     """Options: ``g`` (activations per table), ``act_group`` and ``quantize`` (int8 tables for f32
     activations, one scale per act_group activations, 0 = per row), ``fast_aggregation``, ``rows`` (0: the
-    target's vector bytes) and ``unroll`` (the kernel's schedule), ``choose`` (always | auto) and ``threads``
-    (auto's tuning key; 0: all cores)."""
+    target's vector bytes) and ``unroll`` (the kernel's schedule), ``choose`` (always | auto), ``threads``
+    (auto's tuning key; 0: all cores) and ``tuning`` (auto: a tuning file, see ladder.tune)."""
 
     target: str = "cpu"
     g: int = 4
@@ -122,6 +124,7 @@ class Lut(Pass):
     unroll: int = 1
     choose: str = "always"
     threads: int = 0
+    tuning: str = ""
 
     @property
     def tables(self) -> str:
@@ -142,25 +145,43 @@ class Lut(Pass):
             raise PipelineError(f"lut: unroll must be 1, 2, 4 or 8, got {self.unroll}")
         if self.choose not in CHOICES:
             raise PipelineError(f"lut: choose must be one of {', '.join(CHOICES)}, got '{self.choose}'")
+        if self.tuning and self.choose != "auto":
+            raise PipelineError("lut: tuning records choose between decode and lookup; they need choose=auto")
 
-    def run(self, graph: Graph) -> Graph:
+    @cached_property
+    def records(self) -> TuningRecords | None:
+        """The tuning file's valid records, read once per pass object (None without ``tuning``)."""
+        return load_records(self.tuning) if self.tuning else None
+
+    def decide(self, graph: Graph) -> list[tuple[int, LutCase, Choice]]:
+        """(node, case, choice) for every matmul this pass can rewrite in ``graph``."""
         self.check()
         target = get_target(self.target)
-        rows = self.rows or target.vector_bytes
-        g = graph.copy()
-        weights = weight_values(g)
-        entries = load_cache() if self.choose == "auto" else {}
-        for node in g.nodes():
-            case = find_case(g, g.op(node), weights)
+        weights = weight_values(graph)
+        out = []
+        for node in graph.nodes():
+            case = find_case(graph, graph.op(node), weights)
             if case is None:
                 continue
-            schedule = (rows, self.unroll)
             if self.choose == "auto":
-                c = choose(case.problem(self.tables), target, self.threads or None, entries=entries)
-                if c.method != "lut":
-                    continue
-                schedule = (c.rows or rows, c.unroll)
-            self._rewrite(g, node, case, *schedule)
+                c = choose(case.problem(self.tables), target, self.threads or None, self.records)
+            else:
+                c = Choice("lut", self.rows, self.unroll, "always")
+            out.append((node, case, c))
+        return out
+
+    def records_used(self, graph: Graph) -> dict[str, Choice]:
+        """The tuning records (key -> choice) this pass applies to ``graph``."""
+        target, threads = get_target(self.target), host_threads(self.threads or None)
+        return {entry_key(case.problem(self.tables), target, threads): c for _, case, c in self.decide(graph)
+                if c.source == "tuned"}
+
+    def run(self, graph: Graph) -> Graph:
+        rows = self.rows or get_target(self.target).vector_bytes
+        g = graph.copy()
+        for node, case, c in self.decide(g):
+            if c.method == "lut":
+                self._rewrite(g, node, case, c.rows or rows, c.unroll)
         return g
 
     def _rewrite(self, g: Graph, node: int, case: LutCase, rows: int, unroll: int) -> None:
