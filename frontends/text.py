@@ -202,11 +202,22 @@ class _Builder:
     def global_name(self, tok: Token) -> str:
         body = str(tok)[1:]
         if body.startswith('"'):
-            try:
-                return json.loads(body)
-            except ValueError:
-                raise self.error(f"bad quoted name {tok}", tok) from None
+            return self.quoted(body, tok, "quoted name")
         return body
+
+    def quoted(self, body: str, tok: Token, what: str) -> str:
+        """A JSON-quoted string that is valid Unicode: a lone surrogate (``\\ud800``) is no character, and
+        would fail later, when a name is encoded to look up or write a weight."""
+        try:
+            value = json.loads(body)
+        except ValueError:
+            raise self.error(f"bad {what} {body}", tok) from None
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as e:
+            raise self.error(f"{what} {body} holds a lone surrogate {value[e.start]!r} (code point "
+                             f"U+{ord(value[e.start]):04X}), which is not a character", tok) from None
+        return value
 
     def ttype(self, tree: Tree) -> TensorType:
         name_tok, layout_tok, *dims = tree.children
@@ -298,10 +309,7 @@ class _Builder:
             w = str(v.children[0])
             return {"true": True, "false": False}.get(w, w)
         if isinstance(v, Tree) and v.data == "string":
-            try:
-                return json.loads(str(v.children[0]))
-            except ValueError:
-                raise self.error(f"bad string {v.children[0]}", v.children[0]) from None
+            return self.quoted(str(v.children[0]), v.children[0], "string")
         return self.literal_value(v)
 
     def literal_value(self, v):
@@ -334,7 +342,14 @@ class _Builder:
             raise self.error(f"literal has shape {list(arr.shape)} but the type is {t}", lit)
         dt = t.dtype
         if dt.is_float and dt.kind != "table":
-            return arr.astype(dt.np_dtype)
+            with np.errstate(over="ignore", invalid="ignore"):
+                out = arr.astype(dt.np_dtype)
+            # a finite number the type cannot hold would become inf (or nan): say so rather than change it
+            lost = np.isfinite(arr) & ~np.isfinite(out.astype(np.float64))
+            if lost.any():
+                raise self.error(f"the literal holds {float(arr[lost].flat[0])!r}, beyond the range of {dt.name}",
+                                 lit)
+            return out
         try:
             dt.check(arr, "the literal", self.loc(lit))
         except LadderError as e:

@@ -31,6 +31,7 @@ Recipes (``quantize`` op):
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 
@@ -55,9 +56,9 @@ def expand(scale: np.ndarray, shape: tuple[int, ...], axis: int, group: int) -> 
     scale = np.asarray(scale)
     if scale.size == 1:
         return np.broadcast_to(scale.reshape(()), shape)
-    if group > 0:
-        scale = np.repeat(scale, group, axis=axis)
-        scale = np.take(scale, np.arange(shape[axis]), axis=axis)
+    if group > 0 and scale.shape[axis] > 1:
+        # index, not np.repeat: a group far longer than the axis must not cost group x the memory
+        scale = np.take(scale, np.arange(shape[axis]) // group, axis=axis)
     return np.broadcast_to(scale, shape)
 
 
@@ -68,6 +69,8 @@ def _grouped(x: np.ndarray, axis: int, group: int):
     if group == 0:
         return np.moveaxis(x, axis, -1)[..., None, :], lambda r: np.moveaxis(r, -1, axis)
     d = x.shape[axis]
+    if 0 < d <= group:  # one granule holds the whole axis; padding it to ``group`` would only waste memory
+        return np.moveaxis(x, axis, -1)[..., None, :], lambda r: np.moveaxis(r, -1, axis)
     n = math.ceil(d / group)
     moved = np.moveaxis(x, axis, -1)
     pad = n * group - d
@@ -78,9 +81,15 @@ def _grouped(x: np.ndarray, axis: int, group: int):
 
 
 def group_reduce(x: np.ndarray, axis: int, group: int, how: str) -> np.ndarray:
-    """Reduce ``x`` over each granule: 'absmax', 'absmean', 'max', 'min' or 'signed_absmax'."""
+    """Reduce ``x`` over each granule: 'absmax', 'absmean', 'max', 'min' or 'signed_absmax'.
+    An empty granule (an axis of length 0) reduces to 0, so an empty tensor quantizes like an all-zero one."""
+    if how not in ("absmax", "absmean", "max", "min", "signed_absmax"):
+        raise ValueError(how)
     g, back = _grouped(np.asarray(x, np.float32), axis, group)
-    with np.errstate(invalid="ignore"):
+    if g.shape[-1] == 0:
+        return back(np.zeros(g.shape[:-1], np.float32))
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # an all-NaN granule gives NaN, which is the answer
         if how == "absmax":
             r = np.nanmax(np.abs(g), axis=-1)
         elif how == "absmean":
@@ -93,8 +102,6 @@ def group_reduce(x: np.ndarray, axis: int, group: int, how: str) -> np.ndarray:
             filled = np.where(np.isnan(g), 0, g)
             idx = np.argmax(np.abs(filled), axis=-1)
             r = np.take_along_axis(filled, idx[..., None], axis=-1)[..., 0]
-        else:
-            raise ValueError(how)
     return back(r.astype(np.float32))
 
 
@@ -132,7 +139,10 @@ def quantize(x: np.ndarray, scheme: str, dt: DType, axis: int, group: int, zero_
 
 
 def _codes(q: np.ndarray, dt: DType) -> np.ndarray:
-    return np.nan_to_num(q, nan=0.0).astype(np.int64).astype(dt.np_dtype)
+    """Rounded, clipped float codes -> dt. In place and through int16 (every code type has at most 8 bits):
+    an int64 copy would take 8 bytes a code where the result takes one."""
+    q = np.nan_to_num(np.asarray(q, np.float32), copy=False, nan=0.0)
+    return q.astype(np.int16).astype(dt.np_dtype)
 
 
 def dequantize(codes: np.ndarray, dt: DType, scale: np.ndarray, zero: np.ndarray | None,

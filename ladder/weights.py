@@ -4,19 +4,32 @@ A weights file holds each param under its ``@name``. Low-bit params are stored u
 (int8 for signed/binary/ternary types, uint8 for unsigned types and for nf4/fp4 codes); bf16 as its uint16
 bit pattern, fp8e4m3 as its byte. ``bind`` checks every param a graph needs and converts it to the in-memory
 dtype; errors name the param with the expected and found type and shape.
+
+``load`` is lazy: it checks the file's header against the file's size (every length, shape and byte range,
+before anything is allocated) and reads a tensor only when it is asked for, so a graph reads only its params.
 """
 
 from __future__ import annotations
 
+import difflib
+import json
+import math
 import os
+import struct
 import zlib
-from typing import Mapping
+from typing import Iterator, Mapping
 
 import numpy as np
 
 from .errors import LadderError, WeightsError
 from .ir import Graph, Op
-from .types import TensorType
+from .types import MAX_RANK, TensorType
+
+# safetensors' own bound on the JSON header; a larger length is a damaged file, not a big model
+MAX_HEADER_BYTES = 100_000_000
+# bytes per element of each safetensors dtype ladder reads (the numpy ones)
+ITEM_BYTES = {"BOOL": 1, "U8": 1, "I8": 1, "U16": 2, "I16": 2, "F16": 2, "U32": 4, "I32": 4, "F32": 4,
+              "U64": 8, "I64": 8, "F64": 8}
 
 
 def params(graph: Graph) -> dict[str, Op]:
@@ -28,16 +41,117 @@ def params(graph: Graph) -> dict[str, Op]:
     return out
 
 
-def load(path: str | os.PathLike) -> dict[str, np.ndarray]:
-    from safetensors import SafetensorError
-    from safetensors.numpy import load_file
+class WeightsFile(Mapping[str, np.ndarray]):
+    """A safetensors file read lazily: its header is checked when it is opened, each tensor is read (through
+    ``safetensors.safe_open``, a memory map) when it is looked up. ``shapes`` gives every tensor's
+    (safetensors dtype, shape) without reading it."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = os.fspath(path)
+        self.shapes: dict[str, tuple[str, tuple[int, ...]]] = _read_header(self.path)
+        self._file = None
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        if name not in self.shapes:
+            raise KeyError(name)
+        from safetensors import SafetensorError, safe_open
+
+        try:
+            if self._file is None:
+                self._file = safe_open(self.path, framework="np")
+            return self._file.get_tensor(name)
+        except (SafetensorError, OSError, ValueError, TypeError) as e:
+            raise WeightsError(f"cannot read tensor '{name}' of weights file {self.path!r}: {e}") from None
+
+    def __contains__(self, name) -> bool:  # Mapping's default would read the tensor to answer
+        return name in self.shapes
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.shapes)
+
+    def __len__(self) -> int:
+        return len(self.shapes)
+
+    def __repr__(self) -> str:
+        return f"WeightsFile({self.path!r}, {len(self)} tensors)"
+
+
+def load(path: str | os.PathLike) -> WeightsFile:
+    """The weights in a safetensors file, by name, read lazily (see ``WeightsFile``). A damaged file is a
+    WeightsError naming the file and, where one is at fault, the tensor."""
+    return WeightsFile(path)
+
+
+def _read_header(path: str) -> dict[str, tuple[str, tuple[int, ...]]]:
+    """Check a safetensors header against the file: its length, JSON, each tensor's dtype and shape, and that
+    each tensor's bytes lie inside the file without overlapping another's. (dtype, shape) by name."""
+    def bad(msg: str) -> WeightsError:
+        return WeightsError(f"weights file {path!r}: {msg}")
 
     try:
-        return dict(load_file(os.fspath(path)))
+        with open(path, "rb") as fh:
+            size = os.fstat(fh.fileno()).st_size
+            head = fh.read(8)
+            if len(head) < 8:
+                raise bad(f"is {size} bytes long, too short for a safetensors file (an 8-byte header length, "
+                          f"then a JSON header)")
+            (n,) = struct.unpack("<Q", head)
+            if n > min(size - 8, MAX_HEADER_BYTES):
+                raise bad(f"its header length is {n} bytes, but the file has {size - 8} bytes after the length "
+                          f"(and safetensors allows at most {MAX_HEADER_BYTES}): truncated, or not safetensors")
+            text = fh.read(n)
     except FileNotFoundError:
-        raise WeightsError(f"weights file {os.fspath(path)!r} does not exist") from None
-    except (SafetensorError, OSError, ValueError, TypeError) as e:
-        raise WeightsError(f"cannot read weights file {os.fspath(path)!r}: {e}") from None
+        raise WeightsError(f"weights file {path!r} does not exist") from None
+    except IsADirectoryError:
+        raise WeightsError(f"weights file {path!r} is a directory") from None
+    except OSError as e:
+        raise WeightsError(f"cannot read weights file {path!r}: {e}") from None
+    try:
+        header = json.loads(text.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as e:
+        raise bad(f"its header is not valid JSON ({str(e).splitlines()[0][:120]})") from None
+    if not isinstance(header, dict):
+        raise bad(f"its header should be a JSON object, got {type(header).__name__}")
+    data_len = size - 8 - n
+    out: dict[str, tuple[str, tuple[int, ...]]] = {}
+    spans = []
+    for name, entry in header.items():
+        if name == "__metadata__":
+            if not isinstance(entry, dict) or not all(isinstance(v, str) for v in entry.values()):
+                raise bad("its __metadata__ should map names to strings")
+            continue
+        dtype, shape = _check_entry(name, entry, data_len, bad)
+        out[name] = (dtype, shape)
+        begin, end = entry["data_offsets"]
+        if end > begin:
+            spans.append((begin, end, name))
+    spans.sort()
+    for (b0, e0, n0), (b1, _, n1) in zip(spans, spans[1:]):
+        if b1 < e0:
+            raise bad(f"tensors '{n0}' (bytes {b0}..{e0}) and '{n1}' (from byte {b1}) overlap")
+    return out
+
+
+def _check_entry(name: str, entry, data_len: int, bad) -> tuple[str, tuple[int, ...]]:
+    if not isinstance(entry, dict) or not {"dtype", "shape", "data_offsets"} <= set(entry):
+        raise bad(f"tensor '{name}' should have a dtype, a shape and data_offsets, got {str(entry)[:80]}")
+    dtype, shape, offsets = entry["dtype"], entry["shape"], entry["data_offsets"]
+    if dtype not in ITEM_BYTES:
+        raise bad(f"tensor '{name}' has dtype {str(dtype)[:20]!r}; ladder reads {', '.join(ITEM_BYTES)}")
+    if not isinstance(shape, list) or len(shape) > MAX_RANK or \
+            not all(type(d) is int and d >= 0 for d in shape):
+        raise bad(f"tensor '{name}' has shape {str(shape)[:80]}; expected at most {MAX_RANK} sizes >= 0")
+    if not isinstance(offsets, list) or len(offsets) != 2 or not all(type(o) is int for o in offsets) \
+            or not 0 <= offsets[0] <= offsets[1]:
+        raise bad(f"tensor '{name}' has data_offsets {str(offsets)[:80]}; expected [begin, end], 0 <= begin <= end")
+    begin, end = offsets
+    need = math.prod(shape) * ITEM_BYTES[dtype]  # Python ints: no overflow, however large the claim
+    if end > data_len:
+        raise bad(f"tensor '{name}' ({dtype}{shape}) claims bytes {begin}..{end} of the data, but the file holds "
+                  f"{data_len} bytes of data: truncated, or a damaged header")
+    if end - begin != need:
+        raise bad(f"tensor '{name}' is {dtype}{shape}, {need} bytes, but its data_offsets span {end - begin} bytes")
+    return dtype, tuple(shape)
 
 
 def save(path: str | os.PathLike, graph: Graph, weights: Mapping[str, np.ndarray]) -> None:
@@ -45,7 +159,8 @@ def save(path: str | os.PathLike, graph: Graph, weights: Mapping[str, np.ndarray
     from safetensors.numpy import save_file
 
     bound = bind(graph, weights)
-    out = {ref: np.ascontiguousarray(op.result.type.dtype.to_storage(bound[ref]))
+    # np.require keeps a 0-d weight 0-d (np.ascontiguousarray makes it [1], which then no longer binds)
+    out = {ref: np.require(op.result.type.dtype.to_storage(bound[ref]), requirements="C")
            for ref, op in params(graph).items()}
     save_file(out, os.fspath(path))
 
@@ -58,8 +173,26 @@ def bind(graph: Graph, weights: Mapping[str, np.ndarray]) -> dict[str, np.ndarra
     if missing:
         listing = ", ".join(f"@{r} : {needed[r].result.type}" for r in missing[:8])
         more = f" and {len(missing) - 8} more" if len(missing) > 8 else ""
-        raise WeightsError(f"missing weight(s) {listing}{more}", needed[missing[0]].loc)
+        raise WeightsError(f"missing weight(s) {listing}{more}", needed[missing[0]].loc,
+                           notes=_names_held(missing, [k for k in weights if k not in needed], weights))
     return {ref: convert(ref, op.result.type, weights[ref], op) for ref, op in needed.items()}
+
+
+def _names_held(missing: list[str], unused: list[str], weights) -> tuple[str, ...]:
+    """Notes for a name mismatch: what the weights hold that the graph does not use, closest matches to the
+    missing names first (a renamed or re-prefixed weight is then the first thing a reader sees)."""
+    where = f"the weights file {weights.path!r}" if isinstance(weights, WeightsFile) else "the weights given"
+    if not unused:
+        return (f"{where} hold{'s' if isinstance(weights, WeightsFile) else ''} no other names",)
+    pool = unused if len(unused) <= 5000 else sorted(unused)[:5000]  # difflib is quadratic; bound it
+    close: list[str] = []
+    for ref in missing[:8]:
+        close += [c for c in difflib.get_close_matches(ref, pool, n=3, cutoff=0.5) if c not in close]
+    rest = sorted(n for n in unused if n not in close)
+    shown = close + rest
+    more = f" and {len(shown) - 12} more" if len(shown) > 12 else ""
+    return (f"{where} also hold{'s' if isinstance(weights, WeightsFile) else ''} {len(unused)} name(s) the "
+            f"graph does not use, closest first: {', '.join(repr(n) for n in shown[:12])}{more}",)
 
 
 def convert(ref: str, t: TensorType, arr, op: Op | None = None) -> np.ndarray:

@@ -6,6 +6,10 @@ tokens replaced by other tokens of the program, numbers inserted (small, huge, i
 nesting, unicode, truncation and empty text. Every outcome must be a Graph (which then prints and re-parses
 to an equal graph, and prints the same again) or a LadderError (whose message renders).
 
+Mutants that parse must also run in the reference interpreter (tests/fuzz/text_inputs.py), or be refused with
+a LadderError. The GGUF and safetensors surfaces are fuzzed in test_fuzz_gguf.py and test_fuzz_safetensors.py;
+``python tests/fuzz`` runs all three for longer.
+
 Inputs that once broke ladder are kept as regression tests at the end of this file.
 """
 
@@ -45,7 +49,8 @@ graph @"elementwise ops"(%x: f32[2, 4], %b: f32[4], %i: i8[2, 4], %h: f16[4]) ->
   %sg   = sigmoid %si : f32[2, 4]
   %t    = tanh %sg : f32[2, 4]
   %er   = erf %t : f32[2, 4]
-  %e    = exp %er : f32[2, 4]
+  %sq   = sqrt %er : f32[2, 4]
+  %e    = exp %sq : f32[2, 4]
   %ro   = round %e : f32[2, 4]
   %cl   = clamp %ro {min = -1.5, max = inf} : f32[2, 4]
   %ii   = add %i, %i : i8[2, 4]
@@ -498,3 +503,45 @@ def test_regression_const_of_rank_over_64():
         ladder.parse(text)
     assert info.value.loc.line in (1, 2)
     check_text(text)
+
+
+# -- a program that parses must also run (or be refused with a LadderError) ---------------------------------------
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.sampled_from(SEEDS), st.randoms(use_true_random=False))
+def test_hypothesis_mutations_run(base, rnd):
+    """Mutants that pass the verifier run in the reference interpreter on seeded random inputs and weights,
+    within a memory budget; failing that, they raise a LadderError. Nothing else, and no hang."""
+    from fuzz.guard import expect_ok_or_ladder_error
+    from fuzz.text_inputs import check_runs
+
+    text = mutate(rnd, base)
+    expect_ok_or_ladder_error(check_runs, text, seconds=20, describe=lambda: repr(text))
+
+
+RUN_REGRESSIONS = {
+    # a lone surrogate in a quoted name passed check, then failed in run with a UnicodeEncodeError
+    "lone surrogate": ('graph @g(%x: f32[2]) -> f32[2] {\n  %w = param @"\\ud800" : f32[2]\n'
+                       '  %y = add %x, %w : f32[2]\n  return %y\n}\n', ladder.ParseError, "lone surrogate"),
+    # sizes: MemoryError, swapping, or a traceback, before the memory budget
+    "f32[100000000000] input": ("graph @g(%x: f32[100000000000]) -> f32[100000000000] {\n"
+                                "  %y = relu %x : f32[100000000000]\n  return %y\n}\n", ladder.LadderError,
+                                "memory budget"),
+    "65536x65536 intermediate": ("graph @g(%a: f32[65536, 1], %b: f32[1, 65536]) -> f32[1, 1] {\n"
+                                 "  %y = matmul %a, %b : f32[65536, 65536]\n"
+                                 "  %z = slice %y {starts = [0, 0], ends = [1, 1]} : f32[1, 1]\n  return %z\n}\n",
+                                 ladder.LadderError, "memory budget"),
+    "broadcast to 2^62": ("graph @g(%a: f32[2147483648, 1], %b: f32[1, 2147483648]) -> f32[2147483648, 2147483648] {\n"
+                          "  %y = add %a, %b : f32[2147483648, 2147483648]\n  return %y\n}\n", ladder.LadderError,
+                          "memory budget"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(RUN_REGRESSIONS))
+def test_run_regressions(name):
+    from fuzz.guard import time_limit
+    from fuzz.text_inputs import check_runs
+
+    text, cls, words = RUN_REGRESSIONS[name]
+    with time_limit(20), pytest.raises(cls, match=words):
+        check_runs(text)

@@ -317,3 +317,65 @@ def test_quantize_dequantize_round_trip_error_hypothesis(gran, seed, case):
     else:  # absmean: values beyond qmax * mean|x| clip; the rest are within half a step
         inside = np.abs(x) <= (float(dt.value_range[1]) + 0.5) * step
         assert np.all(err[inside] <= 0.5 * step[inside] * (1 + 1e-5) + tol[inside])
+
+
+# -- regressions from differential fuzzing: the reference must compute every graph the verifier accepts --------
+
+EMPTY_CASES = [("absmax", "i8", "none"), ("absmean", "ternary", "none"), ("rtn", "i4", "none"),
+               ("rtn", "u4", "original"), ("rtn", "u8", "rescale")]
+
+
+@pytest.mark.parametrize("case", EMPTY_CASES, ids="-".join)
+@pytest.mark.parametrize("shape, axis", [((3, 0), 1), ((0, 5), 1), ((0, 5), 0), ((0,), 0)])
+@pytest.mark.parametrize("group", [-1, 0, 2])
+def test_quantize_empty_granules(case, shape, axis, group):
+    # numpy's max over a zero-size granule raised ValueError; an empty granule now has scale 0 (eps for absmax)
+    scheme, dt_name, zero_mode = case
+    dt = DTYPES[dt_name]
+    res = quant.quantize(np.zeros(shape, np.float32), scheme, dt, axis, group, zero_mode)
+    assert res[0].shape == shape and res[0].dtype == dt.np_dtype
+    assert all(r.shape == quant.reduced_shape(shape, axis, group) for r in res[1:])
+    assert np.all(np.isfinite(res[1]))
+    y = quant.dequantize(res[0], dt, res[1], res[2] if zero_mode != "none" else None, axis, group, zero_mode)
+    assert y.shape == shape
+
+
+def test_quantize_empty_granule_through_the_interpreter():
+    import ladder
+    g = ladder.parse("graph @g(%x: f32[3, 0]) -> (i8[3, 0], f32[3, 1]) {\n"
+                     "  %q, %s = quantize %x {scheme = \"absmax\", dtype = i8} : i8[3, 0], f32[3, 1]\n"
+                     "  return %q, %s\n}\n")
+    out = ladder.run(g, {"x": np.zeros((3, 0), np.float32)})
+    q, s = (out[v] for v in g.outputs)
+    assert q.shape == (3, 0) and s.tolist() == [[float(EPS / np.float32(127))]] * 3
+
+
+@pytest.mark.parametrize("group", [1 << 20, 1 << 40])
+def test_group_longer_than_the_axis_costs_no_memory(group):
+    # a group of 2^20 over an axis of 95 padded every row to 2^20 (GiBs for a 2 MiB tensor); it is one granule
+    import tracemalloc
+    x = np.random.default_rng(5).standard_normal((4096, 95)).astype(np.float32)  # 1.5 MiB
+    tracemalloc.start()
+    try:
+        q, s, z = quant.quantize(x, "rtn", DTYPES["u4"], 1, group, "original")
+        y = quant.dequantize(q, DTYPES["u4"], s, z, 1, group, "original")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 16 * x.nbytes, f"peak {peak / 2**20:.1f} MiB for a {x.nbytes / 2**20:.1f} MiB tensor"
+    want = quant.quantize(x, "rtn", DTYPES["u4"], 1, 0, "original")  # one granule per row, the same thing
+    assert np.array_equal(q, want[0]) and np.array_equal(s, want[1]) and np.array_equal(z, want[2])
+    np.testing.assert_array_equal(y, quant.dequantize(want[0], DTYPES["u4"], want[1], want[2], 1, 0, "original"))
+
+
+def test_codes_take_no_int64_copy():
+    # _codes went through an int64 copy: 8 bytes a code for an int8 result
+    import tracemalloc
+    x = np.random.default_rng(6).standard_normal((1024, 1024)).astype(np.float32)  # 4 MiB
+    tracemalloc.start()
+    try:
+        quant.quantize(x, "absmax", DTYPES["i8"], 1, 0, "none")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 2.5 * x.nbytes, f"peak {peak / 2**20:.1f} MiB for a 4 MiB tensor"

@@ -199,6 +199,12 @@ graph @tanh(%a: f32[3]) -> f32[3] {
   return %y
 }
 """,
+    "sqrt": """
+graph @sqrt(%a: f32[3]) -> f32[3] {
+  %y = sqrt %a : f32[3]
+  return %y
+}
+""",
     "erf": """
 graph @erf(%a: f32[3]) -> f32[3] {
   %y = erf %a : f32[3]
@@ -651,7 +657,7 @@ def test_int_consts_written_as_floats_and_floats_written_as_ints():
 def test_negative_nan_const_roundtrip():
     # Regression: at fb21511 -nan printed as 'nan' and lost its sign bit.
     g = ladder.parse("graph @g() -> (f32[2], fp8e4m3[1]) {\n  %c = const [-nan, 1.0] : f32[2]\n"
-                     "  %d = const [-1000.0] : fp8e4m3[1]\n  return %c, %d\n}\n")
+                     "  %d = const [-nan] : fp8e4m3[1]\n  return %c, %d\n}\n")
     g2 = roundtrip(g)
     for op in g2.ops():
         a = op.attr["value"].array.astype(np.float32)
@@ -839,7 +845,7 @@ def test_builder_nan_splat_const_equals_parsed():
 # -- hypothesis: random valid graphs from the Builder ---------------------------------------------------------
 
 FLOATS = ["f32", "f16", "bf16"]
-UNARY = ["neg", "relu", "relu2", "gelu", "silu", "sigmoid", "tanh", "erf", "exp", "round", "clamp"]
+UNARY = ["neg", "relu", "relu2", "gelu", "silu", "sigmoid", "tanh", "erf", "exp", "round", "clamp", "sqrt"]
 BINARY = ["add", "sub", "mul", "div"]
 VALUE_NAMES = st.from_regex(r"[A-Za-z_$.][A-Za-z0-9_.$]{0,6}", fullmatch=True)
 finite = st.floats(-6e4, 6e4, allow_nan=False, width=32)  # fits every float type
@@ -1292,3 +1298,56 @@ def parse_err_text_default(text) -> LadderError:
     with pytest.raises(LadderError) as info:
         ladder.parse(text)
     return info.value
+
+
+# -- lone surrogates (found by fuzzing: they passed check, then failed in run with a UnicodeEncodeError) --------
+
+@pytest.mark.parametrize("line, token", [
+    ('  %w = param @"\\ud800" : f32[2, 4]', '@"\\ud800"'),
+    ('  %w = param @"ok\\udfffok" : f32[2, 4]', '@"ok\\udfffok"'),
+    ('  %w = param @"\\ude00\\ud83d" : f32[2, 4]', '@"\\ude00\\ud83d"'),  # a pair in the wrong order
+    ('  %w = param @"\ud800" : f32[2, 4]', '@"\ud800"'),  # the raw code point, as a Python str may hold
+    ('  %w = gelu %x {approximate = "\\udbff"} : f32[2, 4]', '"\\udbff"'),
+])
+def test_error_lone_surrogate_in_a_quoted_name_or_string(line, token):
+    text = "graph @g(%x: f32[2, 4]) -> f32[2, 4] {\n" + line + "\n  %y = add %x, %w : f32[2, 4]\n  return %y\n}\n"
+    e = parse_err(text, kind=ParseError)
+    assert "lone surrogate" in e.message and "U+D" in e.message
+    assert (e.loc.file, e.loc.line, e.loc.col) == ("model.lir", 2, line.index(token) + 1)
+    with pytest.raises(ParseError, match="lone surrogate"):
+        lir.parse(text, "model.lir", check=False)
+
+
+def test_error_lone_surrogate_in_the_graph_name():
+    text = 'graph @"\\ud800"(%x: f32[2]) -> f32[2] {\n  return %x\n}\n'
+    e = parse_err(text, kind=ParseError)
+    assert_located(e, text, 1, '@"\\ud800"')
+
+
+def test_surrogate_pairs_are_characters_and_run():
+    text = 'graph @g(%x: f32[2]) -> f32[2] {\n  %w = param @"w \\ud83d\\ude00" : f32[2]\n' \
+           '  %y = add %x, %w : f32[2]\n  return %y\n}\n'
+    g = ladder.parse(text)
+    ref = next(op.attr["ref"] for op in g.ops() if op.kind == "param")
+    assert ref == "w \U0001F600"
+    roundtrip(g)
+    out = ladder.run(g, {"x": np.ones(2, np.float32)}, {ref: np.full(2, 2.0, np.float32)})
+    assert out[g.outputs[0]].tolist() == [3.0, 3.0]
+
+
+@pytest.mark.parametrize("ty, literal", [("f16", "1e10"), ("f16", "[1.0, -70000.0]"), ("fp8e4m3", "[500.0]"),
+                                         ("f32", "[1e39]")])
+def test_error_float_literal_beyond_its_type(ty, literal):
+    # it became inf (or nan) with only a numpy RuntimeWarning
+    text = f"graph @g() -> {ty}[1, 2] {{\n  %c = const {literal} : {ty}[1, 2]\n  return %c\n}}\n"
+    if literal.startswith("["):
+        text = text.replace(f"{ty}[1, 2]", f"{ty}[{literal.count(',') + 1}]")
+    e = parse_err(text, kind=ParseError)
+    assert "beyond the range of " + ty in e.message
+    assert_located(e, text, 2, literal)
+
+
+def test_float_literal_at_the_edge_of_its_type_parses():
+    g = ladder.parse("graph @g() -> (f16[2], fp8e4m3[2]) {\n  %a = const [65504.0, -inf] : f16[2]\n"
+                     "  %b = const [448.0, nan] : fp8e4m3[2]\n  return %a, %b\n}\n")
+    roundtrip(g)

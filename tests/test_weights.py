@@ -289,3 +289,157 @@ def test_random_covers_each_param_once_even_if_used_twice():
     out = ladder.run(g, {"x": np.ones(4, np.float32)}, w)
     (y,) = out.values()
     np.testing.assert_allclose(y, w["s"] * 2, rtol=1e-6)
+
+
+# -- 0-d weights and name mismatches (issue 17) ---------------------------------------------------------------
+
+def test_zero_d_weights_round_trip_through_a_file(tmp_path):
+    # save wrote a 0-d weight as [1], so import -> save -> load -> run failed with "should be f32[] but is [1]"
+    g = ladder.parse("graph @g(%x: f32[3]) -> f32[3] {\n  %s = param @s : f32[]\n  %k = param @k : i8[]\n"
+                     "  %kf = cast %k {dtype = f32} : f32[]\n  %y = mul %x, %s : f32[3]\n"
+                     "  %z = add %y, %kf : f32[3]\n  return %z\n}\n")
+    w = {"s": np.array(2.5, np.float32), "k": np.array(-3, np.int8)}
+    p = tmp_path / "w.safetensors"
+    weights.save(p, g, w)
+    back = weights.load(p)
+    assert back["s"].shape == () and back["k"].shape == ()
+    out = ladder.run(g, {"x": np.array([1, 2, 3], np.float32)}, back)
+    np.testing.assert_array_equal(out[g.outputs[0]], [-0.5, 2.0, 4.5])
+
+
+def test_missing_names_list_what_the_file_holds_closest_first(tmp_path):
+    held = {"model.layers.0.attn.q": "f32[2]", "model.layers.0.attn.k": "f32[2]", "lm_head": "f32[2]",
+            "zzz_unrelated": "f32[2]"}
+    g_file = graph_with(held)
+    p = tmp_path / "w.safetensors"
+    weights.save(p, g_file, weights.random(g_file, 0))
+    g = graph_with({"layers.0.attn.q": "f32[2]", "lm_head": "f32[2]"})
+    with pytest.raises(ladder.WeightsError) as ei:
+        weights.bind(g, weights.load(p))
+    e = ei.value
+    assert "@layers.0.attn.q : f32[2]" in e.message and "lm_head" not in e.message
+    note = " ".join(e.notes)
+    assert str(p) in note and "3 name(s)" in note
+    order = [note.index(repr(n)) for n in ("model.layers.0.attn.q", "model.layers.0.attn.k", "zzz_unrelated")]
+    assert order == sorted(order), note  # the closest match comes first, an unrelated name last
+    # a plain dict of weights says so, too
+    with pytest.raises(ladder.WeightsError) as ei:
+        weights.bind(g, {"lm_head": np.zeros(2, np.float32), "layer.0.attn.q": np.zeros(2, np.float32)})
+    assert "the weights given also hold 1 name(s)" in str(ei.value) and "'layer.0.attn.q'" in str(ei.value)
+
+
+# -- lazy reading and a header bounded by the file ----------------------------------------------------------
+
+def raw_file(path, header: dict, data: bytes = b"", header_len: int | None = None) -> None:
+    import json
+    import struct
+
+    text = json.dumps(header).encode()
+    path.write_bytes(struct.pack("<Q", len(text) if header_len is None else header_len) + text + data)
+
+
+def test_load_reads_nothing_until_asked_and_only_what_the_graph_needs(tmp_path, monkeypatch):
+    import tracemalloc
+
+    big = graph_with({"unused": "f32[4096, 1024]", "used": "f32[2]"})
+    p = tmp_path / "w.safetensors"
+    weights.save(p, big, {"unused": np.zeros((4096, 1024), np.float32), "used": np.ones(2, np.float32)})
+    tracemalloc.start()
+    try:
+        f = weights.load(p)
+        peak_open = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak_open < 1 << 20, f"opening a 16 MiB file allocated {peak_open} bytes"
+    assert f.shapes == {"unused": ("F32", (4096, 1024)), "used": ("F32", (2,))}
+    read = []
+    real = weights.WeightsFile.__getitem__
+    monkeypatch.setattr(weights.WeightsFile, "__getitem__", lambda self, k: read.append(k) or real(self, k))
+    g = ladder.parse("graph @g(%x: f32[2]) -> f32[2] {\n  %w = param @used : f32[2]\n"
+                     "  %y = add %x, %w : f32[2]\n  return %y\n}\n")
+    out = ladder.run(g, {"x": np.ones(2, np.float32)}, f)
+    assert out[g.outputs[0]].tolist() == [2.0, 2.0] and read == ["used"]
+
+
+@pytest.mark.parametrize("header, data, header_len, words", [
+    # an unused tensor that claims 64 GiB: was a MemoryError
+    ({"big": {"dtype": "F32", "shape": [1 << 34], "data_offsets": [0, 1 << 36]},
+      "s": {"dtype": "F32", "shape": [], "data_offsets": [0, 4]}}, b"\0" * 4, None, r"'big' .*claims bytes 0\.\.68719476736"),
+    ({"a": {"dtype": "F32", "shape": [1 << 62, 1 << 62], "data_offsets": [0, 4]}}, b"\0" * 4, None, r"'a' is F32"),
+    ({"a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}}, b"\0" * 8, 1 << 63, r"header length is 9223372036854775808"),
+    ({"a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}}, b"\0" * 8, 1 << 40, r"header length"),
+    ({"a": {"dtype": "F32", "shape": [-1], "data_offsets": [0, 8]}}, b"\0" * 8, None, r"'a' has shape \[-1\]"),
+    ({"a": {"dtype": "F32", "shape": [2.5], "data_offsets": [0, 8]}}, b"\0" * 8, None, r"'a' has shape"),
+    ({"a": {"dtype": "F32", "shape": [1] * 40, "data_offsets": [0, 4]}}, b"\0" * 4, None, r"'a' has shape"),
+    ({"a": {"dtype": "Q4", "shape": [2], "data_offsets": [0, 1]}}, b"\0", None, r"'a' has dtype 'Q4'"),
+    ({"a": {"dtype": "F32", "shape": [2], "data_offsets": [8, 0]}}, b"\0" * 8, None, r"'a' has data_offsets"),
+    ({"a": {"dtype": "F32", "shape": [2], "data_offsets": [0, -8]}}, b"\0" * 8, None, r"'a' has data_offsets"),
+    ({"a": {"dtype": "F32", "shape": [2], "data_offsets": [0]}}, b"\0" * 8, None, r"'a' has data_offsets"),
+    ({"a": {"dtype": "F32", "shape": [2]}}, b"\0" * 8, None, r"'a' should have"),
+    ({"a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]},
+      "b": {"dtype": "F32", "shape": [2], "data_offsets": [4, 12]}}, b"\0" * 12, None, r"'a' .* and 'b' .* overlap"),
+    ({"__metadata__": {"k": 1}}, b"", None, r"__metadata__"),
+    ([1, 2], b"", None, r"JSON object"),
+])
+def test_damaged_headers_are_weights_errors_naming_the_tensor(tmp_path, header, data, header_len, words):
+    p = tmp_path / "h.safetensors"
+    raw_file(p, header, data, header_len)
+    with pytest.raises(ladder.WeightsError, match=words) as ei:
+        weights.load(p)
+    assert "h.safetensors" in str(ei.value)
+
+
+def test_invalid_utf8_and_deep_json_headers(tmp_path):
+    import struct
+
+    p = tmp_path / "u.safetensors"
+    for text in (b'{"\xff": 1}', b"[" * 100000 + b"]" * 100000):
+        p.write_bytes(struct.pack("<Q", len(text)) + text)
+        with pytest.raises(ladder.WeightsError, match="not valid JSON"):
+            weights.load(p)
+
+
+# -- import -> save -> load -> run, 0-d weights included (issue 17) -----------------------------------------------
+
+def test_onnx_import_save_load_run_round_trip(tmp_path):
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper, numpy_helper
+
+    from ladder.frontends import load as load_model
+
+    s = numpy_helper.from_array(np.array(2.5, np.float32), "s")  # a 0-d initializer, as every export has
+    b = numpy_helper.from_array(np.array([1.0, -1.0, 0.5], np.float32), "b")
+    model = helper.make_model(helper.make_graph(
+        [helper.make_node("Mul", ["x", "s"], ["m"]), helper.make_node("Add", ["m", "b"], ["y"])], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [3])], [s, b]),
+        opset_imports=[helper.make_opsetid("", 17)])
+    path = tmp_path / "m.onnx"
+    onnx.save(model, str(path))
+    g, w = load_model(path)
+    wpath, lpath = tmp_path / "w.safetensors", tmp_path / "m.lir"
+    weights.save(wpath, g, w)
+    lpath.write_text(str(g))
+    g2 = ladder.parse(lpath)
+    x = np.array([1, 2, 3], np.float32)
+    want = ladder.run(g, {g.inputs[0].name: x}, w)[g.outputs[0]]
+    got = ladder.run(g2, {g2.inputs[0].name: x}, weights.load(wpath))[g2.outputs[0]]
+    np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(got, x * 2.5 + [1.0, -1.0, 0.5])
+
+
+def test_gguf_import_save_load_bind_round_trip(tmp_path):
+    pytest.importorskip("gguf")
+    from fuzz import gguf_inputs
+
+    from ladder.frontends import gguf as lg
+
+    path = tmp_path / "m.gguf"
+    path.write_bytes(gguf_inputs.seeds()["llama"].data)
+    g, w = lg.load(path)
+    wpath = tmp_path / "w.safetensors"
+    weights.save(wpath, g, w)
+    back = weights.bind(g, weights.load(wpath))
+    for ref, arr in weights.bind(g, w).items():
+        assert back[ref].dtype == arr.dtype and back[ref].shape == arr.shape, ref
+        np.testing.assert_array_equal(as_f32(back[ref]), as_f32(arr), err_msg=ref)
