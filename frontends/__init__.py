@@ -2,7 +2,8 @@
 
 * ``text``: the .lir text format, parsed with lark;
 * ``onnx``: ONNX models (extra ``onnx``);
-* ``gguf``: GGUF files of the llama.cpp world (extra ``gguf``).
+* ``gguf``: GGUF files of the llama.cpp world (extra ``gguf``);
+* ``hf``: Hugging Face model folders (config.json + safetensors), chosen for a folder.
 
 ``load(path)`` picks one by the file's suffix and returns the graph with the weights the file holds
 (none for .lir, whose params are read from a separate safetensors file).
@@ -27,6 +28,10 @@ EXTRAS = {"onnx": "onnx", "gguf": "gguf"}
 def load(path: str | os.PathLike, shapes: Mapping[str, tuple[int, ...]] | None = None
          ) -> tuple[Graph, dict[str, np.ndarray]]:
     """(graph, weights) from a .lir, .onnx or .gguf file. ``shapes`` fixes symbolic input dimensions."""
+    if Path(path).is_dir():  # a Hugging Face model folder (config.json + safetensors)
+        from . import hf
+
+        return hf.load(path, shapes=shapes)
     kind = SUFFIXES.get(Path(path).suffix.lower())
     if kind is None:
         raise LadderError(f"{path}: unknown model format '{Path(path).suffix}'; ladder reads {', '.join(SUFFIXES)}")

@@ -1,8 +1,10 @@
 """GGUF files (llama.cpp's model format) -> ladder (installed as ``ladder.frontends.gguf``; needs the ``gguf`` extra).
 
 The file is read with the ``gguf`` package's ``GGUFReader`` (a memory map; nothing in the file is executed)
-after checks of its own, those llama.cpp makes: every tensor's type, rank, row length (a whole number of
-blocks), that the tensors' data lie back to back (each padded to the alignment) and inside the file. Anything malformed is a ``LadderError`` naming the file.
+after checks of its own, those llama.cpp makes: every count and length in the header against the bytes left in
+the file (``_HeaderCheck``, before the reader loops over them), every tensor's type, rank, row length (a whole
+number of blocks), that the tensors' data lie back to back (each padded to the alignment) and inside the file.
+Tensors stay in the memory map until one is asked for. Anything malformed is a ``LadderError`` naming the file.
 
 ``read_tensors(path)`` turns each tensor into ladder codes + scales (+ zeros) with the granularity of the
 block format (``axis = -1``, ``group`` = the block, or the sub-block for K-quants), so that ladder's
@@ -24,28 +26,32 @@ Q3_K     i4 (-4..3)   f32 d*(sc-32) per 16                       q * (d*(sc-32))
 Q4_K     u4           f32 d*sc, zero dmin*m per 32 (``rescale``)  q * (d*sc) - dmin*m
 Q5_K     u8           f32 d*sc, zero dmin*m per 32 (``rescale``)  q * (d*sc) - dmin*m
 Q6_K     i8 (q - 32)  f32 d*sc per 16                            (q - 32) * (d*sc)
+I2_S     ternary      f32 s per tensor (bitnet.cpp, type 36)      t * s
 
 (K-quant sub-block scales are products of an f16 and a 6-bit or 8-bit integer, computed in f32 as llama.cpp
 does; they are exact in f32.)
 
-``load(path, shapes)`` builds one decoder step for the ``llama`` and ``bitnet`` architectures from the file's
-metadata, with the input and output conventions of ``ladder.models.bitnet_decoder`` (``tokens``, ``pos``,
-``start``, ``kv_len``, ``k_cacheN``/``v_cacheN`` -> logits and the updated caches), so
-``ladder.demo.generate`` drives it (``config(path)`` gives the config it needs). ``shapes={"tokens": (S,)}``
-sets the step's length (default 1); ``shapes={"k_cache0": (kv_heads, C, head_dim)}`` (any cache) sets the
-cache capacity C (default: the file's ``context_length``).
+``load(path, shapes)`` builds one decoder step with ``ladder.models.decoder`` (the builder every importer
+shares) from the file's metadata, with the step convention of ``ladder.generate`` (``tokens``, ``pos``,
+``start``, ``kv_len``, ``k_cacheN``/``v_cacheN`` -> logits and the updated caches); ``config(path)`` gives
+the dimensions. ``shapes={"tokens": (S,)}`` sets the step's length (default 1); ``shapes={"k_cache0":
+(kv_heads, C, head_dim)}`` (any cache) sets the cache capacity C (default: the file's ``context_length``).
+The graphs are checked against llama.cpp itself (tests/test_parity_llamacpp.py).
 
 * Quantized weights become ``param`` codes + ``param`` scales (+ zeros) + ``dequant`` + ``matmul
   {transpose_b}``, which ``legalize-types,fuse`` turn into one ``qmatmul`` over packed weights.
 * llama: RMSNorm, RoPE in llama.cpp's normal mode (adjacent pairs: ``rope {style = "interleaved"}``; the
   converter permuted the Q/K rows for it), grouped-query causal attention, SwiGLU FFN, final norm, output
   projection (``output.weight``, or tied to ``token_embd.weight`` when absent).
-* bitnet (llama.cpp's BitNet b1.58): the same, plus ``attn_sub_norm``/``ffn_sub_norm``, squared ReLU on the
-  FFN gate, RoPE in NEOX mode (halves: ``style = "half"``, as llama.cpp uses for this architecture), the
-  optional per-tensor ``blk.N.<proj>.scale`` multipliers, and activations quantized to int8 per token
-  (absmax) before every projection, as BitNet does. A ternary weight whose blocks share one scale takes
-  BitNet's integer path (``quantize`` -> i8 x ternary ``matmul`` -> rescale, fused into ``qmatmul_i8``);
-  any other weight gets the int8-quantized activations dequantized (the same values) into a float matmul.
+* bitnet (llama.cpp's LLM_ARCH_BITNET): the same with float activations into every matmul, plus
+  ``attn_sub_norm`` (before the output projection) and ``ffn_sub_norm`` (after SiLU(gate) * up, before the
+  down projection), RoPE in NEOX mode (``style = "half"``), the optional per-tensor ``blk.N.<proj>.scale``
+  multipliers, and the head always ``token_embd`` (llama.cpp loads no ``output.weight`` for it).
+* bitnet-b1.58 (BitNet b1.58 2B4T as bitnet.cpp names it; also its earlier name bitnet-25): as bitnet but
+  with squared ReLU on the gate and activations quantized to int8 per token (absmax) before every
+  projection but the head, as transformers' BitNetForCausalLM does. A ternary weight whose blocks share one
+  scale takes BitNet's integer path (``quantize`` -> i8 x ternary ``matmul`` -> rescale, fused into
+  ``qmatmul_i8``); any other weight gets the int8-quantized activations dequantized into a float matmul.
 
 Not supported (a LadderError lists what the file has): other architectures, tensor types not in the table
 (IQ*, Q8_1, Q8_K, MXFP4, integer tensors, ...), biases and other extra tensors, RoPE scaling (``rope_freqs``,
@@ -56,7 +62,9 @@ per-layer head counts, and byte-swapped (big-endian) files.
 from __future__ import annotations
 
 import math
+import mmap
 import os
+import struct
 from dataclasses import dataclass
 from typing import Any, Mapping
 
@@ -65,12 +73,12 @@ import numpy as np
 from ladder.builder import Builder
 from ladder.errors import LadderError
 from ladder.ir import Graph, Value
-from ladder.models import BitNetConfig, decoder_step_inputs
+from ladder.models import BITNET_B158, BITNET_GGUF, LLAMA_GGUF, Arch, BitNetConfig, bitlinear, decoder
 from ladder.quant import dequantize as _dequantize
 from ladder.types import DTYPES, DType
 
 from gguf import GGMLQuantizationType as QT
-from gguf import GGUFReader, GGUFValueType
+from gguf import GGUFReader, GGUFValueType, ReaderTensor
 from gguf.constants import GGML_QUANT_SIZES
 
 
@@ -227,10 +235,31 @@ def _decode_blocks(t: QT, b: np.ndarray):
     raise AssertionError(t)
 
 
+@dataclass(frozen=True)
+class ExtraType:
+    """A GGML type number the ``gguf`` package has no member for (so ``GGUFReader`` cannot build its tensors),
+    named like a ``GGMLQuantizationType`` for ladder's checks and messages."""
+
+    name: str
+    value: int
+
+    def __int__(self) -> int:
+        return self.value
+
+
+I2_S_TYPE = ExtraType("I2_S", 36)  # GGML_TYPE_I2_S in bitnet.cpp's ggml fork
+EXTRA_TYPES = {I2_S_TYPE.value: I2_S_TYPE}
+
+
+def ggml_type(raw: int) -> QT | ExtraType:
+    """A tensor info's type number as a type; ValueError when neither the gguf package nor ladder knows it."""
+    return EXTRA_TYPES[raw] if raw in EXTRA_TYPES else QT(raw)
+
+
 QUANTIZED = (QT.Q8_0, QT.Q4_0, QT.Q4_1, QT.Q5_0, QT.Q5_1, QT.TQ1_0, QT.TQ2_0,
              QT.Q2_K, QT.Q3_K, QT.Q4_K, QT.Q5_K, QT.Q6_K)
 FLOATS = {QT.F32: "f32", QT.F16: "f16", QT.BF16: "bf16"}
-SUPPORTED = tuple(FLOATS) + QUANTIZED
+SUPPORTED = tuple(FLOATS) + QUANTIZED + (I2_S_TYPE,)
 MAX_DIMS = 4  # GGML_MAX_DIMS
 
 
@@ -246,7 +275,8 @@ def _convert(name: str, t: QT, data: np.ndarray, shape: tuple[int, ...]) -> GGUF
         return GGUFTensor(name, t.name, dt, vals.reshape(shape).copy())
     block, size = GGML_QUANT_SIZES[t]
     blocks = np.ascontiguousarray(data).reshape(-1, size)
-    codes, scale, zero, group, dtname, zm = _decode_blocks(t, blocks)
+    with np.errstate(invalid="ignore", over="ignore"):  # an inf or nan f16 scale is the file's value: keep it
+        codes, scale, zero, group, dtname, zm = _decode_blocks(t, blocks)
     lead, k = shape[:-1], shape[-1]
     dt = DTYPES[dtname]
     if dtname == "ternary" and codes.size and codes.max() > 1:
@@ -259,14 +289,184 @@ def _convert(name: str, t: QT, data: np.ndarray, shape: tuple[int, ...]) -> GGUF
     return GGUFTensor(name, t.name, dt, codes, scale, zero, group, zm)
 
 
+# bitnet.cpp's I2_S (GGML type 36, which the gguf package does not know): 2-bit ternary codes for the whole
+# tensor, then its one f32 scale (padded to 32 bytes). Each 32-byte block holds 128 elements: byte p of the
+# block holds element g * 32 + p in bits 6 - 2g (g = 0..3); code 0, 1, 2 means -1, 0, +1. (This is the
+# layout of bitnet.cpp's x86 build, which wrote the published 2B4T file; its ARM build packs 64-element blocks.)
+I2_S = I2_S_TYPE.value
+I2_S_BLOCK = 128
+_SHIFT_I2S = np.array([6, 4, 2, 0], _U8)
+
+
+def i2s_nbytes(n: int) -> int:
+    """Bytes of an I2_S tensor of ``n`` elements: the codes, then the scale padded to 32 bytes (bitnet.cpp's
+    ``ggml_nbytes`` and what its quantizer returns; in the file the next tensor starts after these bytes padded
+    to ``general.alignment``, as for any type)."""
+    return n // 4 + 32
+
+
+def decode_i2s(name: str, raw: np.ndarray, shape: tuple[int, ...]) -> GGUFTensor:
+    """An I2_S tensor's bytes -> ternary codes with one per-tensor scale (as ``scale`` per row, ``group`` the
+    row length, so that it takes BitNet's integer path)."""
+    n = math.prod(shape)
+    raw = np.ascontiguousarray(raw).reshape(-1).view(_U8)
+    if n % I2_S_BLOCK:
+        raise GGUFError(f"tensor '{name}' (I2_S) has {n} elements, not a whole number of {I2_S_BLOCK}-element "
+                        f"blocks")
+    if raw.size < n // 4 + 4:
+        raise GGUFError(f"tensor '{name}' (I2_S, shape {list(shape)}) needs {n // 4 + 4} bytes, has {raw.size}")
+    q = raw[:n // 4].reshape(-1, 1, 32)
+    codes = ((q >> _SHIFT_I2S.reshape(1, 4, 1)) & 0x03).reshape(shape)
+    if codes.size and codes.max() > 2:
+        raise GGUFError(f"tensor '{name}' (I2_S) holds the unused 2-bit code 3, which is not a ternary value")
+    scale = raw[n // 4:n // 4 + 4].view(np.float32)
+    if not np.isfinite(scale[0]):
+        raise GGUFError(f"tensor '{name}' (I2_S) has a non-finite scale {scale[0]}")
+    rows = np.full(shape[:-1] + (1,), scale[0], np.float32)
+    return GGUFTensor(name, "I2_S", DTYPES["ternary"], codes.astype(np.int8) - 1, rows, None, shape[-1])
+
+
 # -- reading a file --------------------------------------------------------------------------------------
 
+_SCALAR_BYTES = {GGUFValueType.UINT8: 1, GGUFValueType.INT8: 1, GGUFValueType.BOOL: 1, GGUFValueType.UINT16: 2,
+                 GGUFValueType.INT16: 2, GGUFValueType.UINT32: 4, GGUFValueType.INT32: 4, GGUFValueType.FLOAT32: 4,
+                 GGUFValueType.UINT64: 8, GGUFValueType.INT64: 8, GGUFValueType.FLOAT64: 8}
+_MIN_KV_BYTES = 8 + 4 + 1               # an empty key, the value type, a one-byte value
+_MIN_TENSOR_INFO_BYTES = 8 + 4 + 8 + 4 + 8  # an empty name, n_dims, one dimension, the type, the offset
+MAX_NAME = 64                           # GGML_MAX_NAME: llama.cpp refuses tensor names of 64 bytes or more
+
+
+class _HeaderCheck:
+    """A walk over a GGUF header (counts, every key-value pair, every tensor info) that checks each count and
+    length against the bytes left in the file before it is used. ``GGUFReader`` trusts them: an array length
+    of 2^40 had it looping for hours. Also refuses what llama.cpp refuses: nested arrays, duplicate keys and
+    tensor names, over-long names, a ``general.alignment`` that is not a u32 power of two."""
+
+    def __init__(self, buf, size: int):
+        self.buf, self.size, self.pos = buf, size, 0
+
+    def left(self) -> int:
+        return self.size - self.pos
+
+    def unpack(self, fmt: str, what: str):
+        n = struct.calcsize(fmt)
+        if n > self.left():
+            raise GGUFError(f"{what} at byte {self.pos} is cut short by the end of the file ({self.size} bytes)")
+        v = struct.unpack_from("<" + fmt, self.buf, self.pos)[0]
+        self.pos += n
+        return v
+
+    def string(self, what: str) -> bytes:
+        at = self.pos
+        n = self.unpack("Q", f"the length of {what}")
+        if n > self.left():
+            raise GGUFError(f"{what} at byte {at} has length {n}, but only {self.left()} bytes are left in the file")
+        self.pos += n
+        return bytes(self.buf[self.pos - n:self.pos])
+
+    def text(self, what: str) -> str:
+        at, raw = self.pos, self.string(what)
+        try:
+            return raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise GGUFError(f"{what} at byte {at} is not UTF-8: {raw[:40]!r}") from None
+
+    def count(self, n: int, min_bytes: int, what: str) -> int:
+        if n > self.left() // min_bytes:
+            raise GGUFError(f"{what} is {n}, but the {self.left()} bytes left in the file hold at most "
+                            f"{self.left() // min_bytes}")
+        return n
+
+    def value_type(self, key: str, what: str) -> GGUFValueType:
+        raw = self.unpack("I", what)
+        try:
+            return GGUFValueType(raw)
+        except ValueError:
+            raise GGUFError(f"metadata '{key}' has unknown value type {raw}") from None
+
+    def skip_value(self, key: str, vtype: GGUFValueType) -> None:
+        if vtype == GGUFValueType.STRING:
+            self.string(f"the string value of metadata '{key}'")
+        elif vtype == GGUFValueType.ARRAY:
+            itype = self.value_type(key, f"the element type of metadata '{key}'")
+            if itype == GGUFValueType.ARRAY:
+                raise GGUFError(f"metadata '{key}' is an array of arrays, which GGUF readers (llama.cpp) refuse")
+            item = _SCALAR_BYTES.get(itype, 8)  # a string takes at least its 8-byte length
+            n = self.count(self.unpack("Q", f"the length of array '{key}'"), item, f"the length of array '{key}'")
+            if itype == GGUFValueType.STRING:
+                for i in range(n):
+                    self.string(f"element {i} of array '{key}'")
+            else:
+                self.pos += n * item
+        else:
+            self.unpack({1: "B", 2: "H", 4: "I", 8: "Q"}[_SCALAR_BYTES[vtype]], f"the value of metadata '{key}'")
+
+    def check(self) -> None:
+        if self.size == 0:
+            raise GGUFError("is empty, not a GGUF file")
+        if self.size < 4 or bytes(self.buf[:4]) != b"GGUF":
+            raise GGUFError("not a GGUF file (its first 4 bytes are not 'GGUF')")
+        self.pos = 4
+        version = self.unpack("I", "the version")
+        if version & 0xFFFF == 0 and version:
+            raise GGUFError("a byte-swapped (big-endian) GGUF file; ladder reads little-endian files only")
+        if version not in (2, 3):
+            raise GGUFError(f"GGUF version {version} is not supported; ladder reads versions 2 and 3")
+        n_tensors = self.unpack("Q", "the tensor count")
+        n_kv = self.count(self.unpack("Q", "the metadata count"), _MIN_KV_BYTES, "the metadata count")
+        keys: set[str] = set()
+        for i in range(n_kv):
+            key = self.text(f"the key of metadata entry {i}")
+            if key in keys:
+                raise GGUFError(f"metadata key '{key}' appears twice")
+            keys.add(key)
+            vtype = self.value_type(key, f"the value type of metadata '{key}'")
+            at = self.pos
+            self.skip_value(key, vtype)
+            if key == "general.alignment":
+                align = struct.unpack_from("<I", self.buf, at)[0] if vtype == GGUFValueType.UINT32 else None
+                if align is None or align == 0 or align & (align - 1):
+                    shown = align if align is not None else vtype.name
+                    raise GGUFError(f"metadata 'general.alignment' should be a u32 power of two, got {shown}")
+        self.count(n_tensors, _MIN_TENSOR_INFO_BYTES, "the tensor count")
+        names: set[str] = set()
+        for i in range(n_tensors):
+            name = self.text(f"the name of tensor {i}")
+            if len(name.encode()) >= MAX_NAME:
+                raise GGUFError(f"tensor {i}'s name '{name[:80]}' is {len(name.encode())} bytes; "
+                                f"GGUF names are shorter than {MAX_NAME}")
+            if name in names:
+                raise GGUFError(f"tensor '{name}' appears twice")
+            names.add(name)
+            n_dims = self.unpack("I", f"the dimension count of tensor '{name}'")
+            if not 1 <= n_dims <= MAX_DIMS:
+                raise GGUFError(f"tensor '{name}' has {n_dims} dimensions; GGUF allows 1 to {MAX_DIMS}")
+            for d in range(n_dims):
+                self.unpack("Q", f"dimension {d} of tensor '{name}'")
+            self.unpack("I", f"the type of tensor '{name}'")
+            self.unpack("Q", f"the data offset of tensor '{name}'")
+
+
+def _check_header(path: str) -> None:
+    with open(path, "rb") as fh:
+        size = os.fstat(fh.fileno()).st_size
+        if size == 0:
+            _HeaderCheck(b"", 0).check()
+        with mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as buf:
+            _HeaderCheck(buf, size).check()
+
+
 class _Reader(GGUFReader):
-    """GGUFReader with checks of every tensor's info before the reader builds its arrays."""
+    """GGUFReader with checks of every tensor's info before the reader builds its arrays. Tensors of a type the
+    gguf package does not know (``EXTRA_TYPES``: I2_S) are kept from it and built here as raw bytes."""
 
     def _build_tensors(self, start_offs: int, fields) -> None:
+        # a np.uint32 after padding to a general.alignment the file sets; offsets past 4 GiB must not overflow
+        start_offs = int(start_offs)
         size = len(self.data)
         expected = 0  # llama.cpp requires the tensors' data back to back, each padded to the alignment
+        before = ""  # the tensor that ends at ``expected``, for the message when the next one does not start there
+        extra: dict[int, tuple[ExtraType, int]] = {}  # id(field) -> (type, data bytes)
         for field in fields:
             _len, name_data, n_dims, dims, raw_dtype, offset = field.parts
             name = bytes(name_data).decode("utf-8", errors="replace")
@@ -275,30 +475,48 @@ class _Reader(GGUFReader):
             if not 1 <= dims.size <= MAX_DIMS:
                 raise GGUFError(f"tensor '{name}' has {dims.size} dimensions; GGUF allows 1 to {MAX_DIMS}")
             try:
-                t = QT(int(raw_dtype[0]))
+                t = ggml_type(int(raw_dtype[0]))
             except ValueError:
                 raise GGUFError(f"tensor '{name}' has unknown type number {int(raw_dtype[0])}") from None
             ne = [int(d) for d in dims]
             if any(d < 0 or d >= 1 << 40 for d in ne) or math.prod(ne) >= 1 << 48:
                 raise GGUFError(f"tensor '{name}' has an impossible shape {ne}")
-            if t not in GGML_QUANT_SIZES:
-                raise GGUFError(f"tensor '{name}' has type {t.name}, whose block size is unknown")
-            block, tsize = GGML_QUANT_SIZES[t]
-            if ne[0] % block:
-                raise GGUFError(f"tensor '{name}' ({t.name}) has rows of {ne[0]} elements, not a whole number "
-                                f"of {block}-element blocks")
-            n_bytes = math.prod(ne) // block * tsize
+            if t is I2_S_TYPE:  # block size 1 in bitnet.cpp; decode_i2s checks its 128-element blocks
+                n_bytes = i2s_nbytes(math.prod(ne))
+                extra[id(field)] = (t, n_bytes)
+            else:
+                if t not in GGML_QUANT_SIZES:
+                    raise GGUFError(f"tensor '{name}' has type {t.name}, whose block size is unknown")
+                block, tsize = GGML_QUANT_SIZES[t]
+                if ne[0] % block:
+                    raise GGUFError(f"tensor '{name}' ({t.name}) has rows of {ne[0]} elements, not a whole number "
+                                    f"of {block}-element blocks")
+                n_bytes = math.prod(ne) // block * tsize
             rel = int(offset[0])
             if rel != expected:
+                where = f"the end of {before}" if before else "the first tensor starts the data"
                 raise GGUFError(f"tensor '{name}' ({t.name}, shape {ne}) has data offset {rel}, expected {expected} "
-                                f"(the end of the tensors before it): a wrong offset, or a wrong type or shape "
-                                f"of a tensor before it")
+                                f"({where}): a wrong offset, or a wrong type, shape or data size of a tensor "
+                                f"before it")
             begin = start_offs + rel
             if begin + n_bytes > size:
                 raise GGUFError(f"tensor '{name}' ({t.name}, shape {ne}) needs bytes {begin}..{begin + n_bytes} "
                                 f"but the file has {size} bytes (truncated, or a wrong type or shape)")
-            expected = rel + -(-n_bytes // self.alignment) * self.alignment
-        super()._build_tensors(start_offs, fields)
+            align = int(self.alignment)  # a np.uint32 too: -n_bytes // it would overflow
+            expected = rel + -(-n_bytes // align) * align
+            before = f"tensor '{name}' ({t.name}, shape {ne}, {n_bytes} bytes, padded to {align})"
+        super()._build_tensors(start_offs, [fl for fl in fields if id(fl) not in extra])
+        built = iter(self.tensors)  # the gguf package's tensors, in file order, between the extra-typed ones
+        self.tensors = [self._raw_tensor(start_offs, fl, *extra[id(fl)]) if id(fl) in extra else next(built)
+                        for fl in fields]
+
+    def _raw_tensor(self, start_offs: int, field, t: ExtraType, n_bytes: int) -> ReaderTensor:
+        """A tensor of a type the gguf package does not know: its bytes, unconverted (checked above)."""
+        _len, name_data, _n_dims, dims, _raw_dtype, offset = field.parts
+        begin = start_offs + int(offset[0])
+        return ReaderTensor(name=bytes(name_data).decode("utf-8"), tensor_type=t, shape=dims,
+                            n_elements=math.prod(int(d) for d in dims), n_bytes=n_bytes, data_offset=begin,
+                            data=self._get(begin, np.uint8, n_bytes), field=field)
 
 
 @dataclass
@@ -315,12 +533,14 @@ class GGUFFile:
 
 
 def _tensor_of(path: str, info) -> GGUFTensor:
-    t = QT(int(info.tensor_type))
+    t = ggml_type(int(info.tensor_type))
     shape = tuple(int(d) for d in reversed([int(x) for x in info.shape]))
     if t not in SUPPORTED:
         raise GGUFError(f"{path}: tensor '{info.name}' has type {t.name}, which ladder does not read; "
                         f"it reads {', '.join(supported_types())}")
     try:
+        if t is I2_S_TYPE:
+            return decode_i2s(info.name, info.data, shape)
         return _convert(info.name, t, info.data, shape)
     except GGUFError as e:
         raise GGUFError(f"{path}: {e.message}") from None
@@ -351,6 +571,7 @@ def open_file(path: str | os.PathLike) -> GGUFFile:
     """Read a GGUF file's metadata and tensor infos; LadderError (GGUFError) for anything malformed."""
     p = os.fspath(path)
     try:
+        _check_header(p)
         reader = _Reader(p, "r")
     except GGUFError as e:
         raise GGUFError(f"{p}: {e.message}") from None
@@ -382,8 +603,8 @@ def open_file(path: str | os.PathLike) -> GGUFFile:
 def read_tensors(path: str | os.PathLike) -> dict[str, GGUFTensor]:
     """Every tensor of a GGUF file as ladder codes + scales (+ zeros); see the module's table."""
     f = open_file(path)
-    unsupported = sorted(f"{n} ({QT(int(i.tensor_type)).name})" for n, i in f.infos.items()
-                         if QT(int(i.tensor_type)) not in SUPPORTED)
+    unsupported = sorted(f"{n} ({ggml_type(int(i.tensor_type)).name})" for n, i in f.infos.items()
+                         if ggml_type(int(i.tensor_type)) not in SUPPORTED)
     if unsupported:
         raise GGUFError(f"{f.path}: tensor type(s) ladder does not read: {', '.join(unsupported)}; "
                         f"it reads {', '.join(supported_types())}")
@@ -392,18 +613,31 @@ def read_tensors(path: str | os.PathLike) -> dict[str, GGUFTensor]:
 
 # -- the model ----------------------------------------------------------------------------------------
 
-ARCHITECTURES = ("llama", "bitnet")
-PROJECTIONS = ("attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down")
+# general.architecture -> how the decoder is wired. "bitnet-b1.58" (and its earlier name "bitnet-25") is
+# BitNet b1.58 2B4T as bitnet.cpp writes it.
+ARCHITECTURES = {"llama": LLAMA_GGUF, "bitnet": BITNET_GGUF, "bitnet-b1.58": BITNET_B158, "bitnet-25": BITNET_B158}
+# the decoder builder's projection names -> GGUF's
+PROJECTIONS = {"q": "attn_q", "k": "attn_k", "v": "attn_v", "o": "attn_output", "gate": "ffn_gate",
+               "up": "ffn_up", "down": "ffn_down"}
 
 
 @dataclass(frozen=True)
 class Hyper:
-    arch: str
-    cfg: BitNetConfig
+    arch: str           # general.architecture
+    cfg: BitNetConfig   # dimensions (vocab is filled in from token_embd)
+
+    @property
+    def wiring(self) -> Arch:
+        return ARCHITECTURES[self.arch]
 
     @property
     def rope_style(self) -> str:
-        return "interleaved" if self.arch == "llama" else "half"
+        return self.wiring.rope_style
+
+    @property
+    def tied_only(self) -> bool:
+        """llama.cpp's bitnet always projects with token_embd (it loads no output.weight)."""
+        return self.arch == "bitnet"
 
 
 def _meta_int(f: GGUFFile, key: str, default: int | None = None, problems: list | None = None) -> int:
@@ -473,7 +707,7 @@ def _expected_tensors(h: Hyper, vocab: int, has_output: bool) -> dict[str, tuple
     c = h.cfg
     d, kvd = c.hidden, c.kv_heads * c.head_dim
     out = {"token_embd.weight": (vocab, d), "output_norm.weight": (d,)}
-    if has_output:
+    if has_output and not h.tied_only:
         out["output.weight"] = (vocab, d)
     for i in range(c.layers):
         p = f"blk.{i}"
@@ -481,16 +715,16 @@ def _expected_tensors(h: Hyper, vocab: int, has_output: bool) -> dict[str, tuple
                     f"{p}.attn_v.weight": (kvd, d), f"{p}.attn_output.weight": (d, d),
                     f"{p}.ffn_norm.weight": (d,), f"{p}.ffn_gate.weight": (c.ffn, d),
                     f"{p}.ffn_up.weight": (c.ffn, d), f"{p}.ffn_down.weight": (d, c.ffn)})
-        if h.arch == "bitnet":
+        if h.wiring.sub_norms:
             out[f"{p}.attn_sub_norm.weight"] = (d,)
             out[f"{p}.ffn_sub_norm.weight"] = (c.ffn,)
     return out
 
 
 def _optional_tensors(h: Hyper) -> dict[str, tuple[int, ...]]:
-    if h.arch != "bitnet":
+    if not h.wiring.sub_norms:  # the BitNet architectures' optional per-tensor weight scales
         return {}
-    return {f"blk.{i}.{proj}.scale": (1,) for i in range(h.cfg.layers) for proj in PROJECTIONS}
+    return {f"blk.{i}.{proj}.scale": (1,) for i in range(h.cfg.layers) for proj in PROJECTIONS.values()}
 
 
 def _check_tensors(f: GGUFFile, h: Hyper) -> tuple[int, dict[str, tuple[int, ...]]]:
@@ -517,7 +751,7 @@ def _check_tensors(f: GGUFFile, h: Hyper) -> tuple[int, dict[str, tuple[int, ...
                         f"{', '.join(extra[:6])}{more}")
     bad_types = []
     for n, info in f.infos.items():
-        t = QT(int(info.tensor_type))
+        t = ggml_type(int(info.tensor_type))
         shape = tuple(int(x) for x in reversed([int(d) for d in info.shape]))
         expect = want.get(n, optional.get(n))
         if expect is not None and shape != expect:
@@ -566,12 +800,12 @@ def config(path: str | os.PathLike, shapes: Mapping[str, Any] | None = None) -> 
                         ffn=c.ffn, context=context, rope_theta=c.rope_theta, eps=c.eps)
 
 
-class _Model:
-    """Builds the graph and collects the weights it reads."""
+class _Source:
+    """The GGUF file as the decoder builder's weight source: GGUF tensor names, weights collected by param
+    name (quantized ones as codes + scales (+ zeros) + ``dequant``)."""
 
-    def __init__(self, f: GGUFFile, h: Hyper, seq: int, context: int, name: str):
-        self.f, self.h, self.seq, self.context = f, h, seq, context
-        self.b = Builder(name)
+    def __init__(self, f: GGUFFile, h: Hyper, used: Mapping[str, tuple[int, ...]]):
+        self.f, self.h, self.used = f, h, used
         self.weights: dict[str, np.ndarray] = {}
         self._tensors: dict[str, GGUFTensor] = {}
 
@@ -580,66 +814,73 @@ class _Model:
             self._tensors[name] = self.f.tensor(name)
         return self._tensors[name]
 
-    def _param(self, ref: str, arr: np.ndarray, dt: DType) -> Value:
+    def _param(self, b: Builder, ref: str, arr: np.ndarray, dt: DType) -> Value:
         if ref in self.weights and self.weights[ref] is not arr:
             raise GGUFError(f"{self.f.path}: weight name '{ref}' is used twice")
         self.weights[ref] = arr
-        return self.b.param(ref, f"{dt.name}[{', '.join(map(str, arr.shape))}]")
+        return b.param(ref, f"{dt.name}[{', '.join(map(str, arr.shape))}]")
 
-    def vector(self, name: str) -> Value:
-        """A 1-D weight (norms), as f32 values."""
+    def _vector(self, b: Builder, name: str) -> Value:
+        """A 1-D weight (norms, scales), as f32 values."""
         t = self.tensor(name)
-        vals = t.values() if (t.quantized or t.dtype.name != "f32") else t.codes
         if name not in self.weights:
-            self.weights[name] = np.ascontiguousarray(vals, np.float32)
-        return self.b.param(name, f"f32[{t.shape[0]}]")
+            vals = t.values() if (t.quantized or t.dtype.name != "f32") else t.codes
+            self.weights[name] = np.ascontiguousarray(vals, np.float32).reshape(-1)
+        return b.param(name, f"f32[{self.weights[name].shape[0]}]")
 
-    def _float(self, v: Value) -> Value:
-        return v if v.type.dtype.name == "f32" else self.b.cast(v, dtype="f32")
-
-    def matrix(self, name: str) -> Value:
+    def _matrix(self, b: Builder, name: str) -> Value:
         """A 2-D weight as f32 values: a float param (cast to f32), or codes + scales (+ zeros) + dequant."""
         t = self.tensor(name)
-        codes = self._param(name, t.codes, t.dtype)
+        codes = self._param(b, name, t.codes, t.dtype)
         if not t.quantized:
-            return self._float(codes)
-        scale = self._param(f"{name}.scales", t.scale, _np_dtype_ladder(t.scale))
-        extra = [self._param(f"{name}.zeros", t.zero, _np_dtype_ladder(t.zero))] if t.zero is not None else []
-        return self.b.dequant(codes, scale, *extra, axis=-1, group=t.group, zero_mode=t.zero_mode)
+            return codes if t.dtype.name == "f32" else b.cast(codes, dtype="f32")
+        scale = self._param(b, f"{name}.scales", t.scale, _np_dtype_ladder(t.scale))
+        extra = [self._param(b, f"{name}.zeros", t.zero, _np_dtype_ladder(t.zero))] if t.zero is not None else []
+        return b.dequant(codes, scale, *extra, axis=-1, group=t.group, zero_mode=t.zero_mode)
 
-    def embed(self, tokens: Value) -> Value:
+    # -- the WeightSource protocol of ladder.models
+
+    def embed(self, b: Builder, tokens: Value) -> Value:
         t = self.tensor("token_embd.weight")
-        b = self.b
-        codes = self._param("token_embd.weight", t.codes, t.dtype)
-        rows = b.gather(codes, tokens)
+        rows = b.gather(self._param(b, "token_embd.weight", t.codes, t.dtype), tokens)
         if not t.quantized:
-            return self._float(rows)
-        scale = b.gather(self._param("token_embd.weight.scales", t.scale, _np_dtype_ladder(t.scale)), tokens)
+            return rows if t.dtype.name == "f32" else b.cast(rows, dtype="f32")
+        scale = b.gather(self._param(b, "token_embd.weight.scales", t.scale, _np_dtype_ladder(t.scale)), tokens)
         extra = []
         if t.zero is not None:
-            extra = [b.gather(self._param("token_embd.weight.zeros", t.zero, _np_dtype_ladder(t.zero)), tokens)]
+            extra = [b.gather(self._param(b, "token_embd.weight.zeros", t.zero, _np_dtype_ladder(t.zero)), tokens)]
         return b.dequant(rows, scale, *extra, axis=-1, group=t.group, zero_mode=t.zero_mode)
 
-    def linear(self, x: Value, name: str, scale_name: str | None = None, *, name_out: str | None = None) -> Value:
-        b = self.b
-        if self.h.arch != "bitnet":
-            y = b.matmul(x, self.matrix(name), transpose_b=True, name=None if scale_name else name_out)
-            return b.mul(y, self.vector(scale_name), name=name_out) if scale_name else y
-        xq, xs = b.quantize(x, scheme="absmax", dtype="i8")
-        t = self.tensor(name)
-        shared = _shared_ternary_scale(t)
-        if shared is not None:  # BitNet's integer path: i8 x ternary -> i32, then the two scales
-            codes, s = shared
-            w = self._param(name, codes, t.dtype)
-            ws = self._param(f"{name}.scales", s, DTYPES["f32"])
-            acc = b.matmul(xq, w, transpose_b=True)
-            y = b.mul(b.mul(b.cast(acc, dtype="f32"), xs), ws, name=None if scale_name else name_out)
+    def norm(self, b: Builder, name: str, size: int) -> Value:
+        if name == "final_norm":
+            return self._vector(b, "output_norm.weight")
+        _, i, which = name.split(".")
+        return self._vector(b, f"blk.{i}.{which}.weight")
+
+    def project(self, b: Builder, x: Value, act_scale: Value | None, name: str, out_features: int,
+                in_features: int) -> Value:
+        _, i, proj = name.split(".")
+        base = f"blk.{i}.{PROJECTIONS[proj]}"
+        wname = f"{base}.weight"
+        if act_scale is None:
+            y = b.matmul(x, self._matrix(b, wname), transpose_b=True)
         else:
-            y = b.matmul(b.dequant(xq, xs), self.matrix(name), transpose_b=True,
-                         name=None if scale_name else name_out)
-        if scale_name:
-            y = b.mul(y, self.vector(scale_name), name=name_out)
+            t = self.tensor(wname)
+            shared = _shared_ternary_scale(t)
+            if shared is not None:  # BitNet's integer path: i8 x ternary -> i32, then the two scales
+                codes, s = shared
+                y = bitlinear(b, x, act_scale, self._param(b, wname, codes, t.dtype),
+                              self._param(b, f"{wname}.scales", s, DTYPES["f32"]))
+            else:  # the same int8-quantized activations, dequantized into a float matmul
+                y = b.matmul(b.dequant(x, act_scale), self._matrix(b, wname), transpose_b=True)
+        if f"{base}.scale" in self.used:
+            y = b.mul(y, self._vector(b, f"{base}.scale"))
         return y
+
+    def head(self, b: Builder, x: Value) -> Value:
+        # float activations for every architecture: neither llama.cpp nor BitNet quantizes the head's input
+        name = "output.weight" if "output.weight" in self.used else "token_embd.weight"
+        return b.matmul(x, self._matrix(b, name), transpose_b=True, name="logits")
 
 
 def _np_dtype_ladder(arr: np.ndarray) -> DType:
@@ -666,56 +907,14 @@ def _shared_ternary_scale(t: GGUFTensor):
 
 def load(path: str | os.PathLike, shapes: Mapping[str, tuple[int, ...]] | None = None
          ) -> tuple[Graph, dict[str, np.ndarray]]:
-    """(one decoder step graph, its weights by param name) from a llama or bitnet GGUF file."""
+    """(one decoder step graph, its weights by param name) from a GGUF file of a supported architecture."""
     f = open_file(path)
     h = _hyper(f)
     vocab, used = _check_tensors(f, h)
     seq, context = _context_and_seq(h, shapes)
-    m = _Model(f, h, seq, context, f"{h.arch}_step")
-    c, b = h.cfg, m.b
-    d, hd = c.hidden, c.head_dim
-
-    tokens, pos, start, kv_len, caches = decoder_step_inputs(b, seq, c.kv_heads, context, hd, c.layers)
-
-    def heads(t: Value, n: int) -> Value:
-        return b.transpose(b.reshape(t, shape=[seq, n, hd]), perm=[1, 0, 2])
-
-    def scale_of(p: str, proj: str) -> str | None:
-        name = f"{p}.{proj}.scale"
-        return name if name in used else None
-
-    bitnet = h.arch == "bitnet"
-    x = m.embed(tokens)
-    new_caches = []
-    for i, (kc, vc) in enumerate(caches):
-        p = f"blk.{i}"
-        hn = b.rmsnorm(x, m.vector(f"{p}.attn_norm.weight"), eps=c.eps)
-        q = m.linear(hn, f"{p}.attn_q.weight", scale_of(p, "attn_q"))
-        k = m.linear(hn, f"{p}.attn_k.weight", scale_of(p, "attn_k"))
-        v = m.linear(hn, f"{p}.attn_v.weight", scale_of(p, "attn_v"))
-        q = b.rope(heads(q, c.heads), pos, theta=c.rope_theta, style=h.rope_style)
-        k = b.rope(heads(k, c.kv_heads), pos, theta=c.rope_theta, style=h.rope_style)
-        v = heads(v, c.kv_heads)
-        kc2 = b.cache_write(kc, k, start)
-        vc2 = b.cache_write(vc, v, start)
-        new_caches += [kc2, vc2]
-        att = b.attention(q, kc2, vc2, kv_len)
-        att = b.reshape(b.transpose(att, perm=[1, 0, 2]), shape=[seq, d])
-        if bitnet:
-            att = b.rmsnorm(att, m.vector(f"{p}.attn_sub_norm.weight"), eps=c.eps)
-        x = b.add(x, m.linear(att, f"{p}.attn_output.weight", scale_of(p, "attn_output")))
-
-        hn = b.rmsnorm(x, m.vector(f"{p}.ffn_norm.weight"), eps=c.eps)
-        gate = m.linear(hn, f"{p}.ffn_gate.weight", scale_of(p, "ffn_gate"))
-        up = m.linear(hn, f"{p}.ffn_up.weight", scale_of(p, "ffn_up"))
-        a = b.mul(b.relu2(gate) if bitnet else b.silu(gate), up)
-        if bitnet:
-            a = b.rmsnorm(a, m.vector(f"{p}.ffn_sub_norm.weight"), eps=c.eps)
-        x = b.add(x, m.linear(a, f"{p}.ffn_down.weight", scale_of(p, "ffn_down")))
-
-    x = b.rmsnorm(x, m.vector("output_norm.weight"), eps=c.eps)
-    out_name = "output.weight" if "output.weight" in f.infos else "token_embd.weight"
-    # the output projection is a float-activation matmul for both (llama.cpp's bitnet does not quantize it)
-    logits = b.matmul(x, m.matrix(out_name), transpose_b=True, name="logits")
-    graph = b.build(logits, *new_caches)
-    return graph, m.weights
+    c = h.cfg
+    dims = BitNetConfig(vocab=vocab, hidden=c.hidden, layers=c.layers, heads=c.heads, kv_heads=c.kv_heads,
+                        ffn=c.ffn, context=context, rope_theta=c.rope_theta, eps=c.eps)
+    src = _Source(f, h, used)
+    graph = decoder(h.wiring, dims, src, seq, f"{h.arch.replace('-', '_').replace('.', '_')}_step")
+    return graph, src.weights

@@ -18,6 +18,7 @@ from .errors import (LadderError, Location, ParseError, PipelineError, RuntimeFa
                      VerifyError, WeightsError)
 from .interpreter import run
 from .ir import Graph, Op, Value
+from .llm import LLM
 from .passes import Pass, PassManager, register_pass
 from .types import DTYPES, DType, TensorType, dtype, tensor_type
 from .verifier import verify
@@ -25,7 +26,7 @@ from .verifier import verify
 __version__ = "0.1.0"
 
 __all__ = [
-    "Builder", "CompiledModule", "compile", "DTYPES", "DType", "Graph", "LadderError", "Location", "Op", "ParseError", "Pass",
+    "Builder", "CompiledModule", "compile", "DTYPES", "DType", "Graph", "LadderError", "LLM", "Location", "Op", "ParseError", "Pass",
     "PassManager", "PipelineError", "RuntimeFailure", "TensorType", "TypeRangeError", "Value", "VerifyError",
     "WeightsError", "dtype", "parse", "register_pass", "run", "tensor_type", "types", "verify",
 ]

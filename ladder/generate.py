@@ -1,5 +1,7 @@
-"""Greedy text generation over decoder *step graphs*: prefill the prompt, then decode token by token with
-the KV cache, on any target (``ladder generate`` on the command line).
+"""Generation over decoder *step graphs*: prefill the prompt, then decode token by token with the KV cache,
+on any target (``ladder generate`` on the command line; ``ladder.LLM`` adds text in and out). Tokens are
+picked greedily or drawn by a ``Sampler`` (temperature, top-k, top-p, seed); ``stream`` yields them as they
+are decoded and stops at an end-of-sequence token.
 
 A step graph runs S tokens through the model once. Its interface is the convention of
 ``ladder.models.decoder_step_inputs`` (the built-in BitNet decoder and the GGUF importer both follow it):
@@ -21,7 +23,8 @@ the next step's ``start``, so they are overwritten before any ``kv_len`` lets a 
 ``signature(graph)`` checks a graph against the convention (a clear error names what is missing or wrong),
 ``check`` a generation request against a model, ``generate(prefill, decode, prompt, max_new, runner)`` runs
 it; ``load_model`` reads a .lir (+ weights) or a .gguf file; ``ModuleRunner`` compiles each step graph once
-for a target (``ladder.compile``: ref, cpu, asic:CONFIG) and runs it.
+for a target (``ladder.compile``: ref, cpu, asic:CONFIG) and runs it. A .gguf file or a Hugging Face
+folder gets a cache of prompt + max_new positions unless ``context`` says otherwise.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Mapping, Sequence
+from typing import Callable, Container, Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -125,6 +128,7 @@ class Generation:
     prefill_seconds: float
     decode_seconds: float
     steps: dict[str, int] = field(default_factory=dict)   # graph calls: prefill, decode
+    first_logits: np.ndarray | None = None  # the logits after the last prompt token (what chose ids[0])
 
     @property
     def prefill_tokens_per_s(self) -> float:
@@ -168,18 +172,62 @@ def _check_request(sig: StepSignature, prefill_sig: StepSignature, prompt: Seque
                             f"but the cache holds {sig.context}")
 
 
-def generate(prefill: Graph, decode: Graph, prompt: Sequence[int], max_new: int, runner: Runner) -> Generation:
-    """Greedy generation: the prompt through ``prefill`` (in chunks of its S), then ``max_new - 1`` decode
-    steps, each feeding back the previous argmax. ``runner(graph, inputs)`` runs a step graph."""
+# A picker chooses the next token from a step's logits (greedy: argmax; see ladder.sampling).
+Picker = Callable[[np.ndarray], int]
+
+
+def _argmax(logits: np.ndarray) -> int:
+    return int(np.argmax(logits))
+
+
+@dataclass
+class Sampler:
+    """A picker: greedy at ``temperature`` 0, else a draw from softmax(logits / temperature) restricted to
+    the ``top_k`` most likely tokens (0: all) and then to the smallest set whose probability reaches
+    ``top_p``; ``seed`` makes the draws repeatable."""
+
+    temperature: float = 0.0
+    top_k: int = 0
+    top_p: float = 1.0
+    seed: int | None = None
+
+    def __post_init__(self):
+        if self.temperature < 0 or self.top_k < 0 or not 0 < self.top_p <= 1:
+            raise GenerateError(f"sampling needs temperature >= 0, top_k >= 0 and 0 < top_p <= 1; got "
+                                f"temperature {self.temperature}, top_k {self.top_k}, top_p {self.top_p}")
+        self.rng = np.random.default_rng(self.seed)
+
+    def __call__(self, logits: np.ndarray) -> int:
+        if self.temperature == 0:
+            return _argmax(logits)
+        z = np.asarray(logits, np.float64) / self.temperature
+        order = np.argsort(-z, kind="stable")
+        if self.top_k:
+            order = order[:self.top_k]
+        p = np.exp(z[order] - z[order[0]])
+        p /= p.sum()
+        if self.top_p < 1:
+            keep = int(np.searchsorted(np.cumsum(p), self.top_p)) + 1
+            order, p = order[:keep], p[:keep] / p[:keep].sum()
+        return int(order[self.rng.choice(len(order), p=p)])
+
+
+def stream(prefill: Graph, decode: Graph, prompt: Sequence[int], max_new: int, runner: Runner,
+           pick: Picker = _argmax, stop: Container[int] = (), stats: Generation | None = None) -> Iterator[int]:
+    """Yield the new tokens one by one as they are decoded: the prompt through ``prefill`` (in chunks of its
+    S), then up to ``max_new - 1`` decode steps, each feeding back the token ``pick`` chose. A token in
+    ``stop`` (end of sequence) is yielded and ends the stream. ``stats``, if given, collects the timings,
+    step counts, the tokens and the first step's logits."""
     prompt = [int(t) for t in prompt]
     psig, sig = check(prefill, decode, prompt, max_new)
     caches = {f"{kv}_cache{i}": np.zeros(sig.cache.shape, sig.cache.dtype.np_dtype)
               for i in range(sig.layers) for kv in "kv"}
     names = list(caches)
-    steps = {"prefill": 0, "decode": 0}
+    stats = stats if stats is not None else Generation(prompt, [], 0.0, 0.0)
+    stats.prompt, stats.ids, stats.steps = prompt, [], {"prefill": 0, "decode": 0}
 
-    def step(graph: Graph, seq: int, ids: list[int], start: int, what: str) -> int:
-        """Run one step over ``ids`` (padded to ``seq``) at ``start``; the argmax after the last real token."""
+    def step(graph: Graph, seq: int, ids: list[int], start: int, what: str) -> np.ndarray:
+        """Run one step over ``ids`` (padded to ``seq``) at ``start``; the logits after the last real token."""
         padded = ids + [0] * (seq - len(ids))
         out = list(runner(graph, {"tokens": np.array(padded, np.int32),
                                   "pos": np.arange(start, start + seq, dtype=np.int32),
@@ -188,25 +236,40 @@ def generate(prefill: Graph, decode: Graph, prompt: Sequence[int], max_new: int,
         if len(out) != 1 + len(names):
             raise _error(graph, f"running it gave {len(out)} outputs, expected {1 + len(names)}")
         caches.update(zip(names, out[1:]))
-        steps[what] += 1
-        return int(np.argmax(out[0][len(ids) - 1]))
+        stats.steps[what] += 1
+        return np.asarray(out[0][len(ids) - 1])
 
     t0 = time.perf_counter()
     for at in range(0, len(prompt), psig.seq):
-        first = step(prefill, psig.seq, prompt[at:at + psig.seq], at, "prefill")
+        logits = step(prefill, psig.seq, prompt[at:at + psig.seq], at, "prefill")
+    stats.first_logits = logits.copy()
+    stats.ids.append(pick(logits))
+    stats.prefill_seconds = time.perf_counter() - t0
+    yield stats.ids[-1]
     t1 = time.perf_counter()
-    new = [first]
-    while len(new) < max_new:
-        new.append(step(decode, sig.seq, [new[-1]], len(prompt) + len(new) - 1, "decode"))
-    return Generation(prompt, new, t1 - t0, time.perf_counter() - t1, steps)
+    while len(stats.ids) < max_new and stats.ids[-1] not in stop:
+        logits = step(decode, sig.seq, [stats.ids[-1]], len(prompt) + len(stats.ids) - 1, "decode")
+        stats.ids.append(pick(logits))
+        stats.decode_seconds = time.perf_counter() - t1
+        yield stats.ids[-1]
+
+
+def generate(prefill: Graph, decode: Graph, prompt: Sequence[int], max_new: int, runner: Runner,
+             pick: Picker = _argmax, stop: Container[int] = ()) -> Generation:
+    """Generate ``max_new`` tokens (fewer if one is in ``stop``); greedy unless ``pick`` samples. See ``stream``."""
+    stats = Generation(list(prompt), [], 0.0, 0.0)
+    for _ in stream(prefill, decode, prompt, max_new, runner, pick, stop, stats):
+        pass
+    return stats
 
 
 class ModuleRunner:
     """A Runner that compiles each step graph once (``ladder.compile``) for ``target`` and then runs it with
     ``threads`` (which may change between generations). ``compile_seconds`` adds up the time compiling."""
 
-    def __init__(self, target: str, weights: Mapping[str, np.ndarray], threads: int | None = None):
+    def __init__(self, target: str, weights: Mapping[str, np.ndarray], threads: int | None = None, **options):
         self.target, self.weights, self.threads = target, weights, threads
+        self.options = options  # more ladder.compile arguments (tuning, memory_budget)
         self.modules: dict[int, object] = {}
         self.compile_seconds = 0.0
 
@@ -215,7 +278,8 @@ class ModuleRunner:
             from .compile import compile as compile_graph
 
             t0 = time.perf_counter()
-            self.modules[id(graph)] = compile_graph(graph, self.target, self.weights, threads=self.threads)
+            self.modules[id(graph)] = compile_graph(graph, self.target, self.weights, threads=self.threads,
+                                                    **self.options)
             self.compile_seconds += time.perf_counter() - t0
         return self.modules[id(graph)]
 
@@ -241,13 +305,14 @@ class Model:
 
 def load_model(path: str | os.PathLike, *, prompt_len: int = 1, weights: str | os.PathLike | None = None,
                random_weights: int | None = None, prefill_path: str | os.PathLike | None = None,
-               context: int | None = None) -> Model:
+               context: int | None = None, max_new: int | None = None) -> Model:
     """Step graphs and weights from a model file.
 
     * ``.lir``: weights from a safetensors file (``weights``) or seeded random ones (``random_weights``); the
       file's graph decodes and, unless ``prefill_path`` names another step graph, also prefills.
-    * ``.gguf``: the file's own weights; the prefill graph takes the whole prompt (``prompt_len`` tokens) in one
-      step; ``context`` sets the cache capacity (default: the file's context length)."""
+    * ``.gguf`` (or a Hugging Face model folder): the file's own weights; the prefill graph takes the whole
+      prompt (``prompt_len`` tokens) in one step; ``context`` sets the cache capacity (default: ``prompt_len +
+      max_new`` when ``max_new`` is given, capped at the model's context length; else the model's context)."""
     path = os.fspath(path)
     if path.lower().endswith(".lir"):
         return _text_model(path, weights, random_weights, prefill_path, context)
@@ -255,7 +320,7 @@ def load_model(path: str | os.PathLike, *, prompt_len: int = 1, weights: str | o
         raise GenerateError(f"{path}: a separate prefill graph goes with a .lir model")
     if weights is not None or random_weights is not None:
         raise GenerateError(f"{path}: a .gguf model holds its own weights; drop --weights/--random-weights")
-    return _imported_model(path, prompt_len, context)
+    return _imported_model(path, prompt_len, context, max_new)
 
 
 def _text_model(path: str, weights, random_weights: int | None, prefill_path, context: int | None) -> Model:
@@ -275,17 +340,28 @@ def _text_model(path: str, weights, random_weights: int | None, prefill_path, co
                         f"(or --random-weights SEED)")
 
 
-def _imported_model(path: str, prompt_len: int, context: int | None) -> Model:
+def _imported_config(path: str):
+    """The dimensions of a model file or folder (metadata only, no weights read)."""
+    if os.path.isdir(path):
+        from .frontends import hf
+
+        return hf.config(path)
+    from .frontends import gguf
+
+    return gguf.config(path)
+
+
+def _imported_model(path: str, prompt_len: int, context: int | None, max_new: int | None) -> Model:
     """A file holding its weights, whose importer sets a step's length and the cache capacity from input
     shapes (``tokens`` and ``k_cache0``), as the GGUF frontend does."""
     from .frontends import load
 
-    decode, weights = load(path, {"tokens": (1,)})
-    cache = {}
-    if context is not None:
-        kv_heads, _, head_dim = signature(decode).cache.shape
-        cache = {"k_cache0": (kv_heads, context, head_dim)}
-        decode, weights = load(path, {"tokens": (1,), **cache})
+    cfg = _imported_config(path)
+    if context is None and max_new is not None:
+        # size the cache to the request, not to the model's full context (4096 floats a row per layer)
+        context = min(cfg.context, prompt_len + max_new)
+    cache = {"k_cache0": (cfg.kv_heads, context, cfg.head_dim)} if context is not None else {}
+    decode, weights = load(path, {"tokens": (1,), **cache})
     prefill = load(path, {"tokens": (prompt_len,), **cache})[0] if prompt_len != 1 else decode
     return Model(prefill, decode, weights)
 

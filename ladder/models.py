@@ -1,17 +1,53 @@
-"""Model graphs built with the Builder: a BitNet b1.58 decoder (ternary weights, int8 per-token activations,
-RMSNorm with sub-norms, squared-ReLU gated FFN, RoPE, grouped-query causal attention with a KV cache).
+"""Decoder models built with the Builder: one decoder builder, parametrised by architecture, that every
+importer (GGUF, Hugging Face folders) and the built-in demo model share.
+
+An architecture (``Arch``) says how the decoder is wired: the FFN activation (gated SiLU, gated squared
+ReLU, plain ReLU), whether BitNet's sub-norms sit before the output and down projections, the RoPE style,
+whether activations are quantized to int8 per token before every projection, and whether the head is tied
+to the embedding. Where the weights come from, and how a projection reads them (float, codes + block
+scales, BitNet's integer path), is a ``WeightSource``: the builder only asks it for a named weight.
 
 One graph is one step over ``seq`` tokens: prefill uses seq = prompt length, decoding seq = 1; both read
 the same weights. The KV cache has a fixed capacity; ``start`` (i32[1]) is where this step's keys go and
 ``kv_len`` (i32[1]) = start + seq is how many cache positions are filled afterwards.
+
+The projections are named ``layers.N.{q,k,v,o,gate,up,down}`` (``fc1``/``fc2`` for the ungated FFN), the
+norms ``layers.N.{attn_norm,attn_sub_norm,ffn_norm,ffn_sub_norm}`` and ``final_norm``; a source maps
+these names to its own.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
 from .builder import Builder
 from .ir import Graph, Value
+
+
+@dataclass(frozen=True)
+class Arch:
+    """How a decoder is wired (see the module docstring)."""
+
+    name: str
+    ffn_act: str = "silu"          # silu | relu2 (gated) | relu (ungated fc1 -> relu -> fc2, OPT's)
+    sub_norms: bool = False        # RMSNorm before the output projection and before the down projection
+    rope_style: str = "half"       # half (GPT-NeoX, HF) | interleaved (llama.cpp's normal mode)
+    act_quant: bool = False        # int8 absmax per-token activations before every projection (not the head)
+
+    @property
+    def gated(self) -> bool:
+        return self.ffn_act != "relu"
+
+
+# llama.cpp's LLM_ARCH_LLAMA (the GGUF converter permuted Q/K rows for adjacent-pair RoPE).
+LLAMA_GGUF = Arch("llama", "silu", False, "interleaved", False)
+# transformers' LlamaForCausalLM (rotate_half RoPE on unpermuted rows).
+LLAMA_HF = Arch("llama-hf", "silu", False, "half", False)
+# llama.cpp's LLM_ARCH_BITNET: gated SiLU, sub-norms, NEOX RoPE, float activations into every matmul.
+BITNET_GGUF = Arch("bitnet", "silu", True, "half", False)
+# BitNet b1.58 2B4T (transformers' BitNetForCausalLM, bitnet.cpp): squared ReLU, sub-norms, int8 activations.
+BITNET_B158 = Arch("bitnet-b1.58", "relu2", True, "half", True)
 
 
 @dataclass(frozen=True)
@@ -34,6 +70,11 @@ class BitNetConfig:
     @property
     def head_dim(self) -> int:
         return self.hidden // self.heads
+
+    @property
+    def arch(self) -> Arch:
+        """The built-in model's wiring: BitLinear projections (int8 activations) of ``weight``."""
+        return Arch(f"builtin-{self.ffn_kind}", self.ffn_kind, self.sub_norms, "half", True)
 
     def ternary_params(self) -> int:
         d, f, kv = self.hidden, self.ffn, self.kv_heads * self.head_dim
@@ -67,17 +108,28 @@ MODELS = {
 }
 
 
-def _bitlinear(b: Builder, x: Value, ref: str, out_features: int, in_features: int, weight: str = "ternary") -> Value:
-    """BitNet's BitLinear: int8 absmax per-token activations x low-bit (ternary) weights, integer matmul, rescale."""
-    xq, xs = b.quantize(x, scheme="absmax", dtype="i8")
-    w = b.param(f"{ref}.weight", f"{weight}[{out_features}, {in_features}]")
-    ws = b.param(f"{ref}.scale", "f32[1]")
+class WeightSource(Protocol):
+    """Where a decoder's weights come from. ``x`` of a projection is float; ``act_scale`` is set when the
+    architecture quantized it (``x`` then holds int8 codes and ``act_scale`` their per-token scales)."""
+
+    def embed(self, b: Builder, tokens: Value) -> Value: ...
+
+    def norm(self, b: Builder, name: str, size: int) -> Value: ...
+
+    def project(self, b: Builder, x: Value, act_scale: Value | None, name: str, out_features: int,
+                in_features: int) -> Value: ...
+
+    def head(self, b: Builder, x: Value) -> Value: ...
+
+
+def bitlinear(b: Builder, xq: Value, xs: Value, w: Value, ws: Value) -> Value:
+    """BitNet's integer path: int8 activation codes x low-bit weight codes -> i32, then the two scales."""
     acc = b.matmul(xq, w, transpose_b=True)
     return b.mul(b.mul(b.cast(acc, dtype="f32"), xs), ws)
 
 
 def decoder_step_inputs(b: Builder, seq: int, kv_heads: int, context: int, head_dim: int, layers: int):
-    """The inputs of one decoder step, the convention ``ladder.demo.generate`` drives: tokens, pos, start,
+    """The inputs of one decoder step, the convention ``ladder.generate`` drives: tokens, pos, start,
     kv_len and a (k, v) cache pair per layer. Returns (tokens, pos, start, kv_len, caches)."""
     tokens = b.input("tokens", f"i32[{seq}]")
     pos = b.input("pos", f"i32[{seq}]")
@@ -88,53 +140,86 @@ def decoder_step_inputs(b: Builder, seq: int, kv_heads: int, context: int, head_
     return tokens, pos, start, kv_len, caches
 
 
-def bitnet_decoder(cfg: BitNetConfig, seq: int, name: str = "bitnet") -> Graph:
-    """Token ids [seq] -> logits [seq, vocab], plus the updated caches of every layer."""
+def decoder(arch: Arch, cfg: BitNetConfig, src: WeightSource, seq: int, name: str) -> Graph:
+    """One decoder step of ``arch`` with ``cfg``'s dimensions over ``seq`` tokens, weights from ``src``:
+    token ids [seq] -> logits [seq, vocab], plus the updated caches of every layer."""
     b = Builder(name)
     tokens, pos, start, kv_len, caches = decoder_step_inputs(b, seq, cfg.kv_heads, cfg.context, cfg.head_dim,
                                                              cfg.layers)
-    d, hd, kvd = cfg.hidden, cfg.head_dim, cfg.kv_heads * cfg.head_dim
+    d, hd, kvd, f = cfg.hidden, cfg.head_dim, cfg.kv_heads * cfg.head_dim, cfg.ffn
 
-    x = b.gather(b.param("embed", f"f32[{cfg.vocab}, {d}]"), tokens)
+    def proj(x: Value, ref: str, n_out: int, n_in: int) -> Value:
+        if arch.act_quant:
+            xq, xs = b.quantize(x, scheme="absmax", dtype="i8")
+            return src.project(b, xq, xs, ref, n_out, n_in)
+        return src.project(b, x, None, ref, n_out, n_in)
+
+    def heads(t: Value, n: int) -> Value:
+        return b.transpose(b.reshape(t, shape=[seq, n, hd]), perm=[1, 0, 2])
+
+    x = src.embed(b, tokens)
     new_caches = []
     for i, (kc, vc) in enumerate(caches):
         p = f"layers.{i}"
-        h = b.rmsnorm(x, b.param(f"{p}.attn_norm", f"f32[{d}]"), eps=cfg.eps)
-
-        def heads(t: Value, n: int) -> Value:
-            return b.transpose(b.reshape(t, shape=[seq, n, hd]), perm=[1, 0, 2])
-
-        wt = cfg.weight
-        q = b.rope(heads(_bitlinear(b, h, f"{p}.q", d, d, wt), cfg.heads), pos, theta=cfg.rope_theta)
-        k = b.rope(heads(_bitlinear(b, h, f"{p}.k", kvd, d, wt), cfg.kv_heads), pos, theta=cfg.rope_theta)
-        v = heads(_bitlinear(b, h, f"{p}.v", kvd, d, wt), cfg.kv_heads)
+        h = b.rmsnorm(x, src.norm(b, f"{p}.attn_norm", d), eps=cfg.eps)
+        q = b.rope(heads(proj(h, f"{p}.q", d, d), cfg.heads), pos, theta=cfg.rope_theta, style=arch.rope_style)
+        k = b.rope(heads(proj(h, f"{p}.k", kvd, d), cfg.kv_heads), pos, theta=cfg.rope_theta,
+                   style=arch.rope_style)
+        v = heads(proj(h, f"{p}.v", kvd, d), cfg.kv_heads)
         kc2 = b.cache_write(kc, k, start)
         vc2 = b.cache_write(vc, v, start)
         new_caches += [kc2, vc2]
         att = b.attention(q, kc2, vc2, kv_len)
         att = b.reshape(b.transpose(att, perm=[1, 0, 2]), shape=[seq, d])
-        if cfg.sub_norms:
-            att = b.rmsnorm(att, b.param(f"{p}.attn_sub_norm", f"f32[{d}]"), eps=cfg.eps)
-        x = b.add(x, _bitlinear(b, att, f"{p}.o", d, d, wt))
+        if arch.sub_norms:
+            att = b.rmsnorm(att, src.norm(b, f"{p}.attn_sub_norm", d), eps=cfg.eps)
+        x = b.add(x, proj(att, f"{p}.o", d, d))
 
-        h = b.rmsnorm(x, b.param(f"{p}.ffn_norm", f"f32[{d}]"), eps=cfg.eps)
-        x = b.add(x, _ffn(b, cfg, h, p))
+        h = b.rmsnorm(x, src.norm(b, f"{p}.ffn_norm", d), eps=cfg.eps)
+        if not arch.gated:
+            a = b.relu(proj(h, f"{p}.fc1", f, d))
+            x = b.add(x, proj(a, f"{p}.fc2", d, f))
+            continue
+        act = {"relu2": b.relu2, "silu": b.silu}[arch.ffn_act]
+        a = b.mul(act(proj(h, f"{p}.gate", f, d)), proj(h, f"{p}.up", f, d))
+        if arch.sub_norms:
+            a = b.rmsnorm(a, src.norm(b, f"{p}.ffn_sub_norm", f), eps=cfg.eps)
+        x = b.add(x, proj(a, f"{p}.down", d, f))
 
-    x = b.rmsnorm(x, b.param("final_norm", f"f32[{d}]"), eps=cfg.eps)
-    if cfg.head == "f32":
-        logits = b.matmul(x, b.param("embed", f"f32[{cfg.vocab}, {d}]"), transpose_b=True, name="logits")
-    else:
-        logits = _bitlinear(b, x, "lm_head", cfg.vocab, d, cfg.head)
-    return b.build(logits, *new_caches)
+    x = b.rmsnorm(x, src.norm(b, "final_norm", d), eps=cfg.eps)
+    return b.build(src.head(b, x), *new_caches)
 
 
-def _ffn(b: Builder, cfg: BitNetConfig, h: Value, p: str) -> Value:
-    """The feed-forward block of ``cfg.ffn_kind`` on the normed hidden state ``h``."""
-    d, f, wt = cfg.hidden, cfg.ffn, cfg.weight
-    if cfg.ffn_kind == "relu":
-        return _bitlinear(b, b.relu(_bitlinear(b, h, f"{p}.fc1", f, d, wt)), f"{p}.fc2", d, f, wt)
-    act = {"relu2": b.relu2, "silu": b.silu}[cfg.ffn_kind]
-    a = b.mul(act(_bitlinear(b, h, f"{p}.gate", f, d, wt)), _bitlinear(b, h, f"{p}.up", f, d, wt))
-    if cfg.sub_norms:
-        a = b.rmsnorm(a, b.param(f"{p}.ffn_sub_norm", f"f32[{f}]"), eps=cfg.eps)
-    return _bitlinear(b, a, f"{p}.down", d, f, wt)
+class _RandomParams:
+    """The built-in model's weights: params named as the builder names them (weights come with the graph's
+    params, e.g. ``ladder.weights.random``); projections are BitLinear of ``cfg.weight``."""
+
+    def __init__(self, cfg: BitNetConfig):
+        self.cfg = cfg
+
+    def _embedding(self, b: Builder) -> Value:
+        return b.param("embed", f"f32[{self.cfg.vocab}, {self.cfg.hidden}]")
+
+    def embed(self, b: Builder, tokens: Value) -> Value:
+        return b.gather(self._embedding(b), tokens)
+
+    def norm(self, b: Builder, name: str, size: int) -> Value:
+        return b.param(name, f"f32[{size}]")
+
+    def project(self, b, x, act_scale, name, out_features, in_features):
+        w = b.param(f"{name}.weight", f"{self.cfg.weight}[{out_features}, {in_features}]")
+        return bitlinear(b, x, act_scale, w, b.param(f"{name}.scale", "f32[1]"))
+
+    def head(self, b: Builder, x: Value) -> Value:
+        c = self.cfg
+        if c.head == "f32":
+            return b.matmul(x, self._embedding(b), transpose_b=True, name="logits")
+        xq, xs = b.quantize(x, scheme="absmax", dtype="i8")
+        w = b.param("lm_head.weight", f"{c.head}[{c.vocab}, {c.hidden}]")
+        return bitlinear(b, xq, xs, w, b.param("lm_head.scale", "f32[1]"))
+
+
+def bitnet_decoder(cfg: BitNetConfig, seq: int, name: str = "bitnet") -> Graph:
+    """The built-in BitNet-style model (random or safetensors weights): token ids [seq] -> logits [seq, vocab],
+    plus the updated caches of every layer."""
+    return decoder(cfg.arch, cfg, _RandomParams(cfg), seq, name)

@@ -47,7 +47,7 @@ def test_seeds_read_and_the_models_load(scratch):
         assert check_bytes(scratch, SEEDS[name].data) == "ok", name
     scratch.write_bytes(SEEDS["every type"].data)
     tensors = lg.read_tensors(scratch)
-    assert len(tensors) == 15 and {t.ggml_type for t in tensors.values()} == set(lg.supported_types())
+    assert len(tensors) == 16 and {t.ggml_type for t in tensors.values()} == set(lg.supported_types())
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow,

@@ -12,6 +12,7 @@ import pytest
 import ladder
 from ladder import weights
 from ladder.cli import main as cli_main
+from ladder.errors import LadderError
 from ladder.generate import GenerateError, ModuleRunner, check, generate, load_model, signature
 from ladder.models import SIZES, bitnet_decoder
 
@@ -86,7 +87,7 @@ def _ids(out: str) -> list[int]:
 @pytest.mark.parametrize("target", ["ref", "cpu"])
 def test_cli_generates_and_reports_speeds(target, ref_ids, capsys):
     args = ["generate", str(SMALL), "--random-weights", "0", "--prompt-ids", ",".join(map(str, PROMPT)),
-            "--max-new", "10", "--target", target, "--threads", "1"]
+            "--max-new", "10", "--target", target, *(["--threads", "1"] if target == "cpu" else [])]
     assert cli_main(args) == 0
     out = capsys.readouterr().out
     assert _ids(out) == ref_ids
@@ -111,20 +112,32 @@ def test_gguf_model_on_cpu_and_ref(tmp_path, capsys):
     pytest.importorskip("gguf")
     from test_gguf import BITNET_TYPES, DIMS, model_file
 
-    path = model_file(tmp_path / "bitnet.gguf", "bitnet", BITNET_TYPES, dims={**DIMS, "layers": 1}, seed=3)
+    path = model_file(tmp_path / "bitnet.gguf", "bitnet-b1.58", BITNET_TYPES, tied=False,
+                      dims={**DIMS, "layers": 1}, seed=3)
     model = load_model(path, prompt_len=3, context=12)
     assert signature(model.prefill).seq == 3 and signature(model.decode).seq == 1
     assert signature(model.decode).context == 12
     ids = {}
     for target in ("ref", "cpu"):
+        threads = ["--threads", "1"] if target == "cpu" else []
         assert cli_main(["generate", str(path), "--prompt-ids", "7,8,9", "--max-new", "6", "--target", target,
-                         "--threads", "1", "--context", "12"]) == 0
+                         *threads, "--context", "12"]) == 0
         ids[target] = _ids(capsys.readouterr().out)
     assert ids["cpu"] == ids["ref"]
     want = generate(model.prefill, model.decode, [7, 8, 9], 6, ModuleRunner("ref", model.weights)).ids
     assert ids["ref"] == want and len(want) == 6 and len(set(want)) > 1
     with pytest.raises(GenerateError, match="holds its own weights"):
         load_model(path, random_weights=0)
+
+
+def test_gguf_cache_is_sized_to_the_request():
+    """Without --context the cache holds prompt + max_new positions, not the file's 256 (issue 17)."""
+    pytest.importorskip("gguf")
+    path = Path(__file__).parent / "fixtures" / "parity" / "bitnet-TQ2_0.gguf"
+    assert signature(load_model(path, prompt_len=3, max_new=6).decode).context == 9
+    assert signature(load_model(path, prompt_len=3, max_new=600).decode).context == 256  # capped at the file's
+    assert signature(load_model(path, prompt_len=3).decode).context == 256
+    assert signature(load_model(path, prompt_len=3, max_new=6, context=20).decode).context == 20
 
 
 # -- errors ------------------------------------------------------------------------------------------
@@ -188,3 +201,66 @@ def test_request_errors(small):
 def test_cli_rejects_bad_prompt_ids(capsys):
     assert cli_main(["generate", str(SMALL), "--random-weights", "0", "--prompt-ids", "1,x"]) == 1
     assert "--prompt-ids expects comma-separated token ids" in capsys.readouterr().err
+
+
+# -- sampling, streaming, text ---------------------------------------------------------------------------
+
+def test_sampler():
+    from ladder.generate import Sampler
+
+    logits = np.array([0.0, 3.0, 2.9, -5.0, 1.0])
+    assert Sampler()(logits) == 1  # temperature 0: greedy
+    draws = [Sampler(1.0, seed=s)(logits) for s in range(200)]
+    assert set(draws) >= {1, 2, 4} and draws == [Sampler(1.0, seed=s)(logits) for s in range(200)]
+    assert {Sampler(1.0, top_k=2, seed=s)(logits) for s in range(100)} == {1, 2}
+    # top_p: token 1 holds 0.48 of the mass at temperature 1, tokens 1 and 2 0.91; 0.4 keeps only the first
+    assert {Sampler(1.0, top_p=0.4, seed=s)(logits) for s in range(50)} == {1}
+    assert {Sampler(1.0, top_p=0.8, seed=s)(logits) for s in range(100)} == {1, 2}
+    with pytest.raises(GenerateError, match="top_p"):
+        Sampler(1.0, top_p=0.0)
+
+
+def test_stream_yields_tokens_and_stops_at_eos(small, ref_ids):
+    from ladder.generate import stream
+
+    run = ModuleRunner("ref", small.weights)
+    assert list(stream(small.prefill, small.decode, PROMPT, 6, run)) == ref_ids[:6]
+    stop = ref_ids[2]
+    got = list(stream(small.prefill, small.decode, PROMPT, 6, run, stop={stop}))
+    assert got == ref_ids[:ref_ids.index(stop) + 1]
+
+
+PARITY = Path(__file__).parent / "fixtures" / "parity"
+
+
+def test_llm_generates_text_and_ids():
+    pytest.importorskip("tokenizers")
+    import json
+
+    doc = json.loads((PARITY / "llamacpp.json").read_text())
+    llm = ladder.LLM(PARITY / "llama-Q4_0.gguf", target="ref", context=64, prefill_chunk=4)
+    toks = list(llm.generate(doc["prompt"], 8))  # ids in: chunked prefill, llama.cpp's greedy tokens
+    assert [t.id for t in toks] == doc["runs"]["llama/Q4_0"]["tokens"][:8]
+    toks = list(llm.generate("hello the world", 6))
+    assert len(toks) == 6 and "".join(t.text for t in toks) == llm.tokenizer.decode([t.id for t in toks])
+    a = [t.id for t in llm.generate("hello", 6, temperature=1.0, top_k=50, seed=5)]
+    assert a == [t.id for t in llm.generate("hello", 6, temperature=1.0, top_k=50, seed=5)]
+    assert a != [t.id for t in llm.generate("hello", 6)]
+    with pytest.raises(LadderError, match="no chat template"):
+        list(llm.generate("hello", 2, chat=True))
+
+
+@pytest.mark.parametrize("model", ["llama-Q4_0.gguf", "hf-llama"])
+def test_cli_streams_text(model, capsys):
+    pytest.importorskip("tokenizers")
+    from ladder.tokenizer import load as load_tokenizer
+
+    path = PARITY / model
+    assert cli_main(["generate", str(path), "--prompt", "hello the", "--max-new", "5", "--target", "ref"]) == 0
+    out = capsys.readouterr().out
+    ids = _ids(out)
+    tok = load_tokenizer(path)
+    assert len(ids) == 5 and tok.decode(ids) + "\n" in out
+    assert cli_main(["generate", str(path), "--prompt", "hello", "--max-new", "4", "--target", "ref",
+                     "--temperature", "0.7", "--top-p", "0.9", "--seed", "1"]) == 0
+    assert len(_ids(capsys.readouterr().out)) == 4

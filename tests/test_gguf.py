@@ -179,7 +179,7 @@ def model_file(path, arch="llama", types=None, tied=False, dims=DIMS, extra_meta
                              "ffn_gate": (f, d), "ffn_up": (f, d), "ffn_down": (d, f)}.items():
             ts[f"{p}.{proj}.weight"] = (mat(n, k) * 2, types.get(proj, QT.F32))
         ts[f"{p}.ffn_norm.weight"] = (norm(d), QT.F32)
-        if arch == "bitnet":
+        if arch.startswith("bitnet"):
             ts[f"{p}.attn_sub_norm.weight"] = (norm(d), QT.F32)
             ts[f"{p}.ffn_sub_norm.weight"] = (norm(f), QT.F32)
     ts["output_norm.weight"] = (norm(d), QT.F32)
@@ -230,10 +230,13 @@ def reference_step(W, arch, dims, tokens, start, caches):
     hd, S = d // H, len(tokens)
     pos = np.arange(start, start + S)
     style = "interleaved" if arch == "llama" else "half"
-    bitnet = arch == "bitnet"
+    bitnet = arch.startswith("bitnet")  # sub-norms and the optional per-tensor scales
+    b158 = arch == "bitnet-b1.58"  # 2B4T: squared ReLU and int8 activations; llama.cpp's bitnet: SiLU, floats
 
     def lin(x, name):
-        return (_actq(x) if bitnet else x) @ W[name].T
+        y = (_actq(x) if b158 else x) @ W[name].T
+        scale = W.get(name.replace(".weight", ".scale"))
+        return y * scale.reshape(-1)[0] if scale is not None else y
 
     x = W["token_embd.weight"][np.asarray(tokens)]
     for i, (kc, vc) in enumerate(caches):
@@ -258,12 +261,12 @@ def reference_step(W, arch, dims, tokens, start, caches):
         x = x + lin(att, f"{p}.attn_output.weight")
         h = _rms(x, W[f"{p}.ffn_norm.weight"])
         g, u = lin(h, f"{p}.ffn_gate.weight"), lin(h, f"{p}.ffn_up.weight")
-        a = (np.maximum(g, 0) ** 2 if bitnet else g / (1 + np.exp(-g))) * u
+        a = (np.maximum(g, 0) ** 2 if b158 else g / (1 + np.exp(-g))) * u
         if bitnet:
             a = _rms(a, W[f"{p}.ffn_sub_norm.weight"])
         x = x + lin(a, f"{p}.ffn_down.weight")
     x = _rms(x, W["output_norm.weight"])
-    return x @ W.get("output.weight", W["token_embd.weight"]).T
+    return x @ (W["token_embd.weight"] if arch == "bitnet" else W.get("output.weight", W["token_embd.weight"])).T
 
 
 def run_steps(path, arch, prompt, next_token, fuse=False):
@@ -329,15 +332,30 @@ def test_llama_rope_is_interleaved(tmp_path):
     assert not np.allclose(out["logits"][1], half[1], rtol=1e-2, atol=1e-2 * float(np.abs(ref).max()))
 
 
-def test_bitnet_matches_numpy_reference(tmp_path):
-    path = model_file(tmp_path / "bitnet.gguf", "bitnet", BITNET_TYPES, tied=True)
+@pytest.mark.parametrize("arch", ["bitnet", "bitnet-b1.58"])
+def test_bitnet_matches_numpy_reference(tmp_path, arch):
+    """llama.cpp's bitnet: SiLU gate and float activations; BitNet b1.58 2B4T: squared ReLU and int8
+    activations. Both: sub-norms, NEOX RoPE, per-tensor scales, the head tied to token_embd."""
+    scales = {f"blk.{i}.{p}.scale": (np.array([0.5 + 0.25 * i], np.float32), QT.F32)
+              for i in range(DIMS["layers"]) for p in ("attn_v", "ffn_down")}
+    path = model_file(tmp_path / "bitnet.gguf", arch, BITNET_TYPES, tied=True, extra_tensors=scales)
     g, _ = lg.load(path)
+    kinds = [op.kind for op in g.ops()]
     assert {op.attr.get("style", "half") for op in g.ops() if op.kind == "rope"} == {"half"}
-    assert sum(op.kind == "quantize" for op in g.ops()) == 7 * DIMS["layers"]
-    assert any(op.kind == "relu2" for op in g.ops()) and not any(op.kind == "silu" for op in g.ops())
-    outs, ref, _ = run_steps(path, "bitnet", [3, 17, 5], 40)
+    b158 = arch == "bitnet-b1.58"
+    assert kinds.count("quantize") == (7 * DIMS["layers"] if b158 else 0)
+    assert ("relu2" in kinds, "silu" in kinds) == (b158, not b158)
+    outs, ref, _ = run_steps(path, arch, [3, 17, 5], 40)
+    tol = 2e-3 if b158 else 1e-4  # int8 rounding flips on ulp differences in the quantized path
     for out, r in zip(outs, ref):
-        np.testing.assert_allclose(out["logits"], r, rtol=2e-3, atol=2e-3 * float(np.abs(r).max()))
+        np.testing.assert_allclose(out["logits"], r, rtol=tol, atol=tol * float(np.abs(r).max()))
+
+
+def test_bitnet_reads_no_output_weight(tmp_path):
+    """llama.cpp's bitnet loads no output.weight (the head is token_embd): a file with one is refused."""
+    path = model_file(tmp_path / "bitnet.gguf", "bitnet", BITNET_TYPES, tied=False)
+    with pytest.raises(LadderError, match="does not use.*output.weight"):
+        lg.load(path)
 
 
 def test_fuse_makes_qmatmul_and_keeps_results(tmp_path):
@@ -357,11 +375,11 @@ def test_fuse_makes_qmatmul_and_keeps_results(tmp_path):
 
 
 def test_bitnet_fuses_into_the_integer_path(tmp_path):
-    """Ternary weights whose blocks share a scale take BitNet's int8 x ternary path (qmatmul_i8)."""
+    """2B4T's ternary weights whose blocks share a scale take BitNet's int8 x ternary path (qmatmul_i8)."""
     path = tmp_path / "bitnet.gguf"
-    model_file(path, "bitnet", BITNET_TYPES, tied=True)
+    model_file(path, "bitnet-b1.58", BITNET_TYPES, tied=True)
     path2 = tmp_path / "bitnet2.gguf"
-    model_file(path2, "bitnet", BITNET_TYPES, tied=True,
+    model_file(path2, "bitnet-b1.58", BITNET_TYPES, tied=True,
                extra_tensors={"blk.0.ffn_down.scale": (np.array([0.5], np.float32), QT.F32)})
     ts = lg.read_tensors(path2)
     assert ts["blk.0.attn_q.weight"].dtype.name == "ternary"
@@ -382,7 +400,7 @@ def test_bitnet_fuses_into_the_integer_path(tmp_path):
     assert any(op.kind == "param" and op.attr["ref"] == "blk.0.ffn_down.scale" for op in g.ops())
     # non-uniform block scales: the float path with the same int8-quantized activations
     path3 = tmp_path / "bitnet3.gguf"
-    model_file(path3, "bitnet", {**BITNET_TYPES, "ffn_up": QT.Q8_0}, tied=True)
+    model_file(path3, "bitnet-b1.58", {**BITNET_TYPES, "ffn_up": QT.Q8_0}, tied=True)
     g3, w3 = lg.load(path3)
     k3 = [op.kind for op in PassManager("legalize-types{target=cpu},fuse").run(g3).ops()]
     assert k3.count("qmatmul_i8") == 6 * DIMS["layers"] and k3.count("qmatmul") == DIMS["layers"]
@@ -640,3 +658,37 @@ def test_random_corruption_is_always_a_ladder_error(tmp_path, valid_file):
             failures += 1
             assert str(e).strip()
     assert failures > 100
+
+
+# -- bitnet.cpp's I2_S ------------------------------------------------------------------------------------
+
+def pack_i2s(t: np.ndarray, scale: float) -> np.ndarray:
+    """Independent packer of bitnet.cpp's x86 I2_S layout: per 128 elements, 32 bytes; element g*32+p of a
+    block in bits 6-2g of byte p; codes t+1; then the f32 scale, padded to 32 bytes."""
+    flat = (t.reshape(-1) + 1).astype(np.uint8)
+    out = np.zeros(flat.size // 4 + 32, np.uint8)
+    for j in range(flat.size):
+        blk, within = divmod(j, 128)
+        g, pos = divmod(within, 32)
+        out[blk * 32 + pos] |= flat[j] << (6 - 2 * g)
+    out[flat.size // 4:flat.size // 4 + 4] = np.frombuffer(np.float32(scale).tobytes(), np.uint8)
+    return out
+
+
+def test_i2s_decodes_bitnet_cpp_layout():
+    rng = np.random.default_rng(5)
+    t = rng.integers(-1, 2, (4, 256)).astype(np.int8)
+    raw = pack_i2s(t, 0.75)
+    assert raw.size == lg.i2s_nbytes(t.size)
+    got = lg.decode_i2s("w", raw, t.shape)
+    np.testing.assert_array_equal(got.codes, t)
+    np.testing.assert_array_equal(got.values(), t.astype(np.float32) * np.float32(0.75))
+    assert got.dtype.name == "ternary" and lg._shared_ternary_scale(got)[1].tolist() == [0.75]
+    bad = raw.copy()
+    bad[0] |= 0xC0  # code 3 in the first element
+    with pytest.raises(LadderError, match="unused 2-bit code 3"):
+        lg.decode_i2s("w", bad, t.shape)
+    with pytest.raises(LadderError, match="needs 260 bytes"):
+        lg.decode_i2s("w", raw[:100], t.shape)
+    with pytest.raises(LadderError, match="not a whole number of 128"):
+        lg.decode_i2s("w", raw, (4, 100))

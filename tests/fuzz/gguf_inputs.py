@@ -110,6 +110,10 @@ def _random_blocks(rng: np.random.Generator, t: QT, ne: list[int]) -> bytes:
     if t == QT.BF16:
         return ((rng.standard_normal(math.prod(ne)) * 0.2).astype(np.float32).view(np.uint32) >> 16) \
             .astype(np.uint16).tobytes()
+    if int(t) == 36:  # bitnet.cpp's I2_S: codes 0..2 in 32-byte blocks of 128, then the f32 scale in 32 bytes
+        codes = rng.integers(0, 3, (math.prod(ne) // 128, 4, 32), dtype=np.uint8)
+        packed = (codes << np.array([6, 4, 2, 0], np.uint8).reshape(1, 4, 1)).sum(axis=1, dtype=np.uint8)
+        return packed.tobytes() + np.float32(0.05).tobytes() + bytes(28)
     raw = rng.integers(0, 256, tensor_bytes(t, ne), dtype=np.uint8)
     if t == QT.TQ2_0:  # 2-bit trits: the code 3 is no ternary value, so keep the seeds' codes in 0..2
         blocks = raw.reshape(-1, GGML_QUANT_SIZES[t][1])
@@ -172,6 +176,7 @@ def seeds() -> dict[str, GGUFBytes]:
     every = [(f"t.{t.name.lower()}", t, [256, 2], _random_blocks(rng, t, [256, 2]))
              for t in (QT.F32, QT.F16, QT.BF16, QT.Q8_0, QT.Q4_0, QT.Q4_1, QT.Q5_0, QT.Q5_1, QT.TQ1_0, QT.TQ2_0,
                        QT.Q2_K, QT.Q3_K, QT.Q4_K, QT.Q5_K, QT.Q6_K)]
+    every.append(("t.i2_s", 36, [256, 2], _random_blocks(np.random.default_rng(36), 36, [256, 2])))  # I2_S
     return {
         "llama": gguf_file(model_meta("llama", context=16, **llama), model_tensors(rng, "llama", **llama, types=ltypes)),
         "bitnet": gguf_file(model_meta("bitnet", context=16, **bitnet) + [("general.alignment", VT.UINT32, 64)],
@@ -199,7 +204,7 @@ def m_field(rnd: random.Random, f: GGUFBytes, data: bytearray) -> None:
     fmt = "<I" if fl.size == 4 else "<Q"
     old = struct.unpack_from(fmt, data, fl.at)[0]
     if fl.kind in ("vtype", "ttype") and rnd.random() < 0.6:
-        new = rnd.choice(list(range(0, 14)) + [30, 39, 40, 41, 255, (1 << 32) - 1]) if fl.kind == "ttype" \
+        new = rnd.choice(list(range(0, 14)) + [30, 36, 39, 40, 41, 255, (1 << 32) - 1]) if fl.kind == "ttype" \
             else rnd.choice(list(range(0, 14)) + [(1 << 32) - 1])
     else:
         new = _interesting(rnd, old, fl.size)
