@@ -51,12 +51,18 @@ def main(size: str = "tiny", seed: int = 0, tokens: int = 8, out: TextIO | None 
     print(f"ladder demo: BitNet b1.58-shaped decoder, size '{size}': {cfg.layers} layers, hidden {cfg.hidden}, "
           f"{cfg.heads} heads ({cfg.kv_heads} kv), ffn {cfg.ffn}, vocab {cfg.vocab}, context {cfg.context}", file=out)
     print(f"  {cfg.ternary_params():,} ternary weights (seeded, seed {seed}); decode graph has {len(decode)} ops "
-          f"(built in {build_s * 1e3:.0f} ms)", file=out)
+          f"(built in {build_s * 1e3:.0f} ms)", file=out, flush=True)
 
     from .frontends.text import parse
 
-    checks = []
-    checks.append(("text round trip (print, parse, compare)", parse(str(decode)) == decode))
+    checks: list[tuple[str, bool]] = []
+
+    def check(what: str, ok: bool) -> None:  # printed as soon as it is known: the whole demo takes a while
+        checks.append((what, ok))
+        print(f"  [{'ok' if ok else 'FAILED'}] {what}", file=out, flush=True)
+
+    t_start = time.perf_counter()
+    check("text round trip (print, parse, compare)", parse(str(decode)) == decode)
     timer = TimePasses()
     pipeline = default_pipeline("cpu")
     compiled = [PassManager(pipeline, instruments=[timer]).run(g) for g in (prefill, decode)]
@@ -70,8 +76,8 @@ def main(size: str = "tiny", seed: int = 0, tokens: int = 8, out: TextIO | None 
     ids, t_prefill, t_decode = generate(cfg, prefill, decode, prompt, tokens, ref)
     ids_opt, _, _ = generate(cfg, compiled[0], compiled[1], prompt, tokens, ref)
     fused = sum(op.kind == "qmatmul_i8" for op in compiled[1].ops())
-    checks.append((f"{pipeline}: {len(decode)} -> {len(compiled[1])} ops, {fused} ternary matmuls fused into "
-                   f"qmatmul_i8 over packed weights; every generated token unchanged", ids == ids_opt))
+    check(f"{pipeline}: {len(decode)} -> {len(compiled[1])} ops, {fused} ternary matmuls fused into "
+          f"qmatmul_i8 over packed weights; every generated token unchanged", ids == ids_opt)
 
     from .compile import compile as compile_module
 
@@ -86,14 +92,12 @@ def main(size: str = "tiny", seed: int = 0, tokens: int = 8, out: TextIO | None 
                     for i in range(cfg.layers) for kv in "kv"})
     logits_ref = ref(prefill, first)["logits"]
     diff = float(np.max(np.abs(native[id(prefill)](first)["logits"] - logits_ref)) / float(np.max(np.abs(logits_ref))))
-    checks.append((f"cpu (LLVM, {native[id(decode)]._backend.target.cpu_name}, compiled in {t_compile:.1f} s): "
-                   f"same tokens as the reference; prefill logits within {diff:.1e} (relative)",
-                   ids_cpu == ids and diff < 1e-4))
+    check(f"cpu (LLVM, {native[id(decode)]._backend.target.cpu_name}, compiled in {t_compile:.1f} s): "
+          f"same tokens as the reference; prefill logits within {diff:.1e} (relative)",
+          ids_cpu == ids and diff < 1e-4)
 
-    chips = _chips(cfg, size, prefill, decode, w, prompt, tokens, ids, checks)
+    chips = _chips(cfg, size, prefill, decode, w, prompt, tokens, ids, check)
 
-    for what, ok in checks:
-        print(f"  [{'ok' if ok else 'FAILED'}] {what}", file=out)
     print(f"  prompt {prompt} -> generated {ids}", file=out)
     rows = [
         ("target", "prefill tok/s", "decode tok/s", "energy/token", "power", "note"),
@@ -107,7 +111,10 @@ def main(size: str = "tiny", seed: int = 0, tokens: int = 8, out: TextIO | None 
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for r in rows:
         print("  " + "  ".join(c.ljust(widths[i]) for i, c in enumerate(r)).rstrip(), file=out)
-    return 0 if all(ok for _, ok in checks) else 1
+    failed = sum(not ok for _, ok in checks)
+    print(f"  {len(checks) - failed} of {len(checks)} checks passed in {time.perf_counter() - t_start:.1f} s",
+          file=out)
+    return 0 if not failed else 1
 
 
 def _watts(p: float) -> str:
@@ -118,7 +125,7 @@ FUNCTIONAL_SIZES = ("tiny", "small")  # sizes whose ASIC programs the demo execu
 
 
 def _chips(cfg: BitNetConfig, size: str, prefill: Graph, decode: Graph, w, prompt: list[int], tokens: int,
-           ids_ref: list[int], checks: list) -> list[tuple[str, ...]]:
+           ids_ref: list[int], check) -> list[tuple[str, ...]]:
     """One table row per shipped ASIC config: one decode step of this model cost-simulated (tokens/s, energy per
     token, chip power); for small sizes the programs also generate on the functional simulator, checked against
     the reference's tokens."""
@@ -138,8 +145,8 @@ def _chips(cfg: BitNetConfig, size: str, prefill: Graph, decode: Graph, w, promp
         if size in FUNCTIONAL_SIZES:
             sim = lambda g, inputs: mods[id(g)](inputs)  # noqa: E731
             ids_sim, _, _ = generate(cfg, prefill, decode, prompt, tokens, sim)
-            checks.append((f"{target}: {n_instr:,} instructions per decode step; the functional simulator "
-                           f"generates the reference's tokens ({time.perf_counter() - t0:.1f} s)", ids_sim == ids_ref))
+            check(f"{target}: {n_instr:,} instructions per decode step; the functional simulator "
+                  f"generates the reference's tokens ({time.perf_counter() - t0:.1f} s)", ids_sim == ids_ref)
         rows.append((f"{target} (simulated)", "-", f"{report.tokens_per_s:,.0f}",
                      f"{report.energy_per_token_j * 1e6:,.2f} uJ", _watts(report.power_w),
                      f"cost model, one decode step ({report.latency_s * 1e3:.3g} ms), chip energy without DRAM"))

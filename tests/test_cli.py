@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -53,6 +54,14 @@ def one_paragraph_error(err: str) -> None:
     assert err.strip(), "expected a message on stderr"
     assert "Traceback" not in err
     assert "\n\n" not in err.strip(), f"more than one paragraph:\n{err}"
+
+
+TIMING = re.compile(r"compiled in \d[\d.]* (ms|s), ran in \d[\d.]* (ms|s)\n")
+
+
+def only_timing(err: str) -> bool:
+    """stderr of a successful `ladder run`: the one line saying how long compiling and running took."""
+    return TIMING.fullmatch(err) is not None
 
 
 def run_cli(capsys, *args) -> tuple[int, str, str]:
@@ -276,7 +285,7 @@ def test_run_weights_input_output(capsys, tmp_path, bitlinear_files):
     code, stdout, err = run_cli(capsys, "run", BITLINEAR, "--weights", wpath, "--input", f"x={xpath}",
                                 "--output", out)
     assert code == 0, err
-    assert err == ""
+    assert only_timing(err), err
     assert "out.npz" in stdout
     expected = ladder.run(g, {"x": x}, w)
     with np.load(out) as z:
@@ -352,7 +361,7 @@ def test_run_with_pipeline_gives_same_results(capsys, tmp_path, bitlinear_files)
 def test_run_prints_summary_without_output(capsys, tmp_path, bitlinear_files):
     g, w, wpath, x, xpath = bitlinear_files
     code, out, err = run_cli(capsys, "run", BITLINEAR, "--weights", wpath, "--input", f"x={xpath}")
-    assert code == 0 and err == ""
+    assert code == 0 and only_timing(err), err
     y = ladder.run(g, {"x": x}, w)["y"]
     assert out.startswith("%y : f32[2, 64]")
     assert f"{float(y.reshape(-1)[0]):.6g}" in out
@@ -363,7 +372,7 @@ def test_run_random_inputs_and_weights_subprocess(tmp_path):
     out = tmp_path / "o.npz"
     r = ladder_proc("run", BITLINEAR, "--random-weights", "0", "--random-inputs", "1", "--output", out)
     assert r.returncode == 0, r.stderr
-    assert r.stderr == ""
+    assert only_timing(r.stderr), r.stderr  # no progress bar: stderr is not a terminal
     with np.load(out) as z:
         assert z.files == ["y"]
         assert z["y"].shape == (2, 64) and z["y"].dtype == np.float32
@@ -525,9 +534,36 @@ def test_ops_lists_every_op(capsys):
             assert attr in line, (name, attr)
 
 
-def test_demo_in_process(capsys):
-    code, out, err = run_cli(capsys, "demo")
-    assert code == 0, out + err
+@pytest.fixture(scope="module")
+def demo_run():
+    """`ladder demo` in this process, noting what it had printed each time it started compiling."""
+    import importlib
+    import io
+
+    from ladder import demo
+
+    compile_mod = importlib.import_module("ladder.compile")  # the module; ladder.compile is also the function
+    buf = io.StringIO()
+    seen_at_compile = []
+    real = compile_mod.compile
+
+    def spy(*args, **kwargs):
+        seen_at_compile.append(buf.getvalue())
+        return real(*args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(compile_mod, "compile", spy)
+        code = demo.main(out=buf)
+    return code, buf.getvalue(), seen_at_compile
+
+
+def test_demo_in_process(demo_run):
+    code, out, seen_at_compile = demo_run
+    assert code == 0, out
+    # each check is printed when it is known, not all at the end: the first two before any compile
+    assert seen_at_compile and seen_at_compile[0].count("[ok]") == 2
+    assert seen_at_compile[-1].count("[ok]") < out.count("[ok]")
+    assert "checks passed in" in out.splitlines()[-1]
     assert "size 'tiny'" in out
     assert "FAILED" not in out
     from ladder.backends.asic.config import shipped_configs
@@ -549,23 +585,176 @@ def test_demo_in_process(capsys):
         assert tok_s > 0 and " uJ " in row and ("mW" in row or " W " in row), row
 
 
-def test_demo_is_deterministic(capsys):
-    main(["demo", "--tokens", "3"])
-    a = [l for l in capsys.readouterr().out.splitlines() if "-> generated" in l]
-    main(["demo", "--tokens", "3"])
-    b = [l for l in capsys.readouterr().out.splitlines() if "-> generated" in l]
-    assert a == b and len(a) == 1
-    ids = a[0].split("generated")[1]
-    assert ids.count(",") == 2  # three tokens
-
-
-def test_demo_subprocess():
-    r = ladder_proc("demo", "--tokens", "2")
+def test_demo_subprocess_is_deterministic(demo_run):
+    """The command gives the tokens the in-process run gave: same seed, same model, same ids."""
+    r = ladder_proc("demo")
     assert r.returncode == 0, r.stderr
     assert "[ok]" in r.stdout and "FAILED" not in r.stdout
+    generated = [l for l in r.stdout.splitlines() if "-> generated" in l]
+    assert len(generated) == 1 and generated[0] in demo_run[1]
+    assert generated[0].split("generated")[1].count(",") == 7  # eight tokens by default
 
 
 def test_no_command_is_usage_error():
     r = ladder_proc()
     assert r.returncode == 2
     assert "usage" in r.stderr.lower() and "Traceback" not in r.stderr
+
+
+# -- flags that cannot apply are errors ------------------------------------------------------------------
+
+def test_run_help_names_every_model_format():
+    r = ladder_proc("run", "--help")
+    assert r.returncode == 0
+    assert all(suffix in r.stdout for suffix in (".lir", ".onnx", ".gguf"))
+
+
+def test_run_instruments_apply_to_the_targets_pipeline(capsys, tmp_path):
+    """Without -p, --time-passes / --print-ir-after-all / --dump-dir show the pipeline the target ran."""
+    dump = tmp_path / "dump"
+    code, out, err = run_cli(capsys, "run", BITLINEAR, "--random-weights", "0", "--random-inputs", "1",
+                             "--time-passes", "--print-ir-after-all", "--dump-dir", dump)
+    assert code == 0, err
+    assert "// ----- IR after canonicalize -----" in out  # the ref target's pipeline
+    table = err.splitlines()
+    assert table[0].split() == ["pass", "ms", "%"] and table[1].split()[0] == "canonicalize"
+    assert table[2].split()[0] == "total" and only_timing("\n".join(table[3:]) + "\n")
+    assert sorted(p.name for p in dump.iterdir()) == ["00-input.lir", "01-canonicalize.lir"]
+    assert ladder.parse(dump / "00-input.lir") == ladder.parse(BITLINEAR)
+
+
+def test_run_time_passes_on_cpu_lists_the_default_pipeline(capsys):
+    from ladder.passes import default_pipeline
+
+    code, out, err = run_cli(capsys, "run", BITLINEAR, "--random-weights", "0", "--random-inputs", "1",
+                             "--target", "cpu", "--time-passes")
+    assert code == 0, err
+    names = [line.split()[0] for line in err.splitlines()[1:] if line.strip()]
+    want = [str(p) for p in ladder.PassManager(default_pipeline("cpu")).passes]
+    assert names[:len(want)] == want and names[len(want)] == "total"
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--shape", "x=2x128", "--random-weights", "0", "--random-inputs", "0"], ["--shape", "bitlinear.lir"]),
+    (["--threads", "2", "--random-weights", "0", "--random-inputs", "0"], ["--threads", "ref"]),
+    (["--threads", "2", "--target", "asic:lut-tc", "--random-weights", "0", "--random-inputs", "0"],
+     ["--threads", "asic:lut-tc"]),
+    (["--threads", "0", "--target", "cpu", "--random-weights", "0", "--random-inputs", "0"], ["--threads", "0"]),
+])
+def test_run_flags_that_cannot_apply(capsys, args, words):
+    err = _run_error(capsys, BITLINEAR, *args)
+    assert all(w in err for w in words), err
+
+
+def test_run_random_weights_without_params_is_an_error(capsys, tmp_path):
+    src = write(tmp_path, "small.lir", SMALL)
+    err = _run_error(capsys, src, "--random-weights", "0", "--random-inputs", "0")
+    assert "--random-weights" in err and "no params" in err
+
+
+def test_run_random_inputs_when_all_are_given_is_an_error(capsys, bitlinear_files):
+    g, w, wpath, x, xpath = bitlinear_files
+    err = _run_error(capsys, BITLINEAR, "--weights", wpath, "--input", f"x={xpath}", "--random-inputs", "0")
+    assert "--random-inputs" in err and "--input" in err
+
+
+def test_compile_shape_with_lir_is_an_error(capsys, tmp_path):
+    code, _, err = run_cli(capsys, "compile", BITLINEAR, "--random-weights", "0", "--shape", "x=2x128",
+                           "-o", tmp_path / "b.so")
+    assert code == 1 and "--shape" in err
+    one_paragraph_error(err)
+    assert not (tmp_path / "b.so").exists()
+
+
+def _tiny_onnx(path: Path) -> Path:
+    pytest.importorskip("onnx")
+    import importlib.util
+
+    import onnx
+
+    spec = importlib.util.spec_from_file_location("make_onnx", ROOT / "examples" / "make_onnx.py")
+    make = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(make)
+    onnx.save(make.tiny_mlp(), str(path))
+    return path
+
+
+def test_import_without_weights_out_keeps_the_weights_beside_the_lir(capsys, tmp_path):
+    model = _tiny_onnx(tmp_path / "model.onnx")
+    code, out, err = run_cli(capsys, "import", model, "-o", tmp_path / "m.lir", "--shape", "x=1x64")
+    assert code == 0, err
+    wfile = tmp_path / "m.safetensors"
+    assert wfile.exists() and str(wfile) in out and "--weights-out" in out
+    g = ladder.parse(tmp_path / "m.lir")
+    assert set(weights.load(wfile)) == set(weights.params(g))
+    # and the pair runs, giving what the .onnx gives directly
+    x = tmp_path / "x.npy"
+    np.save(x, np.linspace(-1, 1, 64, dtype=np.float32).reshape(1, 64))
+    assert main(["run", str(tmp_path / "m.lir"), "--weights", str(wfile), "--input", f"x={x}",
+                 "--output", str(tmp_path / "a.npz")]) == 0
+    assert main(["run", str(model), "--shape", "x=1x64", "--input", f"x={x}", "--output", str(tmp_path / "b.npz")]) == 0
+    with np.load(tmp_path / "a.npz") as a, np.load(tmp_path / "b.npz") as b:
+        np.testing.assert_array_equal(a["y"], b["y"])
+
+
+def test_import_with_weights_out_writes_only_there(capsys, tmp_path):
+    model = _tiny_onnx(tmp_path / "model.onnx")
+    code, out, err = run_cli(capsys, "import", model, "-o", tmp_path / "m.lir", "--weights-out",
+                             tmp_path / "w.safetensors", "--shape", "x=1x64")
+    assert code == 0, err
+    assert (tmp_path / "w.safetensors").exists() and not (tmp_path / "m.safetensors").exists()
+    assert "--weights-out" not in out
+
+
+# -- progress and timing -----------------------------------------------------------------------------------
+
+class _Terminal:
+    """A stderr that says it is a terminal, keeping what was written."""
+
+    def __init__(self, tty: bool):
+        self.tty, self.text = tty, []
+
+    def isatty(self):
+        return self.tty
+
+    def write(self, s):
+        self.text.append(s)
+
+    def flush(self):
+        pass
+
+
+@pytest.mark.parametrize("tty", [True, False])
+def test_progress_bar_only_on_a_terminal_and_time_always(tty):
+    import time
+
+    from ladder.progress import Task
+
+    term = _Terminal(tty)
+    with Task("packing", total=3, unit="weight", stream=term) as t:
+        for _ in range(3):
+            time.sleep(0.12)  # tqdm redraws at most every 0.1 s
+            t.update()
+    assert t.seconds >= 0.36
+    shown = "".join(term.text)
+    assert ("packing" in shown and "3/3" in shown) if tty else shown == ""
+
+
+def test_progress_without_a_count_shows_the_elapsed_time():
+    import time
+
+    from ladder.progress import Task
+
+    term = _Terminal(True)
+    with Task("compiling @g for cpu", stream=term) as t:
+        t.stage("llvm")
+        time.sleep(1.2)  # the ticker refreshes twice a second
+    assert "compiling @g for cpu: llvm: 00:01" in "".join(term.text)
+
+
+@pytest.mark.parametrize("seconds, text", [(0.0042, "4.20 ms"), (0.85, "850 ms"), (3.421, "3.42 s"),
+                                           (125.0, "2 min 05 s")])
+def test_seconds_text(seconds, text):
+    from ladder.progress import seconds_text
+
+    assert seconds_text(seconds) == text
