@@ -1,7 +1,7 @@
 """How fast the ASIC cost simulator is: lowering + cost simulation of one decode token of a 3B-parameter,
 30-layer ternary model (ladder.models ``bitnet:3b``), on each shipped config that streams or holds its
-weights. Prints seconds per phase and the instruction count; ``--chips`` also prints each chip config's
-simulated headline figures next to the published ones.
+weights. Prints seconds per phase, the instruction count and what a sweep pays per point after lowering;
+``--chips`` also prints each chip config's published figures, fitted or predicted, next to the simulation.
 
     python benchmarks/bench_sim.py [--config slim-llama] [--repeat 3] [--chips]
 """
@@ -11,10 +11,11 @@ from __future__ import annotations
 import argparse
 import time
 
-from ladder.backends.asic.config import load_config
+from ladder.backends.asic.config import load_config, with_overrides
 from ladder.backends.asic.costsim import CostModel, simulate
+from ladder.backends.asic.fit import figure_rows
 from ladder.backends.asic.lower import lower
-from ladder.backends.asic.sweep import at_point, load_workload, run
+from ladder.backends.asic.sweep import cost, load_workload
 
 
 def bench(config: str, repeat: int) -> None:
@@ -44,37 +45,29 @@ def _weight_names(workload) -> list[str]:
     return [op.name for op in workload.graph.ops() if op.kind == "param" and op.result.type.dtype.name == "ternary"]
 
 
-CHIPS = [
-    # (config, point, model, context, figure, published key, how to read the report)
-    ("slim-llama", None, "bitnet:3b", None, "latency per token (ms)", "latency_ms", lambda r: r.latency_s * 1e3),
-    ("slim-llama", None, "bitnet:3b", None, "power at 200 MHz (mW)", "power_mw", lambda r: r.power_w * 1e3),
-    ("slim-llama", "low-power", "bitnet:3b", None, "power at 25 MHz (mW)", "power_mw_low", lambda r: r.power_w * 1e3),
-    ("slim-llama", None, "bitnet:3b", None, "peak TOPS of the LUT units", "peak_tops",
-     lambda r: r.summary()["peak_tops_lut"]),
-    ("pim-llm", None, "opt:6.7b", 1024, "GOPS, context 1024", "gops_1024", lambda r: r.tops * 1e3),
-    ("pim-llm", None, "opt:6.7b", 1024, "GOPS/W, context 1024", "gops_per_w_1024", lambda r: r.tops_per_w * 1e3),
-    ("pim-llm", None, "opt:6.7b", 4096, "GOPS, context 4096", "gops_4096", lambda r: r.tops * 1e3),
-    ("pim-llm", None, "opt:6.7b", 4096, "GOPS/W, context 4096", "gops_per_w_4096", lambda r: r.tops_per_w * 1e3),
-    ("pim-llm", None, "opt:6.7b", 128, "attention share, context 128", "attention_share_128",
-     lambda r: r.latency_share("attention")),
-    ("pim-llm", None, "opt:6.7b", 4096, "attention share, context 4096", "attention_share_4096",
-     lambda r: r.latency_share("attention")),
-    ("taalas-hc1", None, "llama:3.1-8b", 128, "tokens/s per user", "tokens_per_s", lambda r: r.tokens_per_s),
-    ("taalas-hc1", None, "llama:3.1-8b", 128, "power (W)", "power_w", lambda r: r.power_w),
-]
-
-
 def chips() -> None:
-    reports: dict = {}
-    print(f"{'config':<12} {'figure':<36} {'simulated':>12} {'published':>14}  kind")
-    for config, point, model, ctx, figure, key, read in CHIPS:
-        if (config, point, model, ctx) not in reports:
-            reports[config, point, model, ctx] = run(load_workload(model, context=ctx), at_point(config, point))
-        pub = load_config(config).section("published")[key]
-        value = read(reports[config, point, model, ctx])
-        target = pub["value"]
-        shown = f"{target[0]:g}-{target[1]:g}" if isinstance(target, list) else f"{target:g}"
-        print(f"{config:<12} {figure:<36} {value:>12.4g} {shown:>14}  {pub['kind']}")
+    """Every published figure of the chip configs, fitted or predicted, against the simulation."""
+    print(f"{'config':<12} {'figure':<22} {'simulated':>12} {'published':>14} {'error':>8}  use")
+    for config in ("slim-llama", "pim-llm", "taalas-hc1"):
+        for row in figure_rows(config):
+            f = row.figure
+            shown = f"{f.value[0]:g}-{f.value[1]:g}" if isinstance(f.value, list) else f"{f.value:g}"
+            print(f"{config:<12} {f.name:<22} {row.simulated:>12.4g} {shown:>14} {row.error:>+8.1%}  {row.label}")
+
+
+def recost(config: str) -> None:
+    """What a sweep pays per point once a program is lowered: a change of energy figures only (the timeline
+    is reused) and a change of bandwidth (the timeline re-runs)."""
+    workload = load_workload("bitnet:3b")
+    cfg = load_config(config)
+    program = lower(workload.graph, cfg)
+    cost(program, workload, cfg).summary()
+    for label, key, values in (("energy only", "energy.leakage_mw", [0.5, 1.5, 2.5, 3.5, 4.5]),
+                               ("new timeline", "dram_gbps", [1.1, 1.3, 1.7, 1.9, 2.1])):
+        t = time.perf_counter()
+        for v in values:
+            cost(program, workload, with_overrides(cfg, {key: v})).summary()
+        print(f"  re-cost per point, {label:<13} {(time.perf_counter() - t) / len(values) * 1e3:8.1f} ms")
 
 
 def main() -> None:
@@ -85,6 +78,7 @@ def main() -> None:
     args = ap.parse_args()
     for config in args.config or ["slim-llama", "lut-tc"]:
         bench(config, args.repeat)
+        recost(config)
     if args.chips:
         print()
         chips()

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from ladder.backends.asic.config import ConfigError
+from ladder.backends.asic.config import ConfigError, load_config, with_overrides
 from ladder.backends.asic.sweep import (grid, load_workload, parse_axes, parse_value, plot, run, sweep,
                                         write_csv)
 from ladder.cli import main
@@ -132,3 +132,37 @@ def test_cli_sweep_writes_csv_and_plot(tmp_path, capsys):
     assert len(list(csv.DictReader(open(out)))) == 4 and png.exists()
     assert main(["sweep", "bitnet:tiny", "--hw", "lut-tc", "--set", "sram=1", "-o", str(out)]) == 1
     assert "unknown key 'sram'" in capsys.readouterr().err
+
+
+# -- sweeps at scale: Dask, or this process -------------------------------------------------------------------
+
+AXES = {"sram_kb": [256, 500], "dram_gbps": [1.6, 3.2], "energy.voltage": [0.8, 1.0]}
+
+
+def test_sweep_reuses_programs_and_timelines_without_changing_a_figure(tiny):
+    """Points sharing a lowering share one program, and points differing only in energy reuse its timeline;
+    each row equals the row of a fresh lowering and simulation."""
+    rows = sweep(tiny, "slim-llama", AXES, progress=False, scheduler="serial")
+    fresh = [run(tiny, with_overrides(load_config("slim-llama"), p)).summary() for p in grid(AXES)]
+    assert [{k: r[k] for k in f} for r, f in zip(rows, fresh)] == fresh
+
+
+def test_sweep_without_dask_runs_here_and_says_so(tiny, monkeypatch, capsys):
+    from ladder.backends.asic import sweep as sweep_mod
+
+    monkeypatch.setattr(sweep_mod, "dask_available", lambda: False)
+    monkeypatch.setattr(sweep_mod, "LOCAL_MIN_POINTS", 1)
+    rows = sweep(tiny, "slim-llama", AXES, progress=False, workers=2)
+    assert len(rows) == 8 and not any(r["error"] for r in rows)
+    assert "Dask is not installed; the sweep runs in this process" in capsys.readouterr().err
+    with pytest.raises(LadderError, match="--scheduler tcp://x:1 needs Dask"):
+        sweep(tiny, "slim-llama", AXES, progress=False, scheduler="tcp://x:1")
+
+
+def test_sweep_on_a_local_dask_cluster_matches_serial(tiny, monkeypatch):
+    pytest.importorskip("dask.distributed")
+    from ladder.backends.asic import sweep as sweep_mod
+
+    monkeypatch.setattr(sweep_mod, "LOCAL_MIN_POINTS", 1)
+    on_dask = sweep(tiny, "slim-llama", AXES, progress=False, workers=2)
+    assert on_dask == sweep(tiny, "slim-llama", AXES, progress=False, scheduler="serial")

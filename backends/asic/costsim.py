@@ -6,17 +6,21 @@ thousand analytic evaluations, never a walk over elements:
 1. **Cost each instruction** (``cost_instr``): a registry maps the instruction class to a function that turns
    its ``work()`` (bytes, M/N/K, elements, weight bits) into a ``units.UnitCost`` on its unit, then prices
    the actions with the config's ``energy.EnergyTable`` into energy by component, and counts the SRAM and
-   DRAM bytes it moves. Identical tiles are costed once (``cost_key``: class, shapes, types and memory
-   spaces, not buffer names or offsets).
-2. **Schedule** (``Timeline``): every unit (dma, lut, mma, vec, xbar) runs its instructions in program order;
-   across units an instruction waits for the buffers it reads (the last writer's end), and before it writes
-   a buffer, for the earlier readers and writer of that buffer to finish; a buffer's first write also waits
-   for earlier ops' accesses to the SRAM addresses it reuses. So DMA into a pong buffer overlaps the lmma
-   reading ping, exactly as far as the program's buffers allow. ``sync.barrier`` waits for all.
+   DRAM bytes it moves. Identical tiles are costed once per config (``cost_key``: class, shapes, types and
+   memory spaces, not buffer names or offsets; ``ProgramPlan`` keeps them per program).
+2. **Schedule** (``Timeline``): every unit (dma, lut, mma, vec, xbar, hardwired) runs its instructions in
+   program order; across units an instruction waits for the buffers it reads (the last writer's end), and
+   before it writes a buffer, for the earlier readers and writer of that buffer to finish; a buffer's first
+   write also waits for earlier ops' accesses to the SRAM addresses it reuses. So DMA into a pong buffer
+   overlaps the lmma reading ping, exactly as far as the program's buffers allow. ``sync.barrier`` waits for all.
 3. **Attribute**: each instruction's *exposed* cycles (how far it pushes the end of the whole program) add
    up to the total exactly, giving a latency breakdown per graph op; busy cycles per unit give utilization.
 4. **Static energy**: leakage (at the supply voltage) and the clock tree/control energy per cycle, over the
    program's latency.
+
+A matmul on hardwired weights (``rom``) is booked to the ``hardwired`` unit and energy component, whichever
+instruction reached it. ``xbar.active`` = 0 means every crossbar the program holds, and a budget is capped
+there, so more active crossbars never convert slower.
 
 Capacity: a program whose SRAM buffers exceed the config's SRAM, or whose resident weights need more
 crossbars than ``[xbar] count``, is an error naming the buffer or the count.
@@ -29,7 +33,9 @@ sections from the config's pass-through tables, checked strictly here:
               io_pj_per_byte (the chip's side of the external interface), sram_bank_kb, clock_pj_per_cycle
               (at nominal_voltage), lut_lookup_pj, xbar_cell_pj, hardwired_mult_pj (pJ at nominal_voltage;
               0 = derived from the tables), adc_fj_per_step
-``[cost]``    lut_macs_per_cycle, zero_fraction, skip_zeros, output_reuse, float_bits (width the chip
+``[cost]``    sram_bytes_per_cycle (what the SRAM banks feed the systolic array's edges per cycle; a tile
+              whose operand traffic needs more waits: cycles = max(compute, bytes / this); 0 = no limit),
+              lut_macs_per_cycle, zero_fraction, skip_zeros, output_reuse, float_bits (width the chip
               holds float activations and KV entries at; DMA bytes and MACs of float tiles are costed at
               it), dma_latency_cycles, bus_clock_mhz (> 0: the external bus runs on the core clock and
               ``dram_gbps`` is its bandwidth at this clock), vec_latency, bit_serial, mma_arrays, dma_engines
@@ -42,6 +48,8 @@ sections from the config's pass-through tables, checked strictly here:
 from __future__ import annotations
 
 import dataclasses
+import math
+import weakref
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -53,9 +61,9 @@ from .energy import EnergyTable, leakage_power
 from .isa import (Barrier, Buffer, Dma, DmaGather, Instr, IsaError, Lmma, LutBuild, Mma, Program, Tile, Vec, Xmma)
 from . import units as U
 
-COMPUTE_UNITS = ("dma", "lut", "mma", "vec", "xbar")
+COMPUTE_UNITS = ("dma", "lut", "mma", "vec", "xbar", "hardwired")
 # Energy components; "dram" is off-chip (the DRAM devices), everything else is the chip.
-COMPONENTS = ("lut", "mma", "xbar", "vec", "sram", "io", "dram", "clock", "leakage")
+COMPONENTS = ("lut", "mma", "xbar", "hardwired", "vec", "sram", "io", "dram", "clock", "leakage")
 OFF_CHIP = ("dram",)
 
 
@@ -91,6 +99,7 @@ class CostParams:
     vec_latency: int = 4
     mma_arrays: int = 1          # independent systolic arrays of [systolic]'s shape
     dma_engines: int = 1         # independent DMA engines sharing dram_gbps (each moves at 1/dma_engines of it)
+    sram_bytes_per_cycle: float = 0.0   # SRAM -> systolic array edge bandwidth; 0: never stalls the array
 
 
 @dataclass(frozen=True)
@@ -104,7 +113,7 @@ class XbarParams:
     adc_cycles: int = 1
     cell_bits: int = 1
     input_bits: int = 8
-    active: int = 0         # crossbars converting at once; 0: every crossbar of a tile
+    active: int = 0         # crossbars converting at once; 0: every crossbar the program holds
 
 
 @dataclass(frozen=True)
@@ -229,18 +238,22 @@ class CostModel:
             return self.cfg.dram_gbps * self.cfg.clock_mhz / self.cost.bus_clock_mhz
         return self.cfg.dram_gbps
 
-    def peak_macs_per_cycle(self) -> dict[str, int]:
-        """MACs per cycle of the LUT units and systolic arrays (vector: element-ops). Crossbars and hardwired
-        multipliers have no fixed peak: their rate grows with the weights they hold."""
+    def peak_macs_per_cycle(self, hardwired_weights: int = 0) -> dict[str, float]:
+        """MACs per cycle of the LUT units, systolic arrays and hardwired multipliers (vector: element-ops).
+        Hardwired multipliers scale with the weights a program holds in them (``hardwired_weights``): each
+        weight does one MAC per ceil(input_bits / mult_bits) passes. Crossbars have no fixed peak here."""
         s = self.cfg.systolic
         t = self.cfg.lut.tile
         per_unit = self.cost.lut_macs_per_cycle or t.m * t.n * t.k
         lut = self.cfg.lut.units * per_unit if self.cfg.weight_placement == "stream" else 0
-        return {"lut": lut, "mma": s.rows * s.cols * self.cost.mma_arrays, "vec": self.cfg.vector.lanes}
+        passes = -(-self.hardwired.input_bits // self.hardwired.mult_bits)
+        return {"lut": lut, "mma": s.rows * s.cols * self.cost.mma_arrays, "hardwired": hardwired_weights / passes,
+                "vec": self.cfg.vector.lanes}
 
-    def peak_tops(self, units: tuple[str, ...] = ("lut", "mma")) -> float:
-        """Peak throughput of matrix units (default: LUT + systolic), 2 ops per MAC, at the config's clock."""
-        p = self.peak_macs_per_cycle()
+    def peak_tops(self, units: tuple[str, ...] = ("lut", "mma", "hardwired"), hardwired_weights: int = 0) -> float:
+        """Peak throughput of matrix units (default: LUT + systolic + hardwired), 2 ops per MAC, at the
+        config's clock."""
+        p = self.peak_macs_per_cycle(hardwired_weights)
         return 2 * sum(p[u] for u in units) * self.cfg.clock_mhz * 1e6 / 1e12
 
     def static_power_mw(self) -> float:
@@ -323,7 +336,7 @@ def _cost_dma(ins: Instr, bufs: Buffers, m: CostModel) -> InstrCost:
 @costs(LutBuild)
 def _cost_lut_build(ins: LutBuild, bufs: Buffers, m: CostModel) -> InstrCost:
     if m.cfg.weight_placement == "hardwired":  # hardwired multipliers take the activations themselves
-        return InstrCost("lut", 0, {})
+        return InstrCost("hardwired", 0, {})
     w = ins.work()
     act_bits = _tile_bits(ins.src, m)
     # the tables serve weights of any type: only an explicit zero fraction thins them
@@ -347,7 +360,7 @@ def _lookup_pj(m: CostModel) -> float:
 def _cost_lmma(ins: Lmma, bufs: Buffers, m: CostModel) -> InstrCost:
     w = ins.work()
     if _space(bufs, ins.w.buffer) == "rom":
-        return _cost_hardwired(w.m, w.n, w.k, w.bits, _tile_bits(ins.table, m), m, "lut")
+        return _cost_hardwired(w.m, w.n, w.k, w.bits, _tile_bits(ins.table, m), m)
     planes = w.bits if m.cost.bit_serial else 1
     c = U.lut_matmul(w.m, w.n, w.k * planes, m.lut(ins.w.dtype))
     sram = w.bytes + c.actions["psum_bytes"]
@@ -355,13 +368,15 @@ def _cost_lmma(ins: Lmma, bufs: Buffers, m: CostModel) -> InstrCost:
     return InstrCost("lut", c.cycles, energy, ops=2 * w.macs, sram_bytes=int(sram))
 
 
-def _cost_hardwired(mm: int, n: int, k: int, bits: int, act_bits: int, m: CostModel, unit: str) -> InstrCost:
+def _cost_hardwired(mm: int, n: int, k: int, bits: int, act_bits: int, m: CostModel) -> InstrCost:
+    """A matmul on weights hardwired as multipliers (a ``rom`` weight): its own unit and energy component,
+    whichever instruction (lmma or mma) the lowering used to reach it."""
     h = m.hardwired
     wbits = h.weight_bits or bits
     c = U.hardwired_matmul(mm, n, k, h.input_bits or act_bits, h.mult_bits, wbits)
     mult_pj = m.energy.hardwired_mult_pj * m.v2 if m.energy.hardwired_mult_pj else m.table.mult(h.mult_bits)
-    energy = {unit: c.actions[f"mult{h.mult_bits}"] * mult_pj + c.actions["add32"] * m.table.add(32)}
-    return InstrCost(unit, c.cycles, energy, ops=2 * mm * n * k)
+    energy = {"hardwired": c.actions[f"mult{h.mult_bits}"] * mult_pj + c.actions["add32"] * m.table.add(32)}
+    return InstrCost("hardwired", c.cycles, energy, ops=2 * mm * n * k)
 
 
 @costs(Xmma)
@@ -381,14 +396,17 @@ def _cost_xmma(ins: Xmma, bufs: Buffers, m: CostModel) -> InstrCost:
 def _cost_mma(ins: Mma, bufs: Buffers, m: CostModel) -> InstrCost:
     w = ins.work()
     if _space(bufs, ins.b.buffer) == "rom":
-        return _cost_hardwired(w.m, w.n, w.k, ins.b.type.dtype.bits, _tile_bits(ins.a, m), m, "mma")
+        return _cost_hardwired(w.m, w.n, w.k, ins.b.type.dtype.bits, _tile_bits(ins.a, m), m)
     s = m.cfg.systolic
     bits = max(_tile_bits(ins.a, m), _tile_bits(ins.b, m))
     c = U.systolic(w.m, w.n, w.k, s.rows, s.cols, s.dataflow, bits)
     mac = m.table.mult(bits) + m.table.add(32) if bits <= 16 else m.table.op("fp32_mult") + m.table.op("fp32_add")
     a = c.actions
     sram = (a["a_reads"] * _tile_bits(ins.a, m) + a["b_reads"] * _tile_bits(ins.b, m)) / 8 + a["out_writes"] * 4
-    return InstrCost("mma", c.cycles, {"mma": a[f"mac{bits}"] * mac, "sram": _sram(m, sram)}, ops=2 * w.macs,
+    cycles = c.cycles
+    if m.cost.sram_bytes_per_cycle > 0:   # the banks cannot feed the edges fast enough: the array stalls
+        cycles = max(cycles, math.ceil(sram / m.cost.sram_bytes_per_cycle))
+    return InstrCost("mma", cycles, {"mma": a[f"mac{bits}"] * mac, "sram": _sram(m, sram)}, ops=2 * w.macs,
                      sram_bytes=int(sram))
 
 
@@ -530,6 +548,8 @@ class SimResult:
     per_op: dict[str, OpCost]
     sram_used: int
     tokens: int = 1                  # tokens one run produces (a decode step: 1)
+    hardwired_weights: int = 0       # weights the program holds as hardwired multipliers (rom space)
+    xbar_bits: int = 0               # weight bits the program keeps in crossbars
 
     @property
     def seconds(self) -> float:
@@ -549,17 +569,100 @@ def cost_key(ins: Instr, bufs: Buffers) -> tuple:
     return type(ins), getattr(ins, "fn", ""), tiles
 
 
+def crossbars_held(program: Program, model: CostModel) -> int:
+    """Crossbars the program's resident weights occupy (each ``xbar`` buffer in whole crossbars)."""
+    x = model.xbar
+    plan = plan_of(program)
+    shape = (x.rows, x.columns, x.cell_bits)
+    if shape not in plan.xbar_held:
+        cells = x.rows * x.columns * x.cell_bits
+        plan.xbar_held[shape] = sum(-(-b.bytes * 8 // cells) for b in program.buffers if b.space == "xbar")
+    return plan.xbar_held[shape]
+
+
+def with_active_crossbars(program: Program, model: CostModel) -> CostModel:
+    """``xbar.active`` resolved for this program: 0 ("all") is every crossbar it holds (or the chip's count),
+    and no budget exceeds that, so converting throughput never falls as the budget grows."""
+    held = model.xbar.count or crossbars_held(program, model)
+    if not held:
+        return model
+    active = min(model.xbar.active, held) if model.xbar.active else held
+    if active == model.xbar.active:
+        return model
+    return dataclasses.replace(model, xbar=dataclasses.replace(model.xbar, active=active))
+
+
 def check_crossbars(program: Program, model: CostModel) -> None:
     """Resident weights must fit the crossbars: each ``xbar`` buffer holds its bits in whole crossbars."""
     x = model.xbar
     if not x.count:
         return
-    cells = x.rows * x.columns * x.cell_bits
-    need = sum(-(-b.bytes * 8 // cells) for b in program.buffers if b.space == "xbar")
+    need = crossbars_held(program, model)
     if need > x.count:
         raise IsaError(f"program @{program.name} keeps {program.space_bytes('xbar'):,} bytes of weights in "
                        f"crossbars: {need:,} crossbars of {x.rows}x{x.columns}, but config {model.cfg.name} has "
                        f"{x.count:,}")
+
+
+class ProgramPlan:
+    """What simulating a program needs that no config changes: each instruction's cost key, one instruction per
+    key, how often each key occurs per graph op. Kept per program (``plan_of``), it lets a sweep or a fit
+    re-cost a program on many configs by costing only its distinct tiles; the timeline, the one walk over
+    every instruction, is re-run only when the tiles' (unit, cycles) change, and reused when only energy does."""
+
+    def __init__(self, program: Program):
+        bufs = program.buffer_map
+        index: dict[tuple, int] = {}
+        self.reps: list[Instr] = []
+        self.keys: list[int] = []
+        self.op_counts: dict[str, dict[int, int]] = {}
+        for ins in program.instrs:
+            key = cost_key(ins, bufs)
+            k = index.get(key)
+            if k is None:
+                k = index[key] = len(self.reps)
+                self.reps.append(ins)
+            self.keys.append(k)
+            counts = self.op_counts.setdefault(ins.op, {})
+            counts[k] = counts.get(k, 0) + 1
+        self.accesses = [(ins.reads(), ins.writes(), ins.op) for ins in program.instrs]
+        self.regions = sram_regions(program)
+        self.buffers = bufs
+        self.sram_used = program.space_bytes("sram")
+        self.xbar_bits = 8 * program.space_bytes("xbar")
+        self.hardwired_weights = hardwired_weights(program)
+        self.xbar_held: dict[tuple, int] = {}   # crossbar shape -> crossbars the resident weights occupy
+        self.timings: dict[tuple, tuple] = {}   # (units, cycles, copies) -> (end, busy, exposed per op)
+
+
+_PLANS: dict[int, ProgramPlan] = {}
+
+
+def plan_of(program: Program) -> ProgramPlan:
+    """The program's plan, built once while the program lives."""
+    plan = _PLANS.get(id(program))
+    if plan is None:
+        plan = _PLANS[id(program)] = ProgramPlan(program)
+        weakref.finalize(program, _PLANS.pop, id(program), None)
+    return plan
+
+
+def _timeline(plan: ProgramPlan, costs: list[InstrCost], copies: dict[str, int]) -> tuple:
+    sig = (tuple((c.unit, c.cycles) for c in costs), tuple(sorted(copies.items())))
+    hit = plan.timings.get(sig)
+    if hit is not None:
+        return hit
+    timeline = Timeline(plan.regions, copies)
+    exposed: dict[str, int] = {}
+    for k, (reads, writes, op) in zip(plan.keys, plan.accesses):
+        c = costs[k]
+        e = timeline.schedule(c.unit, c.cycles, reads, writes, op)
+        if c.unit != "sync":
+            exposed[op] = exposed.get(op, 0) + e
+    if len(plan.timings) > 256:   # a sweep over many clocks: keep the memory bounded
+        plan.timings.clear()
+    out = plan.timings[sig] = (timeline.end, dict(timeline.busy), exposed)
+    return out
 
 
 def simulate(program: Program, cfg: "HwConfig | str | CostModel", *, op_kinds: dict[str, str] | None = None,
@@ -567,45 +670,48 @@ def simulate(program: Program, cfg: "HwConfig | str | CostModel", *, op_kinds: d
     """Cost one run of ``program`` on ``cfg``. ``op_kinds`` (value name -> op kind) labels the per-op
     breakdown; ``tokens`` is how many tokens one run produces."""
     model = cfg if isinstance(cfg, CostModel) else CostModel.of(cfg)
-    sram_used = program.space_bytes("sram")
+    plan = plan_of(program)
+    sram_used = plan.sram_used
     if sram_used > model.cfg.sram_bytes:
         big = max((b for b in program.buffers if b.space == "sram"), key=lambda b: b.addr + b.bytes)
         raise IsaError(f"program @{program.name} needs {sram_used} bytes of SRAM (buffer %{big.name} ends at "
                        f"{big.addr + big.bytes}) but config {model.cfg.name} has {model.cfg.sram_bytes}")
     check_crossbars(program, model)
-    timeline = Timeline(sram_regions(program), model.unit_copies)
-    cache: dict[tuple, InstrCost] = {}
+    model = with_active_crossbars(program, model)
+    bufs = plan.buffers
+    costs = [cost_instr(ins, bufs, model) for ins in plan.reps]
+    cycles, busy, exposed = _timeline(plan, costs, model.unit_copies)
     energy = dict.fromkeys(COMPONENTS, 0.0)
     per_op: dict[str, OpCost] = {}
     kinds = op_kinds or {}
     ops = 0.0
     dram = sram = 0
-    bufs = program.buffer_map
-    for ins in program.instrs:
-        key = cost_key(ins, bufs)
-        c = cache.get(key)
-        if c is None:
-            c = cache[key] = cost_instr(ins, bufs, model)
-        exposed = timeline.schedule(c.unit, c.cycles, ins.reads(), ins.writes(), ins.op)
-        for comp, pj in c.energy.items():
-            energy[comp] += pj
-        ops += c.ops
-        dram += c.dram_bytes
-        sram += c.sram_bytes
-        if c.unit == "sync":
-            continue
-        oc = per_op.get(ins.op)
-        if oc is None:
-            oc = per_op[ins.op] = OpCost(ins.op or "(none)", kinds.get(ins.op, ""))
-        oc.exposed_cycles += exposed
-        oc.busy[c.unit] = oc.busy.get(c.unit, 0) + c.cycles
-        oc.energy_pj += sum(c.energy.values())
-        oc.ops += c.ops
-        oc.dram_bytes += c.dram_bytes
-        oc.instructions += 1
-    cycles = timeline.end
+    for op, counts in plan.op_counts.items():
+        oc = OpCost(op or "(none)", kinds.get(op, ""), exposed.get(op, 0))
+        for k, n in counts.items():
+            c = costs[k]
+            for comp, pj in c.energy.items():
+                energy[comp] += pj * n
+            ops += c.ops * n
+            dram += c.dram_bytes * n
+            sram += c.sram_bytes * n
+            if c.unit == "sync":
+                continue
+            oc.busy[c.unit] = oc.busy.get(c.unit, 0) + c.cycles * n
+            oc.energy_pj += sum(c.energy.values()) * n
+            oc.ops += c.ops * n
+            oc.dram_bytes += c.dram_bytes * n
+            oc.instructions += n
+        if oc.instructions:
+            per_op[op] = oc
     seconds = cycles / (model.cfg.clock_mhz * 1e6)
     energy["clock"] = model.energy.clock_pj_per_cycle * model.v2 * cycles
     energy["leakage"] = model.static_power_mw() * 1e-3 * seconds * 1e12
-    return SimResult(program.name, model.cfg, model, cycles, dict(timeline.busy), energy, ops, dram, sram,
-                     len(program.instrs), per_op, sram_used, tokens)
+    return SimResult(program.name, model.cfg, model, cycles, busy, energy, ops, dram, sram,
+                     len(program.instrs), per_op, sram_used, tokens, plan.hardwired_weights, plan.xbar_bits)
+
+
+def hardwired_weights(program: Program) -> int:
+    """Weights held in the ``rom`` space (hardwired multipliers), counted from their images' shapes."""
+    rom = {b.name for b in program.buffers if b.space == "rom"}
+    return sum(math.prod(im.shape) for im in program.weights if im.buffer in rom)

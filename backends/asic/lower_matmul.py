@@ -115,6 +115,9 @@ class _WeightMatmul:
         return q
 
     def plans(self):
+        if self.mode == "mma":
+            yield from self.array_plans()
+            return
         cfg = self.low.cfg
         xi = self.xt.storage_np_dtype.itemsize
         for tile_bytes in [b for b in halvings(cfg.tile_bytes) if b >= 256] or [cfg.tile_bytes]:
@@ -131,9 +134,46 @@ class _WeightMatmul:
                 for nc in [min(self.n, c * nt) for c in halvings(-(-self.n // nt))]:
                     yield MatmulPlan(mt, nt, kt, nc), self.sizes(mt, nt, kt, nc, xi)
 
+    def array_plans(self):
+        """Tiles for the systolic array, cheapest first: every (M, N, K) tile whose buffers might fit, ranked by
+        the array's cycles over the whole product (SCALE-Sim's fold model: a tile narrower than the array
+        wastes its folds, a short K pays fill and drain per tile), then by the bytes DMA moves (x again per
+        column tile, W again per row tile). Activations stream in K tiles beside the weights, so an array-
+        sized tile fits a small SRAM."""
+        from .units import systolic_cycles
+
+        cfg = self.low.cfg
+        s = cfg.systolic
+        xi = self.xt.storage_np_dtype.itemsize
+        q = self.k_quantum()
+        kts = sorted({self.k} | {max(q, k - k % q) for k in halvings(self.k) if k >= q})
+        nts = sorted(set(halvings(self.n)) | {min(self.n, c * s.cols) for c in halvings(-(-self.n // s.cols))}
+                     | {min(self.n, c * s.rows) for c in halvings(-(-self.n // s.rows))})
+        mts = sorted(set(halvings(max(self.m, 1))) | {min(self.m, c * s.rows) for c in halvings(-(-self.m // s.rows))})
+        ranked = []
+        for mt in mts:
+            for nt in nts:
+                for kt in kts:
+                    full = (self.m // mt, self.n // nt, self.k // kt)
+                    cycles = 0
+                    for mm, mc in ((mt, full[0]), (self.m % mt, 1)):
+                        for nn, nc_ in ((nt, full[1]), (self.n % nt, 1)):
+                            for kk, kc in ((kt, full[2]), (self.k % kt, 1)):
+                                if mm and nn and kk:
+                                    cycles += mc * nc_ * kc * systolic_cycles(mm, nn, kk, s.rows, s.cols, s.dataflow)
+                    traffic = self.m * self.k * xi * -(-self.n // nt) + self.n * self.tile_row_bytes(self.k) * \
+                        -(-self.m // mt)
+                    plan = MatmulPlan(mt, nt, kt, nt)
+                    ranked.append((cycles, traffic, -mt * nt * kt, plan))
+        ranked.sort(key=lambda r: r[:3])
+        for *_, plan in ranked:
+            yield plan, self.sizes(plan.mt, plan.nt, plan.kt, plan.nc, xi)
+
     def sizes(self, mt: int, nt: int, kt: int, nc: int, xi: int) -> dict[str, int]:
         streamed = self.space == "dram"
-        s = {"x": mt * self.k * xi, "acc": mt * nc * 4}
+        # the systolic path streams activations in K tiles (two slots); the others keep whole rows
+        x = 2 * mt * kt * xi if self.mode == "mma" else mt * self.k * xi
+        s = {"x": x, "acc": mt * nc * 4}
         if streamed:
             s["w"] = 2 * self.tile_row_bytes(kt) * nt
         if self.mode == "lmma":
@@ -168,9 +208,13 @@ class _WeightMatmul:
         self.plan, self.image_tiles = plan, tiles
         self.xi = self.xt.storage_np_dtype.itemsize
         mt = plan.mt
-        self.xbuf = low.sram("x", mt * self.k * self.xi, self.xt)
+        self.split_x = self.mode == "mma"
+        if self.split_x:   # K tiles of the activations, streamed beside the weight tiles
+            self.xbufs = [low.sram(f"x{s}", mt * plan.kt * self.xi, self.xt) for s in range(2)]
+        else:
+            self.xbuf = low.sram("x", mt * self.k * self.xi, self.xt)
         self.accbuf = low.sram("acc", mt * plan.nc * 4)
-        slots = 2 if len(tiles) > 1 else 1
+        slots = 2 if len(tiles) > 1 or self.split_x else 1
         self.wbufs = [low.sram(f"w{s}", max(t[5] for t in tiles)) for s in range(slots)] if self.space == "dram" else []
         k_tiles = sorted({(c0, c1) for _, _, c0, c1, _, _ in tiles})
         self.k_tiles = k_tiles
@@ -233,7 +277,9 @@ class _WeightMatmul:
 
     def m_tile(self, m0: int, m1: int) -> None:
         low, mt, k = self.low, m1 - m0, self.k
-        low.load(self.xbuf, self.xp, m0 * k * self.xi, mt * k * self.xi)
+        self.m0 = m0
+        if not self.split_x:
+            low.load(self.xbuf, self.xp, m0 * k * self.xi, mt * k * self.xi)
         xname = self.xt.dtype.name
         if self.mode == "lmma":
             for (c0, c1), off, groups in zip(self.k_tiles, self.lut_offsets, self.groups):
@@ -250,6 +296,11 @@ class _WeightMatmul:
         low, streamed = self.low, bool(self.wbufs)
 
         def load(i: int, s: int) -> None:
+            if self.split_x:
+                c0, c1 = tiles[i][2], tiles[i][3]
+                low.emit(DmaLoad, dst=self.xbufs[s], src=self.xp.buffer, rows=mt, row_bytes=(c1 - c0) * self.xi,
+                         src_off=self.xp.offset + (self.m0 * self.k + c0) * self.xi,
+                         src_stride=self.k * self.xi if c1 - c0 < self.k else 0)
             if streamed:
                 off, nbytes = tiles[i][4], tiles[i][5]
                 low.emit(DmaLoad, dst=self.wbufs[s], src=self.image_buffer, row_bytes=nbytes, src_off=off)
@@ -259,7 +310,7 @@ class _WeightMatmul:
         def compute(i: int, s: int) -> None:
             self._tile_product(tiles[i], s, mt, n0, n1)
 
-        if streamed or self.scales:
+        if streamed or self.scales or self.split_x:
             low.stream(len(tiles), load, compute)
         else:
             for i in range(len(tiles)):
@@ -274,7 +325,10 @@ class _WeightMatmul:
         wbuf, woff = (self.wbufs[s], 0) if self.wbufs else (self.image_buffer, off)
         w = Tile(wbuf, self.wt.dtype.name, (r1 - r0, c1 - c0), woff, layout=self.layout)
         first = c0 == 0
-        xs = Tile(self.xbuf, self.xt.dtype.name, (mt, c1 - c0), c0 * self.xi, self.k if c1 - c0 < self.k else 0)
+        if self.split_x:
+            xs = Tile(self.xbufs[s], self.xt.dtype.name, (mt, c1 - c0))
+        else:
+            xs = Tile(self.xbuf, self.xt.dtype.name, (mt, c1 - c0), c0 * self.xi, self.k if c1 - c0 < self.k else 0)
         if self.mode == "lmma":
             ki = self.k_tiles.index((c0, c1))
             table = Tile(self.lutbuf, self.table_dtype, (mt, self.groups[ki], self.entries), self.lut_offsets[ki])

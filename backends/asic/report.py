@@ -7,14 +7,16 @@ published chips quote chip power):
 * cycles, latency (s per run), tokens/s;
 * energy per token (chip, system), average power (chip, system), energy by component;
 * ops (2 per MAC of matrix work, zero weights included, as chip papers count them), achieved TOPS, peak TOPS
-  of the LUT units and systolic arrays (crossbars and hardwired multipliers have no fixed peak), TOPS/W
-  (chip);
+  of the LUT units, systolic arrays and the hardwired multipliers a program holds weights in (crossbars have
+  no fixed peak), TOPS/W (chip);
 * utilization per unit (busy cycles / total cycles), DRAM traffic, SRAM traffic and SRAM used;
-* per-op and per-op-kind breakdown: exposed cycles (their share of the latency; they add up to the total),
+* area of the units and SRAM (``area.py``; no I/O ring, control or wiring) and peak TOPS per mm²;
+* per-op (named by source: ``layers.12.down``, where the graph has one) and per-op-kind breakdown: exposed
+  cycles (their share of the latency; they add up to the total),
   busy cycles per unit, dynamic energy (DRAM included; leakage and clock are not per op), ops, DRAM bytes.
 
 CSV is long-format, one figure per line: ``scope,name,metric,value`` with scope ``summary``, ``unit``,
-``energy``, ``kind`` or ``op`` — one file holds everything and loads as a table.
+``energy``, ``area``, ``kind`` or ``op`` — one file holds everything and loads as a table.
 """
 
 from __future__ import annotations
@@ -22,9 +24,10 @@ from __future__ import annotations
 import csv
 import io
 import json
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Mapping
 
+from .area import AreaBreakdown, chip_area
 from .costsim import COMPONENTS, COMPUTE_UNITS, OFF_CHIP, OpCost, SimResult
 
 
@@ -33,6 +36,7 @@ class Report:
     sim: SimResult
     runs: int = 1          # decode steps simulated (each run is the same program)
     context: int = 0       # cache capacity the program was built for (0: unknown)
+    labels: Mapping[str, str] = field(default_factory=dict, compare=False)   # op -> source name (blk.3.ffn_down)
 
     # -- headline figures --------------------------------------------------------------------------
     @property
@@ -79,7 +83,22 @@ class Report:
 
     @property
     def peak_tops(self) -> float:
-        return self.sim.model.peak_tops()
+        """LUT units + systolic arrays + the hardwired multipliers the program holds weights in."""
+        return self.sim.model.peak_tops(hardwired_weights=self.sim.hardwired_weights)
+
+    @property
+    def area(self) -> AreaBreakdown:
+        """Units and SRAM only (see ``area.py``): a lower bound on the die."""
+        return chip_area(self.sim.model, self.sim.hardwired_weights, self.sim.xbar_bits)
+
+    @property
+    def peak_tops_per_mm2(self) -> float:
+        a = self.area.total_mm2
+        return self.peak_tops / a if a else 0.0
+
+    def label(self, op: str) -> str:
+        """An op by its source name where the graph has one (``layers.12.down``), else ``%name``."""
+        return self.labels.get(op) or f"%{op}"
 
     def utilization(self) -> dict[str, float]:
         c = self.sim.cycles or 1
@@ -118,6 +137,8 @@ class Report:
             "system_energy_per_token_j": self.system_energy_per_token_j, "power_w": self.power_w,
             "system_power_w": self.system_power_w, "ops": s.ops, "tops": self.tops, "peak_tops": self.peak_tops,
             "peak_tops_lut": self.sim.model.peak_tops(("lut",)), "peak_tops_mma": self.sim.model.peak_tops(("mma",)),
+            "peak_tops_hardwired": self.sim.model.peak_tops(("hardwired",), self.sim.hardwired_weights),
+            "area_mm2": self.area.total_mm2, "peak_tops_per_mm2": self.peak_tops_per_mm2,
             "tops_per_w": self.tops_per_w, "dram_bytes": s.dram_bytes, "sram_bytes": s.sram_bytes,
             "sram_used_bytes": s.sram_used,
         }
@@ -130,7 +151,8 @@ class Report:
             "energy_pj": dict(self.sim.energy_pj),
             "busy_cycles": dict(self.sim.busy),
             "kinds": {k: _op_dict(oc, self.sim.cycles) for k, oc in sorted(self.kinds().items())},
-            "ops": {n: _op_dict(oc, self.sim.cycles) for n, oc in self.sim.per_op.items()},
+            "ops": {n: {"label": self.label(n), **_op_dict(oc, self.sim.cycles)} for n, oc in self.sim.per_op.items()},
+            "area_mm2": dict(self.area.mm2),
         }
 
     def to_json(self) -> str:
@@ -147,6 +169,8 @@ class Report:
             w.writerow(["unit", k, "busy_cycles", v])
         for k, v in d["energy_pj"].items():
             w.writerow(["energy", k, "pj", v])
+        for k, v in d["area_mm2"].items():
+            w.writerow(["area", k, "mm2", v])
         for scope in ("kinds", "ops"):
             for name, row in d[scope].items():
                 for k, v in row.items():
@@ -165,8 +189,11 @@ class Report:
             ("energy per token (+DRAM)", _si(self.system_energy_per_token_j, "J")),
             ("average power (chip)", _si(self.power_w, "W")),
             ("average power (+DRAM)", _si(self.system_power_w, "W")),
-            ("TOPS achieved / peak", f"{self.tops:.4g} / {self.peak_tops:.4g} (LUT + systolic)"),
+            ("TOPS achieved / peak", f"{self.tops:.4g} / {self.peak_tops:.4g} (LUT + systolic + hardwired, "
+                                     f"2 ops per MAC)"),
             ("TOPS/W (chip)", f"{self.tops_per_w:.4g}"),
+            ("area (units + SRAM)", f"{self.area.total_mm2:.4g} mm^2 at {self.area.node_nm} nm, "
+                                    f"{self.peak_tops_per_mm2:.4g} peak TOPS/mm^2 (no I/O, control or wiring)"),
             ("DRAM traffic", _si(s.dram_bytes, "B")),
             ("SRAM traffic / used", f"{_si(s.sram_bytes, 'B')} / {_si(s.sram_used, 'B')}"),
         ]
@@ -182,7 +209,7 @@ class Report:
         lines.append(_table(sorted(self.kinds().values(), key=lambda o: -o.exposed_cycles), s.cycles, "op kind"))
         ranked = sorted(s.per_op.values(), key=lambda o: -o.exposed_cycles)[:top]
         lines.append("")
-        lines.append(_table(ranked, s.cycles, f"top {len(ranked)} ops"))
+        lines.append(_table(ranked, s.cycles, f"top {len(ranked)} ops", self.label))
         return "\n".join(lines)
 
 
@@ -194,14 +221,14 @@ def _op_dict(oc: OpCost, cycles: int) -> dict[str, Any]:
     return d
 
 
-def _table(rows: list[OpCost], cycles: int, title: str) -> str:
-    head = f"  {title:<28} {'latency':>8} {'cycles':>14} {'energy':>10} {'DRAM':>10} {'instrs':>8}  busiest unit"
+def _table(rows: list[OpCost], cycles: int, title: str, label=None) -> str:
+    head = f"  {title:<34} {'latency':>8} {'cycles':>14} {'energy':>10} {'DRAM':>10} {'instrs':>8}  busiest unit"
     out = [head]
     for oc in rows:
         unit = max(oc.busy, key=oc.busy.get) if oc.busy else "-"
         share = oc.exposed_cycles / cycles if cycles else 0.0
-        name = oc.name if title == "op kind" else f"%{oc.name} ({oc.kind or '?'})"
-        out.append(f"  {name[:28]:<28} {share:>8.1%} {oc.exposed_cycles:>14,} {_si(oc.energy_pj * 1e-12, 'J'):>10} "
+        name = oc.name if label is None else f"{label(oc.name)} ({oc.kind or '?'})"
+        out.append(f"  {name[:34]:<34} {share:>8.1%} {oc.exposed_cycles:>14,} {_si(oc.energy_pj * 1e-12, 'J'):>10} "
                    f"{_si(oc.dram_bytes, 'B'):>10} {oc.instructions:>8}  {unit}")
     return "\n".join(out)
 

@@ -9,9 +9,12 @@ handful of integer operations.
   Characterizing Scalability of DNN Accelerators using SCALE-Sim", ISPASS 2020, Sec. III). A GEMM
   M x N (reduction K) maps to spatial dimensions S_R, S_C and a temporal one T by dataflow:
   output-stationary (os): S_R = M, S_C = N, T = K; weight-stationary (ws): S_R = K, S_C = N, T = M;
-  input-stationary (is): S_R = K, S_C = M, T = N. On an R x C array one fold takes 2R + C + T - 2 cycles
-  (fill, T steps, drain) and there are ceil(S_R / R) * ceil(S_C / C) folds:
-  ``cycles = (2R + C + T - 2) * ceil(S_R/R) * ceil(S_C/C)``.
+  input-stationary (is): S_R = K, S_C = M, T = N. There are ceil(S_R / R) * ceil(S_C / C) folds on an R x C
+  array. A ws or is fold takes 2R + C + T - 2 cycles (R to load the stationary operand, then T steps skewed
+  over R + C - 2); an os fold has nothing to preload: R + C + T - 2 (T steps skewed in, outputs drained).
+  These are SCALE-Sim 3.0.0's compute cycles exactly (the rows of its demand matrices; checked against a
+  golden grid in tests/fixtures/scalesim). An SRAM that feeds the array's edges fewer bytes per cycle than
+  the array consumes stalls it: the cost simulator takes the longer of the two.
 * **LUT unit** (T-MAC / LUT Tensor Core / Slim-Llama): ``units`` lookup units each take ``group`` weights per
   cycle (one table lookup covers ``group`` MACs), or, given a hardware ``tile`` (M, N, K), one such tile per
   cycle (LUT Tensor Core's elongated M2N64K4 lmma: a decode step's single row leaves half of it idle).
@@ -67,11 +70,13 @@ def systolic_mapping(m: int, n: int, k: int, dataflow: str) -> tuple[int, int, i
 
 
 def systolic_cycles(m: int, n: int, k: int, rows: int, cols: int, dataflow: str) -> int:
-    """SCALE-Sim's analytical runtime: (2R + C + T - 2) * ceil(S_R/R) * ceil(S_C/C)."""
+    """SCALE-Sim 3.0.0's compute cycles: (preload + R + C + T - 2) * ceil(S_R/R) * ceil(S_C/C), preload = R for
+    ws and is (the stationary operand enters the array first) and 0 for os."""
     sr, sc, t = systolic_mapping(m, n, k, dataflow)
     if min(sr, sc, t) <= 0:
         return 0
-    return (2 * rows + cols + t - 2) * _ceil(sr, rows) * _ceil(sc, cols)
+    preload = 0 if dataflow == "os" else rows
+    return (preload + rows + cols + t - 2) * _ceil(sr, rows) * _ceil(sc, cols)
 
 
 def systolic(m: int, n: int, k: int, rows: int, cols: int, dataflow: str, bits: int) -> UnitCost:
@@ -164,8 +169,10 @@ def crossbar_mvm(m: int, n: int, k: int, input_bits: int, weight_bits: int, p: C
     per_xbar = min(used_columns, p.columns)
     input_cycles = _ceil(input_bits, p.dac_bits)
     period = input_cycles * _ceil(per_xbar, p.adcs) * p.adc_cycles    # one MVM of one crossbar
-    # With an ``active`` budget the crossbar array serves ``active`` crossbars per period: a tile of x
-    # crossbars takes x / active periods (fractional: the rest of the budget serves the next tile).
+    # With an ``active`` budget the chip converts ``active`` crossbars per period: a tile of x crossbars takes
+    # x / active periods (fractional: the rest of the budget serves the next tiles). The cost simulator
+    # resolves ``active`` = 0 ("all") to every crossbar the program holds and caps a budget at that, so a
+    # bigger budget is never slower; here 0 means one period per tile.
     waves = xbars / p.active if p.active else 1
     cycles = math.ceil(m * period * waves)
     conversions = m * input_cycles * used_columns * row_blocks
