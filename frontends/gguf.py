@@ -905,9 +905,10 @@ def _shared_ternary_scale(t: GGUFTensor):
     return codes, np.array([nz.flat[0]], np.float32)
 
 
-def load(path: str | os.PathLike, shapes: Mapping[str, tuple[int, ...]] | None = None
+def load(path: str | os.PathLike, shapes: Mapping[str, tuple[int, ...]] | None = None, last_logits: bool = False
          ) -> tuple[Graph, dict[str, np.ndarray]]:
-    """(one decoder step graph, its weights by param name) from a GGUF file of a supported architecture."""
+    """(one decoder step graph, its weights by param name) from a GGUF file of a supported architecture
+    (``last_logits``: see ladder.models.decoder)."""
     f = open_file(path)
     h = _hyper(f)
     vocab, used = _check_tensors(f, h)
@@ -916,5 +917,5 @@ def load(path: str | os.PathLike, shapes: Mapping[str, tuple[int, ...]] | None =
     dims = BitNetConfig(vocab=vocab, hidden=c.hidden, layers=c.layers, heads=c.heads, kv_heads=c.kv_heads,
                         ffn=c.ffn, context=context, rope_theta=c.rope_theta, eps=c.eps)
     src = _Source(f, h, used)
-    graph = decoder(h.wiring, dims, src, seq, f"{h.arch.replace('-', '_').replace('.', '_')}_step")
+    graph = decoder(h.wiring, dims, src, seq, f"{h.arch.replace('-', '_').replace('.', '_')}_step", last_logits)
     return graph, src.weights

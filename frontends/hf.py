@@ -262,11 +262,13 @@ class _Source:
         return b.matmul(x, self._float(b, name, (c.vocab, c.hidden)), transpose_b=True, name="logits")
 
 
-def load(path: str | os.PathLike, shapes: Mapping[str, tuple[int, ...]] | None = None
+def load(path: str | os.PathLike, shapes: Mapping[str, tuple[int, ...]] | None = None, last_logits: bool = False
          ) -> tuple[Graph, dict[str, np.ndarray]]:
-    """(one decoder step graph, its weights by param name) from a Hugging Face model folder."""
+    """(one decoder step graph, its weights by param name) from a Hugging Face model folder (``last_logits``:
+    see ladder.models.decoder)."""
     m = read_model(path)
     seq, context = _context_and_seq(m, shapes)
     src = _Source(m, _safetensors(m.path))
-    graph = decoder(m.wiring, replace(m.cfg, context=context), src, seq, m.architecture.lower() + "_step")
+    graph = decoder(m.wiring, replace(m.cfg, context=context), src, seq, m.architecture.lower() + "_step",
+                    last_logits)
     return graph, src.weights

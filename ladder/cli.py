@@ -281,6 +281,11 @@ def cmd_generate(args) -> int:
     with Task(f"compiling @{model.decode.name} for {target}"):
         seconds = runner.prepare(model.prefill, model.decode)  # compile before timing
     print(f"@{model.decode.name} on {target}: compiled in {seconds:.2f} s", flush=True)
+    if args.profile:
+        from .profile import format_profile, profile_decode
+
+        print(format_profile(profile_decode(model.prefill, model.decode, prompt, runner, args.max_new)))
+        return 0
     if tok is not None:  # text: stream it as it decodes, stop at end of sequence
         gen, text = Generation(prompt, [], 0.0, 0.0), tok.stream()
         for t in stream(model.prefill, model.decode, prompt, args.max_new, runner, pick, tok.eos, gen):
@@ -479,6 +484,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--prefill", metavar="FILE.lir", help="a step graph with more tokens per step for the prompt")
     s.add_argument("--context", type=int, help="cache capacity of a .gguf model or HF folder (default: prompt "
                    "+ --max-new, at most the model's context length)")
+    s.add_argument("--profile", action="store_true", help="instead of printing the text, time each op of a decode "
+                   "step (cpu targets) and the generate loop's Python work per token")
     compile_opts(s)
     s.set_defaults(fn=cmd_generate)
 

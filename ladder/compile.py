@@ -24,7 +24,7 @@ import numpy as np
 from . import budget
 from .errors import LadderError
 from .interpreter import Session
-from .ir import Graph
+from .ir import Graph, Op
 from .passes import PassManager, Snapshots, default_pipeline
 from .passes.lut import Lut
 
@@ -86,6 +86,14 @@ class CompiledModule:
         return self._backend.run(inputs, threads=threads)
 
     run = __call__
+
+    def time_steps(self, inputs=(), repeat: int = 5, threads: int = 1) -> tuple[list[tuple[Op, float]], float]:
+        """Per-op seconds of one call at 1 thread, and the whole call's at ``threads`` (cpu targets; see
+        ``ladder.profile``)."""
+        if not self.target.startswith("cpu"):
+            raise LadderError(f"a per-op profile times cpu kernels; target '{self.target}' has none")
+        seconds, entry = self._backend.time_steps(inputs, repeat, threads)
+        return [(s.op, t) for s, t in zip(self._backend.steps, seconds)], entry
 
     def ir_after(self, pass_name: str) -> Graph:
         """The graph after the first pass of the pipeline whose name (or printed form) is ``pass_name``."""

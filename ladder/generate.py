@@ -13,12 +13,15 @@ A step graph runs S tokens through the model once. Its interface is the conventi
              k_cacheN f32[KVH, C, D]      layer N's key cache, N = 0 .. L-1 (C = the cache capacity)
              v_cacheN f32[KVH, C, D]      layer N's value cache
     outputs  logits   f32[S, V]           first, then the updated caches in the order
-                                          k_cache0, v_cache0, k_cache1, ... with the caches' types
+                                          k_cache0, v_cache0, k_cache1, ... with the caches' types;
+                                          or f32[1, V]: the last token's logits only (all generation reads)
 
 A model is one step graph for decoding (S = 1, usually) and optionally a second one for the prompt (larger S).
 The prompt is fed in chunks of the prefill graph's S; a last, shorter chunk is padded with token 0. Padding is
 harmless: with causal attention the real tokens never see it, and the cache rows it writes lie at or beyond
-the next step's ``start``, so they are overwritten before any ``kv_len`` lets a query read them.
+the next step's ``start``, so they are overwritten before any ``kv_len`` lets a query read them. A prefill
+graph that returns the last row only cannot be padded (that row would be a pad's): its last, shorter chunk
+goes through the decode graph token by token.
 
 ``signature(graph)`` checks a graph against the convention (a clear error names what is missing or wrong),
 ``check`` a generation request against a model, ``generate(prefill, decode, prompt, max_new, runner)`` runs
@@ -60,6 +63,7 @@ class StepSignature:
     layers: int             # cache pairs (L)
     cache: TensorType       # f32[KVH, C, D]
     vocab: int              # logits per token (V)
+    last_only: bool = False  # logits [1, V]: the last token's only
 
     @property
     def context(self) -> int:
@@ -110,13 +114,14 @@ def signature(graph: Graph) -> StepSignature:
     if len(types) != 1 + 2 * layers:
         raise _error(graph, f"returns {len(types)} values; expected logits and {2 * layers} updated caches")
     logits = types[0]
-    if logits.rank != 2 or logits.shape[0] != seq or not logits.dtype.is_float:
-        raise _error(graph, f"the first output (logits) must be f32[{seq}, vocab], not {logits}")
+    if logits.rank != 2 or logits.shape[0] not in (seq, 1) or not logits.dtype.is_float:
+        also = f" (or f32[1, vocab], the last token's)" if seq > 1 else ""
+        raise _error(graph, f"the first output (logits) must be f32[{seq}, vocab]{also}, not {logits}")
     for i, t in enumerate(types[1:]):
         if t != cache:
             which = f"{'kv'[i % 2]}_cache{i // 2}"
             raise _error(graph, f"output {i + 1} (the updated %{which}) is {t}, not {cache}")
-    return StepSignature(seq, layers, cache, logits.shape[1])
+    return StepSignature(seq, layers, cache, logits.shape[1], seq > 1 and logits.shape[0] == 1)
 
 
 @dataclass
@@ -220,6 +225,10 @@ def stream(prefill: Graph, decode: Graph, prompt: Sequence[int], max_new: int, r
     step counts, the tokens and the first step's logits."""
     prompt = [int(t) for t in prompt]
     psig, sig = check(prefill, decode, prompt, max_new)
+    if psig.last_only and len(prompt) % psig.seq and sig.seq != 1:
+        raise GenerateError(f"the prefill graph @{prefill.name} returns the last token's logits only, so the last "
+                            f"{len(prompt) % psig.seq} prompt tokens go through the decode graph, which takes "
+                            f"{sig.seq} tokens a step, not 1")
     caches = {f"{kv}_cache{i}": np.zeros(sig.cache.shape, sig.cache.dtype.np_dtype)
               for i in range(sig.layers) for kv in "kv"}
     names = list(caches)
@@ -237,11 +246,16 @@ def stream(prefill: Graph, decode: Graph, prompt: Sequence[int], max_new: int, r
             raise _error(graph, f"running it gave {len(out)} outputs, expected {1 + len(names)}")
         caches.update(zip(names, out[1:]))
         stats.steps[what] += 1
-        return np.asarray(out[0][len(ids) - 1])
+        return np.asarray(out[0][len(ids) - 1 if out[0].shape[0] > 1 else 0])
 
     t0 = time.perf_counter()
     for at in range(0, len(prompt), psig.seq):
-        logits = step(prefill, psig.seq, prompt[at:at + psig.seq], at, "prefill")
+        chunk = prompt[at:at + psig.seq]
+        if len(chunk) < psig.seq and psig.last_only:  # no padding: the last row must be a real token's
+            for j, t in enumerate(chunk):
+                logits = step(decode, sig.seq, [t], at + j, "prefill")
+            break
+        logits = step(prefill, psig.seq, chunk, at, "prefill")
     stats.first_logits = logits.copy()
     stats.ids.append(pick(logits))
     stats.prefill_seconds = time.perf_counter() - t0
@@ -354,15 +368,18 @@ def _imported_config(path: str):
 def _imported_model(path: str, prompt_len: int, context: int | None, max_new: int | None) -> Model:
     """A file holding its weights, whose importer sets a step's length and the cache capacity from input
     shapes (``tokens`` and ``k_cache0``), as the GGUF frontend does."""
-    from .frontends import load
-
     cfg = _imported_config(path)
     if context is None and max_new is not None:
         # size the cache to the request, not to the model's full context (4096 floats a row per layer)
         context = min(cfg.context, prompt_len + max_new)
     cache = {"k_cache0": (cfg.kv_heads, context, cfg.head_dim)} if context is not None else {}
+    if os.path.isdir(path):
+        from .frontends.hf import load
+    else:
+        from .frontends.gguf import load
     decode, weights = load(path, {"tokens": (1,), **cache})
-    prefill = load(path, {"tokens": (prompt_len,), **cache})[0] if prompt_len != 1 else decode
+    # generation reads the last prompt token's logits only: the head runs on that row alone
+    prefill = load(path, {"tokens": (prompt_len,), **cache}, last_logits=True)[0] if prompt_len != 1 else decode
     return Model(prefill, decode, weights)
 
 

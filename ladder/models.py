@@ -140,9 +140,12 @@ def decoder_step_inputs(b: Builder, seq: int, kv_heads: int, context: int, head_
     return tokens, pos, start, kv_len, caches
 
 
-def decoder(arch: Arch, cfg: BitNetConfig, src: WeightSource, seq: int, name: str) -> Graph:
+def decoder(arch: Arch, cfg: BitNetConfig, src: WeightSource, seq: int, name: str,
+            last_logits: bool = False) -> Graph:
     """One decoder step of ``arch`` with ``cfg``'s dimensions over ``seq`` tokens, weights from ``src``:
-    token ids [seq] -> logits [seq, vocab], plus the updated caches of every layer."""
+    token ids [seq] -> logits [seq, vocab], plus the updated caches of every layer. ``last_logits``: logits
+    [1, vocab] of the last token only (generation needs no other row, and the head is a large share of a
+    prefill step)."""
     b = Builder(name)
     tokens, pos, start, kv_len, caches = decoder_step_inputs(b, seq, cfg.kv_heads, cfg.context, cfg.head_dim,
                                                              cfg.layers)
@@ -186,6 +189,8 @@ def decoder(arch: Arch, cfg: BitNetConfig, src: WeightSource, seq: int, name: st
             a = b.rmsnorm(a, src.norm(b, f"{p}.ffn_sub_norm", f), eps=cfg.eps)
         x = b.add(x, proj(a, f"{p}.down", d, f))
 
+    if last_logits and seq > 1:
+        x = b.slice(x, starts=[seq - 1], ends=[seq], axes=[0])
     x = b.rmsnorm(x, src.norm(b, "final_norm", d), eps=cfg.eps)
     return b.build(src.head(b, x), *new_caches)
 

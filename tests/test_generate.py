@@ -264,3 +264,36 @@ def test_cli_streams_text(model, capsys):
     assert cli_main(["generate", str(path), "--prompt", "hello", "--max-new", "4", "--target", "ref",
                      "--temperature", "0.7", "--top-p", "0.9", "--seed", "1"]) == 0
     assert len(_ids(capsys.readouterr().out)) == 4
+
+
+def test_prefill_with_last_row_logits_generates_the_same():
+    """A prefill graph whose head runs on the last token only (``last_logits``) gives the same tokens and first
+    logits as one returning every row; a prompt that does not fill its chunks ends through the decode graph."""
+    from ladder.models import _RandomParams, decoder
+
+    cfg = SIZES["tiny"]
+    dec = bitnet_decoder(cfg, 1)
+    every, last = bitnet_decoder(cfg, 4), decoder(cfg.arch, cfg, _RandomParams(cfg), 4, "last", last_logits=True)
+    assert last.output_types()[0].shape == (1, cfg.vocab) and signature(last).last_only
+    assert not signature(every).last_only
+    w = weights.random(every, 3)
+    for prompt in ([5, 6, 7, 8, 9, 10, 11, 12], [5, 6, 7, 8, 9, 10]):
+        a = generate(every, dec, prompt, 4, ModuleRunner("ref", w))
+        b = generate(last, dec, prompt, 4, ModuleRunner("ref", w))
+        assert a.ids == b.ids
+        np.testing.assert_allclose(b.first_logits, a.first_logits, rtol=1e-5, atol=1e-5)
+        assert b.steps == {"prefill": 2 if len(prompt) == 8 else 3, "decode": 3}
+
+
+def test_imported_prefill_computes_the_last_rows_logits_only(tmp_path):
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import parity_models as pm
+
+    path = tmp_path / "m.gguf"
+    pm.write_float(path, "llama")
+    m = load_model(path, prompt_len=5, max_new=3)
+    assert m.prefill.output_types()[0].shape == (1, pm.DIMS["vocab"])
+    assert m.decode.output_types()[0].shape == (1, pm.DIMS["vocab"])
+
