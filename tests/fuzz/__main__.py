@@ -1,5 +1,7 @@
 """The long fuzz driver: N inputs (or a time budget) per surface, each checked in a worker process, so that an
-abort (SIGABRT from LLVM, SIGSEGV) or a hang is counted and the run goes on.
+abort (SIGABRT from LLVM, SIGSEGV) or a hang is counted and the run goes on. The ``diff`` surface runs random
+valid graphs through the reference and compiled code and counts a disagreement as an "other exception"
+(tests/fuzz/diff_inputs.py says what agreeing means).
 
     python tests/fuzz --surface all --seconds 180          # three minutes per surface
     python tests/fuzz --surface gguf -n 5000 --start 100000 --save /tmp/fuzz-finds
@@ -23,8 +25,8 @@ from collections import Counter
 from pathlib import Path
 
 TESTS = Path(__file__).resolve().parent.parent
-SURFACES = ("text", "gguf", "safetensors")
-SUFFIX = {"text": ".lir", "gguf": ".gguf", "safetensors": ".safetensors"}
+SURFACES = ("text", "gguf", "safetensors", "diff")
+SUFFIX = {"text": ".lir", "gguf": ".gguf", "safetensors": ".safetensors", "diff": ".lir"}
 
 
 def _module(surface: str):
@@ -59,7 +61,7 @@ def worker(surface: str) -> None:
             kind, err = outcome(lambda t: (check_text(t), mod.check_runs(t)), data, seconds=60)
         else:
             with open(path, "wb") as fh:
-                fh.write(data)
+                fh.write(data.encode() if isinstance(data, str) else data)
             kind, err = outcome(mod.check, path, seconds=60)
         error = None if err is None else f"{type(err).__name__}: {str(err).splitlines()[0][:160] if str(err) else ''}"
         print(json.dumps({"k": k, "kind": kind, "error": error}), flush=True)
