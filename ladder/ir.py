@@ -20,7 +20,9 @@ from typing import Any, Iterable, Iterator, Mapping
 import networkx as nx
 import numpy as np
 
+from .constdata import ConstData
 from .errors import LadderError, Location, UNKNOWN
+from .printer import graph_html, print_graph
 from .types import TensorType
 
 
@@ -35,44 +37,6 @@ class Value:
 
     def __str__(self) -> str:
         return f"%{self.name}"
-
-
-class ConstData:
-    """An immutable array held by a ``const`` op. Equal and hashable by dtype, shape and bytes."""
-
-    __slots__ = ("array", "_key")
-
-    def __init__(self, array: np.ndarray):
-        arr = np.array(array, copy=True) if not _is_splat_view(array) else array
-        arr.flags.writeable = False
-        self.array = arr
-        first = arr.reshape(-1)[:1].tobytes() if arr.size else b""
-        body = first if self.is_splat else arr.tobytes()
-        self._key = (str(arr.dtype), arr.shape, self.is_splat, body)
-
-    @property
-    def is_splat(self) -> bool:
-        a = self.array
-        if a.size <= 1:
-            return a.size == 1
-        if all(s == 0 for s in a.strides):
-            return True
-        # Same bits, not same value: 0.0 and -0.0 differ, and equal NaNs are a splat.
-        bits = np.ascontiguousarray(a).reshape(-1).view(f"u{a.dtype.itemsize}")
-        return bool(np.all(bits == bits[0]))
-
-    def __eq__(self, other) -> bool:
-        return isinstance(other, ConstData) and self._key == other._key
-
-    def __hash__(self) -> int:
-        return hash(self._key)
-
-    def __repr__(self) -> str:
-        return f"ConstData({self.array.dtype}{list(self.array.shape)})"
-
-
-def _is_splat_view(a) -> bool:
-    return isinstance(a, np.ndarray) and a.size > 1 and all(s == 0 for s in a.strides)
 
 
 def freeze_attr(value: Any) -> Any:
@@ -277,14 +241,10 @@ class Graph:
     __hash__ = None  # mutable
 
     def __str__(self) -> str:
-        from .printer import print_graph
-
         return print_graph(self)
 
     def __repr__(self) -> str:
         return f"<Graph @{self.name}: {len(self.inputs)} inputs, {len(self)} ops, {len(self.outputs)} outputs>"
 
     def _repr_html_(self) -> str:
-        from .printer import graph_html
-
         return graph_html(self)

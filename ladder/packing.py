@@ -41,7 +41,7 @@ import ml_dtypes
 import numpy as np
 
 from .errors import LadderError
-from .types import DType
+from .dtypes import DTYPES, DType
 
 
 # -- values <-> codes --------------------------------------------------------------------------------
@@ -375,8 +375,6 @@ def get_packing(name: str) -> "Packing | ScaledPacking":
                           f"(z for zeros) for block scales") from None
     if not plus:
         return base
-    from .types import DTYPES
-
     zero = scale.endswith("z")
     sdt = DTYPES.get(scale[:-1] if zero else scale)
     if sdt is None or sdt.name not in ("f16", "bf16", "f32"):

@@ -1,4 +1,8 @@
-"""Print a graph in the .lir text format (the parser in ladder.frontends.text reads it back)."""
+"""Print a graph in the .lir text format (the parser in ladder.frontends.text reads it back).
+
+The printer sits below ``ladder.ir``, whose ``str(graph)`` it provides: it reads graphs and ops through their
+fields and never imports the IR at run time (``Graph`` and ``Op`` are named for annotations only).
+"""
 
 from __future__ import annotations
 
@@ -6,11 +10,15 @@ import html
 import json
 import math
 import re
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .ir import ConstData, Graph, Op
+from .constdata import ConstData
 from .types import DType
+
+if TYPE_CHECKING:
+    from .ir import Graph, Op
 
 SIMPLE_REF = re.compile(r"[A-Za-z0-9_.$/\-]+\Z")
 

@@ -184,6 +184,23 @@ def test_ladder_compile_runs_the_functional_simulator(tmp_path):
         m.source("asm")
 
 
+def test_threads_the_simulator_cannot_use_are_errors_and_cache_and_jit_are_accepted(tmp_path):
+    g = ladder.parse(EXAMPLES / "bitlinear.lir")
+    w = W.random(g, 0)
+    x = np.random.default_rng(0).standard_normal((2, 128)).astype(np.float32)
+    # what ladder.compile passes by default (the user's cache folder, jit=True) and jit=False / a cache path
+    m = ladder.compile(g, target="asic:lut-tc", weights=w)
+    for extra in ({"threads": 1}, {"cache": tmp_path, "jit": False}, {"cache": False}):
+        assert np.array_equal(ladder.compile(g, target="asic:lut-tc", weights=w, **extra)({"x": x})["y"],
+                              m({"x": x})["y"])
+    assert np.array_equal(m({"x": x}, threads=1)["y"], m({"x": x})["y"])
+    for threads in (2, 0):
+        with pytest.raises(LadderError, match=f"simulates on one thread; threads={threads} cannot apply"):
+            ladder.compile(g, target="asic:lut-tc", weights=w, threads=threads)
+    with pytest.raises(LadderError, match="threads=4 cannot apply"):
+        m({"x": x}, threads=4)
+
+
 def test_cli_compile_emits_isa(tmp_path):
     out = tmp_path / "bl.isa"
     assert cli_main(["compile", str(EXAMPLES / "bitlinear.lir"), "--target", "asic:lut-tc", "--emit", "isa",

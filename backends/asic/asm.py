@@ -1,4 +1,4 @@
-"""The assembly text of an ASIC program: ``print_program`` and ``parse_program`` (lark), a round trip.
+"""The assembly text of an ASIC program: ``print_program`` (asm_print.py) and ``parse_program`` (lark), a round trip.
 
     program @bitlinear config="lut-tc", sram=1048576 {
       buffer %x space="dram", bytes=1024, dtype="f32", shape=[2, 128], role="input"
@@ -21,8 +21,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
-import re
 import typing
 from functools import lru_cache
 from typing import Any
@@ -32,7 +30,8 @@ from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput
 
 from ladder.errors import LadderError, Location, ParseError
 
-from .isa import Binding, Buffer, Instr, Program, Tile, WeightImage, instr_fields, lookup_opcode
+from .asm_print import DECLARED_NAME, format_value, print_instr, print_program
+from .isa import Binding, Buffer, Program, Tile, WeightImage, lookup_opcode
 
 GRAMMAR = r"""
 start: _NL? program _NL?
@@ -69,68 +68,9 @@ _NL: /(\r?\n[\t ]*)+/
 # Locations come from tokens (every error points at one), so trees carry no positions: faster.
 _PARSER = Lark(GRAMMAR, parser="lalr", maybe_placeholders=False)
 
-_SIMPLE_NAME = re.compile(r"[A-Za-z0-9_.$/\-]+")
-
 # Declarations: keyword -> (record class, name of the field the positional %name fills).
-DECLARATIONS = {"buffer": (Buffer, "name"), "input": (Binding, "value"), "output": (Binding, "value"),
-                "weight": (WeightImage, "buffer")}
-
-
-# -- printing ---------------------------------------------------------------------------------------------
-
-def format_value(v: Any, ref: bool = False) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, Tile):
-        return str(v)
-    if isinstance(v, str):
-        return f"%{v}" if ref else json.dumps(v)
-    if isinstance(v, float):
-        return repr(v) if math.isfinite(v) else ("nan" if v != v else ("inf" if v > 0 else "-inf"))
-    if isinstance(v, int):
-        return str(v)
-    if isinstance(v, tuple) and all(isinstance(p, tuple) and len(p) == 2 and isinstance(p[0], str) for p in v) \
-            and v:
-        return "{" + ", ".join(f"{k}={format_value(x)}" for k, x in v) + "}"
-    if isinstance(v, (tuple, list)):
-        return "[" + ", ".join(format_value(x, ref) for x in v) + "]"
-    raise LadderError(f"cannot print {v!r} in assembly")
-
-
-def _fields_text(record, fields, refs=(), skip=()) -> str:
-    parts = []
-    for f in fields:
-        if f.name in skip:
-            continue
-        v = getattr(record, f.name)
-        if f.default is not dataclasses.MISSING and v == f.default:
-            continue
-        parts.append(f"{f.name}={format_value(v, f.name in refs)}")
-    return ", ".join(parts)
-
-
-def print_instr(ins: Instr) -> str:
-    body = _fields_text(ins, instr_fields(type(ins)), type(ins).ref_fields())
-    return f"{ins.mnemonic} {body}".rstrip()
-
-
-def _print_decl(keyword: str, record) -> str:
-    cls, key = DECLARATIONS[keyword]
-    refs = ("buffer",) if cls is not WeightImage else ()
-    body = _fields_text(record, dataclasses.fields(cls), refs, skip=(key,))
-    return f"{keyword} %{getattr(record, key)} {body}".rstrip()
-
-
-def print_program(p: Program) -> str:
-    name = p.name if _SIMPLE_NAME.fullmatch(p.name) else json.dumps(p.name)
-    lines = [f"program @{name} config={json.dumps(p.config)}, sram={p.sram_bytes} {{"]
-    lines += ["  " + _print_decl("buffer", b) for b in p.buffers]
-    lines += ["  " + _print_decl("input", b) for b in p.inputs]
-    lines += ["  " + _print_decl("output", b) for b in p.outputs]
-    lines += ["  " + _print_decl("weight", w) for w in p.weights]
-    lines += ["  " + print_instr(i) for i in p.instrs]
-    lines.append("}")
-    return "\n".join(lines) + "\n"
+DECLARATIONS = {kw: (cls, DECLARED_NAME[kw]) for kw, cls in
+                {"buffer": Buffer, "input": Binding, "output": Binding, "weight": WeightImage}.items()}
 
 
 # -- parsing ------------------------------------------------------------------------------------------------

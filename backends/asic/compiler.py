@@ -64,7 +64,9 @@ class CompiledProgram:
         return self._images
 
     def run(self, inputs=(), threads: int | None = None) -> dict[str, np.ndarray]:
-        """Execute the program on the functional simulator (``threads`` is accepted and ignored)."""
+        """Execute the program on the functional simulator, on the calling thread (``threads``: None or 1;
+        any other count is a LadderError, see ``compile_graph``)."""
+        check_threads(threads)
         return funcsim.run(self.program, inputs, self.images)
 
     __call__ = run
@@ -87,12 +89,29 @@ class CompiledProgram:
                 f"{st['space_bytes']['sram']:,} of {self.config.sram_bytes:,} bytes"]
 
 
+def check_threads(threads: int | None) -> None:
+    """The functional simulator runs on the calling thread: ``threads`` may be None (the default) or 1."""
+    if threads is not None and (isinstance(threads, bool) or threads != 1):
+        raise LadderError(f"the asic backend simulates on one thread; threads={threads!r} cannot apply "
+                          f"(give none, or 1)")
+
+
 def compile_graph(graph: Graph, weights: Mapping[str, np.ndarray] | None = None, target: "str | Target" = "asic:lut-tc",
                   pipeline: str | None = None, threads: int | None = None, cache_dir=None,
                   jit: bool = True) -> CompiledProgram:
-    """Like the llvm backend's: ``threads``, ``cache_dir`` and ``jit`` are accepted for the common interface;
-    a program is cheap to lower, so nothing is cached."""
+    """Like the llvm backend's, with the same arguments; what each of the cpu-minded ones means here:
+
+    * ``threads``: the functional simulator runs on the calling thread, so only None (the default) and 1 can
+      be honoured; any other value is a LadderError rather than a warning, as ``ladder run --threads`` with an
+      asic target is: a caller who asks for threads expects them to act, and a run that silently used one
+      would be timed or sized wrongly.
+    * ``cache_dir``: accepted, whatever it is (``ladder.compile`` passes the user's cache folder by default). A
+      cache may keep compiled code, it never has to: a program is cheap to lower, so nothing is written there.
+    * ``jit``: accepted, True or False. ``jit=False`` asks for a module to write ahead of time (``write``,
+      ``source``); every asic module is one, and the weight images a run needs are built on the first run
+      only, so nothing is done for a module that is never run either way."""
+    check_threads(threads)
     return CompiledProgram(graph, weights, target, pipeline)
 
 
-__all__ = ["CompiledProgram", "compile_graph", "config_of"]
+__all__ = ["CompiledProgram", "check_threads", "compile_graph", "config_of"]

@@ -156,7 +156,7 @@ def from_dict(data: Mapping[str, Any], source: str = "<dict>") -> HwConfig:
     extra: dict[str, Any] = {}
     for key, v in data.items():
         if key in _SECTIONS:
-            values[key] = _section(_SECTIONS[key], v, f"[{key}]", source)
+            values[key] = read_table(_SECTIONS[key], v, f"[{key}]", source)
         elif key in top:
             values[key] = v
         elif isinstance(v, dict):
@@ -172,20 +172,30 @@ def from_dict(data: Mapping[str, Any], source: str = "<dict>") -> HwConfig:
     return cfg
 
 
-def _section(cls, table: Any, where: str, source: str):
+def read_table(cls, table: Any, where: str, source: str):
+    """A parsed TOML table as the frozen dataclass ``cls``: the one validator of config tables, for this
+    module's ``[lut]``, ``[systolic]``, ``[vector]`` and the cost model's sections alike (costsim.read_section).
+
+    Every key must be a field of ``cls`` and every value of its default's type (an int may stand for a float,
+    a list of ints for a tuple; a field whose default is a dataclass takes a nested table, ``[lut.tile]``);
+    anything else is a ConfigError naming ``source``, the key and ``where`` (``"[lut]"``)."""
     if not isinstance(table, dict):
         raise ConfigError(f"{source}: {where} must be a table, got {table!r}")
-    known = {f.name for f in dataclasses.fields(cls)}
+    fields = {f.name: f for f in dataclasses.fields(cls)}
     for key in table:
-        if key not in known:
-            raise ConfigError(f"{source}: unknown key '{key}' in {where}; known: {', '.join(sorted(known))}")
-    if cls is LutConfig and "tile" in table:
-        table = {**table, "tile": _section(LmmaTile, table["tile"], "[lut.tile]", source)}
-    return cls(**{k: _coerce(cls, k, v, source, where) for k, v in table.items()})
+        if key not in fields:
+            raise ConfigError(f"{source}: unknown key '{key}' in {where}; known: {', '.join(sorted(fields))}")
+    values = {}
+    for key, v in table.items():
+        default = fields[key].default
+        if dataclasses.is_dataclass(default):
+            v = read_table(type(default), v, f"{where[:-1]}.{key}]", source)
+        values[key] = _coerce(cls, key, v, source, where)
+    return cls(**values)
 
 
 def _coerce(cls, key: str, value: Any, source: str, where: str) -> Any:
-    """Check a value against the field's default's type (ints may stand for floats)."""
+    """Check a value against the field's default's type (ints may stand for floats, lists of ints for tuples)."""
     default = next(f for f in dataclasses.fields(cls) if f.name == key)
     want = default.default if default.default is not dataclasses.MISSING else ""
     where = f" in {where}" if where else ""
@@ -251,4 +261,4 @@ def with_overrides(cfg: HwConfig, changes: Mapping[str, Any]) -> HwConfig:
 
 
 __all__ = ["CONFIG_DIR", "ConfigError", "HwConfig", "LmmaTile", "LutConfig", "SystolicConfig", "VectorConfig",
-           "load_config", "from_dict", "shipped_configs", "validate", "with_overrides"]
+           "load_config", "from_dict", "read_table", "shipped_configs", "validate", "with_overrides"]

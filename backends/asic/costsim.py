@@ -56,7 +56,7 @@ from typing import Callable
 from ladder.errors import LadderError
 from ladder.types import dtype as lookup_dtype
 
-from .config import ConfigError, HwConfig, load_config, with_overrides
+from .config import ConfigError, HwConfig, load_config, read_table, with_overrides
 from .energy import EnergyTable, leakage_power
 from .isa import (Barrier, Buffer, Dma, DmaGather, Instr, IsaError, Lmma, LutBuild, Mma, Program, Tile, Vec, Xmma)
 from . import units as U
@@ -127,22 +127,9 @@ SECTIONS = {"energy": EnergyParams, "cost": CostParams, "xbar": XbarParams, "har
 
 
 def read_section(cfg: HwConfig, name: str):
-    """A cost section of ``cfg`` as its dataclass; unknown keys and mistyped values are ConfigErrors."""
-    cls = SECTIONS[name]
-    table = cfg.section(name)
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    values = {}
-    for key, v in table.items():
-        if key not in fields:
-            raise ConfigError(f"{cfg.source or cfg.name}: unknown key '{key}' in [{name}]; known: "
-                              f"{', '.join(fields)}")
-        want = type(fields[key].default)
-        ok = isinstance(v, want) and not (want is int and isinstance(v, bool)) or \
-            (want is float and isinstance(v, int) and not isinstance(v, bool))
-        if not ok:
-            raise ConfigError(f"{cfg.source or cfg.name}: '{key}' in [{name}] must be {want.__name__}, got {v!r}")
-        values[key] = want(v)
-    return cls(**values)
+    """A cost section of ``cfg`` as its dataclass; unknown keys and mistyped values are ConfigErrors (checked by
+    config.read_table, the validator of the config's own tables too)."""
+    return read_table(SECTIONS[name], cfg.section(name), f"[{name}]", cfg.source or cfg.name)
 
 
 def operating_point(cfg: HwConfig, point: str) -> HwConfig:

@@ -35,19 +35,22 @@ vec.<fn>           vec     a vector function on whole tiles: a ladder op's seman
 sync.barrier       sync    wait until every unit is idle
 =================  ======  =========================================================================
 
-The assembly text (print/parse) lives in ``asm.py``; docs/asic-isa.md documents every field.
+The assembly text lives in ``asm_print.py`` (printing, below this module: ``str(program)``) and ``asm.py``
+(parsing, above it); ``Tile`` lives in ``tile.py``, below both. docs/asic-isa.md documents every field.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass
-from functools import cached_property, lru_cache
+from functools import lru_cache
 from typing import Any, ClassVar, Iterable
 
 from ladder.errors import LadderError
 from ladder.types import TensorType, dtype as lookup_dtype
+
+from .asm_print import instr_fields, print_program
+from .tile import Tile
 
 UNITS = ("dma", "lut", "mma", "vec", "xbar", "sync")
 # Entries per group of 4 activations in a table: all 16 subset sums, or 8 mirrored ones plus the group sum.
@@ -67,59 +70,6 @@ class IsaError(LadderError):
 
 
 # -- operands -------------------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class Tile:
-    """A typed view of a buffer: ``%buf+offset:dtype<layout>[shape]/stride``."""
-
-    buffer: str
-    dtype: str
-    shape: tuple[int, ...]
-    offset: int = 0   # bytes from the start of the buffer
-    stride: int = 0   # elements from one row's start to the next (rows = all but the last axis); 0 = packed
-    layout: str = ""  # a ladder packing (``planes``): the tile holds that packing's bytes
-
-    def __post_init__(self):
-        if type(self.shape) is not tuple:
-            object.__setattr__(self, "shape", tuple(map(int, self.shape)))
-
-    @cached_property
-    def type(self) -> TensorType:
-        return TensorType(lookup_dtype(self.dtype), self.shape, self.layout or None)
-
-    @property
-    def elems(self) -> int:
-        return math.prod(self.shape)
-
-    @cached_property
-    def itemsize(self) -> int:
-        return 1 if self.layout else lookup_dtype(self.dtype).np_dtype.itemsize
-
-    @property
-    def row_elems(self) -> int:
-        return self.stride or (self.shape[-1] if self.shape else 1)
-
-    @cached_property
-    def nbytes(self) -> int:
-        """Bytes of data in the tile (without the gaps of a strided view)."""
-        if self.layout:
-            return math.prod(self.type.storage_shape)
-        return math.prod(self.shape) * self.itemsize
-
-    @cached_property
-    def span(self) -> int:
-        """Bytes from the tile's first byte to one past its last."""
-        if self.layout or not self.stride or not self.shape:
-            return self.nbytes
-        rows = math.prod(self.shape[:-1])
-        return ((rows - 1) * self.stride + self.shape[-1]) * self.itemsize if rows else 0
-
-    def __str__(self) -> str:
-        off = f"+{self.offset}" if self.offset else ""
-        lay = f"<{self.layout}>" if self.layout else ""
-        stride = f"/{self.stride}" if self.stride else ""
-        return f"%{self.buffer}{off}:{self.dtype}{lay}[{', '.join(map(str, self.shape))}]{stride}"
-
 
 @dataclass(frozen=True)
 class Work:
@@ -601,15 +551,7 @@ class Program:
                                        f"{bufs[name].bytes}-byte buffer %{name}")
 
     def __str__(self) -> str:
-        from .asm import print_program
-
         return print_program(self)
-
-
-def instr_fields(cls: type[Instr]) -> list[dataclasses.Field]:
-    """The fields an instruction's text shows (``fn`` of vec is part of the mnemonic)."""
-    fields = [f for f in dataclasses.fields(cls) if not (cls is Vec and f.name == "fn")]
-    return sorted(fields, key=lambda f: (f.name in ("acc", "op"), f.name == "op"))  # base fields last
 
 
 __all__ = ["MIRRORED_ENTRIES", "TABLE_ENTRIES", "Accumulating", "Barrier", "Binding", "Buffer", "Dma", "DmaCopy",

@@ -1,4 +1,5 @@
-"""Type tables and small helpers shared by the ONNX importer modules."""
+"""Type tables and small helpers shared by the ONNX importer modules (which import each other only downwards:
+common, table, fold and shapes below the ops_* converter modules)."""
 
 from __future__ import annotations
 
@@ -36,3 +37,18 @@ def type_name(elem: int) -> str:
 
 def sanitize(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.$]", "_", name or "")
+
+
+def broadcast_to(im, v, shape, out=None):
+    """``v`` broadcast to ``shape`` exactly: a size-1 axis becomes n copies by a gather of zeros."""
+    shape = tuple(shape)
+    if v.type.shape == shape:
+        return v if out is None else im.emit("reshape", [v], {"shape": list(shape)}, out=out)
+    r = len(shape)
+    if v.type.rank < r:
+        v = im.emit("reshape", [v], {"shape": [1] * (r - v.type.rank) + list(v.type.shape)})
+    steps = [a for a in range(r) if v.type.shape[a] != shape[a]]
+    for k, a in enumerate(steps):
+        idx = im.const(np.zeros(shape[a], np.int32), "i32", "bcast.idx")
+        v = im.emit("gather", [v, idx], {"axis": a}, out=out if k == len(steps) - 1 else None)
+    return v

@@ -12,7 +12,7 @@ import numpy as np
 
 from ladder.types import DTYPES
 
-from .common import ONNX_TO_LADDER, type_name
+from .common import ONNX_TO_LADDER, broadcast_to, type_name
 from .table import converts
 
 BOOL = 9  # TensorProto.BOOL
@@ -86,8 +86,6 @@ def _pow(im):
         raise im.error(f"Pow with exponent {p} is not supported (integers up to 16 and 0.5 are)")
     n = abs(int(p))
     if n == 0:  # x^0 is 1 everywhere, NaN included
-        from .ops_shape import broadcast_to
-
         im.bind(0, broadcast_to(im, im.fconst(1.0, x), x.type.shape, out=0))
         return
     y = x
@@ -264,8 +262,6 @@ def _logic(im):
 
 def where(im, cond, x, y, out=None):
     """cond ? x : y, exact: x and y broadcast and interleaved, then one gather picks per element."""
-    from .ops_shape import broadcast_to
-
     _same_dtype(im, x, y)
     shape = im.broadcast(cond.type.shape, x.type.shape, y.type.shape)
     n = math.prod(shape)

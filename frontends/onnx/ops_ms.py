@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .common import broadcast_to
 from .ops_nn import inv_std
 from .table import MS_DOMAIN, ONNX_DOMAIN, converts
 
@@ -190,8 +191,6 @@ def _positions(im, b, s, max_len):
     if p.type.size == 1:
         p = im.emit("add", [im.emit("reshape", [p], {"shape": [1, 1]}),
                             im.const(np.arange(s, dtype=np.int32).reshape(1, s), "i32", "arange")])
-        from .ops_shape import broadcast_to
-
         return broadcast_to(im, p, (b, s))
     if p.type.shape != (b, s):
         raise im.error(f"RotaryEmbedding position_ids {p.type} is not [{b}, {s}] or [1]")

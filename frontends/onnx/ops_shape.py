@@ -9,23 +9,9 @@ import numpy as np
 
 from . import fold
 from . import shapes as sh
+from .common import broadcast_to
 from .ops_math import greater, where
 from .table import converts
-
-
-def broadcast_to(im, v, shape, out=None):
-    """``v`` broadcast to ``shape`` exactly: a size-1 axis becomes n copies by a gather of zeros."""
-    shape = tuple(shape)
-    if v.type.shape == shape:
-        return v if out is None else im.emit("reshape", [v], {"shape": list(shape)}, out=out)
-    r = len(shape)
-    if v.type.rank < r:
-        v = im.emit("reshape", [v], {"shape": [1] * (r - v.type.rank) + list(v.type.shape)})
-    steps = [a for a in range(r) if v.type.shape[a] != shape[a]]
-    for k, a in enumerate(steps):
-        idx = im.const(np.zeros(shape[a], np.int32), "i32", "bcast.idx")
-        v = im.emit("gather", [v, idx], {"axis": a}, out=out if k == len(steps) - 1 else None)
-    return v
 
 
 @converts("Reshape", "Unsqueeze", "Squeeze", "Flatten")

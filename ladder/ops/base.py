@@ -78,7 +78,7 @@ class AttrSpec:
                     raise InferError(e.message) from None
         elif k == "data":
             if isinstance(value, np.ndarray):
-                from ..ir import ConstData
+                from ..constdata import ConstData
 
                 return ConstData(value)
             if hasattr(value, "array") and isinstance(value.array, np.ndarray):  # ConstData

@@ -15,7 +15,7 @@ columns/rows: padded weights meet zero activations or are never returned), ``res
 the target's vector width in bytes (one index per byte lane of a shuffle).
 
 ``choose=always`` rewrites every such op; ``choose=auto`` (the default cpu pipeline) only those for which
-ladder.tune says lookup is faster for ``threads`` and these tables (exact, f32, int8 or int8 with fast
+ladder.tuning says lookup is faster for ``threads`` and these tables (exact, f32, int8 or int8 with fast
 aggregation): the record of the ``tuning`` file (made by ``ladder tune``) if it has this shape, else the cost
 model; a tuned choice also sets ``rows`` and ``unroll``. Without ``tuning`` nothing is read: the result
 depends on the graph, the target and the options only. ``changes_numerics`` is False: the default options
@@ -34,7 +34,7 @@ from ..ir import Graph, Op
 from ..ops import OPS, make_op
 from ..ops.lut import GROUP_SIZES, LUT_DTYPES, interleaved_shape
 from ..target import get_target
-from ..tune import Choice, Problem, TuningRecords, choose, entry_key, host_threads, load_records
+from ..tuning import Choice, Problem, TuningRecords, choose, entry_key, host_threads, load_records
 from ..types import DTYPES, TensorType
 from .lowbit import _add, _producer_op, weight_values
 from .manager import Pass, register_pass
@@ -128,7 +128,7 @@ class Lut(Pass):
 
     @property
     def tables(self) -> str:
-        """The tables this pass builds for f32 activations (see ladder.tune.TABLES)."""
+        """The tables this pass builds for f32 activations (see ladder.tuning.TABLES)."""
         return ("i8-fast" if self.fast_aggregation else "i8") if self.quantize else "f32"
 
     def check(self) -> None:
