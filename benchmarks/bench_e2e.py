@@ -3,7 +3,7 @@
 their ratio (ladder / llama.cpp: > 1 means ladder is faster), ladder's compile time and both peak RSS.
 
     python benchmarks/bench_e2e.py [--llama-cpp BUILD] [--models small] [--types TQ2_0,Q4_0]
-                                   [--threads 1,2] [--pp 64] [--tg 32] [--keep DIR]
+                                   [--threads 1,2] [--pp 64] [--tg 32] [--keep DIR] [--kv state|copy]
 
 The files are made here: seeded random weights written as an F32 GGUF by the ``gguf`` writer (laid out as
 llama.cpp's converter lays them out, with a SentencePiece-style vocabulary so llama.cpp loads them), then
@@ -18,7 +18,9 @@ Models (``--models``, comma separated):
 
 ``small`` means both small models. Each ladder run happens in a child process so its peak RSS is its own.
 ladder's decode rate is ``ladder.generate``'s (the Python loop included) after a prompt of ``--pp`` tokens;
-llama-bench's tg runs from an empty cache, its pp is one batch of ``--pp`` tokens.
+llama-bench's tg runs from an empty cache, its pp is one batch of ``--pp`` tokens. ``--kv copy`` runs ladder
+with the KV cache passed through Python every step (``ModuleRunner(state=False)``: each step copies every
+cache) instead of held in the compiled modules and updated in place (``state``, the default).
 """
 
 from __future__ import annotations
@@ -136,7 +138,7 @@ def quantize(src: Path, dst: Path, qtype: str, llama_cpp: Path | None) -> None:
 
 
 # -- ladder, in a child process -----------------------------------------------------------------------------
-def ladder_child(path: str, threads: list[int], pp: int, tg: int) -> dict:
+def ladder_child(path: str, threads: list[int], pp: int, tg: int, kv: str = "state") -> dict:
     """Compile and run ``path``; the result (times, rates, peak RSS) as a dict."""
     import resource
 
@@ -144,7 +146,7 @@ def ladder_child(path: str, threads: list[int], pp: int, tg: int) -> dict:
 
     prompt = [int(t) for t in np.random.default_rng(1).integers(3, 200, pp)]
     model = load_model(path, prompt_len=pp, context=pp + tg + 1)
-    runner = ModuleRunner("cpu", model.weights, max(threads))
+    runner = ModuleRunner("cpu", model.weights, max(threads), state=kv == "state")
     compile_s = runner.prepare(model.prefill, model.decode)
     out = {"compile_s": compile_s, "rates": {}}
     for t in threads:
@@ -171,9 +173,9 @@ def run_child(cmd: list[str]) -> tuple[str, float]:
     return out, usage.ru_maxrss / 1024
 
 
-def run_ladder(path: Path, threads: list[int], pp: int, tg: int) -> dict:
+def run_ladder(path: Path, threads: list[int], pp: int, tg: int, kv: str = "state") -> dict:
     out, rss = run_child([sys.executable, __file__, "--child", str(path), "--threads", ",".join(map(str, threads)),
-                          "--pp", str(pp), "--tg", str(tg)])
+                          "--pp", str(pp), "--tg", str(tg), "--kv", kv])
     res = json.loads(out.strip().splitlines()[-1])
     res["rss_mb"] = rss
     return res
@@ -236,11 +238,13 @@ def main(argv=None) -> int:
     ap.add_argument("--pp", type=int, default=64, help="prompt tokens (prefill rate)")
     ap.add_argument("--tg", type=int, default=32, help="decoded tokens (decode rate)")
     ap.add_argument("--keep", type=Path, help="keep the GGUF files in this folder (and reuse them)")
+    ap.add_argument("--kv", choices=("state", "copy"), default="state",
+                    help="ladder's KV cache: held in the modules (state) or passed through Python (copy)")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     threads = [int(t) for t in args.threads.split(",")]
     if args.child:
-        print(json.dumps(ladder_child(args.child, threads, args.pp, args.tg)))
+        print(json.dumps(ladder_child(args.child, threads, args.pp, args.tg, args.kv)))
         return 0
     names = [m for g in args.models.split(",") for m in GROUPS.get(g, [g])]
     unknown = [m for m in names if m not in MODELS]
@@ -265,7 +269,7 @@ def main(argv=None) -> int:
                 row = {"name": f"{name} {qtype}", "mib": path.stat().st_size / 2**20}
                 row["peer"] = run_llama_bench(path, args.llama_cpp, threads, args.pp, args.tg) \
                     if args.llama_cpp else None
-                row["ladder"] = run_ladder(path, threads, args.pp, args.tg)
+                row["ladder"] = run_ladder(path, threads, args.pp, args.tg, args.kv)
                 rows.append(row)
                 print(json.dumps(row), flush=True)
             if not args.keep:

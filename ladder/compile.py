@@ -10,6 +10,22 @@ anything is allocated.
 
 The core names no backend: a target's backend is imported by name when it is first used (``ref`` is the
 interpreter, ``cpu*`` the LLVM backend in ladder.backends.llvm).
+
+State: ``state={"k_cache0": 1, ...}`` pairs graph inputs with the outputs that update them (by output index or
+value name, ladder.interpreter.state_slots). The module then holds those inputs (``m.state``, a
+ladder.interpreter.State: zeroed buffers at fixed addresses) and a call takes and returns everything else:
+
+    m = ladder.compile(step, "cpu", w, state={"k_cache0": 1, "v_cache0": 2})
+    logits = m({"tokens": ..., "pos": ..., "start": ..., "kv_len": ...})["logits"]   # the cache stays inside
+    m.state["k_cache0"]; m.reset()                                                 # read it, zero it
+
+A call that does give every state input is the graph's plain call (it loads the given values into the state
+first and returns every output, the state's included: code written for the stateless module keeps working).
+``state=`` on a call runs it on another State (``m.new_state()``; one State can serve every module of the
+same slots: a prefill and a decode step share a KV cache). ``m.bind()`` gives a Call with every buffer bound
+once, the fast path of a loop: write ``call.inputs[name]``, call ``call()``, read the outputs it returns (the
+same arrays each call). The cpu backend updates a state in place where the graph allows it (``m.state_updates``
+says which); the ref and asic targets copy the new values into the state after each call.
 """
 
 from __future__ import annotations
@@ -23,12 +39,15 @@ import numpy as np
 
 from . import budget
 from .errors import LadderError
-from .interpreter import Session
+from .interpreter import Session, State, StateError, bind_inputs, run_with_state, state_slots
 from .ir import Graph, Op
 from .passes import PassManager, Snapshots, default_pipeline
 from .passes.lut import Lut
 
 BACKENDS = {"cpu": "ladder.backends.llvm.compiler", "asic": "ladder.backends.asic.compiler"}
+# backends that hold state themselves (compile_graph(state=...), run(state=...), bind(state)); for the others
+# CompiledModule passes the state in and copies the new values back (ladder.interpreter.run_with_state)
+NATIVE_STATE = {"cpu"}
 
 
 class CompiledModule:
@@ -36,9 +55,10 @@ class CompiledModule:
 
     def __init__(self, graph: Graph, target: str, weights, pipeline: str | None, threads: int | None, cache,
                  jit: bool = True, tuning: str | os.PathLike | None = None,
-                 memory_budget: int | float | str | None = None):
+                 memory_budget: int | float | str | None = None, state=None):
         self.target = target
         kind = target.split(":")[0]
+        slots = state_slots(graph, state)  # checked (and output names resolved) before compiling
         if tuning is not None and pipeline is not None:
             raise LadderError("tuning= applies to the default pipeline; with your own pipeline, give the file to its "
                               "lut pass: lut{choose=auto,tuning=FILE}")
@@ -58,6 +78,9 @@ class CompiledModule:
         manager = PassManager(pipeline, [self.snapshots])
         self.graph = manager.run(graph)
         self.tuning, self.tuning_records = self._tuning_used(manager)
+        self.state_slots = state_slots(self.graph, {s.name: s.output for s in slots})  # passes keep interfaces
+        self._state: State | None = None
+        self._native_state = kind in NATIVE_STATE
         if kind == "ref":
             self._session = Session(self.graph, weights, memory_budget=memory_budget)
             self._backend = None
@@ -67,6 +90,8 @@ class CompiledModule:
             backend = importlib.import_module(BACKENDS[kind])
             cache_dir = default_cache_dir() if cache is True else (cache or None)
             extra = {"memory_budget": memory_budget} if kind == "cpu" else {}
+            if self._native_state:
+                extra["state"] = self.state_slots
             self._backend = backend.compile_graph(self.graph, weights, target, pipeline="", threads=threads,
                                                   cache_dir=cache_dir, jit=jit, **extra)
 
@@ -80,19 +105,90 @@ class CompiledModule:
                 used.update(p.records_used(self.snapshots.items[i].graph))
         return files, used
 
-    def __call__(self, inputs=(), *, threads: int | None = None) -> dict[str, np.ndarray]:
+    # -- state -------------------------------------------------------------------------------------------
+    @property
+    def state(self) -> State:
+        """The module's own state (see the module docstring): used by calls that name no other."""
+        if self._state is None:
+            self._state = self._backend.state if self._native_state else State(self.state_slots)
+        return self._state
+
+    def new_state(self) -> State:
+        """A fresh, zeroed state for this module's slots (for a second, independent sequence)."""
+        return State(self.state_slots)
+
+    def reset(self, values=None) -> None:
+        """Zero the module's own state, then load ``values`` (by state name) if given."""
+        self.state.reset(values)
+
+    @property
+    def state_updates(self) -> dict[str, str]:
+        """How each state input is updated: 'in place', 'copy' (into the state after the call), 'unchanged'."""
+        if self._native_state:
+            return dict(self._backend.state_modes)
+        return {s.name: "unchanged" if self.graph.outputs[s.output] == s.name else "copy" for s in self.state_slots}
+
+    def _state_of(self, state: State | None) -> State:
+        if state is None:
+            return self.state
+        state.check_fits(self.state_slots, f"graph @{self.graph.name}")
+        return state
+
+    # -- running ----------------------------------------------------------------------------------------
+    def __call__(self, inputs=(), *, state: State | None = None, threads: int | None = None
+                 ) -> dict[str, np.ndarray]:
+        """The outputs by name. With state: ``inputs`` without the state gives the other outputs (the state
+        is updated); ``inputs`` with every state input loads those into the state first and gives every
+        output (the state's new values as copies)."""
+        if not self.state_slots:
+            if state is not None:
+                raise StateError(f"graph @{self.graph.name} was compiled without state; compile it with state=")
+            return self._run_plain(inputs, threads)
+        st = self._state_of(state)
+        held = [s.name for s in self.state_slots]
+        bound = bind_inputs(self.graph, inputs, held)
+        given = [n for n in held if n in bound]
+        if given and len(given) != len(held):
+            missing = [n for n in held if n not in bound]
+            raise StateError(f"graph @{self.graph.name} holds {', '.join('%' + n for n in held)} as state: give "
+                             f"none of them, or all (to load them); %{missing[0]} is missing")
+        if given:
+            st.load({n: bound.pop(n) for n in held})
+        if self._native_state:
+            outs = self._backend.run(bound, state=st, threads=threads)
+        else:
+            outs = run_with_state(lambda ins: self._run_plain(ins, threads), self.graph, self.state_slots, st,
+                                  bound)
+        if not given:
+            return outs
+        news = {self.graph.outputs[s.output]: st.buffers[s.name].copy() for s in self.state_slots}
+        return {n: news[n] if n in news else outs[n] for n in self.graph.outputs}
+
+    run = __call__
+
+    def _run_plain(self, inputs, threads: int | None) -> dict[str, np.ndarray]:
         if self._backend is None:
             return self._session.run(inputs)
         return self._backend.run(inputs, threads=threads)
 
-    run = __call__
+    def bind(self, state: State | None = None):
+        """A Call of this module on ``state`` (default: its own): ``call.inputs`` holds an array per input that
+        is not state (write into it), ``call(threads=None)`` runs the module and returns the other outputs by
+        name, in arrays the next call may overwrite; ``call.set_threads(n)`` sets the threads of later calls.
+        On cpu every buffer is bound once (one ctypes call a step)."""
+        st = self._state_of(state)
+        if self._native_state:
+            return self._backend.bind(st)
+        return _HostCall(self, st)
 
-    def time_steps(self, inputs=(), repeat: int = 5, threads: int = 1) -> tuple[list[tuple[Op, float]], float]:
+    def time_steps(self, inputs=(), repeat: int = 5, threads: int = 1, state: State | None = None
+                   ) -> tuple[list[tuple[Op, float]], float]:
         """Per-op seconds of one call at 1 thread, and the whole call's at ``threads`` (cpu targets; see
-        ``ladder.profile``)."""
+        ``ladder.profile``). A module with state runs on ``state`` (default: its own), which changes."""
         if not self.target.startswith("cpu"):
             raise LadderError(f"a per-op profile times cpu kernels; target '{self.target}' has none")
-        seconds, entry = self._backend.time_steps(inputs, repeat, threads)
+        seconds, entry = self._backend.time_steps(inputs, repeat, threads, state=self._state_of(state)
+                                                  if self.state_slots else None)
         return [(s.op, t) for s, t in zip(self._backend.steps, seconds)], entry
 
     def ir_after(self, pass_name: str) -> Graph:
@@ -137,7 +233,28 @@ class CompiledModule:
             wbytes = sum(w.nbytes for w in b.weights)
             lines.append(f"{len(b.steps)} kernels; arena {b.plan.size:,} bytes; weights {wbytes:,} bytes; "
                          f"threads {b.threads} ({'libgomp pool' if b.use_gomp else 'calling thread only'})")
+        if self.state_slots:
+            lines.append("state: " + ", ".join(f"%{n} ({how})" for n, how in self.state_updates.items()))
         return "\n".join(lines)
+
+
+class _HostCall:
+    """``CompiledModule.bind`` for a target that holds no state itself (ref, asic): the same interface as the
+    cpu backend's Call, each call an ordinary call of the module on the bound state."""
+
+    def __init__(self, module: CompiledModule, state: State):
+        held = {s.name for s in module.state_slots}
+        self.module, self.state = module, state
+        self.inputs = {v.name: np.zeros(v.type.storage_shape, v.type.storage_np_dtype)
+                       for v in module.graph.inputs if v.name not in held}
+        self.threads: int | None = None
+
+    def set_threads(self, threads: int) -> None:
+        self.threads = threads
+
+    def __call__(self, threads: int | None = None) -> dict[str, np.ndarray]:
+        return self.module(self.inputs, state=self.state if self.module.state_slots else None,
+                           threads=threads or self.threads)
 
 
 def default_cache_dir() -> Path:
@@ -150,7 +267,8 @@ def default_cache_dir() -> Path:
 def compile(graph: Graph, target: str = "cpu", weights: Mapping[str, np.ndarray] | None = None, *,
             pipeline: str | None = None, threads: int | None = None,
             cache: bool | str | os.PathLike = True, jit: bool = True, tuning: str | os.PathLike | None = None,
-            memory_budget: int | float | str | None = None) -> CompiledModule:
+            memory_budget: int | float | str | None = None,
+            state: Mapping[str, int | str] | None = None) -> CompiledModule:
     """Compile ``graph`` for ``target`` with ``weights`` (by param name). ``pipeline`` defaults to the
     target's default passes, none of which changes what the graph computes. ``cache``: keep compiled
     machine code on disk (True: in the user's cache folder; a path: there; False: not at all). ``jit=False``:
@@ -160,5 +278,6 @@ def compile(graph: Graph, target: str = "cpu", weights: Mapping[str, np.ndarray]
     between decode and table lookup where they have the shape; without it the cost model does. The module's
     ``tuning_records`` (and ``report()``) say which records were used. ``memory_budget``: bytes, "8G", "50%"
     or "unlimited" (default: ladder.budget.DEFAULT_SHARE of this machine's memory); a graph needing more is
-    refused with a MemoryBudgetError before anything is allocated."""
-    return CompiledModule(graph, target, weights, pipeline, threads, cache, jit, tuning, memory_budget)
+    refused with a MemoryBudgetError before anything is allocated. ``state``: graph inputs the module holds
+    between calls, each paired with the output that updates it (see the module docstring)."""
+    return CompiledModule(graph, target, weights, pipeline, threads, cache, jit, tuning, memory_budget, state)

@@ -28,6 +28,15 @@ goes through the decode graph token by token.
 it; ``load_model`` reads a .lir (+ weights) or a .gguf file; ``ModuleRunner`` compiles each step graph once
 for a target (``ladder.compile``: ref, cpu, asic:CONFIG) and runs it. A .gguf file or a Hugging Face
 folder gets a cache of prompt + max_new positions unless ``context`` says otherwise.
+
+The KV cache is state. A ``ModuleRunner`` compiles a step graph with ``state=step_state(graph)``: each
+k_cacheN/v_cacheN input is paired with the output that updates it, so the compiled module holds the caches
+(ladder.compile) and the cpu target writes a step's new rows into them in place. A generation gets one fresh
+State, shared by the prefill and the decode module, and a bound call per module (``CompiledModule.bind``):
+a step writes tokens/pos/start/kv_len into the call's buffers, calls it and reads the logits; no cache
+crosses into Python. Any other Runner (a plain function of graph and inputs, e.g. ``ladder.run``) gets the
+caches as inputs and returns them updated, each step, as the convention describes; a ModuleRunner called
+that way loads the given caches into its module's state first and returns copies (the same results).
 """
 
 from __future__ import annotations
@@ -124,6 +133,11 @@ def signature(graph: Graph) -> StepSignature:
     return StepSignature(seq, layers, cache, logits.shape[1], seq > 1 and logits.shape[0] == 1)
 
 
+def step_state(sig: StepSignature) -> dict[str, int]:
+    """The state of a step graph for ``ladder.compile``: each cache input -> the output that updates it."""
+    return {f"{kv}_cache{i}": 1 + 2 * i + j for i in range(sig.layers) for j, kv in enumerate("kv")}
+
+
 @dataclass
 class Generation:
     """The result of one greedy generation."""
@@ -177,12 +191,13 @@ def _check_request(sig: StepSignature, prefill_sig: StepSignature, prompt: Seque
                             f"but the cache holds {sig.context}")
 
 
-# A picker chooses the next token from a step's logits (greedy: argmax; see ladder.sampling).
+# A picker chooses the next token from a step's logits (greedy: argmax; see ladder.sampling). The logits may
+# be a view of a buffer the next step overwrites: a picker that keeps them copies them.
 Picker = Callable[[np.ndarray], int]
 
 
 def _argmax(logits: np.ndarray) -> int:
-    return int(np.argmax(logits))
+    return int(logits.argmax())  # the method: np.argmax's dispatch costs a few times more
 
 
 @dataclass
@@ -217,72 +232,169 @@ class Sampler:
         return int(order[self.rng.choice(len(order), p=p)])
 
 
+class _PassedCaches:
+    """Steps through any Runner: the caches are inputs and outputs of every step (the convention as is)."""
+
+    def __init__(self, runner: Runner, sig: StepSignature):
+        self.runner = runner
+        self.caches = {f"{kv}_cache{i}": np.zeros(sig.cache.shape, sig.cache.dtype.np_dtype)
+                       for i in range(sig.layers) for kv in "kv"}
+        self.names = list(self.caches)
+
+    def step(self, graph: Graph, seq: int, ids: list[int], start: int) -> np.ndarray:
+        """One step over ``ids`` (padded to ``seq``) at ``start``: the logits after the last real token."""
+        padded = ids + [0] * (seq - len(ids))
+        out = list(self.runner(graph, {"tokens": np.array(padded, np.int32),
+                                       "pos": np.arange(start, start + seq, dtype=np.int32),
+                                       "start": np.array([start], np.int32),
+                                       "kv_len": np.array([start + seq], np.int32), **self.caches}).values())
+        if len(out) != 1 + len(self.names):
+            raise _error(graph, f"running it gave {len(out)} outputs, expected {1 + len(self.names)}")
+        self.caches.update(zip(self.names, out[1:]))
+        return np.asarray(out[0][len(ids) - 1 if out[0].shape[0] > 1 else 0])
+
+    def one_token(self, graph: Graph, seq: int) -> Callable[[int, int], np.ndarray]:
+        """``step`` for one token: (token, position) -> its logits."""
+        return lambda token, at: self.step(graph, seq, [token], at)
+
+
+class _BoundStep:
+    """One step graph's bound call (``CompiledModule.bind``): its four small inputs are the call's buffers,
+    written in place (through memoryviews: a tenth of numpy's cost per element)."""
+
+    def __init__(self, module, state, threads: int | None):
+        self.call = module.bind(state)
+        if threads is not None:
+            self.call.set_threads(threads)
+        ins = self.call.inputs
+        self.tokens, self.pos, self.start, self.kv_len = (ins[n] for n in STEP_INPUTS)
+        self.seq = self.tokens.shape[0]
+        self.offsets = np.arange(self.seq, dtype=self.pos.dtype)
+        self.logits = module.graph.outputs[0]
+
+    def step(self, ids: list[int], start: int) -> np.ndarray:
+        n = len(ids)
+        self.tokens[:n] = ids
+        self.tokens[n:] = 0
+        np.add(self.offsets, start, out=self.pos)
+        self.start[0] = start
+        self.kv_len[0] = start + self.seq
+        out = self.call()[self.logits]
+        return out[n - 1 if out.shape[0] > 1 else 0]
+
+    def one_token(self) -> Callable[[int, int], np.ndarray]:
+        """(token, position) -> its logits: the decode loop's step, kept short."""
+        if self.seq != 1:
+            return lambda token, at: self.step([token], at)
+        tokens, pos, start, kv_len = (memoryview(a) for a in (self.tokens, self.pos, self.start, self.kv_len))
+        call, name = self.call, self.logits
+        last = [None, None]  # the logits of the last call and their row: on cpu the same array every call
+
+        def step(token: int, at: int) -> np.ndarray:
+            tokens[0] = token
+            pos[0] = start[0] = at
+            kv_len[0] = at + 1
+            out = call()[name]
+            if out is not last[0]:
+                last[0], last[1] = out, out[0]
+            return last[1]
+
+        return step
+
+
+class _HeldCaches:
+    """Steps through a ModuleRunner's modules, which hold the caches: one fresh State for this generation,
+    shared by the prefill and the decode module; a step writes only the small inputs (no array is made)."""
+
+    def __init__(self, runner: "ModuleRunner", graphs: Sequence[Graph]):
+        modules = {id(g): runner.module(g) for g in graphs}
+        state = next(iter(modules.values())).new_state()  # zeroed; its slots are every module's (checked)
+        self.bound = {key: _BoundStep(m, state, runner.threads) for key, m in modules.items()}
+
+    def step(self, graph: Graph, seq: int, ids: list[int], start: int) -> np.ndarray:
+        return self.bound[id(graph)].step(ids, start)
+
+    def one_token(self, graph: Graph, seq: int) -> Callable[[int, int], np.ndarray]:
+        return self.bound[id(graph)].one_token()
+
+
 def stream(prefill: Graph, decode: Graph, prompt: Sequence[int], max_new: int, runner: Runner,
-           pick: Picker = _argmax, stop: Container[int] = (), stats: Generation | None = None) -> Iterator[int]:
+           pick: Picker = _argmax, stop: Container[int] = (), stats: Generation | None = None,
+           on_step: Callable[[str], None] | None = None) -> Iterator[int]:
     """Yield the new tokens one by one as they are decoded: the prompt through ``prefill`` (in chunks of its
     S), then up to ``max_new - 1`` decode steps, each feeding back the token ``pick`` chose. A token in
     ``stop`` (end of sequence) is yielded and ends the stream. ``stats``, if given, collects the timings,
-    step counts, the tokens and the first step's logits."""
+    step counts, the tokens and the first step's logits. ``on_step('prefill' | 'decode')`` is called after
+    each step graph run (a progress bar)."""
     prompt = [int(t) for t in prompt]
     psig, sig = check(prefill, decode, prompt, max_new)
     if psig.last_only and len(prompt) % psig.seq and sig.seq != 1:
         raise GenerateError(f"the prefill graph @{prefill.name} returns the last token's logits only, so the last "
                             f"{len(prompt) % psig.seq} prompt tokens go through the decode graph, which takes "
                             f"{sig.seq} tokens a step, not 1")
-    caches = {f"{kv}_cache{i}": np.zeros(sig.cache.shape, sig.cache.dtype.np_dtype)
-              for i in range(sig.layers) for kv in "kv"}
-    names = list(caches)
+    if isinstance(runner, ModuleRunner) and runner.state:
+        steps = _HeldCaches(runner, [prefill, decode])
+    else:
+        steps = _PassedCaches(runner, sig)
     stats = stats if stats is not None else Generation(prompt, [], 0.0, 0.0)
     stats.prompt, stats.ids, stats.steps = prompt, [], {"prefill": 0, "decode": 0}
+    count = stats.steps
 
-    def step(graph: Graph, seq: int, ids: list[int], start: int, what: str) -> np.ndarray:
-        """Run one step over ``ids`` (padded to ``seq``) at ``start``; the logits after the last real token."""
-        padded = ids + [0] * (seq - len(ids))
-        out = list(runner(graph, {"tokens": np.array(padded, np.int32),
-                                  "pos": np.arange(start, start + seq, dtype=np.int32),
-                                  "start": np.array([start], np.int32),
-                                  "kv_len": np.array([start + seq], np.int32), **caches}).values())
-        if len(out) != 1 + len(names):
-            raise _error(graph, f"running it gave {len(out)} outputs, expected {1 + len(names)}")
-        caches.update(zip(names, out[1:]))
-        stats.steps[what] += 1
-        return np.asarray(out[0][len(ids) - 1 if out[0].shape[0] > 1 else 0])
+    def step(graph: Graph, seq: int, ids: list[int], start: int) -> np.ndarray:
+        logits = steps.step(graph, seq, ids, start)
+        count["prefill"] += 1
+        if on_step is not None:
+            on_step("prefill")
+        return logits
 
     t0 = time.perf_counter()
     for at in range(0, len(prompt), psig.seq):
         chunk = prompt[at:at + psig.seq]
         if len(chunk) < psig.seq and psig.last_only:  # no padding: the last row must be a real token's
             for j, t in enumerate(chunk):
-                logits = step(decode, sig.seq, [t], at + j, "prefill")
+                logits = step(decode, sig.seq, [t], at + j)
             break
-        logits = step(prefill, psig.seq, chunk, at, "prefill")
-    stats.first_logits = logits.copy()
-    stats.ids.append(pick(logits))
+        logits = step(prefill, psig.seq, chunk, at)
+    stats.first_logits = np.array(logits)
+    ids = stats.ids
+    ids.append(pick(logits))
     stats.prefill_seconds = time.perf_counter() - t0
-    yield stats.ids[-1]
+    yield ids[-1]
+    # the decode loop: every line here is paid once per token (``ladder generate --profile`` measures it)
+    decode_one = steps.one_token(decode, sig.seq)
+    at = len(prompt)
     t1 = time.perf_counter()
-    while len(stats.ids) < max_new and stats.ids[-1] not in stop:
-        logits = step(decode, sig.seq, [stats.ids[-1]], len(prompt) + len(stats.ids) - 1, "decode")
-        stats.ids.append(pick(logits))
+    while len(ids) < max_new and ids[-1] not in stop:
+        ids.append(pick(decode_one(ids[-1], at)))
+        at += 1
+        count["decode"] += 1
+        if on_step is not None:
+            on_step("decode")
         stats.decode_seconds = time.perf_counter() - t1
-        yield stats.ids[-1]
+        yield ids[-1]
 
 
 def generate(prefill: Graph, decode: Graph, prompt: Sequence[int], max_new: int, runner: Runner,
-             pick: Picker = _argmax, stop: Container[int] = ()) -> Generation:
+             pick: Picker = _argmax, stop: Container[int] = (),
+             on_step: Callable[[str], None] | None = None) -> Generation:
     """Generate ``max_new`` tokens (fewer if one is in ``stop``); greedy unless ``pick`` samples. See ``stream``."""
     stats = Generation(list(prompt), [], 0.0, 0.0)
-    for _ in stream(prefill, decode, prompt, max_new, runner, pick, stop, stats):
+    for _ in stream(prefill, decode, prompt, max_new, runner, pick, stop, stats, on_step):
         pass
     return stats
 
 
 class ModuleRunner:
     """A Runner that compiles each step graph once (``ladder.compile``) for ``target`` and then runs it with
-    ``threads`` (which may change between generations). ``compile_seconds`` adds up the time compiling."""
+    ``threads`` (which may change between generations). ``compile_seconds`` adds up the time compiling.
 
-    def __init__(self, target: str, weights: Mapping[str, np.ndarray], threads: int | None = None, **options):
-        self.target, self.weights, self.threads = target, weights, threads
+    With ``state`` (the default) a graph that follows the step convention is compiled with its caches as
+    state (``step_state``): ``stream`` then keeps them in the modules; ``state=False`` compiles plain graphs
+    whose caches cross into Python every step (the comparison point of ``benchmarks/bench_e2e.py``)."""
+
+    def __init__(self, target: str, weights: Mapping[str, np.ndarray], threads: int | None = None, *,
+                 state: bool = True, **options):
+        self.target, self.weights, self.threads, self.state = target, weights, threads, state
         self.options = options  # more ladder.compile arguments (tuning, memory_budget)
         self.modules: dict[int, object] = {}
         self.compile_seconds = 0.0
@@ -291,9 +403,15 @@ class ModuleRunner:
         if id(graph) not in self.modules:
             from .compile import compile as compile_graph
 
+            held = None
+            if self.state:
+                try:
+                    held = step_state(signature(graph))
+                except GenerateError:  # not a step graph: nothing to hold
+                    pass
             t0 = time.perf_counter()
             self.modules[id(graph)] = compile_graph(graph, self.target, self.weights, threads=self.threads,
-                                                    **self.options)
+                                                    state=held, **self.options)
             self.compile_seconds += time.perf_counter() - t0
         return self.modules[id(graph)]
 

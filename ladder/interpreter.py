@@ -1,19 +1,28 @@
 """The reference interpreter: runs a graph op by op with each op's numpy semantics.
 
 It is the living definition of what a graph means; every backend is tested against it.
+
+It also defines what *state* means (``StateSlot``, ``State``): a graph input paired with a graph output of the
+same type, whose value carries over from one call of a compiled module to the next (a decode step's KV cache:
+input ``k_cache0``, output the updated cache). A call with state is the graph's plain call with the state's
+buffers as those inputs, followed by storing those outputs back into the buffers: every target keeps these
+semantics, whether it updates the buffers in place (cpu) or copies into them (ref, asic).
 """
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from collections.abc import Mapping as MappingABC
+from dataclasses import dataclass
+from typing import Iterator, Mapping, Sequence
 
 import numpy as np
 
 from . import budget as budget_mod
 from . import weights as weights_mod
-from .errors import RuntimeFailure
+from .errors import LadderError, RuntimeFailure
 from .ir import Graph, Value
 from .ops import OPS, InferError
+from .types import TensorType
 
 
 def run(graph: Graph, inputs: Mapping[str, np.ndarray] | Sequence[np.ndarray] = (),
@@ -92,13 +101,18 @@ def _compute(op, graph: Graph, env: dict) -> list[np.ndarray]:
         raise RuntimeFailure(f"{op.describe()}: {e}", op.loc) from None
 
 
-def bind_inputs(graph: Graph, inputs) -> dict[str, np.ndarray]:
+def bind_inputs(graph: Graph, inputs, state: Sequence[str] = ()) -> dict[str, np.ndarray]:
+    """The inputs by name, converted to their types. ``state``: names of inputs that may be left out (a
+    module's state); a sequence of inputs then lists either every input or every other one, in order."""
     if not isinstance(inputs, Mapping):
         inputs = list(inputs)
-        if len(inputs) != len(graph.inputs):
+        values = graph.inputs
+        if state and len(inputs) != len(values):
+            values = [v for v in graph.inputs if v.name not in state]
+        if len(inputs) != len(values):
             raise RuntimeFailure(f"graph @{graph.name} takes {len(graph.inputs)} input(s) "
                                  f"({_sig(graph.inputs)}), got {len(inputs)}", graph.loc)
-        inputs = {v.name: a for v, a in zip(graph.inputs, inputs)}
+        inputs = {v.name: a for v, a in zip(values, inputs)}
     unknown = [k for k in inputs if k.lstrip("%") not in {v.name for v in graph.inputs}]
     if unknown:
         raise RuntimeFailure(f"graph @{graph.name} has no input {', '.join('%' + k.lstrip('%') for k in unknown)}; "
@@ -106,9 +120,10 @@ def bind_inputs(graph: Graph, inputs) -> dict[str, np.ndarray]:
     given = {k.lstrip("%"): v for k, v in inputs.items()}
     env = {}
     for v in graph.inputs:
-        if v.name not in given:
+        if v.name in given:
+            env[v.name] = convert_input(v, given[v.name])
+        elif v.name not in state:
             raise RuntimeFailure(f"input %{v.name} : {v.type} is missing", graph.loc)
-        env[v.name] = convert_input(v, given[v.name])
     return env
 
 
@@ -136,3 +151,144 @@ def convert_input(v: Value, arr) -> np.ndarray:
 
 def _sig(values) -> str:
     return ", ".join(f"%{v.name} : {v.type}" for v in values) or "none"
+
+
+# -- state -------------------------------------------------------------------------------------------------
+
+class StateError(LadderError):
+    """A state that does not fit the graph or the module it is used with."""
+
+    kind = "state error"
+
+
+@dataclass(frozen=True)
+class StateSlot:
+    """Graph input ``name`` holds state: after each call it takes the value of the graph's output number
+    ``output`` (an index into ``graph.outputs``), which has the same ``type``."""
+
+    name: str
+    output: int
+    type: TensorType
+
+
+def state_slots(graph: Graph, state: Mapping[str, int | str] | None) -> tuple[StateSlot, ...]:
+    """The slots of ``state`` (input name -> the output that updates it, by index or by value name), checked
+    against ``graph``: every input exists, every output exists and updates one input only, types agree."""
+    if not state:
+        return ()
+    inputs = {v.name: v.type for v in graph.inputs}
+    types = graph.output_types()
+    slots, taken = [], {}
+    for name, out in state.items():
+        name = name.lstrip("%")
+        if name not in inputs:
+            raise StateError(f"graph @{graph.name} has no input %{name} to hold as state; its inputs: "
+                             f"{_sig(graph.inputs)}", graph.loc)
+        if isinstance(out, str):
+            at = [i for i, o in enumerate(graph.outputs) if o == out.lstrip("%")]
+            if len(at) != 1:
+                raise StateError(f"graph @{graph.name} returns %{out.lstrip('%')} {len(at)} times; name the "
+                                 f"output that updates %{name} by its index", graph.loc)
+            out = at[0]
+        if not isinstance(out, (int, np.integer)) or not 0 <= out < len(types):
+            raise StateError(f"graph @{graph.name} has {len(types)} outputs; output {out!r} cannot update %{name}",
+                             graph.loc)
+        out = int(out)
+        if out in taken:
+            raise StateError(f"output {out} of graph @{graph.name} already updates %{taken[out]}; it cannot "
+                             f"update %{name} too", graph.loc)
+        if types[out] != inputs[name]:
+            raise StateError(f"state %{name} : {inputs[name]} cannot take output {out} of graph @{graph.name}, "
+                             f"a {types[out]}: an input and the output that updates it have one type", graph.loc)
+        taken[out] = name
+        slots.append(StateSlot(name, out, inputs[name]))
+    return tuple(slots)
+
+
+def _zeros(t: TensorType) -> np.ndarray:
+    """A zeroed buffer of ``t``'s storage, 64-byte aligned (kernels read it with full-width vectors)."""
+    dtype = t.storage_np_dtype
+    nbytes = int(np.prod(t.storage_shape, dtype=np.int64)) * dtype.itemsize
+    raw = np.zeros(nbytes + 64, np.uint8)
+    skip = -raw.ctypes.data % 64
+    return raw[skip:skip + nbytes].view(dtype).reshape(t.storage_shape)
+
+
+class State(MappingABC):
+    """The buffers of a module's state, one per slot, allocated (zeroed) once and then only written into:
+    their addresses never change. ``state[name]`` is a read-only view of the live buffer (it changes as the
+    module runs: copy it to keep a value); ``reset()`` zeroes every buffer or loads given values.
+
+    One State can serve several modules whose slots have the same names and types, e.g. a prefill and a
+    decode step sharing one KV cache: pass it as ``state=`` to their calls."""
+
+    def __init__(self, slots: Sequence[StateSlot]):
+        self.types = {s.name: s.type for s in slots}
+        self.buffers = {s.name: _zeros(s.type) for s in slots}  # the live buffers, writable: for backends
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        view = self.buffers[name.lstrip("%")].view()
+        view.flags.writeable = False
+        return view
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.buffers)
+
+    def __len__(self) -> int:
+        return len(self.buffers)
+
+    def reset(self, values: Mapping[str, np.ndarray] | None = None) -> None:
+        """Zero every buffer, then copy in ``values`` (by state name, converted and checked as inputs are)."""
+        values = self._checked(values or {})
+        for name, buf in self.buffers.items():
+            if name not in values:
+                buf.fill(0)
+        self.load(values)
+
+    def load(self, values: Mapping[str, np.ndarray]) -> None:
+        """Copy ``values`` (by state name) into their buffers; the other buffers keep theirs."""
+        for name, v in self._checked(values).items():
+            np.copyto(self.buffers[name], convert_input(Value(name, self.types[name]), v))
+
+    def _checked(self, values: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        values = {k.lstrip("%"): v for k, v in values.items()}
+        unknown = sorted(set(values) - set(self.buffers))
+        if unknown:
+            raise StateError(f"no state %{unknown[0]}; the state holds {self._names()}")
+        return values
+
+    def check_fits(self, slots: Sequence[StateSlot], who: str) -> None:
+        """Raise unless this state has exactly ``slots``'s names and types."""
+        want = {s.name: s.type for s in slots}
+        if want != self.types:
+            missing = sorted(set(want) - set(self.types))
+            extra = sorted(set(self.types) - set(want))
+            differ = sorted(n for n in set(want) & set(self.types) if want[n] != self.types[n])
+            why = (f"it lacks %{missing[0]}" if missing else f"it has %{extra[0]} too" if extra else
+                   f"%{differ[0]} is {self.types[differ[0]]}, not {want[differ[0]]}")
+            raise StateError(f"this state ({self._names()}) does not fit {who}: {why}")
+
+    def _names(self) -> str:
+        return ", ".join(f"%{n}" for n in self.buffers) or "nothing"
+
+
+def run_with_state(run, graph: Graph, slots: Sequence[StateSlot], state: State, inputs: Mapping[str, np.ndarray]
+                   ) -> dict[str, np.ndarray]:
+    """A call with state on a target that keeps none: ``run`` (the plain call: every input -> every output by
+    name) on ``inputs`` plus the state's buffers, then each slot's output copied into its buffer. Returns the
+    outputs that are not state. Every new value is read before any buffer is written, so a step may hand one
+    state's old value to another."""
+    outs = run({**inputs, **state.buffers})
+    new = []
+    for s in slots:
+        v = np.asarray(outs[graph.outputs[s.output]])
+        if any(np.may_share_memory(v, b) for b in state.buffers.values()):
+            v = v.copy()
+        new.append(v)
+    result = {n: outs[n] for i, n in enumerate(graph.outputs) if i not in {s.output for s in slots}}
+    for n, v in result.items():  # an output that is a state input is its value before the call
+        if any(np.may_share_memory(v, b) for b in state.buffers.values()):
+            result[n] = v.copy()
+    for s, v in zip(slots, new):
+        np.copyto(state.buffers[s.name], v)
+    return result

@@ -7,8 +7,9 @@ Two measurements, both on a compiled cpu module:
   is set against the entry function's own time at 1 thread: the difference is what the entry adds (calls,
   nothing else), so the two agree to a few percent.
 * the generate loop: the wall time per token of ``ladder.generate``'s decode loop at the runner's threads,
-  against the entry's time at those threads. The difference is the Python work per token (binding inputs,
-  allocating outputs, picking the token).
+  against the entry's time at those threads (called through ctypes from Python, as the loop calls it, on a
+  cache filled to the loop's middle position: attention's share grows with the filled rows). The difference
+  is the Python work per token (writing the step's inputs, picking the token, the loop itself).
 """
 
 from __future__ import annotations
@@ -44,11 +45,12 @@ class StepProfile:
         return max(self.loop_seconds - self.step_seconds, 0.0)
 
 
-def decode_inputs(sig, token: int, at: int) -> dict[str, np.ndarray]:
+def decode_inputs(sig, token: int, at: int, caches: bool = True) -> dict[str, np.ndarray]:
     """The inputs of a decode step of ``sig`` (a ``generate.StepSignature``) feeding ``token`` at position
-    ``at`` (the caches hold zeros: a kernel's time does not depend on their values)."""
+    ``at``; with ``caches``, zeroed caches too (a kernel's time does not depend on their values; a module
+    holding its caches as state takes the step's four inputs only)."""
     cache = {f"{kv}_cache{i}": np.zeros(sig.cache.shape, sig.cache.dtype.np_dtype)
-             for i in range(sig.layers) for kv in "kv"}
+             for i in range(sig.layers) for kv in "kv"} if caches else {}
     return {"tokens": np.full(sig.seq, token, np.int32), "pos": np.arange(at, at + sig.seq, dtype=np.int32),
             "start": np.array([at], np.int32), "kv_len": np.array([at + sig.seq], np.int32), **cache}
 
@@ -63,15 +65,17 @@ def profile_decode(prefill, decode, prompt, runner, tokens: int = 8, repeat: int
         raise LadderError(f"a profile needs at least 2 new tokens (1 decode step), got {tokens}")
     module = runner.module(decode)
     sig = signature(decode)
-    inputs = decode_inputs(sig, int(prompt[-1]), len(prompt))
-    steps, entry = module.time_steps(inputs, repeat)
+    # the loop's steps run at positions len(prompt) .. len(prompt) + tokens - 2: time the middle one
+    inputs = decode_inputs(sig, int(prompt[-1]), len(prompt) + (tokens - 2) // 2, caches=not module.state_slots)
+    state = module.new_state() if module.state_slots else None  # a scratch cache: the runner's stay untouched
+    steps, entry = module.time_steps(inputs, repeat, state=state)
     by_kind: dict[str, list] = defaultdict(lambda: [0, 0.0])
     for op, t in steps:
         by_kind[op.kind][0] += 1
         by_kind[op.kind][1] += t
     ops = sorted((OpTime(k, n, t) for k, (n, t) in by_kind.items()), key=lambda o: -o.seconds)
     threads = int(runner.threads or 1)
-    step = entry if threads == 1 else module.time_steps(inputs, repeat, threads)[1]
+    step = entry if threads == 1 else module.time_steps(inputs, repeat, threads, state=state)[1]
     generate(prefill, decode, prompt, 2, runner)  # warm up the loop's own code paths
     gen = generate(prefill, decode, prompt, tokens, runner)
     loop = gen.decode_seconds / (len(gen.ids) - 1)

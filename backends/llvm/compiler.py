@@ -14,6 +14,17 @@ allocated per call. A kernel with enough work is split over libgomp's persistent
 thread; either way each work item is computed by exactly one call, so results do not depend on the thread
 count. Weight-only values (packed weights, quantized weights) are computed once, when the module is built,
 by the reference semantics, and passed in as weight buffers.
+
+State (``state=``, ladder.interpreter.StateSlot: an input paired with the output that updates it, a decode
+step's KV cache) is planned once, at compile time. A state whose update is a ``cache_write`` into that very
+input, with no step reading the input after the write, is updated *in place*: the output buffer is the
+input's buffer, and the cache_write kernel, seeing the two pointers equal, writes only the new rows. Any
+other state (another op makes the new value, or the old value is still read after the write, or returned)
+is computed into a buffer of its own and copied into the state after the call: slower, never wrong.
+
+``bind(state)`` gives a ``Call``: the module's buffers bound once, for calling it again and again (a decode
+loop) at the cost of one ctypes call of ``ladder_call`` (a wrapper that reads the entry's arguments from one
+frame and returns the first failing step); ``run`` is a Call made for one set of inputs.
 """
 
 from __future__ import annotations
@@ -29,25 +40,26 @@ import time
 import warnings
 from pathlib import Path
 from dataclasses import dataclass
-from typing import Mapping
+from typing import Mapping, Sequence
 
 import llvmlite.binding as llvm
 import numpy as np
 from llvmlite import ir
 
 from ladder.errors import LadderError, RuntimeFailure
-from ladder.interpreter import Session, bind_inputs
+from ladder.interpreter import Session, State, StateSlot, bind_inputs, state_slots
 from ladder.ir import Graph, Op
 from ladder.passes import PassManager, default_pipeline
 from ladder.target import Target, get_target
 
 from . import lowerings  # noqa: F401  (registration)
-from .codegen import I32, I64, LOWERINGS, PTR, VOID, KernelContext, KernelSpec, seal_loops
+from .codegen import I32, I64, LOWERINGS, PTR, VOID, KernelContext, KernelSpec, for_range, seal_loops
 from .jit import Module, compile_in_child
 from .worker import CompilerCrash
 from .memory import Interval, plan
 
 ENTRY = "ladder_main"
+CALL = "ladder_call"  # i64 ladder_call(ptr frame): ladder_main on the frame's six arguments, then the status
 
 
 class CompilerWarning(UserWarning):
@@ -105,7 +117,7 @@ class _Step:
 class CompiledGraph:
     def __init__(self, graph: Graph, weights: Mapping[str, np.ndarray] | None, target: Target,
                  pipeline: str | None, threads: int | None, cache_dir=None, jit: bool = True,
-                 memory_budget=None):
+                 memory_budget=None, state: Sequence[StateSlot] = ()):
         self.target = target
         lacking = target.runs_here() if jit else []
         if lacking:
@@ -144,20 +156,78 @@ class CompiledGraph:
         self.plan = plan(intervals)
         self.arena = np.zeros(max(self.plan.size, 64), np.uint8)
         self.status = np.zeros(max(len(self.steps), 1), np.int64)
+        self.state_slots = state_slots(g, {s.name: s.output for s in state})  # checked on the graph we run
+        self.state_modes = self._plan_state()
+        self._state: State | None = None
         self.use_gomp = gomp_available()
         self._emit_entry(ctx)
+        self._emit_call(ctx)
         seal_loops(ctx.module)
         self.ir_text = str(ctx.module)
         self.module = self._compile(cache_dir, jit)
         self._weight_ptrs = _pointer_array(self.weights)
         self._lock = threading.Lock()  # one arena: calls from several Python threads take turns
+        self.entry = self.call_fn = None
         if not jit:
             return
         self.entry = self.module.function(ENTRY, ctypes.CFUNCTYPE(None, *([ctypes.c_void_p] * 5), ctypes.c_int32))
+        self.call_fn = self.module.function(CALL, ctypes.CFUNCTYPE(ctypes.c_int64, ctypes.c_void_p))
         for s in self.steps:
             n = len(s.op.operands) + len(s.op.results) + (1 if s.spec.has_status else 0)
             s.fn = self.module.function(s.spec.fn.name, ctypes.CFUNCTYPE(None, *([ctypes.c_void_p] * n),
                                                                          ctypes.c_int64, ctypes.c_int64))
+
+    # -- state -------------------------------------------------------------------------------------------
+    def _plan_state(self) -> dict[str, str]:
+        """How each state is updated: 'in place' (its output buffer is its input buffer), 'copy' (its new
+        value is copied in after the call) or 'unchanged' (the graph returns the input itself).
+
+        In place needs the output to come from a cache_write into the state's own input (whose kernel then
+        writes only the new rows), every other reader of the input to run before that write, and neither the
+        input nor the output to be returned anywhere else: the old value is then never read once overwritten.
+        Steps run one after another (a kernel's threads finish before the next kernel starts)."""
+        g = self.graph
+        producer = {r.name: i for i, s in enumerate(self.steps) for r in s.op.results}
+        last_read: dict[str, int] = {}
+        for i, s in enumerate(self.steps):
+            for o in s.op.operands:
+                last_read[o] = i
+        modes = {}
+        for slot in self.state_slots:
+            out = g.outputs[slot.output]
+            at = producer.get(out)
+            op = self.steps[at].op if at is not None else None
+            if out == slot.name:
+                modes[slot.name] = "unchanged"
+            elif (op is not None and op.kind == "cache_write" and op.operands[0] == slot.name
+                  and slot.name not in op.operands[1:] and last_read[slot.name] <= at
+                  and slot.name not in g.outputs and g.outputs.count(out) == 1):
+                modes[slot.name] = "in place"
+            else:
+                modes[slot.name] = "copy"
+        return modes
+
+    @property
+    def state(self) -> State:
+        """The module's own state (made on first use), for calls that name none."""
+        if self._state is None:
+            self._state = State(self.state_slots)
+        return self._state
+
+    def bind(self, state: State | None = None, inputs: Mapping[str, np.ndarray] | None = None) -> "Call":
+        """A Call of this module on ``state`` (default: the module's own); ``inputs``: arrays to read the
+        inputs from (else the Call owns zeroed input buffers, written by its caller before each call)."""
+        if self.entry is None:
+            raise LadderError("this module was compiled ahead of time only; it cannot run here")
+        state = self.state if state is None else state
+        state.check_fits(self.state_slots, f"graph @{self.graph.name}")
+        return Call(self, state, inputs)
+
+    def _raise_status(self, at: int) -> None:
+        """Raise the error step ``at`` reported (and clear the status for the next call)."""
+        s, code = self.steps[at], int(self.status[at])
+        self.status[:] = 0
+        raise RuntimeFailure(f"{s.op.describe()}: {s.spec.errors.get(code, f'error code {code}')}", s.op.loc)
 
     # -- compiling, and surviving LLVM ---------------------------------------------------------------------
     def _compile(self, cache_dir, jit: bool) -> Module:
@@ -260,55 +330,53 @@ class CompiledGraph:
             b.store(p, b.gep(frame_ptr, [ir.Constant(I64, j)], source_etype=PTR))
         b.call(gomp, [tramp, frame_ptr, nthreads, ir.Constant(I32, 0)])
 
-    # -- running ---------------------------------------------------------------------------------------------
-    def run(self, inputs, *, threads: int | None = None) -> dict[str, np.ndarray]:
-        with self._lock:
-            return self._run(inputs, threads)
+    def _emit_call(self, ctx: KernelContext) -> None:
+        """``i64 ladder_call(ptr frame)``: the entry on frame[0..4] (inputs, outputs, weights, scratch, status)
+        and frame[5] (threads), then 0 if every status is 0, else 1 + the first failing step's index. One
+        pointer to pass and an integer back: the cheapest ctypes call there is."""
+        fn = ir.Function(ctx.module, ir.FunctionType(I64, [PTR]), CALL)
+        frame = fn.args[0]
+        frame.name = "frame"
+        b = ir.IRBuilder(fn.append_basic_block("entry"))
+        args = [_load_slot(b, frame, j) for j in range(5)]
+        threads = b.trunc(b.load(b.gep(frame, [ir.Constant(I64, 5)], source_etype=I64), typ=I64), I32)
+        b.call(ctx.module.get_global(ENTRY), args + [threads])
+        status = args[4]
+        found = b.alloca(I64)
+        b.store(ir.Constant(I64, 0), found)
+        # backwards, so that the first failing step is the one left in ``found``
+        with for_range(b, 0, max(len(self.steps), 1), name="s") as i:
+            j = b.sub(ir.Constant(I64, max(len(self.steps), 1) - 1), i)
+            code = b.load(b.gep(status, [j], source_etype=I64), typ=I64)
+            with b.if_then(b.icmp_signed("!=", code, ir.Constant(I64, 0)), likely=False):
+                b.store(b.add(j, ir.Constant(I64, 1)), found)
+        b.ret(b.load(found, typ=I64))
 
-    def _run(self, inputs, threads: int | None) -> dict[str, np.ndarray]:
-        bound = bind_inputs(self.graph, inputs)
-        ins = [np.ascontiguousarray(bound[n]) for n in self.input_names]
-        outs = {n: np.empty(self.graph.type_of(n).storage_shape, self.graph.type_of(n).storage_np_dtype)
-                for n in self.output_slots}
-        self.status[:] = 0
-        # the pointer arrays must outlive the call: keep them in locals, never as temporaries
-        in_ptrs, out_ptrs = _pointer_array(ins), _pointer_array(list(outs.values()))
-        self.entry(in_ptrs.ctypes.data, out_ptrs.ctypes.data, self._weight_ptrs.ctypes.data,
-                   self.arena.ctypes.data, self.status.ctypes.data, int(threads or self.threads))
-        bad = np.flatnonzero(self.status)
-        if bad.size:
-            s = self.steps[int(bad[0])]
-            code = int(self.status[bad[0]])
-            raise RuntimeFailure(f"{s.op.describe()}: {s.spec.errors.get(code, f'error code {code}')}", s.op.loc)
-        result = {}
-        for n in self.graph.outputs:
-            if n in outs:
-                result[n] = outs[n]
-            elif n in self.fixed_outputs:
-                result[n] = self.fixed_outputs[n].copy()
-            else:
-                result[n] = bound[n].copy()
-        return result
+    # -- running ---------------------------------------------------------------------------------------------
+    def run(self, inputs, *, state: State | None = None, threads: int | None = None) -> dict[str, np.ndarray]:
+        """The outputs (fresh arrays) by name. With state, ``inputs`` leaves the state out and the result
+        holds the other outputs only; the state (default: the module's own) is updated."""
+        bound = bind_inputs(self.graph, inputs, [s.name for s in self.state_slots])
+        if self.state_slots and len(bound) == len(self.input_names):
+            raise LadderError(f"graph @{self.graph.name} holds {', '.join('%' + s.name for s in self.state_slots)} "
+                              f"as state: give the other inputs only (ladder.compile calls load a given state)")
+        return self.bind(state, bound)(threads)
 
     __call__ = run
 
-    def time_steps(self, inputs, repeat: int = 5, threads: int = 1) -> tuple[list[float], float]:
+    def time_steps(self, inputs, repeat: int = 5, threads: int = 1, state: State | None = None
+                   ) -> tuple[list[float], float]:
         """A profile of one call: the seconds of each step's kernel, called alone over its whole range on this
         thread, in order, on the buffers the entry gives it, less the cost of a ctypes call (the same call over
-        an empty range); and the seconds of the entry itself at ``threads``. Medians of ``repeat`` runs."""
-        bound = bind_inputs(self.graph, inputs)
-        ins = {n: np.ascontiguousarray(bound[n]) for n in self.input_names}
-        outs = {n: np.empty(self.graph.type_of(n).storage_shape, self.graph.type_of(n).storage_np_dtype)
-                for n in self.output_slots}
-        index_w = {n: i for i, n in enumerate(self.weight_names)}
+        an empty range); and the seconds of the entry itself at ``threads`` (through ``ladder_call``). Medians
+        of ``repeat`` runs. With state, the calls run on ``state`` (default: the module's own) and change it."""
+        bound = bind_inputs(self.graph, inputs, [s.name for s in self.state_slots])
+        call = self.bind(state, bound)
+        call.set_threads(threads)
 
         def address(name: str) -> int:  # as _emit_entry's pointer()
-            if name in outs:
-                return outs[name].ctypes.data
-            if name in ins:
-                return ins[name].ctypes.data
-            if name in index_w:
-                return self.weights[index_w[name]].ctypes.data
+            if name in call.address:
+                return call.address[name]
             return self.arena.ctypes.data + self.plan.offsets[name]
 
         calls = []
@@ -317,8 +385,8 @@ class CompiledGraph:
             if s.spec.has_status:
                 args.append(self.status.ctypes.data + 8 * i)
             calls.append(args)
-        in_ptrs, out_ptrs = _pointer_array(list(ins.values())), _pointer_array(list(outs.values()))
         kernel, entry = np.zeros((repeat, len(self.steps))), np.zeros(repeat)
+        fn, frame = call.fn, call.frame_address
         with self._lock:
             for r in range(repeat):
                 for i, (s, args) in enumerate(zip(self.steps, calls)):
@@ -330,8 +398,7 @@ class CompiledGraph:
                         t2 = time.perf_counter()
                         kernel[r, i] = max((t2 - t1) - (t1 - t0), 0.0)
                 t0 = time.perf_counter()
-                self.entry(in_ptrs.ctypes.data, out_ptrs.ctypes.data, self._weight_ptrs.ctypes.data,
-                           self.arena.ctypes.data, self.status.ctypes.data, threads)
+                fn(frame)
                 entry[r] = time.perf_counter() - t0
             self.status[:] = 0
         return [float(t) for t in np.median(kernel, axis=0)], float(np.median(entry))
@@ -396,6 +463,7 @@ class CompiledGraph:
             *[f" *   {i}: %{n} : {g.type_of(n)}" for i, n in enumerate(self.input_names)],
             " * outputs, in order:",
             *[f" *   {i}: %{n} : {g.type_of(n)}" for i, n in enumerate(outs)],
+            *self._header_state(outs),
             " * weights: in the file " + blob + ", at the offsets below. */",
             f"#define LADDER_NUM_INPUTS {len(self.input_names)}",
             f"#define LADDER_NUM_OUTPUTS {len(outs)}",
@@ -411,9 +479,112 @@ class CompiledGraph:
             " * zeros, a non-zero entry on return means that step met bad data (an index out of range). */",
             "void ladder_main(void **inputs, void **outputs, void **weights, void *scratch, int64_t *status,",
             "                 int32_t threads);",
+            "/* ladder_main on frame = {inputs, outputs, weights, scratch, status, (void *)(intptr_t)threads};",
+            " * returns 0, or 1 + the index of the first step whose status is non-zero. */",
+            "int64_t ladder_call(void *const frame[6]);",
             "#endif", "",
         ]
         return "\n".join(lines)
+
+    def _header_state(self, outs: list[str]) -> list[str]:
+        """The header's lines on state: which input and output may share one buffer."""
+        if not self.state_slots:
+            return []
+        lines = [" * state (an input the caller keeps from one call to the next, updated by an output):"]
+        for s in self.state_slots:
+            out = self.graph.outputs[s.output]
+            mode = self.state_modes[s.name]
+            if mode == "in place":
+                how = f"output {outs.index(out)} may be the same buffer as the input (updated in place)"
+            elif out in outs:
+                how = f"copy output {outs.index(out)} into it after each call (not in place: separate buffers)"
+            else:
+                how = "the graph returns it unchanged" if mode == "unchanged" else "not computed by the entry"
+            lines.append(f" *   input {self.input_names.index(s.name)} %{s.name}: {how}")
+        return lines
+
+
+class Call:
+    """The module's buffers bound once, for calling it again and again (``CompiledGraph.bind``).
+
+    Write the inputs into ``inputs[name]`` (the Call's own arrays, or the arrays it was given), call it, and
+    read the outputs from the dict it returns: the same arrays every call, overwritten by the next one. State
+    inputs are not among ``inputs`` nor state outputs among the results: they live in ``state``. A call is one
+    ctypes call of ``ladder_call`` on a frame of pointers built here; only a state updated by copy, or an
+    output that is not computed (a weight, an input), costs a copy more."""
+
+    def __init__(self, cg: CompiledGraph, state: State, inputs: Mapping[str, np.ndarray] | None = None):
+        g = cg.graph
+        self.cg, self.state = cg, state
+        held = {s.name for s in cg.state_slots}
+        self.inputs: dict[str, np.ndarray] = {}
+        ins = []
+        for n in cg.input_names:
+            if n in held:
+                ins.append(state.buffers[n])
+                continue
+            t = g.type_of(n)
+            buf = np.ascontiguousarray(inputs[n]) if inputs is not None else np.zeros(t.storage_shape,
+                                                                                        t.storage_np_dtype)
+            self.inputs[n] = buf
+            ins.append(buf)
+        in_place = {g.outputs[s.output]: s.name for s in cg.state_slots if cg.state_modes[s.name] == "in place"}
+        outs = {n: state.buffers[in_place[n]] if n in in_place else
+                np.empty(g.type_of(n).storage_shape, g.type_of(n).storage_np_dtype) for n in cg.output_slots}
+        self.address = {n: a.ctypes.data for n, a in zip(cg.input_names, ins)}
+        self.address.update({n: a.ctypes.data for n, a in outs.items()})
+        self.address.update({n: w.ctypes.data for n, w in zip(cg.weight_names, cg.weights)})
+
+        def value(name: str) -> np.ndarray:  # an output's array after the call
+            if name in outs:
+                return outs[name]
+            if name in cg.fixed_outputs:
+                return cg.fixed_outputs[name]
+            return ins[cg.input_names.index(name)]
+
+        buffers = [b for b in state.buffers.values()]
+        # (state buffer, new value, whether that value is itself a state buffer and must be read first)
+        self._copies = [(state.buffers[s.name], value(g.outputs[s.output]),
+                         any(value(g.outputs[s.output]) is b for b in buffers))
+                        for s in cg.state_slots if cg.state_modes[s.name] == "copy"]
+        stateful = {g.outputs[s.output] for s in cg.state_slots}
+        plain = [n for i, n in enumerate(g.outputs) if i not in {s.output for s in cg.state_slots}]
+        self.outputs = {n: outs[n] for n in plain if n in outs and n not in stateful}
+        self._fresh = [(n, value(n)) for n in plain if n not in self.outputs]  # copied out on every call
+        self._after = bool(self._fresh or self._copies)
+        # the pointer arrays and the frame must outlive every call: the Call holds them
+        self._ptrs = (_pointer_array(ins), _pointer_array(list(outs.values())))
+        self._frame = np.array([self._ptrs[0].ctypes.data, self._ptrs[1].ctypes.data, cg._weight_ptrs.ctypes.data,
+                                cg.arena.ctypes.data, cg.status.ctypes.data, cg.threads], np.uint64)
+        self._threads = cg.threads
+        self.fn = cg.call_fn.cfunc
+        self.frame_address = self._frame.ctypes.data
+        self._lock = cg._lock  # one arena: calls from several Python threads take turns
+
+    def set_threads(self, threads: int) -> None:
+        self._threads = int(threads)
+        self._frame[5] = self._threads
+
+    def __call__(self, threads: int | None = None) -> dict[str, np.ndarray]:
+        if threads is not None and threads != self._threads:
+            self.set_threads(threads)
+        with self._lock:
+            failed = self.fn(self.frame_address)
+            if failed:
+                self.cg._raise_status(failed - 1)
+            if self._after:
+                self._finish()
+        return self.outputs
+
+    def _finish(self) -> None:
+        """After the entry: the outputs it does not write, then the states updated by copy (every new value
+        read before any state buffer is written)."""
+        for name, src in self._fresh:
+            self.outputs[name] = src.copy()
+        new = [src.copy() if first else src for _, src, first in self._copies]
+        for (dst, _, _), src in zip(self._copies, new):
+            if src is not dst:
+                np.copyto(dst, src)
 
 
 def _load_slot(b: ir.IRBuilder, array, index: int):
@@ -429,8 +600,10 @@ def _pointer_array(arrays) -> np.ndarray:
 
 def compile_graph(graph: Graph, weights: Mapping[str, np.ndarray] | None = None, target: str | Target = "cpu",
                   pipeline: str | None = None, threads: int | None = None, cache_dir=None,
-                  jit: bool = True, memory_budget=None) -> CompiledGraph:
+                  jit: bool = True, memory_budget=None, state: Sequence[StateSlot] = ()) -> CompiledGraph:
     """``cache_dir``: where compiled machine code is kept between runs (None: not kept). ``jit=False``
     builds the module for writing ahead of time only (any cpu level, not necessarily this machine's).
-    ``memory_budget``: see ladder.budget."""
-    return CompiledGraph(graph, weights, get_target(target), pipeline, threads, cache_dir, jit, memory_budget)
+    ``memory_budget``: see ladder.budget. ``state``: the inputs the module holds (ladder.interpreter.state_slots
+    of the graph after ``pipeline``)."""
+    return CompiledGraph(graph, weights, get_target(target), pipeline, threads, cache_dir, jit, memory_budget,
+                         state)

@@ -353,6 +353,9 @@ def lower_gather(ctx, op, ins, outs):
 
 @lowers("cache_write")
 def lower_cache_write(ctx, op, ins, outs):
+    """Each item copies one slice of the cache (the axes before ``axis``) with the new rows in it; when the
+    output is the cache's buffer itself (a state updated in place, backends/llvm/compiler.py) only the new
+    rows are written."""
     (cache, new, pos), (y,) = ins, outs
     _unpacked(op, [cache, new, pos, y])
     axis = int(op.attr.get("axis", -2)) % cache.rank
@@ -372,12 +375,15 @@ def lower_cache_write(ctx, op, ins, outs):
                     head = b.mul(at, _c(QE))  # bytes before the new rows
                     tail = b.add(head, _c(n * QE))
                     out_row, cache_row = _byte_at(b, py, row_c), _byte_at(b, pc, row_c)
-                    _memcpy(ctx, b, out_row, cache_row, head)
+                    # in place (the output is the cache's own buffer: a module's state): the other rows are
+                    # already there, only the new ones are written
+                    with b.if_then(b.icmp_unsigned("!=", py, pc)):
+                        _memcpy(ctx, b, out_row, cache_row, head)
+                        _memcpy(ctx, b, _byte_at(b, out_row, tail), _byte_at(b, cache_row, tail),
+                                b.sub(_c(cap * QE), tail))
                     if n:
                         _memcpy(ctx, b, _byte_at(b, out_row, head), _byte_at(b, pn, b.mul(p, _c(n * QE))),
                                 n * QE)
-                    _memcpy(ctx, b, _byte_at(b, out_row, tail), _byte_at(b, cache_row, tail),
-                            b.sub(_c(cap * QE), tail))
             with other:
                 report(b, pst, 1)
     b.ret_void()
