@@ -4,6 +4,12 @@ same shapes, at 1 and 2 threads, as microseconds per op and ratios peer/ladder (
 
     python benchmarks/bench_matmul.py [--repeat 10] [--quick] [--hot] [--threads 1,2]
                                       [--llama-cpp PATH/TO/test-backend-ops] [--no-ort]
+    python benchmarks/bench_matmul.py --gguf [--shapes MxNxK,...] [--threads 1,2]
+
+``--gguf`` times Q8_0 and Q4_0 projections as the GGUF importer builds them (codes + f16 scales per 32 +
+dequant + matmul, through the default pipeline), with float activations (the importer's form before
+llama.cpp's Q8_0 activations) and with them (``qmatmul_q8``), as microseconds and GB/s of the file's weight
+bytes (34 bytes per 32 Q8_0 weights, 18 for Q4_0).
 
 Shapes are (m tokens, n outputs, k): GEMV m = 1 with k = 4096 and 14336, GEMM m = 32, k = 4096, n = 4096
 (llama.cpp's notation swaps the names: its m = 4096 outputs, n = tokens).
@@ -146,6 +152,77 @@ def build(op, dname, layout, m, n, k, rng, hot=False):
     return compile_graph(g, weights, pipeline=""), feeds, copies, wbytes
 
 
+# -- GGUF Q8_0 / Q4_0 weights as the GGUF importer builds them ---------------------------------------------
+
+GGUF_CASES = {"Q8_0": ("i8", 34), "Q4_0": ("i4", 18)}  # ggml type -> (ladder code dtype, bytes per 32 weights)
+GGUF_SHAPES = [(1, 2048, 2048), (1, 768, 2048), (32, 2048, 2048), (32, 768, 2048)]
+
+
+def gguf_text(qtype: str, act: str, m: int, n: int, k: int, copies: int) -> str:
+    """The graph frontends/gguf.py makes for ``copies`` projections of one x by Q8_0/Q4_0 weights: codes +
+    f16 scales per 32 + dequant + matmul{transpose_b}; ``act = "q8_0"`` feeds x through llama.cpp's Q8_0
+    activation quantization first (absmax i8 per 32, the scale rounded to f16), once per copy (equal work to a
+    peer's op, which quantizes its input itself); ``act = "f32"`` keeps float activations."""
+    dname, _ = GGUF_CASES[qtype]
+    nb = k // 32
+    lines = []
+    for c in range(copies):
+        lines.append(f"%w{c} = param @w{c} : {dname}[{n}, {k}]")
+        lines.append(f"%s{c} = param @s{c} : f16[{n}, {nb}]")
+        lines.append(f"%d{c} = dequant %w{c}, %s{c} {{group = 32, dtype = f32}} : f32[{n}, {k}]")
+        xin = "%x"
+        if act == "q8_0":
+            lines.append(f"%xq{c}, %xs{c} = quantize %x {{scheme = \"absmax\", dtype = i8, group = 32}} "
+                         f": i8[{m}, {k}], f32[{m}, {nb}]")
+            lines.append(f"%xh{c} = cast %xs{c} {{dtype = f16}} : f16[{m}, {nb}]")
+            lines.append(f"%xr{c} = cast %xh{c} {{dtype = f32}} : f32[{m}, {nb}]")
+            lines.append(f"%xd{c} = dequant %xq{c}, %xr{c} {{group = 32, dtype = f32}} : f32[{m}, {k}]")
+            xin = f"%xd{c}"
+        lines.append(f"%y{c} = matmul {xin}, %d{c} {{transpose_b = true}} : f32[{m}, {n}]")
+    outs = ", ".join(f"f32[{m}, {n}]" for _ in range(copies))
+    return (f"graph @g(%x: f32[{m}, {k}]) -> ({outs}) {{\n  " + "\n  ".join(lines)
+            + f"\n  return {', '.join(f'%y{c}' for c in range(copies))}\n}}")
+
+
+def build_gguf(qtype, act, m, n, k, rng, hot=False, pipeline=None):
+    """One GGUF case compiled with the default pipeline (or ``pipeline``): (module, feeds, copies, weight bytes
+    in the file's format)."""
+    dname, blk_bytes = GGUF_CASES[qtype]
+    wbytes = n * k // 32 * blk_bytes
+    copies = n_copies(wbytes, hot)
+    weights = {}
+    for c in range(copies):
+        lo, hi = (-127, 128) if dname == "i8" else (-8, 8)
+        weights[f"w{c}"] = rng.integers(lo, hi, (n, k)).astype(DTYPES[dname].np_dtype)
+        weights[f"s{c}"] = (rng.random((n, k // 32)) * 0.01 + 0.001).astype(np.float16)
+    g = ladder.parse(gguf_text(qtype, act, m, n, k, copies))
+    feeds = {"x": rng.standard_normal((m, k)).astype(np.float32)}
+    return compile_graph(g, weights, pipeline=pipeline), feeds, copies, wbytes
+
+
+def gguf_main(args, thread_counts, bw) -> None:
+    """``--gguf``: Q8_0 and Q4_0 projections as imported from a GGUF file, float or Q8_0 activations."""
+    rng = np.random.default_rng(0)
+    shapes = GGUF_SHAPES
+    if args.shapes:
+        shapes = [tuple(int(d) for d in s.split("x")) for s in args.shapes.split(",")]
+    hdr = f"{'type':<5} {'act':<5} {'kernel':<11} {'shape m n k':<15} {'thr':>3} {'us':>8} {'GB/s':>6} {'%bound':>6}"
+    print(hdr)
+    print("-" * len(hdr))
+    for m, n, k in shapes:
+        for qtype in GGUF_CASES:
+            for act in ("f32", "q8_0"):
+                cg, feeds, copies, wbytes = build_gguf(qtype, act, m, n, k, rng, args.hot)
+                kinds = sorted({op.kind for op in cg.graph.ops() if "matmul" in op.kind})
+                for threads in thread_counts:
+                    t = timeit(lambda cg=cg, feeds=feeds, threads=threads: cg.run(feeds, threads=threads),
+                               args.repeat) / copies * 1e6
+                    bound = wbytes / (bw[min(threads, len(bw)) - 1] * 1e9) * 1e6
+                    print(f"{qtype:<5} {act:<5} {','.join(kinds):<11} {f'{m} {n} {k}':<15} {threads:>3} {t:>8.1f} "
+                          f"{wbytes / t / 1e3:>6.2f} {100 * bound / t:>5.0f}%")
+        print()
+
+
 # -- llama.cpp test-backend-ops ----------------------------------------------------------------------------
 
 def ggml_bytes(tname: str, n: int, k: int) -> int:
@@ -277,10 +354,15 @@ def main(argv=None) -> None:
     ap.add_argument("--no-ort", action="store_true", help="skip ONNX Runtime even when installed")
     ap.add_argument("--bandwidth", default="14.2,28.3",
                     help="measured DRAM read GB/s at 1, 2, ... threads, for the 'bound us' column")
+    ap.add_argument("--gguf", action="store_true",
+                    help="Q8_0 and Q4_0 weights as the GGUF importer builds them (n k = 2048 2048 and 768 2048, m = 1 "
+                         "and 32), float activations and llama.cpp's Q8_0 ones, through the default pipeline")
     args = ap.parse_args(argv)
     ROUNDS = max(1, args.rounds)
     thread_counts = [int(t) for t in args.threads.split(",")]
     bw = [float(b) for b in args.bandwidth.split(",")]
+    if args.gguf:
+        return gguf_main(args, thread_counts, bw)
     target = get_target("cpu")
     rng = np.random.default_rng(0)
     tmp = tempfile.TemporaryDirectory(prefix="bench_matmul_")

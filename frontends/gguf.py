@@ -40,6 +40,12 @@ The graphs are checked against llama.cpp itself (tests/test_parity_llamacpp.py).
 
 * Quantized weights become ``param`` codes + ``param`` scales (+ zeros) + ``dequant`` + ``matmul
   {transpose_b}``, which ``legalize-types,fuse`` turn into one ``qmatmul`` over packed weights.
+* Activations are quantized where llama.cpp quantizes them: into a Q8_0, Q4_0 or Q5_0 projection (whose
+  llama.cpp dot product takes Q8_0 activations) x goes through llama.cpp's Q8_0 blocks, ``quantize {absmax, i8,
+  group = 32}`` (q = rint(x * 127 / max|x|), as its x86 ``quantize_row_q8_0``) with the scale rounded to f16
+  (``cast`` to f16 and back), then ``dequant``; ``fuse`` makes that and the weight's dequant one
+  ``qmatmul_q8`` (integer dot products per block of 32, as llama.cpp's). Other weight types keep float
+  activations.
 * llama: RMSNorm, RoPE in llama.cpp's normal mode (adjacent pairs: ``rope {style = "interleaved"}``; the
   converter permuted the Q/K rows for it), grouped-query causal attention, SwiGLU FFN, final norm, output
   projection (``output.weight``, or tied to ``token_embd.weight`` when absent).
@@ -256,6 +262,8 @@ def ggml_type(raw: int) -> QT | ExtraType:
     return EXTRA_TYPES[raw] if raw in EXTRA_TYPES else QT(raw)
 
 
+# weight types whose llama.cpp dot product takes activations in Q8_0 blocks (its type_traits' vec_dot_type)
+Q8_0_ACTIVATIONS = ("Q8_0", "Q4_0", "Q5_0")
 QUANTIZED = (QT.Q8_0, QT.Q4_0, QT.Q4_1, QT.Q5_0, QT.Q5_1, QT.TQ1_0, QT.TQ2_0,
              QT.Q2_K, QT.Q3_K, QT.Q4_K, QT.Q5_K, QT.Q6_K)
 FLOATS = {QT.F32: "f32", QT.F16: "f16", QT.BF16: "bf16"}
@@ -808,6 +816,7 @@ class _Source:
         self.f, self.h, self.used = f, h, used
         self.weights: dict[str, np.ndarray] = {}
         self._tensors: dict[str, GGUFTensor] = {}
+        self._q8_0: dict[str, Value] = {}  # x's name -> x through llama.cpp's Q8_0 blocks (one per x)
 
     def tensor(self, name: str) -> GGUFTensor:
         if name not in self._tensors:
@@ -857,13 +866,25 @@ class _Source:
         _, i, which = name.split(".")
         return self._vector(b, f"blk.{i}.{which}.weight")
 
+    def _activations(self, b: Builder, x: Value, wname: str) -> Value:
+        """x as llama.cpp's dot product for weight ``wname`` takes it: Q8_0 blocks (int8 per 32 by absmax, the
+        scale rounded to f16), dequantized, for the types whose dot product is with Q8_0; else x itself."""
+        t = self.tensor(wname)
+        if t.ggml_type not in Q8_0_ACTIVATIONS or x.type.shape[-1] % 32:
+            return x
+        if x.name not in self._q8_0:
+            xq, xs = b.quantize(x, scheme="absmax", dtype="i8", axis=-1, group=32)
+            xs = b.cast(b.cast(xs, dtype="f16"), dtype="f32")
+            self._q8_0[x.name] = b.dequant(xq, xs, axis=-1, group=32)
+        return self._q8_0[x.name]
+
     def project(self, b: Builder, x: Value, act_scale: Value | None, name: str, out_features: int,
                 in_features: int) -> Value:
         _, i, proj = name.split(".")
         base = f"blk.{i}.{PROJECTIONS[proj]}"
         wname = f"{base}.weight"
         if act_scale is None:
-            y = b.matmul(x, self._matrix(b, wname), transpose_b=True)
+            y = b.matmul(self._activations(b, x, wname), self._matrix(b, wname), transpose_b=True)
         else:
             t = self.tensor(wname)
             shared = _shared_ternary_scale(t)
@@ -878,9 +899,9 @@ class _Source:
         return y
 
     def head(self, b: Builder, x: Value) -> Value:
-        # float activations for every architecture: neither llama.cpp nor BitNet quantizes the head's input
+        # BitNet's int8 activations stop before the head; llama.cpp's Q8_0 ones follow the head's weight type
         name = "output.weight" if "output.weight" in self.used else "token_embd.weight"
-        return b.matmul(x, self._matrix(b, name), transpose_b=True, name="logits")
+        return b.matmul(self._activations(b, x, name), self._matrix(b, name), transpose_b=True, name="logits")
 
 
 def _np_dtype_ladder(arr: np.ndarray) -> DType:

@@ -37,7 +37,7 @@ def _text_graph(lines: list[str], inputs: str, outs: list[tuple[str, str]]):
 def _matmul_family():
     """qmatmul_i8 over every packing (and over unpacked int8 weights), qmatmul over every packing with float
     activations (each packing with another of the dtypes it takes, so every dtype is met), block-scaled
-    packings, and plain float / integer matmul, at odd M, N, K."""
+    packings, plain float / integer matmul, at odd M, N, K, and qmatmul_q8."""
     rng = np.random.default_rng(1)
     gb = G()
     M, N, K = 3, 5, 99
@@ -72,7 +72,29 @@ def _matmul_family():
     ai = gb.input(rng.integers(-128, 128, (3, 13)).astype(np.int8), "i8")
     bi = gb.input(rng.integers(-128, 128, (13, 5)).astype(np.int8), "i8")
     gb.op(f"matmul %{ai}, %{bi}", "i32[3, 5]")
+    _q8_cases(gb, rng)
     return gb.graph(), gb.weights
+
+
+def _q8_cases(gb, rng):
+    """qmatmul_q8 (llama.cpp's Q8_0 dot products): int8 weights and nib16 weights with scales inside or beside
+    them, one row of x (GEMV) and several (tiles of 4), 9 blocks of 32 (a group of 8 and one), and the generic
+    kernel (K not a whole number of blocks)."""
+    for M, K in ((1, 288), (5, 288), (3, 69)):
+        nb = -(-K // 32)
+        xq = gb.input(rng.integers(-127, 128, (M, K)).astype(np.int8), "i8")
+        sx = gb.input(rng.random((M, nb)).astype(np.float32), "f32")
+        w8 = gb.param(rng.integers(-128, 128, (7, K)).astype(np.int8), "i8")
+        s8 = gb.param(rng.random((7, nb)).astype(np.float16), "f16")
+        gb.op(f"qmatmul_q8 %{xq}, %{sx}, %{w8}, %{s8}", f"f32[{M}, 7]")
+        w4 = gb.param(rand_w(rng, DTYPES["i4"], (5, K)), "i4")
+        s4 = gb.param(rng.random((5, nb)).astype(np.float16), "f16")
+        gb.lines.append(f'%p{w4} = pack %{w4}, %{s4} {{layout = "nib16+f16"}} : i4<nib16+f16>[5, {K}]')
+        gb.op(f"qmatmul_q8 %{xq}, %{sx}, %p{w4} {{epilogue = [\"silu\"]}}", f"f32[{M}, 5]")
+        u4 = gb.param(rand_w(rng, DTYPES["u4"], (3, K)), "u4")
+        gb.lines.append(f'%p{u4} = pack %{u4} {{layout = "nib16"}} : u4<nib16>[3, {K}]')
+        su = gb.param(rng.random((3, nb)).astype(np.float32), "f32")
+        gb.op(f"qmatmul_q8 %{xq}, %{sx}, %p{u4}, %{su}", f"f32[{M}, 3]")
 
 
 def _lut_family():

@@ -137,7 +137,7 @@ graph @shape(%x: i4[2, 3, 4], %ids: i32[5]) -> (i4[4, 2, 3], i4[6, 4], i4[2, 3, 
 """,
     "lowbit": """\
 # legalized low-bit weights: pack, unpack and the fused matmuls (what legalize-types and fuse produce)
-graph @lowbit(%x: f32[2, 40], %pw: ternary<trit5>[3, 40]) -> (f32[2, 6], f32[2, 6], f32[2, 3], i4[6, 40]) {
+graph @lowbit(%x: f32[2, 40], %pw: ternary<trit5>[3, 40]) -> (f32[2, 6], f32[2, 6], f32[2, 3], i4[6, 40], f32[2, 6]) {
   %w  = param @w : i4[6, 40]
   %s  = param @s : f32[6, 2]
   %p  = pack %w {layout = "nib32"} : i4<nib32>[6, 40]
@@ -149,7 +149,9 @@ graph @lowbit(%x: f32[2, 40], %pw: ternary<trit5>[3, 40]) -> (f32[2, 6], f32[2, 
   %q, %xs = quantize %x {scheme = "absmax", dtype = i8} : i8[2, 40], f32[2, 1]
   %b  = qmatmul_i8 %q, %tp, %xs, %ts {transpose_b = true} : f32[2, 6]
   %c  = qmatmul_i8 %q, %pw, %xs, %ts {transpose_b = true, epilogue = ["relu2"]} : f32[2, 3]
-  return %a, %b, %c, %u
+  %q8, %s8 = quantize %x {scheme = "absmax", dtype = i8, axis = -1, group = 32} : i8[2, 40], f32[2, 2]
+  %d  = qmatmul_q8 %q8, %s8, %p, %s {group = 32, epilogue = ["silu"]} : f32[2, 6]
+  return %a, %b, %c, %u, %d
 }
 """,
     "lut": """\

@@ -68,12 +68,20 @@ def write_gguf(path, arch: str, meta: dict, tensors: dict) -> None:
     w.close()
 
 
-def gguf_values(path) -> dict[str, np.ndarray]:
+class Values(dict):
+    """Tensors by name, and ``types``: each one's GGML type name."""
+
+    types: dict[str, str]
+
+
+def gguf_values(path) -> Values:
     """Every tensor dequantized by the gguf package (the independent reference)."""
-    out = {}
+    out = Values()
+    out.types = {}
     for t in GGUFReader(str(path)).tensors:
         shape = tuple(int(d) for d in reversed(t.shape.tolist()))
         out[t.name] = quants.dequantize(t.data, t.tensor_type).reshape(shape).astype(np.float32)
+        out.types[t.name] = t.tensor_type.name
     return out
 
 
@@ -224,6 +232,22 @@ def _actq(x):
     return (q * (m / np.float32(127))).astype(np.float32)
 
 
+def _q8_0(x):
+    """llama.cpp's Q8_0 activation blocks, values back in float: per 32, q = rint(x * 127 / max|x|) (its x86
+    quantize_row_q8_0), d = max|x| / 127 rounded to f16."""
+    blocks = x.reshape(-1, 32)
+    amax = np.abs(blocks).max(axis=-1, keepdims=True)
+    with np.errstate(divide="ignore"):
+        inv = np.where(amax > 0, np.float32(127) / amax, np.float32(0)).astype(np.float32)
+    q = np.rint(blocks * inv)
+    d = (amax / np.float32(127)).astype(np.float16).astype(np.float32)
+    return (q * d).astype(np.float32).reshape(x.shape)
+
+
+# the weight types whose llama.cpp dot product takes x in Q8_0 blocks
+Q8_0_DOT = ("Q8_0", "Q4_0", "Q5_0")
+
+
 def reference_step(W, arch, dims, tokens, start, caches):
     """One decoder step: returns logits [S, V] and updates ``caches`` (list of [k, v] of [KV, C, hd])."""
     d, H, KV = dims["hidden"], dims["heads"], dims["kv_heads"]
@@ -234,7 +258,11 @@ def reference_step(W, arch, dims, tokens, start, caches):
     b158 = arch == "bitnet-b1.58"  # 2B4T: squared ReLU and int8 activations; llama.cpp's bitnet: SiLU, floats
 
     def lin(x, name):
-        y = (_actq(x) if b158 else x) @ W[name].T
+        if b158:
+            x = _actq(x)
+        elif W.types[name] in Q8_0_DOT:
+            x = _q8_0(x)
+        y = x @ W[name].T
         scale = W.get(name.replace(".weight", ".scale"))
         return y * scale.reshape(-1)[0] if scale is not None else y
 
@@ -266,7 +294,8 @@ def reference_step(W, arch, dims, tokens, start, caches):
             a = _rms(a, W[f"{p}.ffn_sub_norm.weight"])
         x = x + lin(a, f"{p}.ffn_down.weight")
     x = _rms(x, W["output_norm.weight"])
-    return x @ (W["token_embd.weight"] if arch == "bitnet" else W.get("output.weight", W["token_embd.weight"])).T
+    head = "token_embd.weight" if arch == "bitnet" or "output.weight" not in W else "output.weight"
+    return (_q8_0(x) if W.types[head] in Q8_0_DOT else x) @ W[head].T
 
 
 def run_steps(path, arch, prompt, next_token, fuse=False):
@@ -361,10 +390,14 @@ def test_bitnet_reads_no_output_weight(tmp_path):
 def test_fuse_makes_qmatmul_and_keeps_results(tmp_path):
     path = model_file(tmp_path / "llama.gguf", "llama", LLAMA_TYPES)
     g, w = lg.load(path)
-    assert sum(op.kind == "dequant" for op in g.ops()) == 2 * 5 + 2  # 5 quantized projections/layer, embd, output
+    # 5 quantized projections/layer, the embedding and the head; x's Q8_0 blocks once per x (attn_q and attn_k
+    # share theirs)
+    assert sum(op.kind == "dequant" for op in g.ops()) == 2 * 5 + 2 + 2
+    assert sum(op.kind == "quantize" for op in g.ops()) == 2
     fused = PassManager("legalize-types{target=cpu},fuse").run(g)
     kinds = [op.kind for op in fused.ops()]
-    assert kinds.count("qmatmul") == 2 * 5 + 1  # every quantized matmul (the embedding's dequant feeds a gather)
+    assert kinds.count("qmatmul") == 2 * 3 + 1  # the other quantized matmuls (the embedding's feeds a gather)
+    assert kinds.count("qmatmul_q8") == 2 * 2  # attn_q (Q4_0) and attn_k (Q8_0): llama.cpp's Q8_0 dot products
     assert kinds.count("matmul") == 2 * 2  # the F16 and BF16 projections stay float matmuls
     assert "pack" in kinds
     outs, _, _ = run_steps(path, "llama", [3, 17, 5], 40)

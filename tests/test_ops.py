@@ -1097,6 +1097,36 @@ def test_qmatmul_i8_unpacked_u4_weights_per_channel_scale():
     np.testing.assert_array_equal(out, acc.astype(np.float32) * f32([[1.0], [0.5]]) * f32([2.0, -1.0]))
 
 
+@covers("qmatmul_q8")
+def test_qmatmul_q8_block_dot_products_times_both_scales():
+    """llama.cpp's Q8_0 dot product, written out: per block of 32, the integer sum of x's codes (clipped to
+    -127) times w's codes, times x's block scale and w's block scale; a partial last block too."""
+    r = rng(34)
+    M, N, K, G = 3, 4, 70, 32
+    nb = -(-K // G)
+    xq = r.integers(-128, 128, (M, K)).astype(np.int8)
+    xq[0, 0] = -128  # read as -127
+    sx = f32(r.uniform(0.01, 0.1, (M, nb)))
+    w = r.integers(-8, 8, (N, K)).astype(np.int8)
+    sw = r.uniform(0.01, 0.1, (N, nb)).astype(np.float16)
+    b = Builder()
+    xi, sxi = b.input("x", f"i8[{M}, {K}]"), b.input("sx", f"f32[{M}, {nb}]")
+    wp, swp = b.param("w", f"i4[{N}, {K}]"), b.param("sw", f"f16[{N}, {nb}]")
+    y1 = b.qmatmul_q8(xi, sxi, wp, swp, group=G)
+    y2 = b.qmatmul_q8(xi, sxi, b.pack(wp, layout="nib32"), swp, group=G, epilogue=["relu"])
+    o1, o2 = run(b, [y1, y2], {"x": xq, "sx": sx}, {"w": w.astype(ml_dtypes.int4), "sw": sw})
+    xc = np.maximum(xq.astype(np.int64), -127)
+    ref = np.zeros((M, N))
+    for m in range(M):
+        for n in range(N):
+            for j in range(nb):
+                blk = slice(j * G, (j + 1) * G)
+                ref[m, n] += int(xc[m, blk] @ w[n, blk].astype(np.int64)) * float(sx[m, j]) * float(sw[n, j])
+    assert o1.dtype == np.float32 and o1.shape == (M, N)
+    np.testing.assert_allclose(o1, ref, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(o2, np.maximum(ref, 0), rtol=1e-5, atol=1e-6)
+
+
 @covers("lut_precompute")
 def test_lut_precompute_tables_by_hand():
     xq = np.array([[3, -5, 7, 100, -128, 2]], np.int8)  # K = 6: two groups of 4, the second padded with zeros
@@ -1202,6 +1232,8 @@ BAD = {
                                    transpose_b=True),
     "qmatmul_i8": lambda b: b.qmatmul_i8(b.input("x", "f32[2, 8]"), b.input("w", "ternary[4, 8]"),
                                          b.input("s", "f32[2, 1]"), b.input("t", "f32[1]"), transpose_b=True),
+    "qmatmul_q8": lambda b: b.qmatmul_q8(b.input("x", "i8[2, 64]"), b.input("s", "f32[2, 2]"),
+                                         b.input("w", "i4[4, 64]"), b.input("t", "f32[4, 1]"), group=32),
     "lut_precompute": lambda b: b.lut_precompute(b.input("x", "i8[2, 8]"), quantize=True),
     "lut_matmul": lambda b: b.lut_matmul(b.input("l", "i8[2, 2, 2, 16]"), b.input("u", "i32[2, 1]"),
                                          b.input("w", "i2[2, 128]"), b.input("s", "f32[1]"), b.input("t", "f32[1]"),

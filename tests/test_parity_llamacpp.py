@@ -4,9 +4,11 @@ scripts/make_parity_fixtures.py wrote tiny seeded models (tests/parity_models.py
 and ``bitnet`` architectures in several weight types and recorded llama.cpp's greedy tokens (32 steps) and
 first-step logits, for each file and for the same weights dequantized to F32. ladder must give the same
 tokens, and logits within a tolerance derived from llama.cpp's own spread: llama.cpp rounds activations to
-Q8_0/Q8_K/F16 blocks inside its quantized dot products, ladder computes with exact dequantized weights and
-f32 activations, so against the quantized run ladder may differ by about what llama.cpp differs from itself
-(quantized vs dequantized-F32); against the dequantized-F32 run only float summation order remains.
+Q8_0/Q8_K/F16 blocks inside its quantized dot products. For Q8_0 and Q4_0 weights ladder does too (the GGUF
+importer quantizes x to Q8_0 blocks, as llama.cpp), so against the quantized run only float summation order
+remains, and against the dequantized-F32 run ladder may differ by about what llama.cpp differs from itself
+(quantized vs dequantized-F32). For the other types ladder computes with exact dequantized weights and f32
+activations: the other way round.
 """
 
 from __future__ import annotations
@@ -73,7 +75,9 @@ def test_fixtures_cover_the_architectures_and_types():
 
 
 # the cpu target compiles two step graphs per file: run it on one file per architecture and weight family
-CPU_RUNS = ["llama/Q6_K", "bitnet/TQ2_0"]
+CPU_RUNS = ["llama/Q6_K", "bitnet/TQ2_0", "llama/Q8_0", "llama/Q4_0"]
+# weight types whose activations ladder quantizes as llama.cpp does (llama.cpp's Q8_0 blocks)
+QUANTIZED_ACTIVATIONS = {"Q8_0", "Q4_0"}
 
 
 @pytest.mark.parametrize("target,key", [("ref", k) for k in RUNS] + [("cpu", k) for k in CPU_RUNS])
@@ -81,5 +85,14 @@ def test_same_tokens_and_logits_as_llamacpp(model_path, target, key):
     r = RUNS[key]
     gen = ladder_generation(model_path(key), target)
     assert gen.ids == r["tokens"], f"{key} on {target}: {sum(a == b for a, b in zip(gen.ids, r['tokens']))}/32"
-    assert max_rel(gen.first_logits, r["dequant_logits"]) <= EXACT_TOL
-    assert max_rel(gen.first_logits, r["logits"]) <= SPREAD_FACTOR * r["spread"] + EXACT_TOL
+    same, other = ("logits", "dequant_logits") if r["type"] in QUANTIZED_ACTIVATIONS else \
+        ("dequant_logits", "logits")
+    assert max_rel(gen.first_logits, r[same]) <= EXACT_TOL
+    assert max_rel(gen.first_logits, r[other]) <= SPREAD_FACTOR * r["spread"] + EXACT_TOL
+
+
+def test_q8_0_activations_follow_the_weight_type():
+    """The importer quantizes x for exactly the weight types whose llama.cpp dot product takes Q8_0 blocks."""
+    from ladder.frontends.gguf import Q8_0_ACTIVATIONS
+
+    assert QUANTIZED_ACTIVATIONS <= set(Q8_0_ACTIVATIONS) == {"Q8_0", "Q4_0", "Q5_0"}

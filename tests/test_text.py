@@ -408,6 +408,16 @@ graph @qmatmul_i8(%x: f32[2, 37]) -> (f32[2, 6], f32[2, 6]) {
   return %a, %b
 }
 """,
+    "qmatmul_q8": """
+graph @qmatmul_q8(%x: f32[2, 64]) -> (f32[2, 6]) {
+  %q, %xs = quantize %x {scheme = "absmax", dtype = i8, axis = -1, group = 32} : i8[2, 64], f32[2, 2]
+  %w = param @w : i4[6, 64]
+  %ws = param @ws : f16[6, 2]
+  %p = pack %w, %ws {layout = "nib16+f16"} : i4<nib16+f16>[6, 64]
+  %a = qmatmul_q8 %q, %xs, %p {group = 32, epilogue = ["silu"]} : f32[2, 6]
+  return %a
+}
+""",
     "lut_precompute": """
 graph @lut_precompute(%x: f32[2, 37], %q: i8[3, 9]) -> (i8[3, 3, 2, 16], i32[3, 1], f32[2, 10, 4], f32[2, 1], i8[2, 10, 16], f32[2, 1], f32[2, 3]) {
   %t, %s = lut_precompute %q : i8[3, 3, 2, 16], i32[3, 1]

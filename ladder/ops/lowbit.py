@@ -178,3 +178,70 @@ class QMatMulI8(OpDef):
         (y,) = mul.compute([y, s1], {}, out, [out[0], ins[2]])
         (y,) = mul.compute([y, s2], {}, out, [out[0], ins[3]])
         return [_apply_epilogue(y, out[0], attrs)]
+
+
+@register
+class QMatMulQ8(OpDef):
+    """llama.cpp's Q8_0 dot products: int8 activation codes ``x [..., M, K]`` with one float scale per
+    ``group`` along K (``sx [..., M, ceil(K / group)]``, e.g. from ``quantize {absmax, i8, group = 32}``) times
+    weights ``w [N, K]``, integer codes (packed or not) with one float scale per ``group`` along K (``sw
+    [N, ceil(K / group)]``, or inside w's packing, ``nib32+f16``):
+    ``epilogue(matmul(dequant(max(x, -127), sx), dequant(w, sw), transpose_b = true))`` in f32.
+
+    x's codes are read clipped to -127..127: absmax quantization never gives -128 and llama.cpp's Q8_0 blocks
+    hold none, so a kernel may multiply |w| by x with w's sign (one unsigned x signed byte product). The
+    result is the composition's, up to float summation order: a kernel sums each block's integer dot product
+    exactly and scales it by both blocks' scales."""
+
+    name = "qmatmul_q8"
+    operands = ("x", "sx", "w", "sw?")
+    packed_operands = ("w",)
+    attrs = {"group": AttrSpec("int", 32), "epilogue": AttrSpec("strs", ())}
+
+    def infer(self, types, attrs):
+        from ..quant import reduced_shape
+
+        x, sx, w = types[0], types[1], types[2]
+        g = attrs["group"]
+        _check_epilogue(attrs)
+        if g <= 0:
+            raise InferError(f"group must be a size > 0, got {g}")
+        if x.dtype.name != "i8" or x.rank < 2:
+            raise InferError(f"x must be i8 codes of rank >= 2, got {x}")
+        if w.rank != 2 or not w.dtype.is_integer or w.dtype.bits > 8:
+            raise InferError(f"w must be 2-D integer codes of at most 8 bits, got {w}")
+        scales = list(types[3:])
+        if block_scales(w):
+            if scales:
+                raise InferError(f"w ({w}) carries its scales; no sw goes with it")
+            if w.packing.zero or g != w.packing.block:
+                raise InferError(f"w's block scales need group = {w.packing.block} and no zeros")
+        elif not scales:
+            raise InferError("qmatmul_q8 needs sw unless w carries its block scales")
+        for s, t, role in ((sx, x, "sx"), *((sw, w, "sw") for sw in scales)):
+            want = reduced_shape(t.shape, t.rank - 1, g)
+            if s.dtype.name not in ("f16", "bf16", "f32") or s.shape != want:
+                raise InferError(f"{role} must be f16, bf16 or f32 {list(want)} for {t} and group {g}, got {s}")
+        f32 = DTYPES["f32"]
+        return OPS["matmul"].infer([TensorType(f32, x.shape), TensorType(f32, w.shape)], {"transpose_b": True})
+
+    def compute(self, args, attrs, out, ins):
+        from .base import to_f32
+
+        f32 = DTYPES["f32"]
+        deq = OPS["dequant"]
+        g = attrs["group"]
+        x = np.maximum(args[0], np.int8(-127))
+        dattrs = {"axis": -1, "group": g, "zero_mode": "none", "dtype": f32}
+        (xv,) = deq.compute([x, to_f32(args[1])], dattrs, [TensorType(f32, ins[0].shape)],
+                            [ins[0], TensorType(f32, ins[1].shape)])
+        w = unpacked(args[2], ins[2])
+        if block_scales(ins[2]):
+            sw, _ = ins[2].packing.unpack_scales(args[2], ins[2].shape)
+        else:
+            sw = args[3]
+        sw_t = TensorType(f32, np.shape(sw))
+        (wv,) = deq.compute([w, to_f32(sw)], dattrs, [TensorType(f32, ins[2].shape)], [ins[2].logical, sw_t])
+        (y,) = OPS["matmul"].compute([xv, wv], {"transpose_b": True}, out,
+                                     [TensorType(f32, ins[0].shape), TensorType(f32, ins[2].shape)])
+        return [_apply_epilogue(y, out[0], attrs)]

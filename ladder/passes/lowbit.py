@@ -4,8 +4,10 @@
   ``unpack(pack(%w))``, where ``pack`` runs once on the weights (weight-only values are computed when
   weights are bound) and ``unpack`` is the decode a kernel performs in registers.
 * ``fuse`` turns ``matmul(x, dequant(unpack(w), s))`` into one ``qmatmul`` reading the packed weights, the
-  BitNet integer chain ``f32(matmul(xq, unpack(w))) * s1 * s2`` into ``qmatmul_i8``, and folds unary
-  element-wise ops that follow them into their ``epilogue``.
+  BitNet integer chain ``f32(matmul(xq, unpack(w))) * s1 * s2`` into ``qmatmul_i8``, llama.cpp's Q8_0 chain
+  ``matmul(dequant(xq, sx), dequant(w, sw), transpose_b)`` (xq from absmax int8 quantization, both grouped
+  along K by the same group) into ``qmatmul_q8`` (with ``int8_blocks``, the default; targets without that
+  kernel turn it off), and folds unary element-wise ops that follow them into their ``epilogue``.
 * ``quantize-activations`` (changes numerics; only when asked for) feeds ``qmatmul``'s float activations
   through BitNet's per-token int8 absmax quantization so the integer path applies.
 * ``quantize-weights{dtype,group,...}`` (changes numerics; only when asked for) quantizes float weight
@@ -150,13 +152,16 @@ def _packing_with_block(target, dt, group: int, override: str | None):
 @dataclass(frozen=True)
 class Fuse(Pass):
     epilogues: bool = True
+    int8_blocks: bool = True
 
     def run(self, graph: Graph) -> Graph:
         g = graph.copy()
+        rules = ([_fuse_q8_blocks] if self.int8_blocks else []) + [_fuse_dequant_matmul, _fuse_int_chain]
         for node in g.nodes():
             op = g.op(node)
             if op.kind == "matmul":
-                for candidate in (_fuse_dequant_matmul(g, op), _fuse_int_chain(g, op)):
+                for rule in rules:
+                    candidate = rule(g, op)
                     if candidate is not None and _replace(g, *candidate):
                         break
         if self.epilogues:
@@ -193,6 +198,38 @@ def _fuse_dequant_matmul(g: Graph, mm: Op):
             return None  # the scales inside w are not this dequant's
         scales = []
     return mm, ("qmatmul", [mm.operands[0], w] + scales, attrs)
+
+
+def _fuse_q8_blocks(g: Graph, mm: Op):
+    """matmul(dequant(xq, sx), dequant(w, sw), transpose_b) -> qmatmul_q8(xq, sx, w, sw): both dequants along K
+    by one group, without zeros, to f32; xq int8 codes from absmax quantization (never -128, so the op's
+    clip of x at -127 changes nothing); w 2-D integer codes, packed or not."""
+    if not mm.attr.get("transpose_b", False):
+        return None
+    a, bq = _producer_op(g, mm.operands[0]), _producer_op(g, mm.operands[1])
+    if a is None or bq is None or a.kind != "dequant" or bq.kind != "dequant" or len(a.operands) != 2:
+        return None
+    q = _producer_op(g, a.operands[0])
+    if q is None or q.kind != "quantize" or q.results[0].name != a.operands[0]:
+        return None
+    qa = OPS["quantize"].full_attrs(q.attr)
+    if qa["scheme"] != "absmax" or qa["dtype"] != DTYPES["i8"]:
+        return None
+    da, db = OPS["dequant"].full_attrs(a.attr), OPS["dequant"].full_attrs(bq.attr)
+    x_t, w_t = g.type_of(a.operands[0]), g.type_of(bq.operands[0])
+    f32 = DTYPES["f32"]
+    if (w_t.rank != 2 or len(bq.operands) != 2 or da["dtype"] != f32 or db["dtype"] != f32
+            or da["group"] <= 0 or da["group"] != db["group"]
+            or da["axis"] % x_t.rank != x_t.rank - 1 or db["axis"] % 2 != 1):
+        return None
+    w = _weight_operand(g, bq.operands[0])
+    scales = [bq.operands[1]]
+    if block_scales(g.type_of(w)):
+        packer = _producer_op(g, w)
+        if packer is None or list(packer.operands[1:]) != scales:
+            return None  # the scales inside w are not this dequant's
+        scales = []
+    return mm, ("qmatmul_q8", [a.operands[0], a.operands[1], w] + scales, {"group": da["group"]})
 
 
 def _fuse_int_chain(g: Graph, mm: Op):
@@ -329,7 +366,7 @@ class QuantizeWeights(Pass):
 
 def default_pipeline(target: str = "cpu", threads: int | None = None, tuning: str | None = None) -> str:
     """The passes ``ladder.compile`` runs by default: none of them changes what the graph computes. On cpu
-    targets, ``lut{choose=auto}`` turns a low-bit matmul into table lookups where ladder.tune says they are
+    targets, ``lut{choose=auto}`` turns a low-bit matmul into table lookups where ladder.tuning says they are
     faster for ``threads`` (default: all cores) (exact for int8 activations; f32 ones only sum in another
     order): its cost model, or the records of the ``tuning`` file when one is given. Nothing else is read, so
     the pipeline computes the same graph for the same target every time."""
@@ -341,8 +378,10 @@ def default_pipeline(target: str = "cpu", threads: int | None = None, tuning: st
             raise PipelineError(f"a tuning file's path cannot hold ',', '{{' or '}}' (it goes in a pipeline "
                                 f"string): '{tuning}'")
         opts += f",tuning={tuning}"
-    lut = f",lut{{{opts}}}" if target.split(":")[0] == "cpu" else ""
-    return f"canonicalize,legalize-types{{target={target}}},fuse{lut},canonicalize"
+    cpu = target.split(":")[0] == "cpu"
+    lut = f",lut{{{opts}}}" if cpu else ""
+    fuse = "fuse" if cpu else "fuse{int8_blocks=false}"  # qmatmul_q8 is a cpu kernel
+    return f"canonicalize,legalize-types{{target={target}}},{fuse}{lut},canonicalize"
 
 
 __all__ = ["Fuse", "LegalizeTypes", "QuantizeActivations", "QuantizeWeights", "default_pipeline", "weight_values"]

@@ -1,0 +1,396 @@
+"""Lowering: ``qmatmul_q8``, llama.cpp's Q8_0 dot products (int8 activation blocks x integer weight blocks).
+
+Two tiers, chosen per op at lowering time:
+
+* a **block** kernel for blocks of 32 along K (``group = 32``, K a whole number of blocks: what GGUF's Q8_0,
+  Q5_0 and Q4_0 give) over int8 weights as numpy holds them (one byte a code, the scales a separate tensor) or
+  4-bit weights in 32-code nibble blocks (``nib16``, the scales inside each block as ``nib16+f16`` does, or
+  beside them). Work item = one weight row n. Each thread first copies the rows of x of a pass (as many as
+  fit SCRATCH bytes of stack, at most MCHUNK) to a scratch, clipped to -127 (the op's definition; absmax
+  codes never hold -128), then streams its weight rows once per pass. Per block of 32, the integer dot
+  product with each row of x, exact in int32, as llama.cpp takes it:
+
+  - int8 weights: |w| (unsigned) times x with w's sign (``vpsignb``), summed by ``vpdpbusd`` (VNNI:
+    AVX512-VNNI or AVX-VNNI) or ``vpmaddubsw`` + ``vpmaddwd`` (AVX2; |w| <= 128, |x| <= 127: each pair sum
+    stays under 2^15);
+  - nibbles: codes decoded by one AND of the bytes beside the bytes shifted right by 4, i4 made offset binary
+    (c ^ 8, value c - 8) on the packed bytes; the offset codes (0-15) multiply x as they are, and 8 x is
+    taken off per pair (computed once per row of x into the scratch): no sign trick per weight block;
+  - elsewhere (no AVX2): i16 products of signed values.
+
+  The 8 lanes of partial sums become f32 and are multiplied by (w's scale * x's scale) into f32 accumulators.
+  A GEMV (one row of x) takes blocks 8 at a time, their scales as one vector (one conversion and one multiply
+  per 8 blocks), with two accumulators (the add's latency does not bound the stream), one weight row at a
+  time (interleaved rows defeat the hardware prefetcher) and a prefetch a cache line ahead; several rows of
+  x share each decoded block, 4 at a time.
+* a **generic** kernel for everything else the op takes: work item = one weight row, each element dequantized
+  as the reference does (x's code * x's scale, w's value * w's scale) and the products summed in f32.
+
+Only the summation order (and one rounding per block product) differs from the reference's dequantized f32
+matmul, so the results agree to float rounding (tests/test_llvm_q8dot.py states the tolerance).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from llvmlite import ir
+
+from ladder.backends.llvm.codegen import F32, I8, I16, I32, I64, KernelSpec, for_range, from_f32, lowers, \
+    storage_type, to_f32
+from ladder.ops import OPS
+from ladder.ops.lowbit import block_scales
+from ladder.types import DType
+
+from .matmul import C32, C64, PREFETCH, Decoder, _entry_alloca, _epilogue, _gep8, _int_value
+
+BLOCK = 32  # codes per block: one 256-bit vector of int8
+MCHUNK = 64  # rows of x per pass over the weight rows, at most
+SCRATCH = 128 << 10  # bytes of stack for a pass's rows of x (clipped codes, and the offset's products)
+MTILE = 4  # rows of x sharing one decoded weight block
+GROUP = 8  # blocks per step: their scales are one vector of 8 (both scales multiplied once per 8 blocks)
+
+
+@dataclass(frozen=True)
+class Q8Plan:
+    """What the block kernel reads, decided once per op."""
+
+    rows: int  # rows of x (batch dims flattened)
+    k: int
+    n: int
+    nblocks: int
+    nibbles: bool  # 4-bit codes in nib16 blocks (else one int8 a code)
+    signed: bool  # the nibbles are two's complement (i4) rather than unsigned (u4)
+    row_bytes: int  # bytes of one weight row
+    stride: int  # bytes from one block's codes to the next block's
+    codes_at: int  # bytes from a block's start to its codes (its scale before them, when it carries one)
+    inline_scale: DType | None  # the blocks' own scale type (nib16+f16), else None
+    sw: DType | None  # the separate weight scale's type, else None
+    sx: DType  # x's scale type
+    dot: str  # "vnni" (vpdpbusd), "madd" (vpmaddubsw + vpmaddwd) or "i16" (portable products)
+    f16c: bool  # fpext half -> float is one instruction (else integer arithmetic, as codegen does)
+    fma: bool
+
+
+def plan(ctx, op, ins) -> Q8Plan | None:
+    """The block kernel's plan, or None where the generic kernel is needed."""
+    x, sx, w = ins[0], ins[1], ins[2]
+    g = OPS[op.kind].full_attrs(op.attr)["group"]
+    k, n = x.shape[-1], w.shape[0]
+    if g != BLOCK or k == 0 or k % BLOCK or 2 * k > SCRATCH:
+        return None
+    t = ctx.target
+    if w.layout is None:
+        if w.dtype.name != "i8":
+            return None
+        nibbles, row_bytes, stride, codes_at, inline = False, k, BLOCK, 0, None
+    else:
+        p = w.packing
+        base = p.base if block_scales(w) else p
+        if base.name != "nib16" or w.dtype.name not in ("i4", "u4"):
+            return None
+        nibbles, row_bytes = True, w.storage_shape[-1]
+        inline = p.scale if block_scales(w) else None
+        codes_at = p.header_bytes if inline is not None else 0
+        stride = codes_at + base.block_bytes
+    feats = t.features()
+    madd = t.supports("i8-madd")
+    return Q8Plan(
+        rows=math.prod(x.shape[:-1]), k=k, n=n, nblocks=k // BLOCK, nibbles=nibbles, signed=w.dtype.name != "u4",
+        row_bytes=row_bytes, stride=stride, codes_at=codes_at, inline_scale=inline,
+        sw=None if inline is not None else ins[3].dtype, sx=sx.dtype,
+        dot="vnni" if madd and t.supports("i8-dot") else ("madd" if madd else "i16"),
+        f16c="f16c" in feats or "avx512f" in feats, fma=t.supports("f32-fma"))
+
+
+@lowers("qmatmul_q8")
+def lower_qmatmul_q8(ctx, op, ins, outs):
+    p = plan(ctx, op, ins)
+    if p is not None:
+        return _lower_blocks(ctx, op, ins, outs, p)
+    return _lower_generic(ctx, op, ins, outs)
+
+
+def _scale_f32(b, v, dt: DType, f16c: bool):
+    """A loaded scale (its storage) -> f32."""
+    if dt.name == "f16" and f16c:
+        return b.fpext(b.bitcast(v, ir.HalfType()), F32)
+    return to_f32(b, v, dt)
+
+
+def _store_out(ctx, b, op, out, py, v, idx):
+    attrs = OPS[op.kind].full_attrs(op.attr)
+    v = _epilogue(ctx, b, v, tuple(attrs["epilogue"]), out.dtype)
+    b.store(from_f32(b, v, out.dtype), b.gep(py, [idx], source_etype=storage_type(out.dtype)))
+
+
+# -- the block kernel ----------------------------------------------------------------------------------------
+
+def _lower_blocks(ctx, op, ins, outs, p: Q8Plan):
+    fn, b, ptrs, begin, end = ctx.kernel(f"qmatmul_q8_{op.name}", len(ins) + 1)
+    px, psx, pw = ptrs[0], ptrs[1], ptrs[2]
+    psw = ptrs[3] if p.sw is not None else None
+    py = ptrs[-1]
+    R, K, N, NB = p.rows, p.k, p.n, p.nblocks
+    w_bytes = N * p.row_bytes
+    v16i8, v32i8 = ir.VectorType(I8, 16), ir.VectorType(I8, 32)
+    v8i16, v16i16, v32i16 = ir.VectorType(I16, 8), ir.VectorType(I16, 16), ir.VectorType(I16, 32)
+    v8i32, v32i32 = ir.VectorType(I32, 8), ir.VectorType(I32, 32)
+    v8f = ir.VectorType(F32, 8)
+    splat8 = lambda c: ir.Constant(v32i8, [c] * 32)  # noqa: E731
+    smax = ctx.declare("llvm.smax.v32i8", v32i8, [v32i8, v32i8])
+    muladd = ctx.declare("llvm.fmuladd.v8f32", v8f, [v8f, v8f, v8f])
+    vsum = ctx.declare("llvm.vector.reduce.fadd.v8f32", F32, [F32, v8f])
+    prefetch = ctx.declare("llvm.prefetch.p0", ir.VoidType(), [ir.PointerType(), I32, I32, I32])
+    if p.dot != "i16":
+        vabs = ctx.declare("llvm.abs.v32i8", v32i8, [v32i8, ir.IntType(1)])
+        psign = ctx.declare("llvm.x86.avx2.psign.b", v32i8, [v32i8, v32i8])
+    if p.dot == "vnni":  # _mm256_dpbusd_epi32(src, a: u8, b: i8) (AVX512-VNNI + VL, or AVX-VNNI)
+        dpbusd = ctx.declare("llvm.x86.avx512.vpdpbusd.256", v8i32, [v8i32, v8i32, v8i32])
+    elif p.dot == "madd":
+        maddubs = ctx.declare("llvm.x86.avx2.pmadd.ub.sw", v16i16, [v32i8, v32i8])
+        maddwd = ctx.declare("llvm.x86.avx2.pmadd.wd", v8i32, [v16i16, v16i16])
+        ones16 = ir.Constant(v16i16, [1] * 16)
+    # Offset nibbles (i4 as c ^ 8, value c - 8) are multiplied unsigned, as they are, and the offset taken off
+    # with 8 x (x's pair sums), computed once per row of x: no sign trick, no subtraction per weight block.
+    offset = p.nibbles and p.signed and p.dot != "i16"
+    # scratch, per pass over the weights: x's codes clipped to -127 and, with offset nibbles, the offset's
+    # products (32 bytes a block), so the weight loop reads them as they are
+    per_row = K * (2 if offset else 1)
+    CH = max(1, min(MCHUNK, SCRATCH // per_row, R))
+    scratch = _entry_alloca(b, v32i8, CH * per_row // BLOCK)  # in 32-byte vectors
+    scratch.align = 32
+
+    def vec_at(b, byte_off):
+        return b.gep(scratch, [b.udiv(byte_off, C64(BLOCK))], source_etype=v32i8)
+
+    def codes(b, wrow, j):
+        """Block j of the weight row at byte offset ``wrow``: 32 bytes (signed values, or offset nibbles)."""
+        blk = b.add(wrow, b.mul(j, C64(p.stride)))
+        if not p.nibbles:
+            return b.load(_gep8(b, pw, blk), typ=v32i8, align=1)
+        # codes 0-15 in the low nibbles, 16-31 in the high ones: the bytes, and the bytes shifted right by 4 in
+        # 16-bit lanes, side by side; one AND keeps the nibbles. Two's complement nibbles (i4) are made offset
+        # binary first (c ^ 8, both nibbles at once): the value is the nibble - 8.
+        packed = b.load(_gep8(b, pw, b.add(blk, C64(p.codes_at))), typ=v16i8, align=1)
+        if p.signed:
+            packed = b.xor(packed, ir.Constant(v16i8, [0x88] * 16))
+        hi = b.bitcast(b.lshr(b.bitcast(packed, v8i16), ir.Constant(v8i16, [4] * 8)), v16i8)
+        wv = b.and_(b.shuffle_vector(packed, hi, ir.Constant(v32i32, list(range(32)))), splat8(15))
+        return b.sub(wv, splat8(8)) if p.signed and not offset else wv
+
+    def scales(b, n, wrow, j, count):
+        """The f32 scales of blocks j .. j+count-1 of weight row n: a scalar (count 1) or a vector of 8."""
+        if p.inline_scale is not None:
+            dt, st = p.inline_scale, storage_type(p.inline_scale)
+            raws = [b.load(_gep8(b, pw, b.add(wrow, b.mul(b.add(j, C64(a)), C64(p.stride)))), typ=st, align=1)
+                    for a in range(count)]
+        else:
+            dt, st = p.sw, storage_type(p.sw)
+            at = b.gep(psw, [b.add(b.mul(n, C64(NB)), j)], source_etype=st)
+            if count == 1:
+                raws = [b.load(at, typ=st)]
+            else:
+                vec = b.load(at, typ=ir.VectorType(st, count), align=st.width // 8 if isinstance(st, ir.IntType) else 4)
+                raws = vec
+        return _scales_f32(b, raws, dt, count)
+
+    def dot(b, wv, wabs, xv, corr):
+        """The 8 lanes of partial sums (i32) of a block's 32 products w * x."""
+        if p.dot == "i16":  # exact: |w x| <= 128 * 127 fits i16; 4 products summed into each lane
+            prod = b.sext(b.mul(b.sext(wv, v32i16), b.sext(xv, v32i16)), v32i32)
+            parts = [b.shuffle_vector(prod, ir.Constant(v32i32, None),
+                                      ir.Constant(v8i32, list(range(8 * q, 8 * q + 8)))) for q in range(4)]
+            return b.add(b.add(parts[0], parts[1]), b.add(parts[2], parts[3]))
+        if offset:  # offset nibbles (0-15) times x, less 8 x
+            if p.dot == "vnni":
+                return b.sub(b.call(dpbusd, [ir.Constant(v8i32, None), b.bitcast(wv, v8i32), b.bitcast(xv, v8i32)]),
+                             corr)
+            return b.call(maddwd, [b.sub(b.call(maddubs, [wv, xv]), corr), ones16])
+        sx_ = b.call(psign, [xv, wv])  # x with w's sign (0 where w is 0); never overflows: x >= -127
+        if p.dot == "vnni":
+            return b.call(dpbusd, [ir.Constant(v8i32, None), b.bitcast(wabs, v8i32), b.bitcast(sx_, v8i32)])
+        return b.call(maddwd, [b.call(maddubs, [wabs, sx_]), ones16])
+
+    def splat(b, v):
+        vec = b.insert_element(ir.Constant(v8f, None), v, C32(0))
+        return b.shuffle_vector(vec, ir.Constant(v8f, None), ir.Constant(v8i32, [0] * 8))
+
+    def x_scales(b, m, j, count):
+        """x's f32 scales of blocks j .. j+count-1 of row m: a scalar (count 1) or a vector of 8."""
+        st = storage_type(p.sx)
+        at = b.gep(psx, [b.add(b.mul(m, C64(NB)), j)], source_etype=st)
+        raws = [b.load(at, typ=st)] if count == 1 else b.load(at, typ=ir.VectorType(st, count), align=2)
+        return _scales_f32(b, raws, p.sx, count)
+
+    def _scales_f32(b, raws, dt, count):
+        """Scales as stored (a list of scalars, or a vector) -> f32 (a scalar, or a vector of ``count``)."""
+        if count == 1:
+            return _scale_f32(b, raws[0], dt, p.f16c)
+        vt = ir.VectorType(F32, count)
+        if isinstance(raws, list):
+            st = raws[0].type
+            vec = ir.Constant(ir.VectorType(st, count), None)
+            for a, r in enumerate(raws):
+                vec = b.insert_element(vec, r, C32(a))
+            raws = vec
+        if dt.name == "f32":
+            return raws
+        if dt.name == "f16" and p.f16c:
+            return b.fpext(b.bitcast(raws, ir.VectorType(ir.HalfType(), count)), vt)
+        if dt.name == "bf16":
+            return b.bitcast(b.shl(b.zext(raws, ir.VectorType(I32, count)), ir.Constant(ir.VectorType(I32, count),
+                                                                                     [16] * count)), vt)
+        out = ir.Constant(vt, None)  # f16 without F16C: lane by lane, in integer arithmetic
+        for a in range(count):
+            out = b.insert_element(out, to_f32(b, b.extract_element(raws, C32(a)), dt), C32(a))
+        return out
+
+    corr_t = v8i32 if p.dot == "vnni" else v16i16
+
+    def fill(b, mc, mend):
+        """The scratch for rows [mc, mend) of x."""
+        with for_range(b, mc, mend, name="xr", vectorize=False) as m:
+            src = b.mul(m, C64(K))
+            dst = b.mul(b.sub(m, mc), C64(per_row))
+            with for_range(b, 0, NB, name="xb", vectorize=False) as j:
+                at = b.mul(j, C64(BLOCK))
+                xv = b.call(smax, [b.load(_gep8(b, px, b.add(src, at)), typ=v32i8, align=1), splat8(-127)])
+                b.store(xv, vec_at(b, b.add(dst, at)), align=32)
+                if offset:
+                    eights = splat8(8)
+                    if p.dot == "vnni":
+                        c = b.call(dpbusd, [ir.Constant(v8i32, None), b.bitcast(eights, v8i32), b.bitcast(xv, v8i32)])
+                    else:
+                        c = b.call(maddubs, [eights, xv])
+                    b.store(b.bitcast(c, v32i8), vec_at(b, b.add(b.add(dst, C64(K)), at)), align=32)
+
+    def tile(b, n, m0, mc, T):
+        """Rows m0 .. m0+T-1 of x (of the pass starting at row mc) against weight row n."""
+        wrow = b.mul(n, C64(p.row_bytes))
+        NA = 2 if T == 1 else 1  # accumulators per row of x (a GEMV alternates two)
+        slots = [[_entry_alloca(b, v8f) for _ in range(NA)] for _ in range(T)]
+        for row in slots:
+            for s_ in row:
+                b.store(ir.Constant(v8f, None), s_)
+        ms = [b.add(m0, C64(t)) for t in range(T)]
+        xrows = [b.mul(b.sub(m, mc), C64(per_row)) for m in ms]
+
+        def blocks(b, j0, count):
+            """Blocks j0 .. j0+count-1 (count 1, or GROUP with the scales as vectors)."""
+            if T == 1:  # hints inside the weights, one a cache line (the hardware prefetcher alone lags: -25%)
+                here = b.add(wrow, b.mul(j0, C64(p.stride)))
+                for line in range(0, count * p.stride, 64):
+                    off = b.add(here, C64(PREFETCH + line))
+                    off = b.select(b.icmp_signed("<", off, C64(w_bytes)), off, C64(w_bytes - 1))
+                    b.call(prefetch, [_gep8(b, pw, off), C32(0), C32(3), C32(1)])
+            ws = scales(b, n, wrow, j0, count)
+            ds = [b.fmul(ws, x_scales(b, ms[t], j0, count)) for t in range(T)]  # both blocks' scales
+            accs = [[b.load(s_, typ=v8f) for s_ in row] for row in slots]
+            for a in range(count):
+                j = b.add(j0, C64(a))
+                at = b.mul(j, C64(BLOCK))
+                wv = codes(b, wrow, j)
+                wabs = b.call(vabs, [wv, ir.Constant(ir.IntType(1), 0)]) if p.dot != "i16" and not offset else None
+                for t in range(T):
+                    xv = b.load(vec_at(b, b.add(xrows[t], at)), typ=v32i8, align=32)
+                    corr = b.bitcast(b.load(vec_at(b, b.add(b.add(xrows[t], C64(K)), at)), typ=v32i8, align=32),
+                                     corr_t) if offset else None
+                    pf = b.sitofp(dot(b, wv, wabs, xv, corr), v8f)
+                    d = splat(b, ds[t]) if count == 1 else b.shuffle_vector(
+                        ds[t], ir.Constant(v8f, None), ir.Constant(v8i32, [a] * 8))
+                    acc = accs[t][a % NA]
+                    accs[t][a % NA] = b.call(muladd, [pf, d, acc]) if p.fma else b.fadd(b.fmul(pf, d), acc)
+            for row, vals in zip(slots, accs):
+                for s_, v in zip(row, vals):
+                    b.store(v, s_)
+
+        G = GROUP if T == 1 else 1  # several rows of x: 8 vectors of scales a row would not stay in registers
+        full = NB - NB % G
+        if full:
+            with for_range(b, 0, full, step=G, name="blk", vectorize=False) as j0:
+                blocks(b, j0, G)
+        if full < NB:
+            with for_range(b, full, NB, name="blk1", vectorize=False) as j:
+                blocks(b, j, 1)
+        for t in range(T):
+            acc = b.load(slots[t][0], typ=v8f)
+            for s_ in slots[t][1:]:
+                acc = b.fadd(acc, b.load(s_, typ=v8f))
+            _store_out(ctx, b, op, outs[0], py, b.call(vsum, [ir.Constant(F32, -0.0), acc]),
+                       b.add(b.mul(ms[t], C64(N)), n))
+
+    T = min(MTILE, CH) if CH > 1 else 1
+    with for_range(b, 0, R, step=CH, name="mc", vectorize=False) as mc:
+        mend = b.select(b.icmp_signed("<", b.add(mc, C64(CH)), C64(R)), b.add(mc, C64(CH)), C64(R))
+        fill(b, mc, mend)
+        with for_range(b, begin, end, name="n", vectorize=False) as n:
+            start = mc
+            if T > 1:
+                mslot = _entry_alloca(b, I64)
+                b.store(mc, mslot)
+                head = b.function.append_basic_block("t.head")
+                body = b.function.append_basic_block("t.body")
+                done = b.function.append_basic_block("t.done")
+                b.branch(head)
+                b.position_at_end(head)
+                m0 = b.load(mslot, typ=I64)
+                b.cbranch(b.icmp_signed("<=", b.add(m0, C64(T)), mend), body, done)
+                b.position_at_end(body)
+                tile(b, n, m0, mc, T)
+                b.store(b.add(m0, C64(T)), mslot)
+                b.branch(head)
+                b.position_at_end(done)
+                start = b.load(mslot, typ=I64)
+            with for_range(b, start, mend, name="m1", vectorize=False) as m:
+                tile(b, n, m, mc, 1)
+    b.ret_void()
+    return KernelSpec(fn, N, 1)
+
+
+# -- the generic kernel --------------------------------------------------------------------------------------
+
+def _lower_generic(ctx, op, ins, outs):
+    """Work item = weight row n: for every row of x, sum_k (max(x, -127) * sx) * (w * sw) in f32, each factor
+    dequantized exactly as the reference does."""
+    x, sx, w = ins[0], ins[1], ins[2]
+    g = OPS[op.kind].full_attrs(op.attr)["group"]
+    R, K, N = math.prod(x.shape[:-1]), x.shape[-1], w.shape[0]
+    nb = -(-K // g)
+    fn, b, ptrs, begin, end = ctx.kernel(f"qmatmul_q8_{op.name}", len(ins) + 1)
+    px, psx, pw = ptrs[0], ptrs[1], ptrs[2]
+    psw = ptrs[3] if len(ins) > 3 else None
+    py = ptrs[-1]
+    dec = Decoder(ctx, w) if w.layout is not None else None
+    row_bytes = w.storage_shape[-1]
+    fma = ctx.declare("llvm.fma.f32", F32, [F32, F32, F32])
+    sx_t, sw_t = storage_type(sx.dtype), storage_type(ins[3].dtype) if psw is not None else None
+    with for_range(b, begin, end, name="n", vectorize=False) as n:
+        wrow = _gep8(b, pw, b.mul(n, C64(row_bytes)))
+        with for_range(b, 0, R, name="m", vectorize=False) as m:
+            acc = _entry_alloca(b, F32)
+            b.store(ir.Constant(F32, 0.0), acc)
+            with for_range(b, 0, K, name="k", vectorize=False) as k:
+                blk = b.udiv(k, C64(g))
+                xc = _int_value(b, b.gep(px, [b.add(b.mul(m, C64(K)), k)], source_etype=I8), x.dtype)
+                xc = b.select(b.icmp_signed("<", xc, C32(-127)), C32(-127), xc)
+                xs = to_f32(b, b.load(b.gep(psx, [b.add(b.mul(m, C64(nb)), blk)], source_etype=sx_t), typ=sx_t),
+                            sx.dtype)
+                xv = b.fmul(b.sitofp(xc, F32), xs)
+                if dec is not None:
+                    wv = dec.f32_value(b, dec.code(b, wrow, k))
+                else:
+                    wv = b.sitofp(_int_value(b, b.gep(wrow, [k], source_etype=storage_type(w.dtype)), w.dtype), F32)
+                if dec is not None and dec.scaled:
+                    ws = dec.block_scale(b, wrow, k, 0)
+                else:
+                    ws = to_f32(b, b.load(b.gep(psw, [b.add(b.mul(n, C64(nb)), blk)], source_etype=sw_t), typ=sw_t),
+                                ins[3].dtype)
+                b.store(b.call(fma, [xv, b.fmul(wv, ws), b.load(acc, typ=F32)]), acc)
+            _store_out(ctx, b, op, outs[0], py, b.load(acc, typ=F32), b.add(b.mul(m, C64(N)), n))
+    b.ret_void()
+    return KernelSpec(fn, N, 1)
+
+
+__all__ = ["Q8Plan", "lower_qmatmul_q8", "plan"]

@@ -1,0 +1,210 @@
+"""qmatmul_q8 (llama.cpp's Q8_0 dot products) on the LLVM backend against the reference interpreter, and the fuse
+rule that makes it from the GGUF importer's graph.
+
+Tolerance: |y - ref| <= 1e-5 * sum_k |x'||w'| (x', w' the dequantized values). The reference multiplies the
+dequantized values in f32 (BLAS); the kernel sums each block's 32 integer products exactly and scales the sum
+once by both blocks' scales, then adds blocks in 8-lane f32 accumulators: only rounding and summation order
+differ, and over K <= 288 that is far below 1e-5 of the bound. Thread counts must agree bit for bit.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from test_llvm_matmul import G, check
+
+import ladder
+from ladder import Builder
+from ladder.backends.llvm.compiler import compile_graph
+from ladder.backends.llvm.lowerings import q8dot
+from ladder.errors import VerifyError
+from ladder.packing import from_codes, get_packing
+from ladder.passes import PassManager
+from ladder.target import get_target
+from ladder.types import DTYPES
+
+TARGETS = ["cpu", "cpu:generic"]
+# (weight dtype, layout or None for unpacked, scale dtype)
+WEIGHTS = [("i8", None, "f16"), ("i8", None, "f32"), ("i8", None, "bf16"), ("i4", "nib16+f16", None),
+           ("i4", "nib16", "f32"), ("u4", "nib16+bf16", None), ("u4", "nib16", "f16"),
+           ("i4", None, "f16"), ("ternary", "crumb32", "f32")]
+F16 = {"f16": np.float16, "f32": np.float32, "bf16": DTYPES["bf16"].np_dtype}
+
+
+def _codes(rng, dname, shape):
+    dt = DTYPES[dname]
+    if dname == "i8":
+        return rng.integers(-128, 128, shape).astype(np.int8)
+    return from_codes(rng.integers(0, 3 if dname == "ternary" else 16, shape).astype(np.uint8), dt)
+
+
+def _case(gb: G, rng, dname, layout, sdt, lead, M, N, K, group=32, sx_dt="f32", epilogue=""):
+    """x (i8 codes, -128 included) with per-group scales sx, times weights of dname (packed in layout) with
+    per-group scales; adds the op to gb with its tolerance."""
+    nb = -(-K // group)
+    x = rng.integers(-128, 128, lead + (M, K)).astype(np.int8)
+    x.flat[:3] = -128
+    sx = (rng.random(lead + (M, nb)) * 0.05 + 0.001).astype(F16[sx_dt])
+    xn = gb.input(x, "i8")
+    sxn = gb.input(sx, sx_dt)
+    w = _codes(rng, dname, (N, K))
+    wn = gb.param(w, dname)
+    inline = layout is not None and "+" in layout
+    s_dt = get_packing(layout).scale.name if inline else sdt
+    s = (rng.random((N, nb)) * 0.02 + 0.001).astype(F16[s_dt])
+    sn = gb.param(s, s_dt)
+    shape = f"[{N}, {K}]"
+    if layout is None:
+        operands = f"%{xn}, %{sxn}, %{wn}, %{sn}"
+    elif inline:
+        gb.lines.append(f'%p{wn} = pack %{wn}, %{sn} {{layout = "{layout}"}} : {dname}<{layout}>{shape}')
+        operands = f"%{xn}, %{sxn}, %p{wn}"
+    else:
+        gb.lines.append(f'%p{wn} = pack %{wn} {{layout = "{layout}"}} : {dname}<{layout}>{shape}')
+        operands = f"%{xn}, %{sxn}, %p{wn}, %{sn}"
+    xv = np.maximum(x, -127).astype(np.float64) * np.repeat(sx.astype(np.float64), group, axis=-1)[..., :K]
+    wv = DTYPES[dname].to_values(w).astype(np.float64) * np.repeat(s.astype(np.float64), group, axis=-1)[:, :K]
+    tol = 1e-5 * (np.abs(xv) @ np.abs(wv).T) + 1e-30
+    epi = f', epilogue = ["{epilogue}"]' if epilogue else ""
+    attrs = f" {{group = {group}{epi}}}"
+    out = f"f32[{', '.join(map(str, lead + (M, N)))}]"
+    if epilogue:
+        tol = np.maximum(tol, 1e-5)  # silu of values agreeing to tol
+    gb.op(f"qmatmul_q8 {operands}{attrs}", out, tol=tol)
+
+
+@pytest.mark.parametrize("dname,layout,sdt", WEIGHTS, ids=[f"{d}-{p or 'raw'}-{s or 'inline'}" for d, p, s in WEIGHTS])
+def test_qmatmul_q8_matches_the_reference(dname, layout, sdt):
+    rng = np.random.default_rng(hash((dname, layout, sdt)) % 2**32)
+    gb = G()
+    # M 1..9, N odd, K 32..288 (9 blocks: a group of 8 and one more), and one K no whole number of blocks
+    for M, N, K in [(1, 7, 32), (2, 5, 64), (3, 1, 96), (4, 13, 256), (5, 3, 288), (9, 11, 160), (1, 9, 288),
+                    (7, 5, 69)]:
+        _case(gb, rng, dname, layout, sdt, (), M, N, K)
+    check(gb, TARGETS)
+
+
+def test_qmatmul_q8_batch_dims_f16_x_scales_groups_and_epilogue():
+    rng = np.random.default_rng(7)
+    gb = G()
+    _case(gb, rng, "i8", None, "f16", (2, 3), 2, 5, 64)
+    _case(gb, rng, "i4", "nib16+f16", None, (2,), 3, 7, 96, sx_dt="f16")
+    _case(gb, rng, "i8", None, "f32", (), 3, 5, 64, group=16)  # another group: the generic kernel
+    _case(gb, rng, "i4", "nib16+f16", None, (), 5, 9, 288, epilogue="silu")
+    check(gb, TARGETS)
+
+
+@pytest.mark.parametrize("M", [1, 4, 9, 70])  # 70 rows: more than one pass over the weights at K = 2048
+def test_qmatmul_q8_many_rows_and_long_rows(M):
+    rng = np.random.default_rng(M)
+    gb = G()
+    _case(gb, rng, "i8", None, "f16", (), M, 6, 2048)
+    _case(gb, rng, "i4", "nib16+f16", None, (), M, 3, 2048)
+    check(gb, ["cpu"])
+
+
+def test_the_plan_follows_the_target_and_the_weights():
+    """The block kernel takes i8 and nib16 weights in blocks of 32 (vpdpbusd with VNNI, vpmaddubsw with AVX2,
+    i16 products elsewhere); other groups, K not a whole number of blocks, and other weights go generic."""
+    b = Builder()
+    x = b.input("x", "i8[1, 64]")
+    sx = b.input("sx", "f32[1, 2]")
+    g = b.build(b.qmatmul_q8(x, sx, b.param("w", "i8[3, 64]"), b.param("s", "f16[3, 2]")))
+    op = next(o for o in g.ops() if o.kind == "qmatmul_q8")
+    types = [g.type_of(o) for o in op.operands]
+
+    class Ctx:
+        def __init__(self, t):
+            self.target = get_target(t)
+
+    dots = {t: q8dot.plan(Ctx(t), op, types).dot for t in ("cpu:generic", "cpu:avx2", "cpu:avx512",
+                                                            "cpu:sapphirerapids", "cpu:znver4", "cpu:x86-64")}
+    assert dots == {"cpu:generic": "i16", "cpu:avx2": "madd", "cpu:avx512": "vnni", "cpu:sapphirerapids": "vnni",
+                    "cpu:znver4": "vnni", "cpu:x86-64": "i16"}
+    assert q8dot.plan(Ctx("cpu:avx2"), op, types).f16c is False  # cpu:avx2 names no F16C: integer conversion
+    b2 = Builder()
+    g2 = b2.build(b2.qmatmul_q8(b2.input("x", "i8[1, 48]"), b2.input("sx", "f32[1, 3]"),
+                                b2.param("w", "i8[3, 48]"), b2.param("s", "f16[3, 3]"), group=16))
+    op2 = next(o for o in g2.ops() if o.kind == "qmatmul_q8")
+    assert q8dot.plan(Ctx("cpu:avx2"), op2, [g2.type_of(o) for o in op2.operands]) is None
+
+
+@pytest.mark.parametrize("bad,msg", [
+    ("%y = qmatmul_q8 %xf, %sx, %w, %s : f32[2, 3]", "x must be i8"),
+    ("%y = qmatmul_q8 %x, %sx, %w : f32[2, 3]", "needs sw"),
+    ("%y = qmatmul_q8 %x, %sx, %w, %sbad : f32[2, 3]", "sw must be"),
+    ("%y = qmatmul_q8 %x, %sx, %w, %s {group = 16} : f32[2, 3]", "sx must be"),
+])
+def test_qmatmul_q8_verifies_its_operands(bad, msg):
+    text = f"""graph @g(%x: i8[2, 64], %xf: f32[2, 64], %sx: f32[2, 2]) -> f32[2, 3] {{
+  %w = param @w : i8[3, 64]
+  %s = param @s : f16[3, 2]
+  %sbad = param @sbad : f16[3, 4]
+  {bad}
+  return %y
+}}"""
+    with pytest.raises(VerifyError, match=msg):
+        ladder.parse(text)
+
+
+# -- the fuse rule ---------------------------------------------------------------------------------------------
+
+def _gguf_like(wdt="i8", scheme="absmax", xgroup=32, wgroup=32, tb=True, f16_round=True, K=64, N=5, M=3):
+    """x -> quantize{absmax, i8, per 32} -> (scale through f16) -> dequant; w codes + f16 scales -> dequant;
+    matmul{transpose_b}: what the GGUF importer builds for a Q8_0 / Q4_0 projection."""
+    b = Builder()
+    x = b.input("x", f"f32[{M}, {K}]")
+    xq, xs = b.quantize(x, scheme=scheme, dtype="i8", axis=-1, group=xgroup)
+    if f16_round:
+        xs = b.cast(b.cast(xs, dtype="f16"), dtype="f32")
+    xd = b.dequant(xq, xs, axis=-1, group=xgroup)
+    shape = (N, K) if tb else (K, N)
+    w = b.param("w", f"{wdt}[{', '.join(map(str, shape))}]")
+    s = b.param("s", f"f16[{N}, {K // wgroup}]" if tb else f"f16[{K // wgroup}, {N}]")
+    wd = b.dequant(w, s, axis=-1 if tb else 0, group=wgroup)
+    rng = np.random.default_rng(0)
+    weights = {"w": _codes(rng, wdt, shape), "s": (rng.random(s.type.shape) * 0.02 + 0.001).astype(np.float16)}
+    return b.build(b.matmul(xd, wd, transpose_b=tb)), weights, rng.standard_normal((M, K)).astype(np.float32)
+
+
+@pytest.mark.parametrize("wdt", ["i8", "i4"])
+def test_fuse_makes_qmatmul_q8_and_keeps_results(wdt):
+    g, w, x = _gguf_like(wdt)
+    fused = PassManager("canonicalize,legalize-types{target=cpu:avx2},fuse,canonicalize").run(g)
+    kinds = [op.kind for op in fused.ops()]
+    assert kinds.count("qmatmul_q8") == 1 and "matmul" not in kinds and "qmatmul" not in kinds
+    op = next(o for o in fused.ops() if o.kind == "qmatmul_q8")
+    assert fused.type_of(op.operands[2]).layout == ("nib16+f16" if wdt == "i4" else None)
+    want = ladder.run(g, {"x": x}, w)
+    got = ladder.run(fused, {"x": x}, w)
+    assert all(np.array_equal(a, b) for a, b in zip(want.values(), got.values()))  # the composition, exactly
+    for target in TARGETS:
+        out = compile_graph(g, w, target=target).run({"x": x})
+        for a, b in zip(out.values(), want.values()):
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5 * float(np.abs(b).max()))
+
+
+@pytest.mark.parametrize("change", [dict(scheme="absmean"), dict(wgroup=16), dict(tb=False), dict(xgroup=0)])
+def test_fuse_leaves_other_chains_alone(change):
+    """Not absmax int8 codes (their -128 would be clipped), groups that differ, [K, N] weights, or per-token
+    x scales: no qmatmul_q8."""
+    if change.get("scheme") == "absmean":
+        b = Builder()
+        x = b.input("x", "f32[3, 64]")
+        xq, xs = b.quantize(x, scheme="absmean", dtype="ternary", axis=-1, group=32)
+        wd = b.dequant(b.param("w", "i8[5, 64]"), b.param("s", "f16[5, 2]"), axis=-1, group=32)
+        g = b.build(b.matmul(b.dequant(xq, xs, axis=-1, group=32), wd, transpose_b=True))
+    else:
+        g, _, _ = _gguf_like(**change)
+    fused = PassManager("legalize-types{target=cpu:avx2},fuse").run(g)
+    assert "qmatmul_q8" not in [op.kind for op in fused.ops()]
+
+
+def test_fuse_without_int8_blocks_and_the_asic_pipeline():
+    from ladder.passes import default_pipeline
+
+    g, _, _ = _gguf_like()
+    off = PassManager("legalize-types{target=cpu:avx2},fuse{int8_blocks=false}").run(g)
+    assert "qmatmul_q8" not in [op.kind for op in off.ops()] and "qmatmul" in [op.kind for op in off.ops()]
+    assert "fuse{int8_blocks=false}" in default_pipeline("asic:lut-tc")
+    assert "int8_blocks" not in default_pipeline("cpu")
