@@ -256,6 +256,35 @@ def test_legalize_packs_a_weight_once_for_several_users():
     assert_same(ladder.run(out, inputs, wts), ladder.run(g, inputs, wts))
 
 
+def test_tied_embedding_and_head_the_head_gets_the_block_packing_the_gather_the_plain_codes():
+    """A GGUF model's tied token_embd: its codes are gathered (the embedding, then dequantized) and dequantized
+    whole by its block scales (the head). The head's dequant reads a packing with the scales inside (what the
+    block kernels take: nib16+f16 for i4 in blocks of 32) and the gather reads the codes as they are; both
+    compute what the unlegalized graph computes, on ref and cpu."""
+    b = Builder()
+    tok = b.input("tok", "i32[3]")
+    x = b.input("x", "f32[1, 64]")
+    w = b.param("w", "i4[10, 64]")
+    s = b.param("s", "f16[10, 2]")
+    rows = b.dequant(b.gather(w, tok), b.gather(s, tok), axis=-1, group=32, dtype="f32")
+    head = b.matmul(x, b.dequant(w, s, axis=-1, group=32, dtype="f32"), transpose_b=True, name="head")
+    g = b.build(rows, head)
+    out = PassManager("legalize-types{target=cpu},fuse").run(g)
+    (pk,) = ops_of(out, "pack")
+    assert pk.attr["layout"] == "nib16+f16" and list(pk.operands) == ["w", "s"]
+    (ga,) = [op for op in ops_of(out, "gather") if op.operands[1] == "tok" and out.type_of(op.operands[0]).dtype.name == "i4"]
+    assert ga.operands[0] == "w"  # the plain codes
+    (q,) = ops_of(out, "qmatmul")
+    assert q.operands[1] == pk.name
+    wts = weights.random(g, 3)
+    inputs = {"tok": np.array([0, 9, 4], np.int32), "x": np.random.default_rng(0).standard_normal((1, 64)).astype(np.float32)}
+    want = ladder.run(g, inputs, wts)
+    assert_same(ladder.run(out, inputs, wts), want)
+    got = ladder.compile(g, "cpu", wts)(inputs)
+    np.testing.assert_array_equal(got[g.outputs[0]], want[g.outputs[0]])
+    np.testing.assert_allclose(got["head"], want["head"], rtol=1e-5, atol=1e-5)
+
+
 def test_fuse_leaves_unfusable_dequants_alone():
     # the dequant's axis is not K (per-K-column scales with transpose_b): no qmatmul, same result
     b = Builder()

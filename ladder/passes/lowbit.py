@@ -98,29 +98,38 @@ class LegalizeTypes(Pass):
                 layout = overrides.get(t.dtype.name) or target.packing_for(t.dtype).name
                 scales = _shared_block_scales(g, r.name, weights) if self.block_scales else None
                 pack_operands = [r.name]
+                # only the dequants read the packed copy when their block scales go inside it and other ops
+                # (an embedding's gather of the same codes) read the codes too: those keep the plain codes
+                readers = lambda uop: uop.kind != "pack"  # noqa: E731
                 if scales is not None:
                     base = _packing_with_block(target, t.dtype, scales[0], overrides.get(t.dtype.name))
                     if base is not None:
                         s_t = g.type_of(scales[1][0])
                         layout = f"{base}+{s_t.dtype.name}{'z' if len(scales[1]) == 2 else ''}"
                         pack_operands += scales[1]
+                        readers = lambda uop: uop.kind == "dequant" and uop.operands[0] == r.name  # noqa: E731
                 packed = _add(g, "pack", pack_operands, {"layout": layout}, f"{r.name}.packed", op.loc)
                 logical = _add(g, "unpack", [packed.name], {}, f"{r.name}.unpacked", op.loc)
                 for user in g.users(r.name):
                     uop = g.op(user)
-                    if uop.kind != "pack":
+                    if uop.kind != "pack" and readers(uop):
                         g.replace_op(user, uop.with_(operands=tuple(
                             logical.name if o == r.name else o for o in uop.operands)))
         return g
 
 
 def _shared_block_scales(g: Graph, name: str, weights: set[str]):
-    """(group, [scale, zero?]) when every use of ``name`` is a dequant along the last axis by the same
-    group-wise weight scales of a float type of 16 or 32 bits; else None."""
+    """(group, [scale, zero?]) when every dequant of ``name`` (there is one at least) is along the last axis by
+    the same group-wise weight scales of a float type of 16 or 32 bits, and every other reader is a gather of
+    rows (an embedding, which keeps reading the plain codes); else None."""
     t = g.type_of(name)
     found = None
     for user in g.users(name):
         op = g.op(user)
+        if op.kind == "pack":
+            continue  # an explicit pack reads the plain codes as before
+        if op.kind == "gather" and op.operands[0] == name:
+            continue  # an embedding's rows: read from the plain codes
         if op.kind != "dequant" or op.operands[0] != name:
             return None
         a = OPS["dequant"].full_attrs(op.attr)
