@@ -44,8 +44,11 @@ The graphs are checked against llama.cpp itself (tests/test_parity_llamacpp.py).
   llama.cpp dot product takes Q8_0 activations) x goes through llama.cpp's Q8_0 blocks, ``quantize {absmax, i8,
   group = 32}`` (q = rint(x * 127 / max|x|), as its x86 ``quantize_row_q8_0``) with the scale rounded to f16
   (``cast`` to f16 and back), then ``dequant``; ``fuse`` makes that and the weight's dequant one
-  ``qmatmul_q8`` (integer dot products per block of 32, as llama.cpp's). Other weight types keep float
-  activations.
+  ``qmatmul_q8`` (integer dot products per block of 32, as llama.cpp's). Into a TQ2_0 projection x goes
+  through Q8_K blocks (the same absmax int8 codes per 256, the scale kept f32: llama.cpp's ``quantize_row_q8_K``
+  up to the scale's sign and last bit) and ``qmatmul_q8 {group = 256}``. Other weight types (TQ1_0, the
+  K-quants, F32) keep f32 activations; into F16 and BF16 weights x goes rounded to f16 / bf16, as llama.cpp's
+  dot products for those types take it.
 * llama: RMSNorm, RoPE in llama.cpp's normal mode (adjacent pairs: ``rope {style = "interleaved"}``; the
   converter permuted the Q/K rows for it), grouped-query causal attention, SwiGLU FFN, final norm, output
   projection (``output.weight``, or tied to ``token_embd.weight`` when absent).
@@ -264,6 +267,11 @@ def ggml_type(raw: int) -> QT | ExtraType:
 
 # weight types whose llama.cpp dot product takes activations in Q8_0 blocks (its type_traits' vec_dot_type)
 Q8_0_ACTIVATIONS = ("Q8_0", "Q4_0", "Q5_0")
+# weight types whose llama.cpp dot product takes Q8_K activations (int8 per 256, an f32 scale) and that ladder
+# has a block kernel for (backends/llvm/lowerings/q8k.py); TQ1_0 and the K-quants keep float activations
+Q8_K_ACTIVATIONS = ("TQ2_0",)
+# float weight types whose llama.cpp dot product takes x rounded to the weight's own type
+ROUNDED_ACTIVATIONS = {"F16": "f16", "BF16": "bf16"}
 QUANTIZED = (QT.Q8_0, QT.Q4_0, QT.Q4_1, QT.Q5_0, QT.Q5_1, QT.TQ1_0, QT.TQ2_0,
              QT.Q2_K, QT.Q3_K, QT.Q4_K, QT.Q5_K, QT.Q6_K)
 FLOATS = {QT.F32: "f32", QT.F16: "f16", QT.BF16: "bf16"}
@@ -867,16 +875,26 @@ class _Source:
         return self._vector(b, f"blk.{i}.{which}.weight")
 
     def _activations(self, b: Builder, x: Value, wname: str) -> Value:
-        """x as llama.cpp's dot product for weight ``wname`` takes it: Q8_0 blocks (int8 per 32 by absmax, the
-        scale rounded to f16), dequantized, for the types whose dot product is with Q8_0; else x itself."""
+        """x as llama.cpp's dot product for weight ``wname`` takes it, dequantized: Q8_0 blocks (int8 per 32 by
+        absmax, the scale rounded to f16) or Q8_K blocks (int8 per 256, an f32 scale) for the types whose dot
+        product is with those (Q8_0_ACTIVATIONS, Q8_K_ACTIVATIONS); x rounded to f16 / bf16 for F16 / BF16
+        weights (ROUNDED_ACTIVATIONS: their dot products take x in the weight's type); else x itself."""
         t = self.tensor(wname)
-        if t.ggml_type not in Q8_0_ACTIVATIONS or x.type.shape[-1] % 32:
+        if t.ggml_type in ROUNDED_ACTIVATIONS:
+            key = (x.name, t.ggml_type)
+            if key not in self._q8_0:
+                self._q8_0[key] = b.cast(b.cast(x, dtype=ROUNDED_ACTIVATIONS[t.ggml_type]), dtype="f32")
+            return self._q8_0[key]
+        group = 32 if t.ggml_type in Q8_0_ACTIVATIONS else 256 if t.ggml_type in Q8_K_ACTIVATIONS else 0
+        if not group or x.type.shape[-1] % group:
             return x
-        if x.name not in self._q8_0:
-            xq, xs = b.quantize(x, scheme="absmax", dtype="i8", axis=-1, group=32)
-            xs = b.cast(b.cast(xs, dtype="f16"), dtype="f32")
-            self._q8_0[x.name] = b.dequant(xq, xs, axis=-1, group=32)
-        return self._q8_0[x.name]
+        key = (x.name, group)
+        if key not in self._q8_0:
+            xq, xs = b.quantize(x, scheme="absmax", dtype="i8", axis=-1, group=group)
+            if group == 32:  # Q8_0 keeps its scale as f16; Q8_K as f32
+                xs = b.cast(b.cast(xs, dtype="f16"), dtype="f32")
+            self._q8_0[key] = b.dequant(xq, xs, axis=-1, group=group)
+        return self._q8_0[key]
 
     def project(self, b: Builder, x: Value, act_scale: Value | None, name: str, out_features: int,
                 in_features: int) -> Value:

@@ -78,8 +78,8 @@ def _matmul_family():
 
 def _q8_cases(gb, rng):
     """qmatmul_q8 (llama.cpp's Q8_0 dot products): int8 weights and nib16 weights with scales inside or beside
-    them, one row of x (GEMV) and several (tiles of 4), 9 blocks of 32 (a group of 8 and one), and the generic
-    kernel (K not a whole number of blocks)."""
+    them, one row of x (GEMV) and several (tiles of 4), 9 blocks of 32 (a group of 8 and one), the generic
+    kernel (K not a whole number of blocks), and ternary crumb64+f16 blocks of 256 (TQ2_0's)."""
     for M, K in ((1, 288), (5, 288), (3, 69)):
         nb = -(-K // 32)
         xq = gb.input(rng.integers(-127, 128, (M, K)).astype(np.int8), "i8")
@@ -95,6 +95,14 @@ def _q8_cases(gb, rng):
         gb.lines.append(f'%p{u4} = pack %{u4} {{layout = "nib16"}} : u4<nib16>[3, {K}]')
         su = gb.param(rng.random((3, nb)).astype(np.float32), "f32")
         gb.op(f"qmatmul_q8 %{xq}, %{sx}, %p{u4}, %{su}", f"f32[{M}, 3]")
+    # ternary crumb blocks with one scale per 256 (TQ2_0 and Q8_K: the crumb kernel), one row and a tile of 4
+    for M in (1, 5):
+        xq = gb.input(rng.integers(-127, 128, (M, 512)).astype(np.int8), "i8")
+        sx = gb.input(rng.random((M, 2)).astype(np.float32), "f32")
+        t = gb.param(rand_w(rng, DTYPES["ternary"], (3, 512)), "ternary")
+        st = gb.param(rng.random((3, 2)).astype(np.float16), "f16")
+        gb.lines.append(f'%p{t} = pack %{t}, %{st} {{layout = "crumb64+f16"}} : ternary<crumb64+f16>[3, 512]')
+        gb.op(f"qmatmul_q8 %{xq}, %{sx}, %p{t} {{group = 256}}", f"f32[{M}, 3]")
 
 
 def _lut_family():

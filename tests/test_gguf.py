@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import struct
 
+import ml_dtypes
 import numpy as np
 import pytest
 
@@ -244,8 +245,21 @@ def _q8_0(x):
     return (q * d).astype(np.float32).reshape(x.shape)
 
 
-# the weight types whose llama.cpp dot product takes x in Q8_0 blocks
+def _q8_k(x):
+    """llama.cpp's Q8_K activation blocks (TQ2_0's dot product), values back in float: per 256, q = rint(x * 127 /
+    max|x|), d = max|x| / 127 kept f32 (quantize_row_q8_K_ref, up to d's sign and last bit)."""
+    blocks = x.reshape(-1, 256)
+    amax = np.abs(blocks).max(axis=-1, keepdims=True)
+    with np.errstate(divide="ignore"):
+        inv = np.where(amax > 0, np.float32(127) / amax, np.float32(0)).astype(np.float32)
+    return (np.rint(blocks * inv) * (amax / np.float32(127))).astype(np.float32).reshape(x.shape)
+
+
+# the weight types whose llama.cpp dot product takes x in Q8_0 blocks, Q8_K blocks or rounded to f16 / bf16
 Q8_0_DOT = ("Q8_0", "Q4_0", "Q5_0")
+ROUND_X = {"Q8_0": _q8_0, "Q4_0": _q8_0, "Q5_0": _q8_0, "TQ2_0": _q8_k,
+           "F16": lambda x: x.astype(np.float16).astype(np.float32),
+           "BF16": lambda x: x.astype(ml_dtypes.bfloat16).astype(np.float32)}
 
 
 def reference_step(W, arch, dims, tokens, start, caches):
@@ -260,8 +274,8 @@ def reference_step(W, arch, dims, tokens, start, caches):
     def lin(x, name):
         if b158:
             x = _actq(x)
-        elif W.types[name] in Q8_0_DOT:
-            x = _q8_0(x)
+        elif W.types[name] in ROUND_X:
+            x = ROUND_X[W.types[name]](x)
         y = x @ W[name].T
         scale = W.get(name.replace(".weight", ".scale"))
         return y * scale.reshape(-1)[0] if scale is not None else y
@@ -295,7 +309,7 @@ def reference_step(W, arch, dims, tokens, start, caches):
         x = x + lin(a, f"{p}.ffn_down.weight")
     x = _rms(x, W["output_norm.weight"])
     head = "token_embd.weight" if arch == "bitnet" or "output.weight" not in W else "output.weight"
-    return (_q8_0(x) if W.types[head] in Q8_0_DOT else x) @ W[head].T
+    return (ROUND_X[W.types[head]](x) if W.types[head] in ROUND_X else x) @ W[head].T
 
 
 def run_steps(path, arch, prompt, next_token, fuse=False):
@@ -372,7 +386,8 @@ def test_bitnet_matches_numpy_reference(tmp_path, arch):
     kinds = [op.kind for op in g.ops()]
     assert {op.attr.get("style", "half") for op in g.ops() if op.kind == "rope"} == {"half"}
     b158 = arch == "bitnet-b1.58"
-    assert kinds.count("quantize") == (7 * DIMS["layers"] if b158 else 0)
+    # b1.58: int8 x into every projection; llama.cpp's bitnet: Q8_K x into the TQ2_0 ones (3 distinct x a layer)
+    assert kinds.count("quantize") == (7 if b158 else 3) * DIMS["layers"]
     assert ("relu2" in kinds, "silu" in kinds) == (b158, not b158)
     outs, ref, _ = run_steps(path, arch, [3, 17, 5], 40)
     tol = 2e-3 if b158 else 1e-4  # int8 rounding flips on ulp differences in the quantized path
@@ -390,14 +405,17 @@ def test_bitnet_reads_no_output_weight(tmp_path):
 def test_fuse_makes_qmatmul_and_keeps_results(tmp_path):
     path = model_file(tmp_path / "llama.gguf", "llama", LLAMA_TYPES)
     g, w = lg.load(path)
-    # 5 quantized projections/layer, the embedding and the head; x's Q8_0 blocks once per x (attn_q and attn_k
-    # share theirs)
-    assert sum(op.kind == "dequant" for op in g.ops()) == 2 * 5 + 2 + 2
-    assert sum(op.kind == "quantize" for op in g.ops()) == 2
+    # 5 quantized projections/layer, the embedding and the head; per layer x's Q8_0 blocks once (attn_q and
+    # attn_k share theirs) and x's Q8_K blocks for ffn_down (TQ2_0)
+    assert sum(op.kind == "dequant" for op in g.ops()) == 2 * 5 + 2 + 2 * 2
+    assert sum(op.kind == "quantize" for op in g.ops()) == 2 * 2
+    # x rounded to bf16 into ffn_up (BF16) and to f16 into attn_output (F16), as llama.cpp's dot products take it
+    assert sum(op.kind == "cast" and op.result.type.dtype.name == "bf16" for op in g.ops()) == 2
     fused = PassManager("legalize-types{target=cpu},fuse").run(g)
     kinds = [op.kind for op in fused.ops()]
-    assert kinds.count("qmatmul") == 2 * 3 + 1  # the other quantized matmuls (the embedding's feeds a gather)
-    assert kinds.count("qmatmul_q8") == 2 * 2  # attn_q (Q4_0) and attn_k (Q8_0): llama.cpp's Q8_0 dot products
+    assert kinds.count("qmatmul") == 2 * 2 + 1  # the other quantized matmuls (the embedding's feeds a gather)
+    # attn_q (Q4_0), attn_k (Q8_0) and ffn_down (TQ2_0): llama.cpp's Q8_0 and Q8_K dot products
+    assert kinds.count("qmatmul_q8") == 2 * 3
     assert kinds.count("matmul") == 2 * 2  # the F16 and BF16 projections stay float matmuls
     assert "pack" in kinds
     outs, _, _ = run_steps(path, "llama", [3, 17, 5], 40)

@@ -208,3 +208,52 @@ def test_fuse_without_int8_blocks_and_the_asic_pipeline():
     assert "qmatmul_q8" not in [op.kind for op in off.ops()] and "qmatmul" in [op.kind for op in off.ops()]
     assert "fuse{int8_blocks=false}" in default_pipeline("asic:lut-tc")
     assert "int8_blocks" not in default_pipeline("cpu")
+
+
+# -- ternary crumb blocks with Q8_K activations (TQ2_0: backends/llvm/lowerings/q8k.py) --------------------------
+
+CRUMBS = [("crumb64+f16", None, 256), ("crumb64", "f32", 256), ("crumb32+f16", None, 128), ("crumb32", "f16", 128)]
+
+
+@pytest.mark.parametrize("layout,sdt,group", CRUMBS, ids=[c[0] for c in CRUMBS])
+def test_qmatmul_q8_ternary_crumb_blocks_match_the_reference(layout, sdt, group):
+    """x's codes (-128 included: read as -127) with one scale per block of the weights, ternary weights in crumb
+    blocks with one scale each (TQ2_0's dot product with Q8_K blocks for crumb64+f16): rows 1 to 9 (tiles of 4
+    and the rest), K one block to several."""
+    rng = np.random.default_rng(group + len(layout))
+    gb = G()
+    for M, N, K in [(1, 7, group), (2, 5, 2 * group), (4, 3, 3 * group), (5, 9, group), (9, 4, 2 * group)]:
+        _case(gb, rng, "ternary", layout, sdt, (), M, N, K, group=group)
+    _case(gb, rng, "ternary", layout, sdt, (2,), 3, 5, group, group=group, epilogue="silu")
+    check(gb, TARGETS)
+
+
+@pytest.mark.parametrize("M", [1, 70])  # 70 rows: more than one pass over the weights at K = 2560
+def test_qmatmul_q8_ternary_long_rows(M):
+    rng = np.random.default_rng(M + 1)
+    gb = G()
+    _case(gb, rng, "ternary", "crumb64+f16", None, (), M, 5, 2560, group=256)
+    check(gb, ["cpu"])
+
+
+def test_the_crumb_plan_follows_the_target_and_the_layout():
+    """crumb blocks of 4B codes (B a multiple of 32) with the op's group = the block take the crumb kernel, its
+    dot product by the target; other groups and smaller blocks the generic kernel (still right, slower)."""
+    from ladder.backends.llvm.lowerings import q8k
+
+    class Ctx:
+        def __init__(self, t):
+            self.target = get_target(t)
+
+    def plan_of(target, layout, group, K=512):
+        gb = G()
+        _case(gb, np.random.default_rng(0), "ternary", layout, "f32", (), 1, 3, K, group=group)
+        g = gb.graph()
+        op = next(o for o in g.ops() if o.kind == "qmatmul_q8")
+        return q8k.plan(Ctx(target), op, [g.type_of(o) for o in op.operands])
+
+    dots = {t: plan_of(t, "crumb64+f16", 256).dot for t in ("cpu:generic", "cpu:avx2", "cpu:znver4", "cpu:x86-64")}
+    assert dots == {"cpu:generic": "i16", "cpu:avx2": "madd", "cpu:znver4": "vnni", "cpu:x86-64": "i16"}
+    assert plan_of("cpu:avx2", "crumb64+f16", 256).codes_at == 2 and plan_of("cpu:avx2", "crumb64", 256).sw
+    assert plan_of("cpu:avx2", "crumb64", 128) is None  # the group is not the block
+    assert plan_of("cpu:avx2", "crumb16", 64, K=256) is None  # 16-byte quarters: not whole vectors

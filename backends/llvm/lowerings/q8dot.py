@@ -43,6 +43,7 @@ from ladder.ops import OPS
 from ladder.ops.lowbit import block_scales
 from ladder.types import DType
 
+from . import q8k
 from .matmul import C32, C64, PREFETCH, Decoder, _entry_alloca, _epilogue, _gep8, _int_value
 
 BLOCK = 32  # codes per block: one 256-bit vector of int8
@@ -109,6 +110,9 @@ def lower_qmatmul_q8(ctx, op, ins, outs):
     p = plan(ctx, op, ins)
     if p is not None:
         return _lower_blocks(ctx, op, ins, outs, p)
+    crumbs = q8k.plan(ctx, op, ins)  # ternary crumb blocks with Q8_K activations (TQ2_0): their own kernel
+    if crumbs is not None:
+        return q8k.lower(ctx, op, ins, outs, crumbs, _store_out)
     return _lower_generic(ctx, op, ins, outs)
 
 
