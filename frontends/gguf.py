@@ -44,7 +44,7 @@ The graphs are checked against llama.cpp itself (tests/test_parity_llamacpp.py).
   llama.cpp dot product takes Q8_0 activations) x goes through llama.cpp's Q8_0 blocks, ``quantize {absmax, i8,
   group = 32}`` (q = rint(x * 127 / max|x|), as its x86 ``quantize_row_q8_0``) with the scale rounded to f16
   (``cast`` to f16 and back), then ``dequant``; ``fuse`` makes that and the weight's dequant one
-  ``qmatmul_q8`` (integer dot products per block of 32, as llama.cpp's). Into a TQ2_0 projection x goes
+  ``qmatmul_q8`` (integer dot products per block of 32, as llama.cpp's). Into a TQ2_0 or TQ1_0 projection x goes
   through Q8_K blocks (the same absmax int8 codes per 256, the scale kept f32: llama.cpp's ``quantize_row_q8_K``
   up to the scale's sign and last bit) and ``qmatmul_q8 {group = 256}``. Other weight types (TQ1_0, the
   K-quants, F32) keep f32 activations; into F16 and BF16 weights x goes rounded to f16 / bf16, as llama.cpp's
@@ -268,8 +268,9 @@ def ggml_type(raw: int) -> QT | ExtraType:
 # weight types whose llama.cpp dot product takes activations in Q8_0 blocks (its type_traits' vec_dot_type)
 Q8_0_ACTIVATIONS = ("Q8_0", "Q4_0", "Q5_0")
 # weight types whose llama.cpp dot product takes Q8_K activations (int8 per 256, an f32 scale) and that ladder
-# has a block kernel for (backends/llvm/lowerings/q8k.py); TQ1_0 and the K-quants keep float activations
-Q8_K_ACTIVATIONS = ("TQ2_0",)
+# has a block kernel for (backends/llvm/lowerings/q8k.py: legalize-types lays TQ1_0's trits out as crumb64+f16
+# blocks, 2.06 bits a weight instead of 1.69, which decode in a shift and a mask); the K-quants keep f32 x
+Q8_K_ACTIVATIONS = ("TQ2_0", "TQ1_0")
 # float weight types whose llama.cpp dot product takes x rounded to the weight's own type
 ROUNDED_ACTIVATIONS = {"F16": "f16", "BF16": "bf16"}
 QUANTIZED = (QT.Q8_0, QT.Q4_0, QT.Q4_1, QT.Q5_0, QT.Q5_1, QT.TQ1_0, QT.TQ2_0,

@@ -257,7 +257,7 @@ def _q8_k(x):
 
 # the weight types whose llama.cpp dot product takes x in Q8_0 blocks, Q8_K blocks or rounded to f16 / bf16
 Q8_0_DOT = ("Q8_0", "Q4_0", "Q5_0")
-ROUND_X = {"Q8_0": _q8_0, "Q4_0": _q8_0, "Q5_0": _q8_0, "TQ2_0": _q8_k,
+ROUND_X = {"Q8_0": _q8_0, "Q4_0": _q8_0, "Q5_0": _q8_0, "TQ2_0": _q8_k, "TQ1_0": _q8_k,
            "F16": lambda x: x.astype(np.float16).astype(np.float32),
            "BF16": lambda x: x.astype(ml_dtypes.bfloat16).astype(np.float32)}
 
@@ -386,8 +386,8 @@ def test_bitnet_matches_numpy_reference(tmp_path, arch):
     kinds = [op.kind for op in g.ops()]
     assert {op.attr.get("style", "half") for op in g.ops() if op.kind == "rope"} == {"half"}
     b158 = arch == "bitnet-b1.58"
-    # b1.58: int8 x into every projection; llama.cpp's bitnet: Q8_K x into the TQ2_0 ones (3 distinct x a layer)
-    assert kinds.count("quantize") == (7 if b158 else 3) * DIMS["layers"]
+    # b1.58: int8 x into every projection; llama.cpp's bitnet: Q8_K x once per distinct x (4 a layer)
+    assert kinds.count("quantize") == (7 if b158 else 4) * DIMS["layers"]
     assert ("relu2" in kinds, "silu" in kinds) == (b158, not b158)
     outs, ref, _ = run_steps(path, arch, [3, 17, 5], 40)
     tol = 2e-3 if b158 else 1e-4  # int8 rounding flips on ulp differences in the quantized path
