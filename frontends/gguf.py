@@ -73,7 +73,9 @@ from __future__ import annotations
 import math
 import mmap
 import os
+import stat
 import struct
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Mapping
 
@@ -584,9 +586,35 @@ class ArrayValue:
     length: int
 
 
+_OPENED: "OrderedDict[tuple, GGUFFile]" = OrderedDict()  # the last files read, by path and identity
+_KEEP_OPEN = 2
+
+
 def open_file(path: str | os.PathLike) -> GGUFFile:
-    """Read a GGUF file's metadata and tensor infos; LadderError (GGUFError) for anything malformed."""
+    """Read a GGUF file's metadata and tensor infos; LadderError (GGUFError) for anything malformed.
+
+    The last two files read are kept (their tensors are memory maps): importing a model reads the file once for
+    the decode graph, once for the prefill graph and once for the tokenizer, and the reader's metadata parsing
+    (a 32,000-token vocabulary is 100,000 fields' parts) costs seconds. A file counts as the same while its
+    path, inode, size and modification time are."""
     p = os.fspath(path)
+    try:
+        st = os.stat(p)
+        key = (p, os.path.realpath(p), st.st_ino, st.st_size, st.st_mtime_ns) if stat.S_ISREG(st.st_mode) else None
+    except (OSError, ValueError):
+        key = None
+    if key is not None and key in _OPENED:
+        _OPENED.move_to_end(key)
+        return _OPENED[key]
+    f = _open_file(p)
+    if key is not None:
+        _OPENED[key] = f
+        while len(_OPENED) > _KEEP_OPEN:
+            _OPENED.popitem(last=False)
+    return f
+
+
+def _open_file(p: str) -> GGUFFile:
     try:
         _check_header(p)
         reader = _Reader(p, "r")
