@@ -1,15 +1,19 @@
 """``ladder.compile``: a graph (and its weights) -> a module callable with numpy arrays.
 
-    m = ladder.compile(graph, target="cpu", weights=w)     # or "cpu:generic", "cpu:avx2", "ref"
+    m = ladder.compile(graph, target="cpu", weights=w)     # or "cpu:generic", "cpu:avx2", "ref", "asic:lut-tc"
     out = m({"x": x})
     m.ir_after("fuse"); m.source("asm"); print(m.report())
 
-A compile depends on its arguments only: tuning records (``ladder tune``) are used when ``tuning=`` names
-their file, and a graph that needs more memory than ``memory_budget`` (ladder.budget) is refused before
-anything is allocated.
+A compile depends on its arguments only. They make one ladder.context.CompileContext (target, threads, tuning
+records, cache folder, memory budget, jit), handed to the pass manager and to the backend: tuning records
+(``ladder tune``) are used when ``tuning=`` names their file, and a graph that needs more memory than
+``memory_budget`` (ladder.budget) is refused before anything is allocated. The one thing read besides the
+arguments is the user's cache folder, for ``cache=True`` (the default; see ladder.context).
 
-The core names no backend: a target's backend is imported by name when it is first used (``ref`` is the
-interpreter, ``cpu*`` the LLVM backend in ladder.backends.llvm).
+The core names no backend: the target's kind picks one from ladder.backend's registry (``ref`` is the
+interpreter, ``cpu*`` the LLVM backend in ladder.backends.llvm, ``asic:*`` the ASIC one), imported when it is
+first used, and ``CompiledModule`` uses it through ladder.backend's protocol only (``m.backend`` is that
+Executable). ``BACKENDS`` (ladder.backend) lists the kinds, shipped and registered.
 
 State: ``state={"k_cache0": 1, ...}`` pairs graph inputs with the outputs that update them (by output index or
 value name, ladder.interpreter.state_slots). The module then holds those inputs (``m.state``, a
@@ -30,76 +34,50 @@ says which); the ref and asic targets copy the new values into the state after e
 
 from __future__ import annotations
 
-import importlib
 import os
-from pathlib import Path
 from typing import Mapping
 
 import numpy as np
 
-from . import budget
+from .backend import BACKENDS, Backend, Executable, check_executable, get_backend
+from .context import CompileContext, default_cache_dir
 from .errors import LadderError
-from .interpreter import Session, State, StateError, bind_inputs, run_with_state, state_slots
+from .interpreter import State, StateError, bind_inputs, state_slots
 from .ir import Graph, Op
-from .passes import PassManager, Snapshots, default_pipeline
+from .passes import PassManager, Snapshots
 from .passes.lut import Lut
-
-BACKENDS = {"cpu": "ladder.backends.llvm.compiler", "asic": "ladder.backends.asic.compiler"}
-# backends that hold state themselves (compile_graph(state=...), run(state=...), bind(state)); for the others
-# CompiledModule passes the state in and copies the new values back (ladder.interpreter.run_with_state)
-NATIVE_STATE = {"cpu"}
 
 
 class CompiledModule:
-    """What ``ladder.compile`` returns, whatever the target."""
+    """What ``ladder.compile`` returns, whatever the target: ``graph`` compiled with ``context``."""
 
-    def __init__(self, graph: Graph, target: str, weights, pipeline: str | None, threads: int | None, cache,
-                 jit: bool = True, tuning: str | os.PathLike | None = None,
-                 memory_budget: int | float | str | None = None, state=None):
-        self.target = target
-        kind = target.split(":")[0]
+    def __init__(self, graph: Graph, weights: Mapping[str, np.ndarray] | None, context: CompileContext,
+                 pipeline: str | None = None, state: Mapping[str, int | str] | None = None,
+                 backend: Backend | None = None):
+        backend = backend or get_backend(context.target_name)
+        self.context = context
+        self.target = context.target_name
         slots = state_slots(graph, state)  # checked (and output names resolved) before compiling
-        if tuning is not None and pipeline is not None:
-            raise LadderError("tuning= applies to the default pipeline; with your own pipeline, give the file to its "
-                              "lut pass: lut{choose=auto,tuning=FILE}")
-        if kind == "ref":
-            pipeline = "canonicalize" if pipeline is None else pipeline
-        elif kind in BACKENDS:
-            pipeline = default_pipeline(target, threads, tuning and os.fspath(tuning)) if pipeline is None \
-                else pipeline
-        else:
-            raise LadderError(f"unknown target '{target}'; known: ref, cpu, cpu:native, cpu:generic, cpu:avx2, "
-                              f"cpu:avx512, asic:CONFIG")
-        if tuning is not None and kind != "cpu":
-            raise LadderError(f"tuning records choose cpu kernels; target '{target}' has none to choose")
-        self.pipeline = pipeline
-        self.memory_budget = memory_budget
+        self.pipeline = backend.default_pipeline(context) if pipeline is None else pipeline
+        self.memory_budget = context.memory_budget
         self.snapshots = Snapshots()
-        manager = PassManager(pipeline, [self.snapshots])
+        manager = PassManager(self.pipeline, [self.snapshots], context=context)
+        self.passes = manager.passes
         self.graph = manager.run(graph)
-        self.tuning, self.tuning_records = self._tuning_used(manager)
+        self.tuning, self.tuning_records = self._tuning_used()
         self.state_slots = state_slots(self.graph, {s.name: s.output for s in slots})  # passes keep interfaces
-        self._state: State | None = None
-        self._native_state = kind in NATIVE_STATE
-        if kind == "ref":
-            self._session = Session(self.graph, weights, memory_budget=memory_budget)
-            self._backend = None
-        else:
-            # the passes only rewrite types; the backend is what allocates (packed weights, arena): check first
-            budget.check(self.graph, memory_budget, f"to run on {target}")
-            backend = importlib.import_module(BACKENDS[kind])
-            cache_dir = default_cache_dir() if cache is True else (cache or None)
-            extra = {"memory_budget": memory_budget} if kind == "cpu" else {}
-            if self._native_state:
-                extra["state"] = self.state_slots
-            self._backend = backend.compile_graph(self.graph, weights, target, pipeline="", threads=threads,
-                                                  cache_dir=cache_dir, jit=jit, **extra)
+        self._backend = check_executable(backend.compile(self.graph, weights, context, self.state_slots), backend)
 
-    def _tuning_used(self, manager: PassManager) -> tuple[list[str], dict[str, object]]:
-        """The tuning files the pipeline's lut passes read, and the records (key -> ladder.tune.Choice) they
+    @property
+    def backend(self) -> Executable:
+        """The backend's compiled module (ladder.backend.Executable): its ``machine``, ``threads``, ``program``."""
+        return self._backend
+
+    def _tuning_used(self) -> tuple[list[str], dict[str, object]]:
+        """The tuning files the pipeline's lut passes read, and the records (key -> ladder.tuning.Choice) they
         applied: each pass decides again on the graph it was given (a snapshot), from the records it read."""
         files, used = [], {}
-        for i, p in enumerate(manager.passes):
+        for i, p in enumerate(self.passes):
             if isinstance(p, Lut) and p.records is not None:
                 files.append(p.records.path)
                 used.update(p.records_used(self.snapshots.items[i].graph))
@@ -109,9 +87,7 @@ class CompiledModule:
     @property
     def state(self) -> State:
         """The module's own state (see the module docstring): used by calls that name no other."""
-        if self._state is None:
-            self._state = self._backend.state if self._native_state else State(self.state_slots)
-        return self._state
+        return self._backend.state
 
     def new_state(self) -> State:
         """A fresh, zeroed state for this module's slots (for a second, independent sequence)."""
@@ -124,9 +100,7 @@ class CompiledModule:
     @property
     def state_updates(self) -> dict[str, str]:
         """How each state input is updated: 'in place', 'copy' (into the state after the call), 'unchanged'."""
-        if self._native_state:
-            return dict(self._backend.state_modes)
-        return {s.name: "unchanged" if self.graph.outputs[s.output] == s.name else "copy" for s in self.state_slots}
+        return dict(self._backend.state_modes)
 
     def _state_of(self, state: State | None) -> State:
         if state is None:
@@ -143,7 +117,7 @@ class CompiledModule:
         if not self.state_slots:
             if state is not None:
                 raise StateError(f"graph @{self.graph.name} was compiled without state; compile it with state=")
-            return self._run_plain(inputs, threads)
+            return self._backend.run(inputs, threads=threads)
         st = self._state_of(state)
         held = [s.name for s in self.state_slots]
         bound = bind_inputs(self.graph, inputs, held)
@@ -154,11 +128,7 @@ class CompiledModule:
                              f"none of them, or all (to load them); %{missing[0]} is missing")
         if given:
             st.load({n: bound.pop(n) for n in held})
-        if self._native_state:
-            outs = self._backend.run(bound, state=st, threads=threads)
-        else:
-            outs = run_with_state(lambda ins: self._run_plain(ins, threads), self.graph, self.state_slots, st,
-                                  bound)
+        outs = self._backend.run(bound, state=st, threads=threads)
         if not given:
             return outs
         news = {self.graph.outputs[s.output]: st.buffers[s.name].copy() for s in self.state_slots}
@@ -166,30 +136,19 @@ class CompiledModule:
 
     run = __call__
 
-    def _run_plain(self, inputs, threads: int | None) -> dict[str, np.ndarray]:
-        if self._backend is None:
-            return self._session.run(inputs)
-        return self._backend.run(inputs, threads=threads)
-
     def bind(self, state: State | None = None):
         """A Call of this module on ``state`` (default: its own): ``call.inputs`` holds an array per input that
         is not state (write into it), ``call(threads=None)`` runs the module and returns the other outputs by
         name, in arrays the next call may overwrite; ``call.set_threads(n)`` sets the threads of later calls.
         On cpu every buffer is bound once (one ctypes call a step)."""
-        st = self._state_of(state)
-        if self._native_state:
-            return self._backend.bind(st)
-        return _HostCall(self, st)
+        return self._backend.bind(self._state_of(state))
 
     def time_steps(self, inputs=(), repeat: int = 5, threads: int = 1, state: State | None = None
                    ) -> tuple[list[tuple[Op, float]], float]:
         """Per-op seconds of one call at 1 thread, and the whole call's at ``threads`` (cpu targets; see
         ``ladder.profile``). A module with state runs on ``state`` (default: its own), which changes."""
-        if not self.target.startswith("cpu"):
-            raise LadderError(f"a per-op profile times cpu kernels; target '{self.target}' has none")
-        seconds, entry = self._backend.time_steps(inputs, repeat, threads, state=self._state_of(state)
-                                                  if self.state_slots else None)
-        return [(s.op, t) for s, t in zip(self._backend.steps, seconds)], entry
+        return self._backend.time_steps(inputs, repeat, threads,
+                                        state=self._state_of(state) if self.state_slots else None)
 
     def ir_after(self, pass_name: str) -> Graph:
         """The graph after the first pass of the pipeline whose name (or printed form) is ``pass_name``."""
@@ -199,17 +158,13 @@ class CompiledModule:
         raise LadderError(f"no pass '{pass_name}' in the pipeline '{self.pipeline}'")
 
     def write(self, path, emit: str | None = None):
-        """Write the module ahead of time: see ladder.backends.llvm.compiler.CompiledGraph.write (cpu targets,
-        ``emit`` defaults to 'so') and ladder.backends.asic.compiler (asic targets, 'isa')."""
-        if self._backend is None:
-            raise LadderError(f"target {self.target} has nothing to write ahead of time")
+        """Write the module ahead of time: the backend's forms (cpu targets: 'so' by default, 'obj', 'asm',
+        'llvm'; asic targets: 'isa'); the files written."""
         return self._backend.write(path, *([emit] if emit else []))
 
     def source(self, kind: str | None = None) -> str:
         """The module's LLVM IR ('llvm', the default) or assembly ('asm'), an asic program's assembly ('isa',
         its default); the graph's .lir text for the ref target."""
-        if self._backend is None:
-            return str(self.graph)
         return self._backend.source(*([kind] if kind else []))
 
     def report(self) -> str:
@@ -224,44 +179,12 @@ class CompiledModule:
             lines += [f"  {key}: {c.method}" + (f" (rows {c.rows or 'default'}, unroll {c.unroll})"
                                                 if c.method == "lut" else "")
                       for key, c in sorted(self.tuning_records.items())]
-        elif any(isinstance(p, Lut) and p.choose == "auto" for p in PassManager(self.pipeline).passes):
+        elif any(isinstance(p, Lut) and p.choose == "auto" for p in self.passes):
             lines.append("tuning: none (the cost model chose decode or lookup)")
-        if self._backend is not None and hasattr(self._backend, "report_lines"):
-            lines += self._backend.report_lines()
-        elif self._backend is not None:
-            b = self._backend
-            wbytes = sum(w.nbytes for w in b.weights)
-            lines.append(f"{len(b.steps)} kernels; arena {b.plan.size:,} bytes; weights {wbytes:,} bytes; "
-                         f"threads {b.threads} ({'libgomp pool' if b.use_gomp else 'calling thread only'})")
+        lines += self._backend.report_lines()
         if self.state_slots:
             lines.append("state: " + ", ".join(f"%{n} ({how})" for n, how in self.state_updates.items()))
         return "\n".join(lines)
-
-
-class _HostCall:
-    """``CompiledModule.bind`` for a target that holds no state itself (ref, asic): the same interface as the
-    cpu backend's Call, each call an ordinary call of the module on the bound state."""
-
-    def __init__(self, module: CompiledModule, state: State):
-        held = {s.name for s in module.state_slots}
-        self.module, self.state = module, state
-        self.inputs = {v.name: np.zeros(v.type.storage_shape, v.type.storage_np_dtype)
-                       for v in module.graph.inputs if v.name not in held}
-        self.threads: int | None = None
-
-    def set_threads(self, threads: int) -> None:
-        self.threads = threads
-
-    def __call__(self, threads: int | None = None) -> dict[str, np.ndarray]:
-        return self.module(self.inputs, state=self.state if self.module.state_slots else None,
-                           threads=threads or self.threads)
-
-
-def default_cache_dir() -> Path:
-    """Where compiled machine code is kept between runs: the user's cache folder ($XDG_CACHE_HOME/ladder, else
-    ~/.cache/ladder). Only compiled code lives there; nothing in it changes what a compile produces."""
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "ladder"
 
 
 def compile(graph: Graph, target: str = "cpu", weights: Mapping[str, np.ndarray] | None = None, *,
@@ -279,5 +202,19 @@ def compile(graph: Graph, target: str = "cpu", weights: Mapping[str, np.ndarray]
     ``tuning_records`` (and ``report()``) say which records were used. ``memory_budget``: bytes, "8G", "50%"
     or "unlimited" (default: ladder.budget.DEFAULT_SHARE of this machine's memory); a graph needing more is
     refused with a MemoryBudgetError before anything is allocated. ``state``: graph inputs the module holds
-    between calls, each paired with the output that updates it (see the module docstring)."""
-    return CompiledModule(graph, target, weights, pipeline, threads, cache, jit, tuning, memory_budget, state)
+    between calls, each paired with the output that updates it (see the module docstring).
+
+    The arguments make the module's ``context`` (ladder.context.CompileContext)."""
+    state_slots(graph, state)  # a state that does not fit the graph is the first thing said
+    if tuning is not None and pipeline is not None:
+        raise LadderError("tuning= applies to the default pipeline; with your own pipeline, give the file to its "
+                          "lut pass: lut{choose=auto,tuning=FILE}")
+    backend = get_backend(target)
+    if tuning is not None and not backend.takes_tuning:
+        raise LadderError(f"tuning records choose cpu kernels; target '{target}' has none to choose")
+    context = CompileContext.create(target, threads=threads, tuning=tuning, cache=cache,
+                                    memory_budget=memory_budget, jit=jit)
+    return CompiledModule(graph, weights, context, pipeline, state, backend)
+
+
+__all__ = ["BACKENDS", "CompiledModule", "compile", "default_cache_dir"]

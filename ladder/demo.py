@@ -92,7 +92,7 @@ def main(size: str = "tiny", seed: int = 0, tokens: int = 8, out: TextIO | None 
                     for i in range(cfg.layers) for kv in "kv"})
     logits_ref = ref(prefill, first)["logits"]
     diff = float(np.max(np.abs(native[id(prefill)](first)["logits"] - logits_ref)) / float(np.max(np.abs(logits_ref))))
-    check(f"cpu (LLVM, {native[id(decode)]._backend.target.cpu_name}, compiled in {t_compile:.1f} s): "
+    check(f"cpu (LLVM, {native[id(decode)].backend.machine}, compiled in {t_compile:.1f} s): "
           f"same tokens as the reference; prefill logits within {diff:.1e} (relative)",
           ids_cpu == ids and diff < 1e-4)
 
@@ -106,7 +106,7 @@ def main(size: str = "tiny", seed: int = 0, tokens: int = 8, out: TextIO | None 
          "measured; the reference every backend is checked against"),
         ("cpu (LLVM native code)", f"{len(prompt) / t_prefill_cpu:.1f}",
          f"{(tokens - 1) / t_decode_cpu:.1f}" if tokens > 1 else "-", "-", "-",
-         f"measured, {native[id(decode)]._backend.threads} threads"),
+         f"measured, {native[id(decode)].backend.threads} threads"),
     ] + chips
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for r in rows:
@@ -129,7 +129,7 @@ def _chips(cfg: BitNetConfig, size: str, prefill: Graph, decode: Graph, w, promp
     """One table row per shipped ASIC config: one decode step of this model cost-simulated (tokens/s, energy per
     token, chip power); for small sizes the programs also generate on the functional simulator, checked against
     the reference's tokens."""
-    from .backends.asic.config import shipped_configs
+    from .backends.asic.config import load_config, shipped_configs
     from .backends.asic.sweep import Workload, cost
     from .compile import compile as compile_module
 
@@ -139,9 +139,9 @@ def _chips(cfg: BitNetConfig, size: str, prefill: Graph, decode: Graph, w, promp
         t0 = time.perf_counter()
         mods = {id(g): compile_module(g, target, w if size in FUNCTIONAL_SIZES else None) for g in (prefill, decode)}
         dec = mods[id(decode)]
-        asic = dec._backend  # the decode program is costed as compiled, not lowered again
-        report = cost(asic.program, Workload(decode.name, dec.graph, 1, cfg.context), asic.config)
-        n_instr = len(asic.program.instrs)
+        program = dec.backend.program  # the decode program is costed as compiled, not lowered again
+        report = cost(program, Workload(decode.name, dec.graph, 1, cfg.context), load_config(name))
+        n_instr = len(program.instrs)
         if size in FUNCTIONAL_SIZES:
             sim = lambda g, inputs: mods[id(g)](inputs)  # noqa: E731
             ids_sim, _, _ = generate(cfg, prefill, decode, prompt, tokens, sim)

@@ -66,6 +66,12 @@ class Session:
             if name not in stay:
                 self._drop[i].append(name)
 
+    @property
+    def runtime_ops(self) -> tuple:
+        """The ops ``run`` computes on each call, in graph order: every op not computed from params and consts
+        alone (those values are in ``fixed``). A backend compiles these."""
+        return tuple(self._rest)
+
     def run(self, inputs: Mapping[str, np.ndarray] | Sequence[np.ndarray] = (), *,
             keep: bool = False) -> dict[str, np.ndarray]:
         env = dict(self.fixed)

@@ -1,4 +1,5 @@
-"""No import cycles inside the ladder package (scripts/import_cycles.py builds the module graph with ast)."""
+"""No import cycles inside the ladder package, and the core imports nothing outward (scripts/import_cycles.py
+builds the module graph with ast)."""
 
 from __future__ import annotations
 
@@ -86,3 +87,72 @@ def test_the_script_runs_and_reports(script):
     out = subprocess.run([sys.executable, str(SCRIPT)], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert out.returncode == (1 if KNOWN else 0), out.stdout + out.stderr
     assert f"{len(KNOWN)} cycles" in out.stdout
+
+
+# -- layering -------------------------------------------------------------------------------------------
+
+def test_every_core_name_is_a_module_or_package_here(script):
+    files = script.module_files(ROOT)
+    for name in script.CORE:
+        assert any(m == name or m.startswith(name + ".") for m in files), name
+
+
+def test_the_core_imports_only_the_core(script, graph):
+    assert script.layering_violations(graph) == []
+
+
+def test_the_core_names_no_outward_module_but_the_shipped_backends():
+    """The one way from the core to a backend: ladder.backend's registry, importing a kind's module by name."""
+    from ladder.backend import SHIPPED
+
+    spec = importlib.util.spec_from_file_location("import_cycles", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    outward = {m for m, _ in SHIPPED.values() if not module.in_core(m)}
+    assert outward and module.names_by_string(ROOT) == sorted(("ladder.backend", m) for m in outward)
+
+
+def _tree(root: Path, files: dict[str, str]) -> Path:
+    for rel, text in files.items():
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    for folder in ("ladder", "frontends", "backends"):
+        (root / folder).mkdir(exist_ok=True)
+    return root
+
+
+def test_the_layering_check_finds_every_kind_of_outward_import(script, tmp_path):
+    """A function-level import, an annotation-only one, a literal import_module and the package itself all count;
+    a backend importing another backend breaks the layering too; imports inside the core do not."""
+    root = _tree(tmp_path, {
+        "ladder/__init__.py": "",
+        "ladder/ir.py": "def f():\n    from .frontends import text\n",
+        "ladder/types.py": "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from .demo import x\n",
+        "ladder/target.py": "import importlib\nM = importlib.import_module('ladder.backends.llvm.compiler')\n",
+        "ladder/printer.py": "import ladder\nfrom . import ir\n",
+        "ladder/passes/__init__.py": "from ..ir import f\nfrom ..types import *\n",
+        "ladder/demo.py": "from .backends.asic import isa\n",
+        "frontends/__init__.py": "", "frontends/text.py": "",
+        "backends/__init__.py": "",
+        "backends/llvm/__init__.py": "", "backends/llvm/compiler.py": "from ladder.backends.asic import isa\n",
+        "backends/asic/__init__.py": "", "backends/asic/isa.py": "from ladder import ir\n",
+    })
+    found = script.layering_violations(script.import_graph(root))
+    assert [(a, b) for a, b, _ in found] == [
+        ("ladder.backends.llvm.compiler", "ladder.backends.asic.isa"),
+        ("ladder.ir", "ladder.frontends.text"),
+        ("ladder.printer", "ladder"),
+        ("ladder.target", "ladder.backends.llvm.compiler"),
+        ("ladder.types", "ladder.demo"),
+    ]
+    assert dict(((a, b), why) for a, b, why in found)[("ladder.types", "ladder.demo")].endswith("(for annotations)")
+
+
+def test_the_script_fails_on_a_layering_break(script, tmp_path, capsys):
+    root = _tree(tmp_path, {"ladder/__init__.py": "", "ladder/ir.py": "def f():\n    import ladder.cli\n",
+                            "ladder/cli.py": ""})
+    assert script.main(["--root", str(root)]) == 1
+    out = capsys.readouterr().out
+    assert "0 cycles" in out and "layering: 1 import(s) against it" in out
+    assert "ladder.ir -> ladder.cli: the core imports only the core" in out

@@ -25,6 +25,15 @@ is computed into a buffer of its own and copied into the state after the call: s
 ``bind(state)`` gives a ``Call``: the module's buffers bound once, for calling it again and again (a decode
 loop) at the cost of one ctypes call of ``ladder_call`` (a wrapper that reads the entry's arguments from one
 frame and returns the first failing step); ``run`` is a Call made for one set of inputs.
+
+``LlvmBackend`` is this backend behind ladder.backend's protocol, registered for the ``cpu`` target kind: it
+compiles with the compile context ``ladder.compile`` hands it (ladder.context: target, threads, cache folder,
+memory budget, jit); ``CompiledGraph`` is its Executable.
+
+The environment: loading libgomp sets ``GOMP_SPINCOUNT=10000`` in this process's environment, unless the user
+set ``GOMP_SPINCOUNT`` or ``OMP_WAIT_POLICY`` (see ``GOMP_SPINCOUNT`` below). It is the one change ladder makes
+to the environment, and it cannot be made otherwise: libgomp reads its settings from the environment once,
+when it is loaded, and offers no call to set the spin count.
 """
 
 from __future__ import annotations
@@ -46,6 +55,9 @@ import llvmlite.binding as llvm
 import numpy as np
 from llvmlite import ir
 
+from ladder import budget
+from ladder.backend import register_backend
+from ladder.context import CompileContext
 from ladder.errors import LadderError, RuntimeFailure
 from ladder.interpreter import Session, State, StateSlot, bind_inputs, state_slots
 from ladder.ir import Graph, Op
@@ -115,9 +127,14 @@ class _Step:
 
 
 class CompiledGraph:
-    def __init__(self, graph: Graph, weights: Mapping[str, np.ndarray] | None, target: Target,
-                 pipeline: str | None, threads: int | None, cache_dir=None, jit: bool = True,
-                 memory_budget=None, state: Sequence[StateSlot] = ()):
+    """A graph compiled to one native entry function, bound to its weights (a ladder.backend.Executable)."""
+
+    program = None  # nothing but native code: ``source`` and ``write`` give it
+
+    def __init__(self, graph: Graph, weights: Mapping[str, np.ndarray] | None, context: CompileContext,
+                 pipeline: str | None = None, state: Sequence[StateSlot] = ()):
+        self.context = context
+        target, threads, jit = get_target(context.target), context.threads, context.jit
         self.target = target
         lacking = target.runs_here() if jit else []
         if lacking:
@@ -126,8 +143,8 @@ class CompiledGraph:
                               f"(ladder compile --target {target.name} --emit obj|so)")
         self.threads = threads or default_threads()
         self.graph = PassManager(default_pipeline(target.name) if pipeline is None else pipeline).run(graph)
-        session = Session(self.graph, weights, memory_budget=memory_budget)  # refuses before allocating
-        ops = session._rest
+        session = Session(self.graph, weights, memory_budget=context.memory_budget)  # refuses before allocating
+        ops = session.runtime_ops
         missing = sorted({op.kind for op in ops if op.kind not in LOWERINGS})
         if missing:
             raise LadderError(f"the cpu backend has no kernel yet for: {', '.join(missing)}")
@@ -164,7 +181,7 @@ class CompiledGraph:
         self._emit_call(ctx)
         seal_loops(ctx.module)
         self.ir_text = str(ctx.module)
-        self.module = self._compile(cache_dir, jit)
+        self.module = self._compile(context.cache_dir, jit)
         self._weight_ptrs = _pointer_array(self.weights)
         self._lock = threading.Lock()  # one arena: calls from several Python threads take turns
         self.entry = self.call_fn = None
@@ -176,6 +193,16 @@ class CompiledGraph:
             n = len(s.op.operands) + len(s.op.results) + (1 if s.spec.has_status else 0)
             s.fn = self.module.function(s.spec.fn.name, ctypes.CFUNCTYPE(None, *([ctypes.c_void_p] * n),
                                                                          ctypes.c_int64, ctypes.c_int64))
+
+    @property
+    def machine(self) -> str:
+        """The LLVM cpu the code is for."""
+        return self.target.cpu_name
+
+    def report_lines(self) -> list[str]:
+        wbytes = sum(w.nbytes for w in self.weights)
+        return [f"{len(self.steps)} kernels; arena {self.plan.size:,} bytes; weights {wbytes:,} bytes; "
+                f"threads {self.threads} ({'libgomp pool' if self.use_gomp else 'calling thread only'})"]
 
     # -- state -------------------------------------------------------------------------------------------
     def _plan_state(self) -> dict[str, str]:
@@ -365,8 +392,8 @@ class CompiledGraph:
     __call__ = run
 
     def time_steps(self, inputs, repeat: int = 5, threads: int = 1, state: State | None = None
-                   ) -> tuple[list[float], float]:
-        """A profile of one call: the seconds of each step's kernel, called alone over its whole range on this
+                   ) -> tuple[list[tuple[Op, float]], float]:
+        """A profile of one call: (op, seconds) of each step's kernel, called alone over its whole range on this
         thread, in order, on the buffers the entry gives it, less the cost of a ctypes call (the same call over
         an empty range); and the seconds of the entry itself at ``threads`` (through ``ladder_call``). Medians
         of ``repeat`` runs. With state, the calls run on ``state`` (default: the module's own) and change it."""
@@ -401,7 +428,7 @@ class CompiledGraph:
                 fn(frame)
                 entry[r] = time.perf_counter() - t0
             self.status[:] = 0
-        return [float(t) for t in np.median(kernel, axis=0)], float(np.median(entry))
+        return [(s.op, float(t)) for s, t in zip(self.steps, np.median(kernel, axis=0))], float(np.median(entry))
 
     def source(self, kind: str = "llvm") -> str:
         """The optimised LLVM IR ('llvm') or the assembly ('asm') of the module."""
@@ -604,6 +631,28 @@ def compile_graph(graph: Graph, weights: Mapping[str, np.ndarray] | None = None,
     """``cache_dir``: where compiled machine code is kept between runs (None: not kept). ``jit=False``
     builds the module for writing ahead of time only (any cpu level, not necessarily this machine's).
     ``memory_budget``: see ladder.budget. ``state``: the inputs the module holds (ladder.interpreter.state_slots
-    of the graph after ``pipeline``)."""
-    return CompiledGraph(graph, weights, get_target(target), pipeline, threads, cache_dir, jit, memory_budget,
-                         state)
+    of the graph after ``pipeline``). The arguments make the CompileContext ``ladder.compile`` would pass."""
+    ctx = CompileContext(target, threads=threads, cache=None if cache_dir is None else Path(cache_dir),
+                         memory_budget=memory_budget, jit=jit)
+    return CompiledGraph(graph, weights, ctx, pipeline, state)
+
+
+class LlvmBackend:
+    """The ``cpu`` target kind (ladder.backend.Backend)."""
+
+    kind = "cpu"
+    targets = "cpu, cpu:native, cpu:generic, cpu:avx2, cpu:avx512"  # and cpu:NAME, any LLVM x86 cpu
+    takes_tuning = True
+
+    def default_pipeline(self, ctx: CompileContext) -> str:
+        return default_pipeline(ctx.target_name, ctx.threads, ctx.tuning_file)
+
+    def compile(self, graph: Graph, weights: Mapping[str, np.ndarray] | None, ctx: CompileContext,
+                state: Sequence[StateSlot] = ()) -> CompiledGraph:
+        """``graph`` (already through the pipeline) compiled for the context's target; the memory budget is
+        checked before anything is allocated (packed weights, the arena)."""
+        budget.check(graph, ctx.memory_budget, f"to run on {ctx.target_name}")
+        return CompiledGraph(graph, weights, ctx, "", state)
+
+
+register_backend(LlvmBackend())

@@ -24,11 +24,13 @@ preserve the result (``quantize=true`` is the one option that does not, by the b
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from functools import cached_property
 
 import numpy as np
 
+from ..context import CompileContext
 from ..errors import PipelineError
 from ..ir import Graph, Op
 from ..ops import OPS, make_op
@@ -152,6 +154,15 @@ class Lut(Pass):
     def records(self) -> TuningRecords | None:
         """The tuning file's valid records, read once per pass object (None without ``tuning``)."""
         return load_records(self.tuning) if self.tuning else None
+
+    def with_context(self, ctx: CompileContext) -> "Lut":
+        """In a compile whose context holds the records of this pass's tuning file (``ladder.compile(...,
+        tuning=FILE)``), those records: the file is read once per compile, by ladder.context."""
+        if ctx.tuning is None or self.tuning != ctx.tuning.path:
+            return self
+        configured = dataclasses.replace(self)
+        configured.__dict__["records"] = ctx.tuning  # the value ``records`` would cache after reading the file
+        return configured
 
     def decide(self, graph: Graph) -> list[tuple[int, LutCase, Choice]]:
         """(node, case, choice) for every matmul this pass can rewrite in ``graph``."""

@@ -4,6 +4,11 @@ A pass is a frozen dataclass: its ``name`` is registered with ``@register_pass("
 its fields, so ``Canonicalize(fold_limit=64)`` in Python is ``canonicalize{fold_limit=64}`` in a pipeline.
 ``run(graph)`` returns a new graph (it may copy and edit). The manager verifies after each pass and calls
 every instrument's ``after_pass(pass, graph, seconds)``.
+
+A manager made with a compile context (``PassManager(pipeline, context=ctx)``, ladder.context: what
+``ladder.compile`` was given) hands it to every pass before running: ``Pass.with_context(ctx)`` returns the
+pass as it runs in that compile (the ``lut`` pass takes the tuning records ``ladder.compile`` read). A pass's
+options stay what the pipeline says; the context only supplies what was read once for the whole compile.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Iterable, Sequence, TextIO
 
+from ..context import CompileContext
 from ..errors import LadderError, Location, PipelineError, VerifyError
 from ..ir import Graph
 from ..verifier import verify
@@ -32,6 +38,11 @@ class Pass:
 
     def run(self, graph: Graph) -> Graph:
         raise NotImplementedError
+
+    def with_context(self, ctx: CompileContext) -> "Pass":
+        """This pass as it runs in a compile with context ``ctx``: a pass that takes something from the context
+        returns a copy holding it; the default takes nothing."""
+        return self
 
     def __str__(self) -> str:
         opts = [f"{f.name}={_fmt(getattr(self, f.name))}" for f in dataclasses.fields(self)
@@ -228,16 +239,19 @@ class Snapshots(Instrument):
 # -- the manager -------------------------------------------------------------------------------------
 
 class PassManager:
-    """Runs a pipeline (a string or pass objects), verifying after each pass."""
+    """Runs a pipeline (a string or pass objects), verifying after each pass; with ``context`` (a
+    ladder.context.CompileContext), each pass as ``Pass.with_context`` makes it for that compile."""
 
     def __init__(self, pipeline: str | Pass | Iterable[Pass] = (), instruments: Sequence[Instrument] = (),
-                 verify_each: bool = True):
+                 verify_each: bool = True, context: CompileContext | None = None):
         if isinstance(pipeline, str):
-            self.passes = parse_pipeline(pipeline)
+            passes = parse_pipeline(pipeline)
         elif isinstance(pipeline, Pass):
-            self.passes = [pipeline]
+            passes = [pipeline]
         else:
-            self.passes = list(pipeline)
+            passes = list(pipeline)
+        self.context = context
+        self.passes = passes if context is None else [p.with_context(context) for p in passes]
         self.instruments = list(instruments)
         self.verify_each = verify_each
 
