@@ -400,3 +400,82 @@ def test_kernels_stay_inside_their_buffers_odd_and_empty_shapes():
         got = _run_guarded(cg, inputs)
         for o in outs:
             close(got[o.name], ref[o.name], 1e-5, 1e-6, o.name)
+
+
+
+def test_attention_long_rows_without_the_score_scratch(monkeypatch):
+    """A cache longer than SCORES_MAX recomputes each score (libm's expf) instead of keeping it (the polynomial
+    exp, a vector loop): both agree with the reference."""
+    from ladder.backends.llvm.lowerings import nn
+
+    r = np.random.default_rng(11)
+    b = Builder()
+    q, k, v = b.input("q", "f32[2, 4, 8]"), b.input("k", "f32[1, 40, 8]"), b.input("v", "f32[1, 40, 5]")
+    n = b.input("n", "i32[1]")
+    y = b.attention(q, k, v, n)
+    g = b.build(y)
+    inputs = {"q": r.standard_normal((2, 4, 8)).astype(np.float32) * 4,
+              "k": r.standard_normal((1, 40, 8)).astype(np.float32),
+              "v": r.standard_normal((1, 40, 5)).astype(np.float32), "n": np.array([33], np.int32)}
+    ref = ladder.run(g, inputs)[y.name]
+    kept = compile_graph(g, {}, target="cpu", pipeline="", cache_dir=None)
+    monkeypatch.setattr(nn, "SCORES_MAX", 16)
+    recomputed = compile_graph(g, {}, target="cpu", pipeline="", cache_dir=None)
+    assert '@"expf"' not in kept.ir_text and '@"expf"' in recomputed.ir_text
+    close(kept.run(inputs)[y.name], ref, 1e-5, 1e-6, "kept scores")
+    close(recomputed.run(inputs)[y.name], ref, 1e-5, 1e-6, "recomputed scores")
+
+
+def test_the_polynomial_exp_is_within_two_ulp_of_numpy():
+    """nn.exp_f32 (attention's vectorisable exp) against numpy's f32 exp on [-87.3, 88.7] (2 ulp), and its
+    edges: 0 below -87.3 (where exp is at most 1.2e-38), +inf above 88.7, NaN kept."""
+    import ctypes
+
+    import llvmlite.binding as llvm
+    from llvmlite import ir as llir
+
+    from ladder.backends.llvm.codegen import F32 as F32T
+    from ladder.backends.llvm.codegen import I64 as I64T
+    from ladder.backends.llvm.lowerings import nn
+
+    class Ctx:
+        def __init__(self, module):
+            self.module = module
+
+        def declare(self, name, ret, args):
+            found = self.module.globals.get(name)
+            return found or llir.Function(self.module, llir.FunctionType(ret, list(args)), name)
+
+    mod = llir.Module("exp_test")
+    fn = llir.Function(mod, llir.FunctionType(llir.VoidType(), [llir.PointerType(), llir.PointerType(), I64T]), "f")
+    px, py, count = fn.args
+    bld = llir.IRBuilder(fn.append_basic_block("entry"))
+    loop, done = fn.append_basic_block("loop"), fn.append_basic_block("done")
+    bld.branch(loop)
+    bld.position_at_end(loop)
+    i = bld.phi(I64T)
+    i.add_incoming(llir.Constant(I64T, 0), fn.entry_basic_block)
+    xv = bld.load(bld.gep(px, [i], source_etype=F32T), typ=F32T)
+    bld.store(nn.exp_f32(Ctx(mod), bld, xv), bld.gep(py, [i], source_etype=F32T))
+    nxt = bld.add(i, llir.Constant(I64T, 1))
+    i.add_incoming(nxt, loop)
+    bld.cbranch(bld.icmp_signed("<", nxt, count), loop, done)
+    bld.position_at_end(done)
+    bld.ret_void()
+    llvm.initialize_native_target()
+    llvm.initialize_native_asmprinter()
+    tm = llvm.Target.from_default_triple().create_target_machine()
+    engine = llvm.create_mcjit_compiler(llvm.parse_assembly(str(mod)), tm)
+    engine.finalize_object()
+    f = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64)(engine.get_function_address("f"))
+
+    inner = np.linspace(-87.3, 88.7, 400_001, dtype=np.float32)
+    edges = np.array([-np.inf, -1000, -87.31, 88.71, 1000, np.inf, np.nan], np.float32)
+    x = np.concatenate([inner, edges])
+    y = np.empty_like(x)
+    f(x.ctypes.data, y.ctypes.data, x.size)
+    want = np.exp(inner.astype(np.float64))
+    ulp = np.spacing(want.astype(np.float32)).astype(np.float64)
+    assert np.max(np.abs(y[:inner.size] - want) / ulp) <= 2.0
+    assert list(y[inner.size:inner.size + 3]) == [0.0, 0.0, 0.0]
+    assert list(y[inner.size + 3:inner.size + 6]) == [np.inf] * 3 and np.isnan(y[-1])

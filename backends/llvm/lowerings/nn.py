@@ -397,6 +397,31 @@ def _bcast_index(b, idx, out_batch, in_batch):
     return _offset(b, idx, list(reversed(dims)))
 
 
+SCORES_MAX = 16384  # keys whose scores an attention row keeps on the stack (64 KiB); longer caches recompute
+
+
+def exp_f32(ctx, b, x):
+    """exp(x) in f32 without a libm call, so that a loop of it vectorises: Cephes' expf (x = n ln2 + r,
+    |r| <= ln2 / 2, a degree-6 polynomial, 2^n by the exponent bits), within 2 ulp of expf. Below -87.3 it is 0
+    (expf's result there is subnormal or 0, at most 1.2e-38), above 88.7 +inf, NaN stays NaN."""
+    fl = _intr(ctx, "llvm.floor.f32")
+    xc = b.select(b.fcmp_ordered(">", x, _f(88.7)), _f(88.7), x)
+    xc = b.select(b.fcmp_ordered("<", xc, _f(-87.3)), _f(-87.3), xc)
+    n = b.call(fl, [b.fadd(b.fmul(xc, _f(1.44269504088896341)), _f(0.5))])
+    r = b.fsub(b.fsub(xc, b.fmul(n, _f(0.693359375))), b.fmul(n, _f(-2.12194440e-4)))
+    y = _f(1.9875691500e-4)
+    for cst in (1.3981999507e-3, 8.3334519073e-3, 4.1665795894e-2, 1.6666665459e-1, 5.0000001201e-1):
+        y = b.fadd(b.fmul(y, r), _f(cst))
+    y = b.fadd(b.fadd(b.fmul(b.fmul(y, r), r), r), _f(1.0))
+    ni = b.fptosi(n, I32)
+    up = b.select(b.icmp_signed(">", ni, _i32(0)), _i32(1), _i32(0))  # 2^n as 2^(n - up) 2^up: n = 128 fits
+    two_n = b.bitcast(b.shl(b.add(b.sub(ni, up), _i32(127)), _i32(23)), F32)
+    out = b.fmul(b.fmul(y, two_n), b.bitcast(b.shl(b.add(up, _i32(127)), _i32(23)), F32))
+    out = b.select(b.fcmp_ordered("<", x, _f(-87.3)), _f(0.0), out)
+    out = b.select(b.fcmp_ordered(">", x, _f(88.7)), _f(np.inf), out)
+    return b.select(_is_nan(b, x), x, out)
+
+
 @lowers("attention")
 def lower_attention(ctx, op, ins, outs):
     q, k, v = ins[:3]
@@ -418,7 +443,6 @@ def lower_attention(ctx, op, ins, outs):
     if work == 0:
         b.ret_void()
         return KernelSpec(fn, 0, errors=errors)
-    exp = ctx.math_f32("expf")
     if has_len:
         length = _load_int64(b, plen, 0, ins[3].dtype)
         bad = b.or_(b.icmp_signed("<", length, _c(sq)), b.icmp_signed(">", length, _c(skv)))
@@ -428,6 +452,11 @@ def lower_attention(ctx, op, ins, outs):
     else:
         length = _c(skv)
     accp = _var(b, F32, size=max(dv, 1))  # the row's sum of e_j * v_j (Dv is a static head size)
+    # the row's scores, kept (each dot product computed once) where the cache fits a stack scratch
+    keep = skv <= SCORES_MAX
+    exp = None if keep else ctx.math_f32("expf")
+    scores = _var(b, F32, size=max(skv, 1)) if keep else None
+    b.position_at_end(b.block)  # _var may have put a slot before b's own last instruction in this block
     dt = q.dtype
 
     def dot(qbase, kbase):
@@ -437,7 +466,7 @@ def lower_attention(ctx, op, ins, outs):
             b.store(b.fadd(b.load(s), prod, flags=FAST), s)
         return b.fmul(b.load(s), scale)
 
-    with for_range(b, begin, end, name="w") as w:
+    with for_range(b, begin, end, name="w", vectorize=False) as w:
         i = b.srem(w, _c(sq))
         h = b.srem(b.sdiv(w, _c(sq)), _c(hq))
         bi = b.sdiv(w, _c(sq * hq))
@@ -450,17 +479,28 @@ def lower_attention(ctx, op, ins, outs):
         if a["causal"]:
             limit = b.add(b.sub(length, _c(sq)), b.add(i, _c(1)))  # keys j <= L - Sq + i (always < L)
         m = _var(b, F32, _f(-np.inf))
-        with for_range(b, 0, limit, name="j") as j:
+        with for_range(b, 0, limit, name="j", vectorize=False) as j:
             sc = dot(qrow, b.mul(b.add(b.mul(kvh, _c(skv)), j), _c(d)))
+            if keep:
+                b.store(sc, b.gep(scores, [j], source_etype=F32))
             b.store(_max_nan(b, b.load(m), sc), m)
         mv = b.load(m)
         shift = b.select(_finite(ctx, b, mv), mv, _f(0))
         with for_range(b, 0, dv, name="c") as c:
             b.store(_f(0), b.gep(accp, [c], source_etype=F32))
         total = _var(b, F32, _f(0))
-        with for_range(b, 0, limit, name="j") as j:
-            e = b.call(exp, [b.fsub(dot(qrow, b.mul(b.add(b.mul(kvh, _c(skv)), j), _c(d))), shift)])
-            b.store(b.fadd(b.load(total), e), total)
+        if keep:  # e_j = exp(s_j - shift) in place, a vector loop (a polynomial exp, no libm call a key)
+            with for_range(b, 0, limit, name="e") as j:
+                slot = b.gep(scores, [j], source_etype=F32)
+                e = exp_f32(ctx, b, b.fsub(b.load(slot, typ=F32), shift))
+                b.store(e, slot)
+                b.store(b.fadd(b.load(total), e, flags=FAST), total)
+        with for_range(b, 0, limit, name="j", vectorize=False) as j:
+            if keep:
+                e = b.load(b.gep(scores, [j], source_etype=F32), typ=F32)
+            else:
+                e = b.call(exp, [b.fsub(dot(qrow, b.mul(b.add(b.mul(kvh, _c(skv)), j), _c(d))), shift)])
+                b.store(b.fadd(b.load(total), e), total)
             vrow = b.mul(b.add(b.mul(vvh, _c(skv)), j), _c(dv))
             with for_range(b, 0, dv, name="c") as c:
                 slot = b.gep(accp, [c], source_etype=F32)
