@@ -9,13 +9,15 @@ from __future__ import annotations
 import sys
 
 from ladder.backends.asic.config import load_config
-from ladder.backends.asic.fit import current_value, figure_rows, fit_specs
+from ladder.backends.asic.fit import UNIT_METRICS, current_value, figure_rows, fit_specs
 
-CHIPS = ("slim-llama", "pim-llm", "taalas-hc1")
+CHIPS = ("slim-llama", "pim-llm", "taalas-hc1", "lut-tc")
 
 
 def condition(spec: dict) -> str:
     parts = [spec.get("model", "")]
+    if spec.get("metric") in UNIT_METRICS:
+        parts.append(f"unit vs MAC, W{spec.get('weight_bits', 1)} A{spec.get('act_bits', 8)}")
     if spec.get("context"):
         parts.append(f"context {spec['context']}")
     if spec.get("point"):
@@ -41,6 +43,10 @@ def main() -> int:
             kind = r.label + (f" (by {', '.join(r.fitted_by)})" if r.fitted_by else "")
             if f.spec.get("compare") == "lower_bound":
                 kind += ", a lower bound (units + SRAM only)"
+            if f.spec.get("compare") == "at_least":
+                kind += ", a floor (the source says over it)"
+            if f.spec.get("energy_counts"):
+                kind += f", energy of {' + '.join(f.spec['energy_counts'])}"
             if "known_miss" in f.spec:
                 kind += " — known miss"
             out.append(f"| {chip} | {f.name} | {condition(f.spec)} | {fmt(f.value)} | {fmt(r.simulated)} | "

@@ -64,9 +64,28 @@ def test_fit_fits_only_to_figures_marked_for_fitting(tmp_path):
         fit_specs(load_config(path))
 
 
-def test_fit_of_a_config_without_figures_says_so(capsys):
-    assert main(["fit", "lut-tc", "--check"]) == 1
-    assert "config lut-tc names no published figures" in capsys.readouterr().err
+def test_fit_of_a_config_without_figures_says_so(tmp_path, capsys):
+    text = Path(load_config("lut-tc").source).read_text()
+    path = tmp_path / "bare.toml"
+    path.write_text(text[:text.index("[published]")].replace('name = "lut-tc"', 'name = "bare"'))
+    assert main(["fit", str(path), "--check"]) == 1
+    assert "config bare names no published figures" in capsys.readouterr().err
+
+
+def test_lut_tc_has_figures_but_nothing_to_fit(capsys):
+    """lut-tc holds LUT Tensor Core's published ratios for validation only: nothing may be fitted to them."""
+    assert main(["fit", "lut-tc", "--check"]) == 0
+    assert "predicted" in capsys.readouterr().out
+    with pytest.raises(LadderError, match="no fitted constant"):
+        fit_config("lut-tc")
+
+
+def test_energy_figures_name_real_components(tmp_path):
+    text = Path(load_config("pim-llm").source).read_text().replace('"xbar", "mma"', '"xbar", "sram_reads"', 1)
+    path = tmp_path / "pim.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match="energy_counts must list energy components"):
+        figures(load_config(path))
 
 
 def test_op_count_figures_must_state_their_convention(tmp_path):

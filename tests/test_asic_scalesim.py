@@ -14,7 +14,7 @@ import pytest
 
 from ladder.backends.asic import isa, units
 from ladder.backends.asic.config import load_config, with_overrides
-from ladder.backends.asic.costsim import CostModel, cost_instr, simulate
+from ladder.backends.asic.costsim import CostModel, Timeline, cost_instr, plan_of, simulate
 from ladder.backends.asic.lower import lower
 from ladder.frontends.text import parse
 
@@ -77,6 +77,46 @@ def test_sram_bandwidth_stalls_the_array():
     narrow = with_cost(cfg, {"sram_bytes_per_cycle": 4.0})
     slow = cost_instr(mma, prog_bufs, CostModel.of(narrow))
     assert slow.cycles == math.ceil(free.sram_bytes / 4.0) > free.cycles
+
+
+TWO = """graph @two(%x: f32[64, 1024]) -> f32[64, 256] {
+  %w = param @w : f32[1024, 1024]
+  %h = matmul %x, %w {transpose_b = true} : f32[64, 1024]
+  %w2 = param @w2 : f32[256, 1024]
+  %y = matmul %h, %w2 {transpose_b = true} : f32[64, 256]
+  return %y
+}"""
+
+
+def test_first_loads_overlap_earlier_work():
+    """Weight loads are prefetched: the next op's first weight tile loads while the current op still computes
+    (where double buffering leaves its addresses free), as SCALE-Sim's scratchpads prefetch; a load of what
+    the program computes keeps its place in the DMA queue."""
+    cfg = with_overrides(load_config("lut-tc"), {"sram_kb": 256, "systolic.dataflow": "ws"})
+    program = lower(parse(TWO), cfg)
+    model = CostModel.of(cfg)
+    plan = plan_of(program)
+    costs = [cost_instr(i, plan.buffers, model) for i in plan.reps]
+
+    def run(hoisting: bool) -> tuple[Timeline, dict[int, tuple[int, int]]]:
+        tl, spans = Timeline(plan.regions, model.unit_copies), {}
+        for n, (k, (reads, writes, op), hoist) in enumerate(zip(plan.keys, plan.accesses, plan.hoist)):
+            c = costs[k]
+            tl.schedule(c.unit, c.cycles, reads, writes, op, hoist and hoisting)
+            spans[n] = (tl.written.get(writes[0], 0) - c.cycles, tl.written.get(writes[0], 0)) if writes else (0, 0)
+        return tl, spans
+
+    in_order, _ = run(False)
+    overlapped, spans = run(True)
+    assert simulate(program, cfg).cycles == overlapped.end < in_order.end
+    assert overlapped.busy == in_order.busy                      # the same work, only earlier
+    instrs = program.instrs
+    last_h_mma = max(n for n, i in enumerate(instrs) if isinstance(i, isa.Mma) and i.op == "h")
+    first_w2 = min(n for n, i in enumerate(instrs) if isinstance(i, isa.Dma) and i.src == "w2.tiles")
+    assert first_w2 > last_h_mma and spans[first_w2][0] < spans[last_h_mma][1]   # loads during h's last tile
+    for n, i in enumerate(instrs):   # loads of h (computed by the program) are never prefetched
+        assert not (plan.hoist[n] and isinstance(i, isa.Dma) and i.src == "h")
+    assert plan.hoist[0] and spans[0][0] == 0                    # the program's very first load has nothing before it
 
 
 def with_cost(cfg, cost):

@@ -118,4 +118,49 @@ def chip_area(model, hardwired_weights: int = 0, xbar_weight_bits: int = 0) -> A
     return AreaBreakdown(node, out)
 
 
-__all__ = ["AreaBreakdown", "chip_area", "logic_scale", "sram_mm2_per_byte", "add_um2", "mult_um2"]
+@dataclass(frozen=True)
+class LutVsMac:
+    """A config's LUT unit against a MAC unit doing the same matmul at the same node, per MAC of
+    ``weight_bits``-bit weights and ``act_bits``-bit activations: the comparison LUT Tensor Core publishes
+    (compute density and energy efficiency of its LUT-based unit over a MAC-based tensor core)."""
+
+    weight_bits: int
+    act_bits: int
+    lut_um2_per_mac: float
+    mac_um2_per_mac: float
+    lut_pj_per_mac: float
+    mac_pj_per_mac: float
+
+    @property
+    def density(self) -> float:
+        """Compute density (MACs per cycle per mm²) of the LUT unit over the MAC unit."""
+        return self.mac_um2_per_mac / self.lut_um2_per_mac
+
+    @property
+    def efficiency(self) -> float:
+        """Energy efficiency (MACs per joule) of the LUT unit over the MAC unit."""
+        return self.mac_pj_per_mac / self.lut_pj_per_mac
+
+
+def lut_vs_mac(model, weight_bits: int = 1, act_bits: int = 8) -> LutVsMac:
+    """The model's own units, nothing added for the comparison: the LUT unit as ``chip_area`` sizes it and
+    the cost simulator prices an lmma (a table lookup and a 32-bit accumulate per ``group`` MACs, one pass per
+    weight bit plane), against a MAC-array PE as ``chip_area`` sizes it (multiplier + 32-bit accumulator, times
+    ``PE_OVERHEAD``) and the simulator prices an mma (a multiply and a 32-bit add), with the weights widened
+    to the activations' ``act_bits`` (dequantized) on the MAC side."""
+    from .costsim import lookup_pj   # costsim does not import this module; report does
+
+    cfg, node, table = model.cfg, model.energy.node_nm, model.table
+    lut = cfg.lut
+    planes = weight_bits if model.cost.bit_serial else 1
+    unit_um2 = chip_area(model).mm2["lut"] * 1e6 / max(1, lut.units)
+    macs = model.cost.lut_macs_per_cycle or lut.tile.m * lut.tile.n * lut.tile.k
+    lut_um2 = unit_um2 / macs * planes
+    lut_pj = (lookup_pj(model) + table.add(32)) / lut.group * planes
+    mac_um2 = (mult_um2(act_bits, act_bits, node) + add_um2(32, node)) * PE_OVERHEAD
+    mac_pj = table.mult(act_bits) + table.add(32)
+    return LutVsMac(weight_bits, act_bits, lut_um2, mac_um2, lut_pj, mac_pj)
+
+
+__all__ = ["AreaBreakdown", "LutVsMac", "chip_area", "logic_scale", "lut_vs_mac", "sram_mm2_per_byte", "add_um2",
+           "mult_um2"]

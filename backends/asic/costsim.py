@@ -12,7 +12,10 @@ thousand analytic evaluations, never a walk over elements:
    program order; across units an instruction waits for the buffers it reads (the last writer's end), and
    before it writes a buffer, for the earlier readers and writer of that buffer to finish; a buffer's first
    write also waits for earlier ops' accesses to the SRAM addresses it reuses. So DMA into a pong buffer
-   overlaps the lmma reading ping, exactly as far as the program's buffers allow. ``sync.barrier`` waits for all.
+   overlaps the lmma reading ping, exactly as far as the program's buffers allow. A load of weights or
+   constants (nothing the program computes) is a prefetch: it may start ahead of the DMA queue's order, in a
+   gap of the engine's recent schedule, as soon as its addresses are free, so an op's first tiles load while
+   the previous op computes. ``sync.barrier`` waits for all.
 3. **Attribute**: each instruction's *exposed* cycles (how far it pushes the end of the whole program) add
    up to the total exactly, giving a latency breakdown per graph op; busy cycles per unit give utilization.
 4. **Static energy**: leakage (at the supply voltage) and the clock tree/control energy per cycle, over the
@@ -335,7 +338,7 @@ def _cost_lut_build(ins: LutBuild, bufs: Buffers, m: CostModel) -> InstrCost:
                                        "sram": _sram(m, sram)}, sram_bytes=int(sram))
 
 
-def _lookup_pj(m: CostModel) -> float:
+def lookup_pj(m: CostModel) -> float:
     """One table lookup: a calibrated figure, or a read of one ``table_bits`` entry from a register-file
     sized table (a 64-byte 'SRAM' in the sqrt model)."""
     if m.energy.lut_lookup_pj:
@@ -351,7 +354,7 @@ def _cost_lmma(ins: Lmma, bufs: Buffers, m: CostModel) -> InstrCost:
     planes = w.bits if m.cost.bit_serial else 1
     c = U.lut_matmul(w.m, w.n, w.k * planes, m.lut(ins.w.dtype))
     sram = w.bytes + c.actions["psum_bytes"]
-    energy = {"lut": c.actions["lut_lookup"] * (_lookup_pj(m) + m.table.add(32)), "sram": _sram(m, sram)}
+    energy = {"lut": c.actions["lut_lookup"] * (lookup_pj(m) + m.table.add(32)), "sram": _sram(m, sram)}
     return InstrCost("lut", c.cycles, energy, ops=2 * w.macs, sram_bytes=int(sram))
 
 
@@ -430,12 +433,27 @@ class Timeline:
     Buffers of one op never overlap, so within an op names are exact. Ops reuse the same SRAM addresses, so
     the first write to an SRAM buffer (its lifetime starts) also waits for every access of earlier ops to
     the address blocks it covers (``regions``: buffer -> block numbers; 1/``SRAM_BLOCKS`` of the SRAM each):
-    the next op's weights cannot be prefetched into addresses the current op still uses."""
+    the next op's weights cannot be prefetched into addresses the current op still uses.
+
+    **First loads overlap earlier work** (a prefetch, as SCALE-Sim's double-buffered scratchpads prefetch the
+    next operand set while the array computes): a load that depends on nothing the program computes (it reads
+    only weights or constants, ``hoist``) leaves the DMA queue's program order. It starts as soon as its SRAM
+    addresses are free, in the first gap of the DMA engine's recent schedule (the last ``HOIST_WINDOW``
+    transfers) long enough for it. So the first weight tiles of the next op load while the current op
+    computes its last tiles, wherever double buffering leaves their addresses free, instead of after the
+    current op's last store. A load that reads what the program computes (activations, the KV cache, gather
+    indices) keeps its place in the queue."""
+
+    HOIST_WINDOW = 32
 
     def __init__(self, regions: dict[str, tuple[int, ...]] | None = None, copies: dict[str, int] | None = None):
         # A unit with several copies (e.g. one systolic array per KV head) runs each instruction on the copy
         # that frees first.
         self.copies = {u: [0] * max(1, (copies or {}).get(u, 1)) for u in COMPUTE_UNITS}
+        # Recent busy intervals of each DMA engine (oldest first), where a hoisted load may find a gap; the
+        # floor is the end of the last interval that left the window (nothing is placed before it).
+        self.recent: list[list[tuple[int, int]]] = [[] for _ in self.copies["dma"]]
+        self.floor: list[int] = [0] * len(self.copies["dma"])
         self.busy: dict[str, int] = {u: 0 for u in COMPUTE_UNITS}
         self.written: dict[str, int] = {}   # buffer -> end of its last writer
         self.read: dict[str, int] = {}      # buffer -> latest end among its readers since that write
@@ -454,28 +472,57 @@ class Timeline:
         self.touched = {}
         self.group = group
 
+    def _gap(self, lane: int, ready: int, cycles: int) -> int | None:
+        """The earliest start >= ``ready`` of a gap of ``cycles`` among the DMA engine's recent transfers, or
+        None when the first free time is at the end of its queue."""
+        t = max(ready, self.floor[lane])
+        for s, e in self.recent[lane]:
+            if t + cycles <= s:
+                return t
+            t = max(t, e)
+        return None
+
+    def _book_dma(self, lane: int, start: int, stop: int) -> None:
+        recent = self.recent[lane]
+        i = len(recent)
+        while i and recent[i - 1][0] > start:
+            i -= 1
+        recent.insert(i, (start, stop))
+        if len(recent) > self.HOIST_WINDOW:
+            self.floor[lane] = max(self.floor[lane], recent.pop(0)[1])
+
     def schedule(self, unit: str, cycles: int, reads: tuple[str, ...], writes: tuple[str, ...],
-                 group=None) -> int:
+                 group=None, hoist: bool = False) -> int:
         """Place one instruction of op ``group``; returns the cycles by which it moved the program's end
-        (its exposed time)."""
+        (its exposed time). ``hoist``: a load of weights or constants, which may start ahead of the DMA queue's
+        program order (see the class docstring)."""
         if unit == "sync":
             for u, lanes in self.copies.items():
                 lanes[:] = [self.end] * len(lanes)
+            for lane in range(len(self.recent)):
+                self.recent[lane], self.floor[lane] = [], self.end
             return 0
         if group != self.group:
             self._next_group(group)
         lanes = self.copies[unit]
         lane = lanes.index(min(lanes)) if len(lanes) > 1 else 0
-        start = lanes[lane]
         written, read, regions = self.written, self.read, self.regions
+        ready = 0
         for b in reads:
-            start = max(start, written.get(b, 0))
+            ready = max(ready, written.get(b, 0))
         for b in writes:
-            start = max(start, written.get(b, 0), read.get(b, 0))
+            ready = max(ready, written.get(b, 0), read.get(b, 0))
             if b in regions and b not in written:
-                start = max([start] + [self.history.get(blk, 0) for blk in regions[b]])
+                ready = max([ready] + [self.history.get(blk, 0) for blk in regions[b]])
+        start = max(lanes[lane], ready)
+        if unit == "dma":
+            if hoist and cycles and ready < lanes[lane]:
+                gaps = [(g, n) for n in range(len(lanes)) if (g := self._gap(n, ready, cycles)) is not None]
+                if gaps:
+                    start, lane = min(gaps)
+            self._book_dma(lane, start, start + cycles)
         stop = start + cycles
-        lanes[lane] = stop
+        lanes[lane] = max(lanes[lane], stop)
         self.busy[unit] = self.busy.get(unit, 0) + cycles
         for b in reads:
             if read.get(b, 0) < stop:
@@ -613,6 +660,11 @@ class ProgramPlan:
             counts = self.op_counts.setdefault(ins.op, {})
             counts[k] = counts.get(k, 0) + 1
         self.accesses = [(ins.reads(), ins.writes(), ins.op) for ins in program.instrs]
+        # Loads that depend on nothing the program computes (weights, constants): the timeline may start them
+        # ahead of the DMA queue's order, as prefetches (Timeline).
+        computed = {b for _, writes, _ in self.accesses for b in writes}
+        self.hoist = [isinstance(ins, (Dma, DmaGather)) and not computed.intersection(ins.reads())
+                      and all(bufs[b].space == "sram" for b in ins.writes()) for ins in program.instrs]
         self.regions = sram_regions(program)
         self.buffers = bufs
         self.sram_used = program.space_bytes("sram")
@@ -641,9 +693,9 @@ def _timeline(plan: ProgramPlan, costs: list[InstrCost], copies: dict[str, int])
         return hit
     timeline = Timeline(plan.regions, copies)
     exposed: dict[str, int] = {}
-    for k, (reads, writes, op) in zip(plan.keys, plan.accesses):
+    for k, (reads, writes, op), hoist in zip(plan.keys, plan.accesses, plan.hoist):
         c = costs[k]
-        e = timeline.schedule(c.unit, c.cycles, reads, writes, op)
+        e = timeline.schedule(c.unit, c.cycles, reads, writes, op, hoist)
         if c.unit != "sync":
             exposed[op] = exposed.get(op, 0) + e
     if len(plan.timings) > 256:   # a sweep over many clocks: keep the memory bounded

@@ -10,10 +10,15 @@ it is used for::
 
 * ``use``: ``fit`` (a constant is fitted to it: reaching it is calibration, not evidence), ``validate`` (no
   fit used it: the simulation predicts it), or ``identity`` (arithmetic of published inputs, e.g. a peak).
-* ``metric``: what of a simulation it is (``METRICS``); ``model``/``context``/``point``: the workload (a
-  built-in model, its KV-cache size) and the operating point; ``ops_per_mac``: how the source counts ops
+* ``metric``: what of a simulation it is (``METRICS``), or of the config's units alone (``UNIT_METRICS``: a
+  LUT unit's compute density and energy efficiency over a MAC unit's); ``model``/``context``/``point``: the
+  workload (a built-in model, its KV-cache size) and the operating point; ``ops_per_mac``: how the source counts ops
   (ladder counts 2 per MAC; PIM-LLM counts 1), required for ``gops``, ``gops_per_w`` and ``peak_tops``.
 * ``tolerance``: the error a validation test accepts (default 0.15).
+* ``energy_counts``: for energy figures (``gops_per_w``, ``power_*``), the energy components the source prices
+  (default: all of the chip's). A source's tools may price part of a chip only (PIM-LLM: its crossbars by
+  MNSIM 2.0 and its systolic array's logic by synthesis, no SRAM); its fitted and predicted figures then
+  share that scope, written beside them with the reason.
 
 Each fitted constant has a ``[fit."KEY"]`` table: the figure it is fitted to (``to``), the search range, and
 the reference value it should stay near, with where that reference comes from::
@@ -42,7 +47,8 @@ from typing import Any
 from ladder.errors import LadderError
 
 from .config import ConfigError, HwConfig, load_config, with_overrides
-from .costsim import operating_point
+from .area import lut_vs_mac
+from .costsim import COMPONENTS, CostModel, operating_point
 from .report import Report
 
 USES = ("fit", "validate", "identity")
@@ -53,16 +59,41 @@ def _ops_scale(fig: dict) -> float:
     return fig["ops_per_mac"] / 2.0   # ladder's reports count 2 ops per MAC
 
 
+def _energy_j(r: Report, fig: dict) -> float:
+    """The energy of one run as the source counts it: the chip's (ladder's reports), or only the components a
+    figure's ``energy_counts`` names (a source whose tools price some of the chip and not the rest)."""
+    counts = fig.get("energy_counts")
+    if counts is None:
+        return r.energy_j()
+    return sum(r.sim.energy_pj[c] for c in counts) * 1e-12
+
+
+def _gops_per_w(r: Report, fig: dict) -> float:
+    e = _energy_j(r, fig)
+    return r.sim.ops / e / 1e9 * _ops_scale(fig) if e else 0.0
+
+
+def _power(r: Report, fig: dict) -> float:
+    return _energy_j(r, fig) / r.latency_s if r.latency_s else 0.0
+
+
 METRICS = {
     "tokens_per_s": lambda r, f: r.tokens_per_s,
     "latency_ms": lambda r, f: r.latency_s * 1e3,
-    "power_mw": lambda r, f: r.power_w * 1e3,
-    "power_w": lambda r, f: r.power_w,
+    "power_mw": lambda r, f: _power(r, f) * 1e3,
+    "power_w": lambda r, f: _power(r, f),
     "gops": lambda r, f: r.tops * 1e3 * _ops_scale(f),
-    "gops_per_w": lambda r, f: r.tops_per_w * 1e3 * _ops_scale(f),
+    "gops_per_w": _gops_per_w,
     "peak_tops": lambda r, f: r.sim.model.peak_tops(("lut",)) * _ops_scale(f),
     "attention_share": lambda r, f: r.latency_share("attention"),
     "area_mm2": lambda r, f: r.area.total_mm2,
+}
+
+# Figures of the config's units alone (no workload): a LUT unit against a MAC unit (``area.lut_vs_mac``), at
+# the figure's ``weight_bits`` and ``act_bits``.
+UNIT_METRICS = {
+    "density_vs_mac": lambda m, f: lut_vs_mac(m, f.get("weight_bits", 1), f.get("act_bits", 8)).density,
+    "efficiency_vs_mac": lambda m, f: lut_vs_mac(m, f.get("weight_bits", 1), f.get("act_bits", 8)).efficiency,
 }
 
 
@@ -83,7 +114,10 @@ class Figure:
         return float(self.spec.get("tolerance", 0.15))
 
     def error(self, simulated: float) -> float:
-        """Relative error; 0 inside a published range."""
+        """Relative error; 0 inside a published range, or at or above a published floor (``compare =
+        "at_least"``: a source that says "over 10x")."""
+        if self.spec.get("compare") == "at_least":
+            return 0.0 if simulated >= self.value else (simulated - self.value) / self.value
         if isinstance(self.value, list):
             lo, hi = self.value
             return 0.0 if lo <= simulated <= hi else (simulated - (lo if simulated < lo else hi)) / self.target
@@ -111,13 +145,18 @@ def figures(cfg: HwConfig) -> dict[str, Figure]:
         use, metric = spec.get("use"), spec.get("metric")
         if use not in USES:
             raise ConfigError(f"{where}: use must be one of {', '.join(USES)}, got {use!r}")
-        if metric not in METRICS:
-            raise ConfigError(f"{where}: metric must be one of {', '.join(METRICS)}, got {metric!r}")
+        if metric not in METRICS and metric not in UNIT_METRICS:
+            raise ConfigError(f"{where}: metric must be one of {', '.join([*METRICS, *UNIT_METRICS])}, got "
+                              f"{metric!r}")
         if metric in OPS_METRICS and spec.get("ops_per_mac") not in (1, 2):
             raise ConfigError(f"{where}: a {metric} figure must say how its source counts ops: ops_per_mac = 1 "
                               f"or 2")
         if "source" not in spec:
             raise ConfigError(f"{where}: a published figure needs its source")
+        counts = spec.get("energy_counts")
+        if counts is not None and (not isinstance(counts, list) or not set(counts) <= set(COMPONENTS)):
+            raise ConfigError(f"{where}: energy_counts must list energy components ({', '.join(COMPONENTS)}), "
+                              f"got {counts!r}")
         out[name] = Figure(name, spec["value"], metric, use, spec)
     return out
 
@@ -183,6 +222,8 @@ class Evaluator:
         return cost(self.programs[pkey], workload, cfg)
 
     def simulate(self, fig: Figure, values: dict[str, float]) -> float:
+        if fig.metric in UNIT_METRICS:
+            return UNIT_METRICS[fig.metric](CostModel.of(self.config(values, fig.spec.get("point"))), fig.spec)
         return METRICS[fig.metric](self.report(fig, values), fig.spec)
 
 
@@ -388,5 +429,5 @@ def fit_command(args) -> int:
     return 0
 
 
-__all__ = ["Evaluator", "Figure", "FigureRow", "FitResult", "FitSpec", "METRICS", "add_fit_parser", "figure_rows",
-           "figures", "fit_command", "fit_config", "fit_specs", "fit_table", "write_fitted"]
+__all__ = ["Evaluator", "Figure", "FigureRow", "FitResult", "FitSpec", "METRICS", "UNIT_METRICS", "add_fit_parser",
+           "figure_rows", "figures", "fit_command", "fit_config", "fit_specs", "fit_table", "write_fitted"]
