@@ -60,7 +60,7 @@ def _graph(rnd: random.Random) -> ladder.Graph:
             w = b.param(f"w{i}", f"{dt}[{n}, {last}]")
             if kind == "lowbit":
                 group = rnd.choice([g for g in (0, -1, 32, 8) if g <= 0 or last % g == 0])
-                scale = [n, last // group] if group > 0 else ([n] if group == 0 else [1])
+                scale = [n, last // group] if group > 0 else ([n, 1] if group == 0 else [1])
                 s = b.param(f"s{i}", f"f32{scale}")
                 zero = dt.startswith("u") and rnd.random() < 0.5
                 ops = [w, s] + ([b.param(f"z{i}", f"f32{scale}")] if zero else [])
