@@ -96,7 +96,7 @@ def _pipeline(args, graph):
 
 def _replay(args, snapshots) -> None:
     """Give --print-ir-after-all, --time-passes and --dump-dir what a pipeline already run left in
-    ``snapshots`` (the graph before it and after each pass, with the pass's time)."""
+    ``snapshots`` (the graph before it and after each pass, with the pass's time and rewrite trace)."""
     from .passes import DumpToDir, PrintIRAfterAll, TimePasses
 
     instruments = ([PrintIRAfterAll(sys.stdout)] if args.print_ir_after_all else []) \
@@ -105,8 +105,9 @@ def _replay(args, snapshots) -> None:
         return
     for ins in instruments:
         ins.before_pipeline(snapshots.items[0].graph)
-        for snap in snapshots.items[1:]:
-            ins.after_pass(snap.label, snap.graph, snap.seconds)  # instruments print a pass by its label
+        for snap in snapshots.items[1:]:  # instruments print a pass by its label
+            ins.on_trace(snap.label, snap.trace)
+            ins.after_pass(snap.label, snap.graph, snap.seconds)
         ins.after_pipeline(snapshots.items[-1].graph)
 
 

@@ -1,18 +1,20 @@
 """canonicalize: fold constants, apply named simplification rules, merge duplicates, remove dead ops.
 
 None of these change what the graph computes: folding runs the reference semantics of the op at compile time.
+Folding (``fold-constant``) and the simplifications are rewrite patterns (ladder.passes.patterns), so the
+trace names each one that fired; merging duplicates and removing dead ops are whole-graph sweeps.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 
 from ..ir import ConstData, Graph, Op
 from ..ops import OPS, InferError
 from .manager import Pass, register_pass
+from .patterns import Firing, RewritePattern, apply_patterns, pattern
 
 
 @register_pass("canonicalize")
@@ -24,15 +26,17 @@ class Canonicalize(Pass):
     dce: bool = True
 
     def run(self, graph: Graph) -> Graph:
+        return self.run_traced(graph)[0]
+
+    def run_traced(self, graph: Graph) -> tuple[Graph, list[Firing]]:
         g = graph.copy()
-        if self.fold:
-            fold_constants(g, self.fold_limit)
-        simplify(g)
+        trace = apply_patterns(g, [fold_constant(self.fold_limit)]) if self.fold else []
+        trace += apply_patterns(g, SIMPLIFICATIONS)
         if self.cse:
             merge_duplicates(g)
         if self.dce:
             remove_dead(g)
-        return g
+        return g, trace
 
 
 def _const_value(g: Graph, name: str):
@@ -43,97 +47,63 @@ def _const_value(g: Graph, name: str):
     return op.attr["value"].array if op.kind == "const" else None
 
 
-def fold_constants(g: Graph, limit: int) -> int:
-    """Replace single-result ops whose operands are all consts by a const holding their result."""
-    folded = 0
-    for node in g.nodes():
-        op = g.op(node)
+def fold_constant(limit: int) -> RewritePattern:
+    """A single-result op whose operands are all consts becomes a const holding its result (of at most
+    ``limit`` elements)."""
+
+    @pattern("fold-constant")
+    def fold(g: Graph, op: Op):
         if op.kind in ("param", "const") or len(op.results) != 1 or op.result.type.size > limit:
-            continue
+            return None
         if op.result.type.layout:  # packed storage is made by 'pack' when weights are bound, never a const
-            continue
+            return None
         args = [_const_value(g, o) for o in op.operands]
         if any(a is None for a in args):
-            continue
+            return None
         opdef = OPS[op.kind]
         try:
             with np.errstate(all="ignore"):
                 (value,) = opdef.compute(args, opdef.full_attrs(op.attr), [op.result.type],
                                          [g.type_of(o) for o in op.operands])
         except InferError:
-            continue  # e.g. an index out of range: leave it to fail at run time with its location
-        g.replace_op(node, Op.make("const", (), {"value": ConstData(np.asarray(value))}, op.results, op.loc))
-        folded += 1
-    return folded
+            return None  # e.g. an index out of range: leave it to fail at run time with its location
+        return Op.make("const", (), {"value": ConstData(np.asarray(value))}, op.results, op.loc)
+
+    return fold
 
 
-# -- named simplification rules: each returns the value that replaces the op's result, or None ----------
+# -- named simplifications, applied once over the graph in this order ---------------------------------------
 
-Rule = Callable[[Graph, Op], "str | None"]
-
-
-def _same_shape_reshape(g: Graph, op: Op):
-    if op.kind == "reshape" and g.type_of(op.operands[0]) == op.result.type:
-        return op.operands[0]
-    return None
+@pattern("reshape-to-same-shape", "reshape")
+def reshape_to_same_shape(g: Graph, op: Op):
+    return op.operands[0] if g.type_of(op.operands[0]) == op.result.type else None
 
 
-def _identity_transpose(g: Graph, op: Op):
-    if op.kind == "transpose" and tuple(op.attr["perm"]) == tuple(range(op.result.type.rank)):
-        return op.operands[0]
-    return None
+@pattern("identity-transpose", "transpose")
+def identity_transpose(g: Graph, op: Op):
+    return op.operands[0] if tuple(op.attr["perm"]) == tuple(range(op.result.type.rank)) else None
 
 
-def _reshape_of_reshape(g: Graph, op: Op):
-    if op.kind != "reshape":
-        return None
+@pattern("reshape-of-reshape", "reshape")
+def reshape_of_reshape(g: Graph, op: Op):
     src = g.producer(op.operands[0])
     if src is None or g.op(src).kind != "reshape":
         return None
-    inner = g.op(src)
-    g.replace_op(g.producer(op.name), op.with_(operands=inner.operands))
-    return None
+    return op.with_(operands=g.op(src).operands)
 
 
-def _double_negation(g: Graph, op: Op):
-    if op.kind != "neg":
-        return None
+@pattern("double-negation", "neg")
+def double_negation(g: Graph, op: Op):
     src = g.producer(op.operands[0])
-    if src is not None and g.op(src).kind == "neg":
-        return g.op(src).operands[0]
-    return None
+    return g.op(src).operands[0] if src is not None and g.op(src).kind == "neg" else None
 
 
-def _single_concat(g: Graph, op: Op):
-    return op.operands[0] if op.kind == "concat" and len(op.operands) == 1 else None
+@pattern("single-concat", "concat")
+def single_concat(g: Graph, op: Op):
+    return op.operands[0] if len(op.operands) == 1 else None
 
 
-RULES: dict[str, Rule] = {
-    "reshape-to-same-shape": _same_shape_reshape,
-    "identity-transpose": _identity_transpose,
-    "reshape-of-reshape": _reshape_of_reshape,
-    "double-negation": _double_negation,
-    "single-concat": _single_concat,
-}
-
-
-def simplify(g: Graph) -> list[tuple[str, str]]:
-    """Apply RULES once over the graph in order; returns (rule, value) for each rule that fired."""
-    fired = []
-    for node in g.nodes():
-        if node not in g.nx:
-            continue
-        for rule_name, rule in RULES.items():
-            op = g.op(node)
-            before = op
-            repl = rule(g, op)
-            if repl is not None and op.name not in g.outputs:
-                g.replace_uses(op.name, repl)
-                fired.append((rule_name, op.name))
-                break
-            if g.op(node) is not before:
-                fired.append((rule_name, op.name))
-    return fired
+SIMPLIFICATIONS = [reshape_to_same_shape, identity_transpose, reshape_of_reshape, double_negation, single_concat]
 
 
 def merge_duplicates(g: Graph) -> int:

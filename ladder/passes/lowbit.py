@@ -28,7 +28,9 @@ from ..ops.lowbit import EPILOGUES, block_scales
 from ..packing import PACKINGS, packings_for
 from ..target import get_target
 from ..types import DTYPES
+from .canonicalize import remove_dead
 from .manager import Pass, register_pass
+from .patterns import Firing, apply_patterns, pattern
 
 
 def weight_values(g: Graph) -> set[str]:
@@ -160,25 +162,24 @@ def _packing_with_block(target, dt, group: int, override: str | None):
 @register_pass("fuse")
 @dataclass(frozen=True)
 class Fuse(Pass):
+    """Rewrite patterns, in this order: ``fuse-q8-blocks`` (with ``int8_blocks``), ``fuse-dequant-matmul`` and
+    ``fuse-int-chain`` at each matmul (the first that fires wins), then, in a second sweep, ``fold-epilogue``
+    (with ``epilogues``)."""
+
     epilogues: bool = True
     int8_blocks: bool = True
 
     def run(self, graph: Graph) -> Graph:
-        g = graph.copy()
-        rules = ([_fuse_q8_blocks] if self.int8_blocks else []) + [_fuse_dequant_matmul, _fuse_int_chain]
-        for node in g.nodes():
-            op = g.op(node)
-            if op.kind == "matmul":
-                for rule in rules:
-                    candidate = rule(g, op)
-                    if candidate is not None and _replace(g, *candidate):
-                        break
-        if self.epilogues:
-            _fuse_epilogues(g)
-        from .canonicalize import remove_dead
+        return self.run_traced(graph)[0]
 
+    def run_traced(self, graph: Graph) -> tuple[Graph, list[Firing]]:
+        g = graph.copy()
+        trace = apply_patterns(g, ([fuse_q8_blocks] if self.int8_blocks else [])
+                               + [fuse_dequant_matmul, fuse_int_chain])
+        if self.epilogues:
+            trace += apply_patterns(g, [fold_epilogue])
         remove_dead(g)
-        return g
+        return g, trace
 
 
 def _weight_operand(g: Graph, name: str) -> str:
@@ -187,7 +188,19 @@ def _weight_operand(g: Graph, name: str) -> str:
     return p.operands[0] if p is not None and p.kind == "unpack" else name
 
 
-def _fuse_dequant_matmul(g: Graph, mm: Op):
+def _fused(g: Graph, old: Op, kind: str, operands, attrs) -> Op | None:
+    """The fused op that takes ``old``'s place (and name), its operands all defined before ``old``; None when
+    it does not take these operands (e.g. i16 activations)."""
+    try:
+        return make_op(kind, operands, [g.type_of(o) for o in operands], attrs, [old.name], None, old.loc)
+    except VerifyError:
+        return None
+
+
+@pattern("fuse-dequant-matmul", "matmul")
+def fuse_dequant_matmul(g: Graph, mm: Op):
+    """matmul(x, dequant(w, scales...)) along K -> qmatmul(x, w, scales...) (w the packed tensor behind an
+    unpack; no scales when they are inside w's blocks)."""
     b = _producer_op(g, mm.operands[1])
     x_t = g.type_of(mm.operands[0])
     if b is None or b.kind != "dequant" or not x_t.dtype.is_float:
@@ -206,10 +219,11 @@ def _fuse_dequant_matmul(g: Graph, mm: Op):
         if packer is None or list(packer.operands[1:]) != scales:
             return None  # the scales inside w are not this dequant's
         scales = []
-    return mm, ("qmatmul", [mm.operands[0], w] + scales, attrs)
+    return _fused(g, mm, "qmatmul", [mm.operands[0], w] + scales, attrs)
 
 
-def _fuse_q8_blocks(g: Graph, mm: Op):
+@pattern("fuse-q8-blocks", "matmul")
+def fuse_q8_blocks(g: Graph, mm: Op):
     """matmul(dequant(xq, sx), dequant(w, sw), transpose_b) -> qmatmul_q8(xq, sx, w, sw): both dequants along K
     by one group, without zeros, to f32; xq int8 codes from absmax quantization (never -128, so the op's
     clip of x at -127 changes nothing); w 2-D integer codes, packed or not."""
@@ -238,11 +252,12 @@ def _fuse_q8_blocks(g: Graph, mm: Op):
         if packer is None or list(packer.operands[1:]) != scales:
             return None  # the scales inside w are not this dequant's
         scales = []
-    return mm, ("qmatmul_q8", [a.operands[0], a.operands[1], w] + scales, {"group": da["group"]})
+    return _fused(g, mm, "qmatmul_q8", [a.operands[0], a.operands[1], w] + scales, {"group": da["group"]})
 
 
-def _fuse_int_chain(g: Graph, mm: Op):
-    """f32(matmul(xq, w)) * s1 * s2 -> qmatmul_i8(xq, w, s1, s2)."""
+@pattern("fuse-int-chain", "matmul")
+def fuse_int_chain(g: Graph, mm: Op):
+    """f32(matmul(xq, w)) * s1 * s2 -> qmatmul_i8(xq, w, s1, s2), in the place of the last mul."""
     if mm.result.type.dtype != DTYPES["i32"] or not _single_use(g, mm.name):
         return None
     cast = g.op(g.users(mm.name)[0])
@@ -257,38 +272,21 @@ def _fuse_int_chain(g: Graph, mm: Op):
     if m1.result.type != cast.result.type:
         return None
     operands = [mm.operands[0], _weight_operand(g, mm.operands[1]), m1.operands[1], m2.operands[1]]
-    return m2, ("qmatmul_i8", operands, {"transpose_b": mm.attr.get("transpose_b", False)})
+    return _fused(g, m2, "qmatmul_i8", operands, {"transpose_b": mm.attr.get("transpose_b", False)})
 
 
-def _replace(g: Graph, old: Op, new) -> bool:
-    """Replace ``old`` (keeping its result name) by a new op whose operands are all defined before ``old``.
-    False, and nothing changed, when the fused op does not take these operands (e.g. i16 activations)."""
-    kind, operands, attrs = new
-    types = [g.type_of(o) for o in operands]
-    try:
-        op = make_op(kind, operands, types, attrs, [old.name], None, old.loc)
-    except VerifyError:
-        return False
-    g.replace_op(g.producer(old.name), op)
-    return True
-
-
-def _fuse_epilogues(g: Graph) -> None:
-    for node in g.nodes():
-        if node not in g.nx:
-            continue
-        op = g.op(node)
-        while op.kind in ("qmatmul", "qmatmul_i8") and _single_use(g, op.name):
-            user = g.op(g.users(op.name)[0])
-            if user.kind not in EPILOGUES or OPS[user.kind].normalize_attrs(user.attr):
-                break
-            # the fused op takes the user's place (and name); the user's result type is the same
-            fused = op.with_(results=user.results, loc=op.loc,
-                             attrs={**op.attr, "epilogue": tuple(op.attr.get("epilogue", ())) + (user.kind,)})
-            user_node = g.producer(user.name)
-            g.replace_op(user_node, fused.with_(operands=op.operands))
-            g.remove_op(node)
-            node, op = user_node, g.op(user_node)
+@pattern("fold-epilogue", "qmatmul", "qmatmul_i8")
+def fold_epilogue(g: Graph, op: Op):
+    """A unary element-wise op without attributes, the only user of a qmatmul, joins its epilogue: the fused op
+    takes the user's place (and name; its result type is the same). A chain of them folds one by one, as the
+    sweep reaches each user."""
+    if not _single_use(g, op.name):
+        return None
+    user = g.op(g.users(op.name)[0])
+    if user.kind not in EPILOGUES or OPS[user.kind].normalize_attrs(user.attr):
+        return None
+    return op.with_(results=user.results,
+                    attrs={**op.attr, "epilogue": tuple(op.attr.get("epilogue", ())) + (user.kind,)})
 
 
 # -- quantize-activations and quantize-weights -----------------------------------------------------------

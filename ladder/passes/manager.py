@@ -2,8 +2,10 @@
 
 A pass is a frozen dataclass: its ``name`` is registered with ``@register_pass("name")`` and its options are
 its fields, so ``Canonicalize(fold_limit=64)`` in Python is ``canonicalize{fold_limit=64}`` in a pipeline.
-``run(graph)`` returns a new graph (it may copy and edit). The manager verifies after each pass and calls
-every instrument's ``after_pass(pass, graph, seconds)``.
+``run(graph)`` returns a new graph (it may copy and edit). A pass built from rewrite patterns
+(ladder.passes.patterns: canonicalize, fuse) also says which fired: ``run_traced(graph)`` returns the graph and
+that trace. The manager verifies after each pass and calls every instrument's ``on_trace(pass, trace)``, then
+its ``after_pass(pass, graph, seconds)``.
 
 A manager made with a compile context (``PassManager(pipeline, context=ctx)``, ladder.context: what
 ``ladder.compile`` was given) hands it to every pass before running: ``Pass.with_context(ctx)`` returns the
@@ -14,6 +16,7 @@ options stay what the pipeline says; the context only supplies what was read onc
 from __future__ import annotations
 
 import dataclasses
+import html
 import os
 import re
 import sys
@@ -26,6 +29,7 @@ from ..context import CompileContext
 from ..errors import LadderError, Location, PipelineError, VerifyError
 from ..ir import Graph
 from ..verifier import verify
+from .patterns import Firing
 
 PASSES: dict[str, type["Pass"]] = {}
 
@@ -38,6 +42,10 @@ class Pass:
 
     def run(self, graph: Graph) -> Graph:
         raise NotImplementedError
+
+    def run_traced(self, graph: Graph) -> tuple[Graph, list[Firing]]:
+        """What ``run`` returns, and the rewrites that made it (a pass built from patterns records them)."""
+        return self.run(graph), []
 
     def with_context(self, ctx: CompileContext) -> "Pass":
         """This pass as it runs in a compile with context ``ctx``: a pass that takes something from the context
@@ -136,6 +144,9 @@ class Instrument:
     def before_pipeline(self, graph: Graph) -> None:
         pass
 
+    def on_trace(self, p: Pass, trace: Sequence[Firing]) -> None:
+        """The rewrites pass ``p`` made (empty for a pass not built from patterns), just before its after_pass."""
+
     def after_pass(self, p: Pass, graph: Graph, seconds: float) -> None:
         pass
 
@@ -144,12 +155,21 @@ class Instrument:
 
 
 class PrintIRAfterAll(Instrument):
+    """The IR after each pass, then the rewrites that made it as comments (``# fuse: fuse-dequant-matmul on %y =
+    matmul (examples/ffn.lir:11:10)``), so the text between two headers parses back to the graph."""
+
     def __init__(self, stream: TextIO | None = None):
         self.stream = stream
+        self._trace: Sequence[Firing] = ()
+
+    def on_trace(self, p, trace):
+        self._trace = trace
 
     def after_pass(self, p, graph, seconds):
         out = self.stream or sys.stdout
-        out.write(f"// ----- IR after {p} -----\n{graph}\n")
+        trace = "".join(f"# {p}: {f}\n" for f in self._trace)
+        self._trace = ()
+        out.write(f"// ----- IR after {p} -----\n{graph}{trace}\n")
 
 
 class TimePasses(Instrument):
@@ -200,13 +220,15 @@ class Snapshot:
     label: str
     graph: Graph
     seconds: float
+    trace: tuple[Firing, ...] = ()  # the rewrites the pass made
 
     @property
     def text(self) -> str:
         return str(self.graph)
 
     def _repr_html_(self) -> str:
-        return f"<b>after {self.label}</b> ({self.seconds * 1e3:.2f} ms)" + self.graph._repr_html_()
+        fired = "".join(f"<br><code>{html.escape(str(f))}</code>" for f in self.trace)
+        return f"<b>after {self.label}</b> ({self.seconds * 1e3:.2f} ms){fired}" + self.graph._repr_html_()
 
 
 class Snapshots(Instrument):
@@ -214,12 +236,17 @@ class Snapshots(Instrument):
 
     def __init__(self):
         self.items: list[Snapshot] = []
+        self._trace: tuple[Firing, ...] = ()
 
     def before_pipeline(self, graph):
         self.items.append(Snapshot("input", graph.copy(), 0.0))
 
+    def on_trace(self, p, trace):
+        self._trace = tuple(trace)
+
     def after_pass(self, p, graph, seconds):
-        self.items.append(Snapshot(str(p), graph.copy(), seconds))
+        self.items.append(Snapshot(str(p), graph.copy(), seconds, self._trace))
+        self._trace = ()
 
     def __getitem__(self, i):
         return self.items[i]
@@ -264,7 +291,7 @@ class PassManager:
         for p in self.passes:
             t0 = time.perf_counter()
             try:
-                graph = p.run(graph)
+                graph, trace = p.run_traced(graph)
             except LadderError:
                 raise
             except Exception as e:  # a bug in a pass must still say which pass
@@ -276,6 +303,7 @@ class PassManager:
                 except VerifyError as e:
                     raise PipelineError(f"the graph does not verify after pass '{p}':\n{e}") from None
             for ins in self.instruments:
+                ins.on_trace(p, trace)
                 ins.after_pass(p, graph, seconds)
         for ins in self.instruments:
             ins.after_pipeline(graph)
