@@ -10,6 +10,13 @@ The reference is the spec. A compiled result must agree with it:
   vectorisation moves each result by up to about K ulps of the largest partial sum; 1e-3 covers K up to ~8000);
 - NaN where the reference has NaN.
 
+A quantize turns a float that differs in its last bits into a code one step away at a rounding tie, and the ops
+after it carry that step on (a dequantized value moves by a whole scale, an integer matmul by a code times a
+row). So a graph is checked piecewise at its quantizes: the compiled module also returns each quantize's codes
+and scale, which must agree with the reference's (codes as above, scales within ``RTOL``), and the outputs must
+agree with the reference run *from the compiled codes and scales* (the graph cut at its quantizes, whose
+results become inputs). Without a quantize this is the plain comparison.
+
 A disagreement is an AssertionError naming target, threads, output, the worst element and both values; the
 driver counts it under "other exceptions".
 """
@@ -17,6 +24,7 @@ driver counts it under "other exceptions".
 from __future__ import annotations
 
 import random
+import re
 
 import numpy as np
 
@@ -133,17 +141,49 @@ def _compare(want: np.ndarray, got: np.ndarray, where: str) -> None:
                              f"bound {bound:.3g} = {RTOL} x max |reference|")
 
 
+def _header(text: str) -> tuple[str, str, str, str]:
+    """A printed graph's first line split: (up to the inputs' "(", the inputs, the results, the rest)."""
+    first, rest = text.split("\n", 1)
+    m = re.match(r"(graph @\S+?\()(.*)\) -> (.*) \{$", first)
+    return m.group(1), m.group(2), m.group(3).strip("()"), rest
+
+
+def _with_quantize_outputs(g: ladder.Graph) -> tuple[ladder.Graph, list[str]]:
+    """``g`` also returning every quantize's results (codes, scale), and their names."""
+    cut = [r.name for op in g.ops() if op.kind == "quantize" for r in op.results]
+    if not cut:
+        return g, []
+    head, ins, outs, body = _header(str(g))
+    types = ", ".join([outs] + [str(g.type_of(n)) for n in cut])
+    body = re.sub(r"^(\s*return .*)$", lambda m: m.group(1) + "".join(f", %{n}" for n in cut), body, flags=re.M)
+    return ladder.parse(f"{head}{ins}) -> ({types}) {{\n{body}"), cut
+
+
+def _cut_at(g: ladder.Graph, cut: list[str]) -> ladder.Graph:
+    """``g`` with its quantizes' results as inputs instead (the quantizes dropped)."""
+    head, ins, outs, body = _header(str(g))
+    body = re.sub(r"^\s*%[^=]+= quantize .*\n", "", body, flags=re.M)
+    ins = ", ".join([ins] + [f"%{n}: {g.type_of(n)}" for n in cut])
+    return ladder.parse(f"{head}{ins}) -> ({outs}) {{\n{body}")
+
+
 def check_graph(g: ladder.Graph, seed: int) -> None:
     rng = np.random.default_rng(seed)
     w = weights.random(g, seed)
     feeds = _inputs(g, rng)
-    want = ladder.run(g, feeds, weights=w)
+    full, cut = _with_quantize_outputs(g)
+    want = ladder.run(full, feeds, weights=w)
+    piece = _cut_at(g, cut) if cut else None
     for target in TARGETS:
-        m = ladder.compile(g, target=target, weights=w, cache=False)
+        m = ladder.compile(full, target=target, weights=w, cache=False)
         for threads in (1, 2):
             got = m(feeds, threads=threads)
-            for name in want:
-                _compare(np.asarray(want[name]), np.asarray(got[name]), f"{target} threads={threads} %{name}")
+            where = f"{target} threads={threads}"
+            for name in cut:
+                _compare(np.asarray(want[name]), np.asarray(got[name]), f"{where} %{name} (a quantize's)")
+            ref = want if piece is None else ladder.run(piece, {**feeds, **{n: got[n] for n in cut}}, weights=w)
+            for name in g.outputs:
+                _compare(np.asarray(ref[name]), np.asarray(got[name]), f"{where} %{name}")
 
 
 def check(path: str) -> None:
