@@ -1,4 +1,4 @@
-"""Packings: how a low-bit tensor is stored in bytes, and the decode a kernel performs.
+"""Packings: how a low-bit tensor is stored in bytes, declared once; everything else is derived.
 
 Every packing works along the **last axis** (K of a weight ``[N, K]``): a tensor ``[..., K]`` of codes becomes
 ``uint8[..., row_bytes]``. ``pack`` is vectorised numpy (it runs once, on the weights, at compile time);
@@ -20,6 +20,9 @@ nib{B}      i4 u4 nf4 fp4        blocks of 2B codes in B bytes: byte j = c[j] | 
 crumb       i2 u2 ternary        byte j = c[4j] | c[4j+1] << 2 | c[4j+2] << 4 | c[4j+3] << 6     (2 bits/w)
 crumb{B}    i2 u2 ternary        blocks of 4B codes in B bytes: byte j = c[j] << 6 | c[j+B] << 4 | c[j+2B] << 2
                                  | c[j+3B] (bitnet.cpp's I2_S; B = 32 for AVX2, 64 for AVX-512)
+tq2         i2 u2 ternary        blocks of 256 codes in 64 bytes, two 32-byte halves of 128 codes: byte j of
+                                 half h = c[128h+j] | c[128h+j+32] << 2 | c[128h+j+64] << 4 | c[128h+j+96] << 6;
+                                 with ``+f16`` the scale *follows* the block (llama.cpp's TQ2_0, byte for byte)
 trit5       ternary              blocks of 160 in 32 bytes: byte m = ceil(256 q / 243),
                                  q = sum_n t[m + 32n] 3^(4-n), t = value + 1; trit n of byte b is
                                  ((b * 3^n) mod 256) * 3 >> 8 (llama.cpp TQ1_0)                  (1.6 bits/w)
@@ -29,19 +32,49 @@ planes      i1 u1 i2 u2          T-MAC bit planes: a row is P planes of ceil(K/8
                                  of positions 8j..8j+3 (bit t from position 8j+t) and its high nibble that of
                                  positions 8j+4..8j+7
 ==========  ===================  ==============================================================================
+
+A ``+SCALE`` suffix (``nib16+f16``, ``crumb32+bf16z``) puts each block's scale (and zero) beside its codes:
+``ScaledPacking``.
+
+**One declaration per layout.** Each row of the table is one ``Packing(...)`` in ``_declare()`` below, by its
+geometry alone:
+
+* ``block`` codes in ``block_bytes`` bytes (per plane for bit planes); a byte holds ``slots = block //
+  block_bytes`` codes;
+* the order of the codes in a block: the block is cut into ``chunk``-byte chunks (the whole block by default);
+  code i of a chunk sits in byte ``i % chunk``, slot ``i // chunk`` (``place``);
+* how a slot sits in its byte: a ``bits``-wide field at ``shifts[slot]`` (0, bits, 2 bits, ... by default), or,
+  with ``radix``, a base-``radix`` digit (slot 0 the most significant; the byte holds ceil(256 q / radix^slots));
+* ``planes``: one plane per code bit, plane-major in the row, each plane the 1-bit layout of the declaration;
+* ``codes``: ``"type"`` (the type's codes) or ``"offset"`` (value - min, offset binary);
+* ``scale_at``: where ``+SCALE`` puts a block's scale and zero, ``"front"`` or ``"end"`` of the block.
+
+From the declaration come: numpy ``pack``/``unpack`` (here), the LLVM scalar decode of one code
+(``backends/llvm/lowerings/matmul.py`` ``Decoder``: byte offset, shift, mask, digit and code fix-up, from
+``place``/``shift``), the vector decoders' shifts, masks and XOR constants (``value_offset``, ``byte_xor``),
+the unpack/pack kernels (``lowerings/movement.py``), the table-lookup index fields of bit planes
+(``index_shifts``, ``plane_indices``: ``lowerings/lut.py`` and the ASIC simulator) and the ASIC weight images
+(``pack``).
+
+**Adding a layout:** append one ``Packing(...)`` to ``_declare()`` and a row to the table above; it then
+packs, unpacks, round-trips through ``+SCALE``, decodes in every generic kernel and in the unpack/pack
+kernels. A SIMD kernel takes it when its geometry fits what the kernel decodes (the fast matmul: fields of at
+most 4 bits or base-3 digits, in 16-byte blocks or 32-byte chunks; ``qmatmul_q8``: nib16's geometry); a target
+prefers it by naming it in ``ladder/target.py``. Its tests: the independent byte oracle of
+tests/test_packing.py (``DOC_TYPES``, ``ref_pack_row``, written from the table row) and, for what the kernels
+compute over it, tests/test_layouts.py, where ``tq2`` shows a layout added that way.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable
 
 import ml_dtypes
 import numpy as np
 
-from .errors import LadderError
 from .dtypes import DTYPES, DType
+from .errors import LadderError
 
 
 # -- values <-> codes --------------------------------------------------------------------------------
@@ -95,28 +128,126 @@ def _pad_last(codes: np.ndarray, multiple: int, fill: int) -> np.ndarray:
     return out
 
 
-# -- packings --------------------------------------------------------------------------------------------
+# -- the declaration ---------------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
 class Packing:
-    """A storage layout along the last axis. ``block`` codes go into ``block_bytes`` bytes."""
+    """A storage layout along the last axis, declared by its geometry (see the module docstring)."""
 
     name: str
     dtypes: frozenset[str]
-    block: int  # codes per block (K is padded to a multiple)
-    block_bytes: int
     doc: str
-    _pack: Callable[[np.ndarray, "Packing", DType], np.ndarray]
-    _unpack: Callable[[np.ndarray, "Packing", DType, int], np.ndarray]
+    block: int  # codes per block (K is padded to a multiple)
+    block_bytes: int  # bytes per block (per plane with planes)
+    bits: int = 0  # width of a code's bit field in its byte (0: radix digits)
+    shifts: tuple[int, ...] = ()  # bit offset of slot h's field (default: h * bits)
+    chunk: int = 0  # bytes per chunk (0: the whole block); code i of a chunk: byte i % chunk, slot i // chunk
+    radix: int = 0  # > 0: a byte holds its slots as base-radix digits, slot 0 most significant
     planes: bool = False  # one plane per code bit (bytes per block scale with the type's bits)
+    codes: str = "type"  # "type": the type's codes; "offset": offset binary (value - min)
+    scale_at: str = "front"  # where +SCALE puts a block's scale (and zero): "front" or "end"
+
+    def __post_init__(self):
+        def bad(why):
+            raise LadderError(f"internal: packing {self.name}: {why}")
+        if self.block <= 0 or self.block_bytes <= 0 or self.block % self.block_bytes:
+            bad("block must be a whole number of codes per byte")
+        if self.block_bytes % self.chunk_bytes:
+            bad("chunk must divide block_bytes")
+        h = self.slots
+        if self.radix:
+            if self.bits or self.shifts or self.radix ** h > 256 or self.planes:
+                bad("radix digits take no bit fields, and radix^slots must fit a byte")
+        else:
+            sh = self.slot_shifts
+            if not self.bits or len(sh) != h:
+                bad(f"{h} slots need {h} shifts of {self.bits}-bit fields")
+            used = 0
+            for s in sh:
+                field = ((1 << self.bits) - 1) << s
+                if s < 0 or field > 0xFF or used & field:
+                    bad("bit fields must lie inside the byte without overlapping")
+                used |= field
+        if self.planes and self.bits != 1:
+            bad("bit planes hold 1-bit fields")
+        if self.codes not in ("type", "offset") or self.scale_at not in ("front", "end"):
+            bad("codes is 'type' or 'offset', scale_at 'front' or 'end'")
+
+    # -- geometry, derived -------------------------------------------------------------------------------
+
+    @property
+    def slots(self) -> int:
+        """Codes per byte (per plane)."""
+        return self.block // self.block_bytes
+
+    @property
+    def chunk_bytes(self) -> int:
+        return self.chunk or self.block_bytes
+
+    @property
+    def mask(self) -> int:
+        """The field mask of a slot (radix layouts: 0xFF, a whole byte)."""
+        return (1 << self.bits) - 1 if self.bits else 0xFF
+
+    @property
+    def slot_shifts(self) -> tuple[int, ...]:
+        return self.shifts or tuple(h * self.bits for h in range(self.slots))
+
+    def shift(self, slot: int) -> int:
+        return self.slot_shifts[slot]
+
+    def place(self, i: int) -> tuple[int, int]:
+        """Code i of a block -> (its byte in the block, its slot in that byte)."""
+        ch = self.chunk_bytes
+        c, r = divmod(i, ch * self.slots)
+        return c * ch + r % ch, r // ch
+
+    def stored_xor(self, dt: DType) -> int:
+        """The XOR from a stored code to the type's code (offset binary <-> two's complement), 0 if none."""
+        return (1 << (dt.bits - 1)) if self.codes == "offset" and dt.kind == "int" else 0
+
+    def value_offset(self, dt: DType) -> tuple[int, int] | None:
+        """(xor, zero) with value = (stored code ^ xor) - zero and stored code ^ xor unsigned, for the integer
+        types a dot product can take as offset codes (None for the others: i1, nf4, fp4)."""
+        if dt.kind == "ternary":
+            return 0, 1
+        if dt.kind == "uint":
+            return 0, 0
+        if dt.kind == "int":
+            half = 1 << (dt.bits - 1)
+            return (0, half) if self.codes == "offset" else (half, half)
+        return None
+
+    def byte_xor(self, dt: DType) -> int:
+        """The XOR that makes every code of a packed byte the offset code of ``value_offset`` at once."""
+        vo = self.value_offset(dt)
+        xor = vo[0] if vo else 0
+        if not xor:
+            return 0
+        if self.radix:
+            raise LadderError(f"internal: packing {self.name}: digits cannot be offset by an XOR")
+        return sum(xor << s for s in self.slot_shifts)
+
+    def index_shifts(self, g: int) -> tuple[int, ...]:
+        """Bit planes: the shift of each g-bit table index in a plane byte (index f: slots f*g .. f*g+g-1,
+        bit t of the index from slot f*g+t)."""
+        sh = self.slot_shifts
+        if not self.planes or self.slots % g or any(sh[f + t] != sh[f] + t for f in range(0, self.slots, g)
+                                                    for t in range(g)):
+            raise LadderError(f"internal: packing {self.name} holds no {g}-bit table indices")
+        return tuple(sh[f] for f in range(0, self.slots, g))
+
+    # -- sizes ---------------------------------------------------------------------------------------------
 
     def accepts(self, dt: DType) -> bool:
         return dt.name in self.dtypes
 
+    def plane_bytes(self, k: int) -> int:
+        """Bytes of one plane of a row of k codes (the whole row unless ``planes``)."""
+        return math.ceil(k / self.block) * self.block_bytes
+
     def row_bytes(self, k: int, dt: DType) -> int:
-        blocks = math.ceil(k / self.block)
-        per = self.block_bytes * (dt.bits if self.planes else 1)
-        return blocks * per
+        return self.plane_bytes(k) * (dt.bits if self.planes else 1)
 
     def storage_shape(self, shape: tuple[int, ...], dt: DType) -> tuple[int, ...]:
         if not shape:
@@ -128,15 +259,18 @@ class Packing:
         k = k or self.block
         return 8 * self.row_bytes(k, dt) / k
 
+    # -- numpy pack and unpack ---------------------------------------------------------------------------
+
     def pack(self, values: np.ndarray, dt: DType) -> np.ndarray:
         """Values (the type's in-memory dtype) -> uint8 storage."""
         if not self.accepts(dt):
             raise LadderError(f"packing {self.name} does not hold {dt} (it holds {', '.join(sorted(self.dtypes))})")
-        codes = to_codes(values, dt)
-        if self.planes:
-            codes = _offset_codes(codes, dt)
-        out = self._pack(_pad_last(codes, self.block, self._pad(dt)), self, dt)
-        return np.ascontiguousarray(out)
+        codes = to_codes(values, dt) ^ np.uint8(self.stored_xor(dt))
+        codes = _pad_last(codes, self.block, self._pad(dt))
+        if not self.planes:
+            return np.ascontiguousarray(self._pack_bytes(codes))
+        planes = [self._pack_bytes((codes >> np.uint8(b)) & np.uint8(1)) for b in range(dt.bits)]
+        return np.ascontiguousarray(np.concatenate(planes, axis=-1))
 
     def unpack(self, storage: np.ndarray, shape: tuple[int, ...], dt: DType) -> np.ndarray:
         """uint8 storage -> values (the type's in-memory dtype) of the logical ``shape``."""
@@ -146,114 +280,61 @@ class Packing:
             raise LadderError(f"{self.name} storage of {dt}{list(shape)} is uint8{list(want)}, "
                               f"got {storage.dtype}{list(storage.shape)}")
         k = shape[-1]
-        codes = self._unpack(storage, self, dt, -(-k // self.block) * self.block)[..., :k]
-        if self.planes:
-            codes = _from_offset_codes(codes, dt)
-        return from_codes(codes, dt)
+        if not self.planes:
+            codes = self._unpack_bytes(storage)
+        else:
+            per = self.plane_bytes(k)
+            codes = np.zeros(storage.shape[:-1] + (per * self.slots,), np.uint8)
+            for b in range(dt.bits):
+                codes |= self._unpack_bytes(storage[..., b * per:(b + 1) * per]) << np.uint8(b)
+        return from_codes(codes[..., :k] ^ np.uint8(self.stored_xor(dt)), dt)
+
+    def plane_indices(self, storage: np.ndarray, dt: DType, g: int) -> np.ndarray:
+        """Bit-plane storage ``[N, row_bytes]`` -> the g-bit table indices ``[bits, N, K / g]`` (index j of
+        plane b: bit t from bit b of the stored code at position g j + t), K the padded row length."""
+        n = storage.shape[0]
+        per = storage.shape[-1] // dt.bits
+        self.index_shifts(g)  # the planes hold such indices
+        bits = np.stack([self._unpack_bytes(storage[:, b * per:(b + 1) * per]) for b in range(dt.bits)])
+        bits = bits.reshape(dt.bits, n, bits.shape[-1] // g, g)
+        idx = np.zeros(bits.shape[:-1], np.uint8)
+        for t in range(g):
+            idx |= bits[..., t] << np.uint8(t)
+        return idx.astype(np.intp)
 
     def _pad(self, dt: DType) -> int:
-        code = pad_code(dt)
-        return int(_offset_codes(np.array([code], np.uint8), dt)[0]) if self.planes else code
+        """The stored code of padding positions."""
+        return pad_code(dt) ^ self.stored_xor(dt)
 
+    def _blocked(self, a: np.ndarray, per_block: int, inner: tuple[int, ...]) -> np.ndarray:
+        nb = a.shape[-1] // per_block
+        return a.reshape(a.shape[:-1] + (nb, self.block_bytes // self.chunk_bytes) + inner)
 
-def _offset_codes(codes: np.ndarray, dt: DType) -> np.ndarray:
-    """Type codes -> offset-binary (value - min): only two's complement ints differ."""
-    if dt.kind == "int":
-        return codes ^ np.uint8(1 << (dt.bits - 1))
-    return codes
+    def _pack_bytes(self, c: np.ndarray) -> np.ndarray:
+        """Stored codes [..., whole blocks] -> bytes (one plane)."""
+        h, ch = self.slots, self.chunk_bytes
+        blk = self._blocked(c, self.block, (h, ch))  # [..., block, chunk, slot, byte of the chunk]
+        if self.radix:
+            q = sum(blk[..., s, :].astype(np.uint16) * np.uint16(self.radix ** (h - 1 - s)) for s in range(h))
+            top = self.radix ** h  # ceiling division: digit s decodes as ((byte * radix^s) mod 256) * radix >> 8
+            out = ((q * np.uint16(256) + np.uint16(top - 1)) // np.uint16(top)).astype(np.uint8)
+        else:
+            out = np.zeros(blk.shape[:-2] + (ch,), np.uint8)
+            for s, sh in enumerate(self.slot_shifts):
+                out |= blk[..., s, :] << np.uint8(sh)
+        return out.reshape(c.shape[:-1] + (c.shape[-1] // self.block * self.block_bytes,))
 
-
-def _from_offset_codes(codes: np.ndarray, dt: DType) -> np.ndarray:
-    return _offset_codes(codes, dt)  # the XOR is its own inverse
-
-
-# nib ----------------------------------------------------------------------------------------------------
-
-def _pack_nib(c, p, dt):
-    if p.block == 2:
-        return c[..., 0::2] | (c[..., 1::2] << 4)
-    b = p.block // 2
-    nb = c.shape[-1] // (2 * b)
-    blk = c.reshape(c.shape[:-1] + (nb, 2, b))
-    return (blk[..., 0, :] | (blk[..., 1, :] << 4)).reshape(c.shape[:-1] + (nb * b,))
-
-
-def _unpack_nib(s, p, dt, k):
-    lo, hi = s & np.uint8(0x0F), s >> np.uint8(4)
-    if p.block == 2:
-        return np.stack([lo, hi], axis=-1).reshape(s.shape[:-1] + (k,))
-    b = p.block // 2
-    shape = s.shape[:-1] + (s.shape[-1] // b, b)
-    return np.stack([lo.reshape(shape), hi.reshape(shape)], axis=-2).reshape(s.shape[:-1] + (k,))
-
-
-# crumb --------------------------------------------------------------------------------------------------
-
-def _pack_crumb(c, p, dt):
-    if p.block == 4:
-        return c[..., 0::4] | (c[..., 1::4] << 2) | (c[..., 2::4] << 4) | (c[..., 3::4] << 6)
-    b = p.block // 4
-    nb = c.shape[-1] // (4 * b)
-    blk = c.reshape(c.shape[:-1] + (nb, 4, b))
-    out = (blk[..., 0, :] << 6) | (blk[..., 1, :] << 4) | (blk[..., 2, :] << 2) | blk[..., 3, :]
-    return out.reshape(c.shape[:-1] + (nb * b,))
-
-
-def _unpack_crumb(s, p, dt, k):
-    if p.block == 4:
-        parts = [(s >> np.uint8(2 * i)) & np.uint8(3) for i in range(4)]
-        return np.stack(parts, axis=-1).reshape(s.shape[:-1] + (k,))
-    b = p.block // 4
-    shape = s.shape[:-1] + (s.shape[-1] // b, b)
-    parts = [((s >> np.uint8(6 - 2 * i)) & np.uint8(3)).reshape(shape) for i in range(4)]
-    return np.stack(parts, axis=-2).reshape(s.shape[:-1] + (k,))
-
-
-# trit5 --------------------------------------------------------------------------------------------------
-
-_POW3 = np.array([81, 27, 9, 3, 1], dtype=np.uint16)  # first trit most significant
-
-
-def _pack_trit5(c, p, dt):
-    nb = c.shape[-1] // 160
-    blk = c.reshape(c.shape[:-1] + (nb, 5, 32)).astype(np.uint16)
-    q = (blk * _POW3[:, None]).sum(axis=-2)
-    q = (q * 256 + 242) // 243  # ceiling division: trit n decodes as ((q * 3^n) mod 256) * 3 >> 8
-    return q.astype(np.uint8).reshape(c.shape[:-1] + (nb * 32,))
-
-
-def _unpack_trit5(s, p, dt, k):
-    shape = s.shape[:-1] + (s.shape[-1] // 32, 32)
-    b = s.reshape(shape).astype(np.uint16)
-    trits = [(((b * int(3**n)) & 0xFF) * 3) >> 8 for n in range(5)]
-    return np.stack(trits, axis=-2).astype(np.uint8).reshape(s.shape[:-1] + (k,))
-
-
-# bit ----------------------------------------------------------------------------------------------------
-
-def _pack_bit(c, p, dt):
-    return np.packbits(c.astype(bool), axis=-1, bitorder="little")
-
-
-def _unpack_bit(s, p, dt, k):
-    return np.unpackbits(s, axis=-1, count=k, bitorder="little")
-
-
-# planes -------------------------------------------------------------------------------------------------
-
-def _pack_planes(c, p, dt):
-    planes = [np.packbits(((c >> np.uint8(b)) & np.uint8(1)).astype(bool), axis=-1, bitorder="little")
-              for b in range(dt.bits)]
-    return np.concatenate(planes, axis=-1)
-
-
-def _unpack_planes(s, p, dt, k):
-    per = k // 8
-    out = np.zeros(s.shape[:-1] + (k,), np.uint8)
-    for b in range(dt.bits):
-        bits = np.unpackbits(s[..., b * per:(b + 1) * per], axis=-1, count=k, bitorder="little")
-        out |= bits << np.uint8(b)
-    return out
+    def _unpack_bytes(self, s: np.ndarray) -> np.ndarray:
+        """Bytes (one plane, whole blocks) -> stored codes."""
+        h, ch = self.slots, self.chunk_bytes
+        blk = self._blocked(s, self.block_bytes, (ch,))
+        if self.radix:
+            wide = blk.astype(np.uint16)
+            parts = [((((wide * np.uint16(self.radix ** n)) & np.uint16(0xFF)) * np.uint16(self.radix)) >> 8)
+                     .astype(np.uint8) for n in range(h)]
+        else:
+            parts = [(blk >> np.uint8(sh)) & np.uint8(self.mask) for sh in self.slot_shifts]
+        return np.stack(parts, axis=-2).reshape(s.shape[:-1] + (s.shape[-1] // self.block_bytes * self.block,))
 
 
 FOUR_BIT = frozenset({"i4", "u4", "nf4", "fp4"})
@@ -261,31 +342,35 @@ TWO_BIT = frozenset({"i2", "u2", "ternary"})
 ONE_BIT = frozenset({"i1", "u1"})
 
 
-def _make() -> dict[str, Packing]:
-    ps = [Packing("nib", FOUR_BIT, 2, 1, "two codes per byte, in order", _pack_nib, _unpack_nib)]
-    ps += [Packing(f"nib{b}", FOUR_BIT, 2 * b, b, f"two codes per byte, halves of {2 * b}-code blocks",
-                   _pack_nib, _unpack_nib) for b in (16, 32, 64)]
-    ps.append(Packing("crumb", TWO_BIT, 4, 1, "four 2-bit codes per byte, in order", _pack_crumb, _unpack_crumb))
-    ps += [Packing(f"crumb{b}", TWO_BIT, 4 * b, b, f"four 2-bit codes per byte, quarters of {4 * b}-code blocks "
-                   "(I2_S)", _pack_crumb, _unpack_crumb) for b in (16, 32, 64)]
-    ps.append(Packing("trit5", frozenset({"ternary"}), 160, 32, "five trits per byte, base 3 (TQ1_0)",
-                      _pack_trit5, _unpack_trit5))
-    ps.append(Packing("bit", ONE_BIT, 8, 1, "eight codes per byte", _pack_bit, _unpack_bit))
-    ps.append(Packing("planes", ONE_BIT | TWO_BIT | frozenset({"i4", "u4"}), 8, 1,
-                      "T-MAC bit planes, 4-bit indices of 4 positions", _pack_planes, _unpack_planes, planes=True))
-    return {p.name: p for p in ps}
+def _declare() -> list[Packing]:
+    """Every packing: one declaration each (the table in the module docstring)."""
+    return [
+        Packing("nib", FOUR_BIT, "two codes per byte, in order", block=2, block_bytes=1, bits=4),
+        *[Packing(f"nib{b}", FOUR_BIT, f"two codes per byte, halves of {2 * b}-code blocks",
+                  block=2 * b, block_bytes=b, bits=4) for b in (16, 32, 64)],
+        Packing("crumb", TWO_BIT, "four 2-bit codes per byte, in order", block=4, block_bytes=1, bits=2),
+        *[Packing(f"crumb{b}", TWO_BIT, f"four 2-bit codes per byte, quarters of {4 * b}-code blocks (I2_S)",
+                  block=4 * b, block_bytes=b, bits=2, shifts=(6, 4, 2, 0)) for b in (16, 32, 64)],
+        Packing("trit5", frozenset({"ternary"}), "five trits per byte, base 3 (TQ1_0)",
+                block=160, block_bytes=32, radix=3),
+        Packing("bit", ONE_BIT, "eight codes per byte", block=8, block_bytes=1, bits=1),
+        Packing("planes", ONE_BIT | TWO_BIT | frozenset({"i4", "u4"}), "T-MAC bit planes, 4-bit indices of 4 "
+                "positions", block=8, block_bytes=1, bits=1, planes=True, codes="offset"),
+        Packing("tq2", TWO_BIT, "four 2-bit codes per byte, quarters of 128-code halves of 256-code blocks, "
+                "scale after the block (TQ2_0)", block=256, block_bytes=64, chunk=32, bits=2, scale_at="end"),
+    ]
 
 
-PACKINGS: dict[str, Packing] = _make()
+PACKINGS: dict[str, Packing] = {p.name: p for p in _declare()}
 
 
 @dataclass(frozen=True)
 class ScaledPacking:
-    """A packing whose blocks each carry their group's scale (and zero) in front of their codes, as
-    llama.cpp's block formats do (``nib16+f16`` is Q4_0's 4.5 bits/weight; ``crumb64+f16`` TQ2_0-like):
-    a row is ``nblocks`` times [scale bytes][zero bytes][the block's codes in the base packing].
-    The group is the base packing's block; scales keep their own type (f16, bf16 or f32), so embedding
-    them is exact. Named ``BASE+SCALE`` or ``BASE+SCALEz`` (with zeros)."""
+    """A packing whose blocks each carry their group's scale (and zero) beside their codes, as llama.cpp's
+    block formats do (``nib16+f16`` is Q4_0's 4.5 bits/weight; ``tq2+f16`` is TQ2_0): a row is ``nblocks``
+    times [scale bytes][zero bytes][the block's codes in the base packing], or [codes][scale][zero] when the
+    base declares ``scale_at="end"``. The group is the base packing's block; scales keep their own type (f16,
+    bf16 or f32), so embedding them is exact. Named ``BASE+SCALE`` or ``BASE+SCALEz`` (with zeros)."""
 
     base: Packing
     scale: DType
@@ -310,13 +395,29 @@ class ScaledPacking:
 
     @property
     def header_bytes(self) -> int:
+        """Bytes of a block's scale and zero."""
         return self.scale.bits // 8 * (2 if self.zero else 1)
+
+    @property
+    def stride(self) -> int:
+        """Bytes from one block to the next."""
+        return self.header_bytes + self.base.block_bytes
+
+    @property
+    def codes_offset(self) -> int:
+        """Bytes from a block's start to its codes."""
+        return self.header_bytes if self.base.scale_at == "front" else 0
+
+    def scale_offset(self, which: int = 0) -> int:
+        """Bytes from a block's start to its scale (which=0) or zero (which=1)."""
+        first = 0 if self.base.scale_at == "front" else self.base.block_bytes
+        return first + which * (self.scale.bits // 8)
 
     def blocks(self, k: int) -> int:
         return math.ceil(k / self.block)
 
     def row_bytes(self, k: int, dt: DType) -> int:
-        return self.blocks(k) * (self.header_bytes + self.base.block_bytes)
+        return self.blocks(k) * self.stride
 
     storage_shape = Packing.storage_shape
     bits_per_weight = Packing.bits_per_weight
@@ -330,11 +431,12 @@ class ScaledPacking:
         codes = self.base.pack(values, dt)
         lead = codes.shape[:-1]
         nb = self.blocks(np.shape(values)[-1])
-        parts = [_bytes_of(scale, self.scale, lead, nb)]
+        header = [_bytes_of(scale, self.scale, lead, nb)]
         if self.zero:
-            parts.append(_bytes_of(zero, self.scale, lead, nb))
-        parts.append(codes.reshape(lead + (nb, self.base.block_bytes)))
-        return np.ascontiguousarray(np.concatenate(parts, axis=-1).reshape(lead + (nb * (self.header_bytes + self.base.block_bytes),)))
+            header.append(_bytes_of(zero, self.scale, lead, nb))
+        body = codes.reshape(lead + (nb, self.base.block_bytes))
+        parts = header + [body] if self.base.scale_at == "front" else [body] + header
+        return np.ascontiguousarray(np.concatenate(parts, axis=-1).reshape(lead + (nb * self.stride,)))
 
     def _split(self, storage: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
         storage = np.asarray(storage)
@@ -342,11 +444,12 @@ class ScaledPacking:
         if storage.shape != want or storage.dtype != np.uint8:
             raise LadderError(f"{self.name} storage of {list(shape)} is uint8{list(want)}, "
                               f"got {storage.dtype}{list(storage.shape)}")
-        return storage.reshape(storage.shape[:-1] + (self.blocks(shape[-1]), self.header_bytes + self.base.block_bytes))
+        return storage.reshape(storage.shape[:-1] + (self.blocks(shape[-1]), self.stride))
 
     def unpack(self, storage: np.ndarray, shape: tuple[int, ...], dt: DType) -> np.ndarray:
         blocks = self._split(storage, shape)
-        codes = np.ascontiguousarray(blocks[..., self.header_bytes:]).reshape(
+        at = self.codes_offset
+        codes = np.ascontiguousarray(blocks[..., at:at + self.base.block_bytes]).reshape(
             blocks.shape[:-2] + (blocks.shape[-2] * self.base.block_bytes,))
         return self.base.unpack(codes, shape, dt)
 
@@ -354,9 +457,11 @@ class ScaledPacking:
         """(scale, zero or None), each [..., nblocks] in the scale type."""
         blocks = self._split(storage, shape)
         sb = self.scale.bits // 8
-        scale = np.ascontiguousarray(blocks[..., :sb]).view(self.scale.np_dtype)[..., 0]
-        zero = np.ascontiguousarray(blocks[..., sb:2 * sb]).view(self.scale.np_dtype)[..., 0] if self.zero else None
-        return scale, zero
+
+        def field(which):
+            at = self.scale_offset(which)
+            return np.ascontiguousarray(blocks[..., at:at + sb]).view(self.scale.np_dtype)[..., 0]
+        return field(0), (field(1) if self.zero else None)
 
 
 def _bytes_of(arr, dt: DType, lead, nb) -> np.ndarray:

@@ -33,6 +33,7 @@ DOC_TYPES = {
     "crumb16": {"i2", "u2", "ternary"},
     "crumb32": {"i2", "u2", "ternary"},
     "crumb64": {"i2", "u2", "ternary"},
+    "tq2": {"i2", "u2", "ternary"},
     "trit5": {"ternary"},
     "bit": {"i1", "u1"},
     "planes": {"i1", "u1", "i2", "u2", "ternary", "i4", "u4"},
@@ -89,6 +90,8 @@ def expected_row_bytes(packing: str, k: int, bits: int) -> int:
         return math.ceil(k / (4 * b)) * b
     if packing == "trit5":
         return math.ceil(k / 160) * 32
+    if packing == "tq2":
+        return math.ceil(k / 256) * 64
     if packing == "bit":
         return math.ceil(k / 8)
     assert packing == "planes"
@@ -132,6 +135,12 @@ def ref_pack_row(packing: str, name: str, codes: list[int]) -> list[int]:
             for m in range(32):
                 q = sum(t[s + m + 32 * n] * 3 ** (4 - n) for n in range(5))
                 out.append(-(-256 * q // 243))
+        return out
+    if packing == "tq2":
+        c = pad_to(codes, 256, fill)
+        out = []
+        for s in range(0, len(c), 128):  # two 128-code halves a block
+            out += [c[s + j] | c[s + j + 32] << 2 | c[s + j + 64] << 4 | c[s + j + 96] << 6 for j in range(32)]
         return out
     if packing == "bit":
         c = pad_to(codes, 8, fill)
@@ -364,7 +373,7 @@ def test_padding_holds_the_code_of_zero(packing, name):
 # -- sizes -------------------------------------------------------------------------------------------
 
 BPW = {"nib": 4.0, "nib16": 4.0, "nib32": 4.0, "nib64": 4.0, "crumb": 2.0, "crumb16": 2.0, "crumb32": 2.0,
-       "crumb64": 2.0, "trit5": 1.6, "bit": 1.0}
+       "crumb64": 2.0, "tq2": 2.0, "trit5": 1.6, "bit": 1.0}
 
 
 @pytest.mark.parametrize("packing,name", PAIRS)

@@ -31,7 +31,7 @@ from ladder.ir import Graph, Value
 from ladder.ops import OPS, InferError
 from ladder.ops.lowbit import unpacked
 from ladder.ops.nn import softmax
-from ladder.packing import from_codes, get_packing
+from ladder.packing import PACKINGS, from_codes, get_packing
 from ladder.types import DType, TensorType
 
 from .isa import (MIRRORED_ENTRIES, SPACES, TABLE_ENTRIES, Barrier, Dma, DmaGather, Instr, Lmma, LutBuild, Mma,
@@ -39,6 +39,8 @@ from .isa import (MIRRORED_ENTRIES, SPACES, TABLE_ENTRIES, Barrier, Dma, DmaGath
 
 # bit t of table index i: the 16 subsets of 4 activations, index bit t = activation t of the group
 SUBSETS = ((np.arange(16)[:, None] >> np.arange(4)[None, :]) & 1).astype(np.int64)  # [16, 4]
+TABLE_GROUP = 4  # activations per table (16 entries): the index width read from each bit plane
+PLANES = PACKINGS["planes"]  # the layout of lmma's and xmma's weight tiles
 
 
 class Machine:
@@ -159,7 +161,7 @@ def _full_table(table: np.ndarray) -> tuple[np.ndarray, np.ndarray, bool]:
 def _affine(dt: DType) -> tuple[int, int]:
     """value = a * offset_code + b for the bit-plane codes of an integer low-bit type."""
     codes = np.arange(1 << dt.bits, dtype=np.uint8)
-    type_codes = codes ^ np.uint8(1 << (dt.bits - 1)) if dt.kind == "int" else codes
+    type_codes = codes ^ np.uint8(PLANES.stored_xor(dt))  # the planes' stored codes -> the type's
     values = from_codes(type_codes, dt).astype(np.int64)
     if dt.kind == "ternary":
         values, codes = values[:3], codes[:3]
@@ -168,12 +170,10 @@ def _affine(dt: DType) -> tuple[int, int]:
     return a, b
 
 
-def _plane_indices(storage: np.ndarray, bits: int) -> np.ndarray:
-    """Planes storage [N, bits * K8] -> 4-bit indices [bits, N, 2 * K8] (low nibble = group 2j)."""
-    n, total = storage.shape
-    k8 = total // bits
-    planes = storage.reshape(n, bits, k8).transpose(1, 0, 2)
-    return np.stack([planes & 0x0F, planes >> 4], axis=-1).reshape(bits, n, 2 * k8).astype(np.intp)
+def _plane_indices(storage: np.ndarray, dt: DType) -> np.ndarray:
+    """Planes storage [N, bits * K8] -> the 4-bit indices of each group of 4 positions [bits, N, 2 * K8], as the
+    planes packing declares them (ladder.packing)."""
+    return PLANES.plane_indices(storage, dt, TABLE_GROUP)
 
 
 def _accumulate(m: Machine, dst: Tile, y: np.ndarray, acc: bool, what: str) -> None:
@@ -191,7 +191,7 @@ def _lmma(m: Machine, ins: Lmma) -> None:
     table = m.read(ins.table)
     table = table.astype(np.int64 if table.dtype.kind in "iu" else np.float64)
     dt = ins.w.type.dtype
-    idx = _plane_indices(m.read(ins.w), dt.bits)  # [P, N, G]
+    idx = _plane_indices(m.read(ins.w), dt)  # [P, N, G]
     if idx.shape[2] != table.shape[1]:
         raise RuntimeFailure(f"internal: {_where(ins)} has {table.shape[1]} table groups for {idx.shape[2]}")
     rows, n, g = table.shape[0], idx.shape[1], idx.shape[2]
@@ -217,7 +217,7 @@ def _xmma(m: Machine, ins: Xmma) -> None:
     dt = ins.w.type.dtype
     n, k = ins.w.shape
     storage = m.read(ins.w)
-    bits = np.unpackbits(storage.reshape(n, dt.bits, -1), axis=-1, bitorder="little")[..., :k].astype(np.int64)
+    bits = PLANES.plane_indices(storage.reshape(n, -1), dt, 1)[..., :k].transpose(1, 0, 2).astype(np.int64)
     planes = sum((1 << b) * (x @ bits[:, b, :].T) for b in range(dt.bits))  # bit-serial crossbar reads
     a, b0 = _affine(dt)
     _accumulate(m, ins.dst, a * planes + b0 * x.sum(axis=1, keepdims=True), ins.acc, _where(ins))

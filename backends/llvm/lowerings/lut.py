@@ -48,6 +48,7 @@ from ladder.backends.llvm.lowerings.matmul import (
 )
 from llvmlite import ir
 
+from ladder.errors import LadderError
 from ladder.ops import OPS
 from ladder.ops.lut import (
     EXACT_LIMIT,
@@ -211,6 +212,7 @@ class _Plan:
     row_bytes: int
     plane_bytes: int
     block_bytes: int  # bytes of one group's indices for a block
+    index_shifts: tuple[int, ...]  # shift of each g-bit index in a plane byte (the planes packing's declaration)
     gps: int  # groups per activation group (scale)
     fast: bool
     unroll: int
@@ -224,9 +226,13 @@ class _Plan:
         mode = LutMatMul.mode(ins)
         tdims = 3 if mode == "exact" else 2
         n_groups = ins[0].shape[-tdims]
+        if not w.layout or not w.packing.planes:
+            raise LadderError(f"internal: lut_matmul reached the cpu backend with weights not in bit planes ({w})")
+        planes = w.packing
         row_bytes = w.storage_shape[-1]
         return cls(mode, g, 1 << g, 8 // g, rows, w.dtype.bits, n_groups, at["n"], w.shape[0],
-                   math.prod(ins[0].shape[:-tdims]), row_bytes, row_bytes // w.dtype.bits, rows * g // 8,
+                   math.prod(ins[0].shape[:-tdims]), row_bytes, planes.plane_bytes(w.shape[-1]), rows * g // 8,
+                   planes.index_shifts(g),
                    groups_per_scale(at["act_group"], g, n_groups), at["fast_aggregation"], at["unroll"],
                    weight_form(w.dtype)[0], beta(w.dtype))
 
@@ -285,8 +291,8 @@ def lower_lut_matmul(ctx, op, ins, outs):
         off = b.add(b.add(b.mul(nb, C64(p.row_bytes)), C64(plane * p.plane_bytes)), b.mul(j, C64(p.block_bytes)))
         raw = b.load(_gep(b, pw, off), typ=_vec(I8, p.block_bytes), align=1)
         mask = ir.Constant(_vec(I8, p.block_bytes), [p.e - 1] * p.block_bytes)
-        fields = [b.and_(b.lshr(raw, ir.Constant(_vec(I8, p.block_bytes), [f * p.g] * p.block_bytes))
-                         if f else raw, mask) for f in range(p.q)]
+        fields = [b.and_(b.lshr(raw, ir.Constant(_vec(I8, p.block_bytes), [sh] * p.block_bytes))
+                         if sh else raw, mask) for sh in p.index_shifts]
         while len(fields) > 1:  # concatenate pairwise: lanes stay field-major
             nxt = []
             for u, v in zip(fields[0::2], fields[1::2]):

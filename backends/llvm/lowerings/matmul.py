@@ -3,16 +3,18 @@
 Three tiers, chosen per op at lowering time:
 
 * a **generic** kernel for every shape, dtype, packing, granularity and broadcast the reference accepts: work
-  item = one (batch, n) output column; each weight element is decoded from its packed bytes by the packing's
-  formula (ladder.packing), dequantized exactly as ``ladder.quant.dequantize`` does, and accumulated (f32 for
-  float matmuls, int32 with wraparound for integer ones);
-* a **fast** kernel for ``transpose_b`` with 2-D weights in a SIMD block packing (crumb16/32/64, nib16/32/64,
-  trit5, with or without ``+f16``-style block scales) over integer codes (ternary, i2, u2, i4, u4): work
-  item = one weight row n; the row is streamed once per 64-row chunk of x (prefetched ``PREFETCH`` bytes
-  ahead), each 32-byte piece is decoded in registers (shift + mask; trit5 by the multiply trick done as two
-  byte adds and two compares per trit) and reused over a tile of 4 rows of x and, for several rows of x, 2
-  weight rows at once (M = 1 streams one row at a time: interleaved rows defeat the hardware prefetcher).
-  The whole 32-code groups of a partial last block are decoded as vectors too (rows are padded to blocks).
+  item = one (batch, n) output column; each weight element is decoded from its packed bytes as the packing's
+  declaration says (ladder.packing; ``Decoder``), dequantized exactly as ``ladder.quant.dequantize`` does,
+  and accumulated (f32 for float matmuls, int32 with wraparound for integer ones);
+* a **fast** kernel for ``transpose_b`` with 2-D weights in a SIMD block packing (any whose declaration
+  ``_fast_layout`` takes: crumb16/32/64, nib16/32/64, trit5, tq2, with or without ``+f16``-style block scales;
+  shifts, masks, XOR constants and code order are read off the declaration) over integer codes (ternary, i2,
+  u2, i4, u4): work item = one weight row n; the row is streamed once per 64-row chunk of x (prefetched
+  ``PREFETCH`` bytes ahead), each 32-byte piece is decoded in registers (shift + mask; base-3 digits by the
+  multiply trick done as two byte adds and two compares per trit) and reused over a tile of 4 rows of x and,
+  for several rows of x, 2 weight rows at once (M = 1 streams one row at a time: interleaved rows defeat the
+  hardware prefetcher). The whole 32-code groups of a partial last block are decoded as vectors too (rows are
+  padded to blocks).
 
   - ``qmatmul_i8``: codes are made unsigned-offset (``o = code ^ sign bit``, value = o - z), and
     dot = sum(x * o) - z * sum(x); on AVX2 ``vpmaddubsw`` (u8 x i8 pairs -> i16; |sum| <= 4 * 768 for crumb,
@@ -36,6 +38,7 @@ interpreter does.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 from llvmlite import ir
@@ -125,7 +128,9 @@ def _gep8(b, p, off):
 # -- decoding one code of a packed row ---------------------------------------------------------------------
 
 class Decoder:
-    """Scalar decode of element k of a packed row (any packing of ladder.packing, block-scaled or not)."""
+    """Scalar decode of element k of a packed row (any packing of ladder.packing, block-scaled or not), derived
+    from the packing's declaration: the byte and slot of a code (``Packing.place``), its field (shift and mask)
+    or base-``radix`` digit, one byte per bit plane, and the stored code's XOR to the type's code."""
 
     def __init__(self, ctx, t: TensorType):
         self.ctx, self.t, self.dt = ctx, t, t.dtype
@@ -135,59 +140,66 @@ class Decoder:
         self.row_bytes = p.row_bytes(t.shape[-1], t.dtype)
         if self.scaled:
             self.sdt = p.scale
-            self.hb = p.header_bytes
-            self.stride = p.header_bytes + p.base.block_bytes
+            self.packing = p
+            self.stride = p.stride
             self.zero = p.zero
 
+    def _place(self, b, k):
+        """(byte offset in the row or plane (i64), slot (i32)) of position k, from the declaration."""
+        L = self.base
+        H, ch = L.slots, L.chunk_bytes
+        if L.block_bytes == 1:  # codes in order: byte k / H, slot k mod H
+            return b.udiv(k, C64(H)), b.trunc(b.urem(k, C64(H)), I32)
+        blk, j = b.udiv(k, C64(L.block)), b.urem(k, C64(L.block))
+        byte = b.mul(blk, C64(L.block_bytes))
+        if ch != L.block_bytes:  # chunks of ch bytes, ch * H codes each
+            byte = b.add(byte, b.mul(b.udiv(j, C64(ch * H)), C64(ch)))
+            j = b.urem(j, C64(ch * H))
+        return b.add(byte, b.urem(j, C64(ch))), b.trunc(b.udiv(j, C64(ch)), I32)
+
+    def _field(self, b, v, slot):
+        """Slot ``slot`` (i32) of byte v (i32): a bit field, or a base-radix digit."""
+        L = self.base
+        if L.radix:  # digit n of byte v: ((v * radix^n) mod 256) * radix >> 8
+            pw = C32(1)
+            for n in range(1, L.slots):
+                pw = b.select(b.icmp_unsigned("==", slot, C32(n)), C32(L.radix ** n), pw)
+            return b.lshr(b.mul(b.and_(b.mul(v, pw), C32(255)), C32(L.radix)), C32(8))
+        sh = L.slot_shifts
+        a = sh[1] - sh[0] if len(sh) > 1 else 0
+        if not a:
+            shift = C32(sh[0])
+        elif all(s == sh[0] + a * h for h, s in enumerate(sh)):  # shift = sh[0] + a * slot
+            mag = abs(a)
+            step = slot if mag == 1 else (b.shl(slot, C32(mag.bit_length() - 1)) if mag & (mag - 1) == 0
+                                          else b.mul(slot, C32(mag)))
+            if a > 0:
+                shift = b.add(step, C32(sh[0])) if sh[0] else step
+            else:
+                shift = b.sub(C32(sh[0]), step)
+        else:
+            shift = C32(sh[0])
+            for h in range(1, len(sh)):
+                shift = b.select(b.icmp_unsigned("==", slot, C32(h)), C32(sh[h]), shift)
+        return b.and_(b.lshr(v, shift), C32(L.mask))
+
     def code(self, b, row, k):
-        """The uint code (i32) of position k (i64) of the row at ``row``."""
+        """The type's code (i32) of position k (i64) of the row at ``row``."""
+        L = self.base
         if self.scaled:
-            blk = b.udiv(k, C64(self.base.block))
-            k = b.urem(k, C64(self.base.block))
-            row = _gep8(b, row, b.add(b.mul(blk, C64(self.stride)), C64(self.hb)))
-        name, blk_codes = self.base.name, self.base.block
+            blk = b.udiv(k, C64(L.block))
+            k = b.urem(k, C64(L.block))
+            row = _gep8(b, row, b.add(b.mul(blk, C64(self.stride)), C64(self.packing.codes_offset)))
         byte = lambda off: b.zext(b.load(_gep8(b, row, off), typ=I8), I32)  # noqa: E731
-        sh32 = lambda v: b.trunc(v, I32)  # noqa: E731
-        if name == "planes":
-            per = self.row_bytes // self.dt.bits
-            code = C32(0)
-            for bit in range(self.dt.bits):
-                v = byte(b.add(C64(bit * per), b.lshr(k, C64(3))))
-                v = b.and_(b.lshr(v, sh32(b.and_(k, C64(7)))), C32(1))
-                code = b.or_(code, b.shl(v, C32(bit)))
-            if self.dt.kind == "int":
-                code = b.xor(code, C32(1 << (self.dt.bits - 1)))
-            return code
-        if name == "trit5":
-            blk = b.udiv(k, C64(160))
-            j = b.urem(k, C64(160))
-            n = sh32(b.udiv(j, C64(32)))
-            v = byte(b.add(b.mul(blk, C64(32)), b.urem(j, C64(32))))
-            pow3 = C32(1)
-            for i in range(1, 5):
-                pow3 = b.select(b.icmp_unsigned("==", n, C32(i)), C32(3 ** i), pow3)
-            return b.lshr(b.mul(b.and_(b.mul(v, pow3), C32(255)), C32(3)), C32(8))
-        if name == "bit":
-            return b.and_(b.lshr(byte(b.lshr(k, C64(3))), sh32(b.and_(k, C64(7)))), C32(1))
-        if name.startswith("nib"):
-            if blk_codes == 2:
-                v, sh = byte(b.lshr(k, C64(1))), b.shl(sh32(b.and_(k, C64(1))), C32(2))
-            else:
-                B = blk_codes // 2
-                blk, j = b.udiv(k, C64(2 * B)), b.urem(k, C64(2 * B))
-                v = byte(b.add(b.mul(blk, C64(B)), b.urem(j, C64(B))))
-                sh = b.shl(sh32(b.udiv(j, C64(B))), C32(2))
-            return b.and_(b.lshr(v, sh), C32(15))
-        if name.startswith("crumb"):
-            if blk_codes == 4:
-                v, sh = byte(b.lshr(k, C64(2))), b.shl(sh32(b.and_(k, C64(3))), C32(1))
-            else:
-                B = blk_codes // 4
-                blk, j = b.udiv(k, C64(4 * B)), b.urem(k, C64(4 * B))
-                v = byte(b.add(b.mul(blk, C64(B)), b.urem(j, C64(B))))
-                sh = b.sub(C32(6), b.shl(sh32(b.udiv(j, C64(B))), C32(1)))
-            return b.and_(b.lshr(v, sh), C32(3))
-        raise NotImplementedError(name)
+        off, slot = self._place(b, k)
+        planes = self.dt.bits if L.planes else 1
+        per = self.row_bytes // planes
+        code = None
+        for p in range(planes):  # plane p holds bits p * L.bits .. of the stored code
+            f = self._field(b, byte(b.add(off, C64(p * per)) if p else off), slot)
+            code = f if p == 0 else b.or_(code, b.shl(f, C32(p * L.bits)))
+        xor = L.stored_xor(self.dt)
+        return b.xor(code, C32(xor)) if xor else code
 
     def int_value(self, b, code):
         dt = self.dt
@@ -208,8 +220,7 @@ class Decoder:
     def block_scale(self, b, row, k, which=0):
         """The f32 scale (which=0) or zero (which=1) of the block holding position k."""
         blk = b.udiv(k, C64(self.base.block))
-        sb = self.sdt.bits // 8
-        ptr = _gep8(b, row, b.add(b.mul(blk, C64(self.stride)), C64(which * sb)))
+        ptr = _gep8(b, row, b.add(b.mul(blk, C64(self.stride)), C64(self.packing.scale_offset(which))))
         return to_f32(b, b.load(ptr, typ=storage_type(self.sdt)), self.sdt)
 
 
@@ -555,52 +566,60 @@ def _lower_dense_f32(ctx, op, mm: _MM):
 
 # -- fast: transpose_b, 2-D weights in a SIMD block packing ------------------------------------------------
 
-_OFFSET = {"ternary": (0, 1), "i2": (2, 2), "u2": (0, 0), "i4": (8, 8), "u4": (0, 0)}  # (xor, zero)
+Piece = tuple[list[tuple[int, int]], list[list[tuple[int, int]]]]
 
 
-class _Plan:
-    pass
+@dataclass(frozen=True)
+class FastPlan:
+    """What the fast kernel (``_lower_fast``) decodes and how it multiplies, decided once per op by one planner
+    (``_fast_plan``) from the op, the packing's declaration and the target."""
+
+    raw: bool  # unpacked int8 weights (the bytes are the codes)
+    radix: int  # 3: base-3 digits (decoded by the multiply trick); 0: bit fields
+    shifts: tuple[int, ...]  # the bit field of slot q: (byte >> shifts[q]) & mask
+    mask: int
+    B: int  # bytes of a block's codes
+    block: int  # codes per block
+    stride: int  # bytes from one block to the next (codes and inline scales)
+    hb: int  # bytes from a block's start to its codes
+    xor: int  # value = (code ^ xor) - zero, code ^ xor unsigned
+    zero: int
+    xor_byte: int  # the XOR making every code of a packed byte its offset code (0: none)
+    subs: int  # codes per byte: 32-code groups per 32-byte piece
+    sb_codes: int  # codes of a superblock (the whole blocks that fill 32-byte pieces)
+    sb_bytes: int
+    chunks: tuple[Piece, ...]  # per 32-byte piece: its (byte offset, length) parts, and per sub q the k ranges
+    madd: bool  # vpmaddubsw + vpmaddwd (AVX2)
+    vnni: bool  # vpdpbusd (AVX512-VNNI or AVX-VNNI)
+    wd: bool  # i16 products by vpmaddwd (raw int8 weights without VNNI)
+    s_row: bool = False  # qmatmul: one scale per weight row, no zero: applied once to the row's sum
+    s_n: int = 0  # separate scale: elements per weight row of scales (0: one row for all)
+    s_n_group: int = 0  # separate scale: weight rows per scale row (0: one each)
+    s_k_group: int = 0  # separate scale: k per scale along a row (0: one per row)
 
 
-
-def _raw_i8_plan(ctx, mm: _MM):
-    """qmatmul_i8 over unpacked int8 weights (llama.cpp's Q8_0 work): rows of plain bytes, 32 per step. VNNI:
-    vpdpbusd on offset codes (w ^ 0x80, zero 128); AVX2: both sides sign-extended to i16 and vpmaddwd (exact:
-    vpmaddubsw would saturate on 255 * -128 pairs); elsewhere i32 MACs."""
-    p = _Plan()
-    p.raw, p.trit, p.crumb = True, False, False
-    p.B = p.block = p.stride = p.sb_codes = p.sb_bytes = 32
-    p.hb, p.subs, p.s_row = 0, 1, False
-    p.chunks = [([(0, 32)], [[(0, 32)]])]
-    p.vnni = ctx.target.supports("i8-madd") and ctx.target.supports("i8-dot")
-    p.madd = p.vnni
-    p.wd = not p.vnni and ctx.target.supports("i8-madd")
-    p.xor, p.zero = (0, 0) if p.wd else (0x80, 128)  # unsigned offset codes where the product wants u8
-    return p
+def _fast_layout(L) -> bool:
+    """Whether the fast kernel decodes this layout (ladder.packing.Packing): 32-byte vectors of bit fields of at
+    most 4 bits (shift + AND each) or base-3 digits, in blocks of 16 bytes (two blocks a vector) or in chunks
+    (and blocks) of whole 32-byte vectors."""
+    if L.planes or L.radix not in (0, 3) or (not L.radix and L.bits > 4):
+        return False
+    return (L.block_bytes == L.chunk_bytes == 16) or (L.chunk_bytes % 32 == 0 and L.block_bytes % 32 == 0)
 
 
-def _fast_plan(ctx, mm: _MM):
+def _fast_plan(ctx, mm: _MM) -> FastPlan | None:
+    """The fast kernel's plan for ``transpose_b`` with 2-D weights (packed in a layout ``_fast_layout`` takes, or
+    unpacked int8 for qmatmul_i8), or None where another kernel is needed."""
     w = mm.w
     if (mm.kind == "qmatmul_i8" and mm.tb and w.rank == 2 and not mm.packed and w.dtype.name == "i8"
             and mm.K > 0 and mm.x.dtype.name in ("i8", "i1", "ternary")):
-        return _raw_i8_plan(ctx, mm)
+        return _raw_i8_plan(ctx)
     if mm.kind not in ("qmatmul", "qmatmul_i8") or not mm.tb or w.rank != 2 or not mm.packed:
         return None
     base = w.packing.base if mm.bscaled else w.packing
-    if base.name not in ("crumb16", "crumb32", "crumb64", "nib16", "nib32", "nib64", "trit5"):
+    if not _fast_layout(base) or base.value_offset(w.dtype) is None or mm.K == 0:
         return None
-    if w.dtype.name not in _OFFSET or mm.K == 0:
-        return None
-    p = _Plan()
-    p.raw, p.wd = False, False
-    p.trit = base.name == "trit5"
-    p.crumb = base.name.startswith("crumb")
-    p.B = base.block_bytes
-    p.block = base.block
-    p.hb = w.packing.header_bytes if mm.bscaled else 0
-    p.stride = p.hb + p.B
-    p.xor, p.zero = _OFFSET[w.dtype.name]
-    p.s_row = False  # qmatmul: one scale per weight row, no zero: applied once to the row's sum
+    scales = {}
     if mm.kind == "qmatmul_i8":
         if mm.x.dtype.name not in ("i8", "i1", "ternary"):  # held as sign-extended bytes
             return None
@@ -608,46 +627,69 @@ def _fast_plan(ctx, mm: _MM):
         if mm.x.dtype.name != "f32":
             return None
         if not mm.bscaled:
-            s = mm.extra[0]
-            axis = mm.attrs["axis"] % 2
-            group = mm.attrs["group"] if s.size != 1 else -1
-            if s.size != 1:
-                if s.shape[1] != 1 and not (axis == 1 and group > 0 and group % 8 == 0):
-                    return None  # the scale must be constant over 8 consecutive k
-                p.s_n = (0 if s.shape[0] == 1 else (s.shape[1]))
-                p.s_n_group = group if (axis == 0 and group > 0) else 0
-                p.s_k_group = group if (axis == 1 and group > 0 and s.shape[1] != 1) else 0
-            else:
-                p.s_n, p.s_n_group, p.s_k_group = 0, 0, 0
-            zm = mm.attrs.get("zero_mode", "none")
-            p.s_row = not p.s_k_group and (zm == "none" or len(mm.extra) < 2)
+            scales = _separate_scales(mm)
+            if scales is None:
+                return None
+    hb = w.packing.codes_offset if mm.bscaled else 0
+    stride = w.packing.stride if mm.bscaled else base.block_bytes
     # a superblock: the codes of whole blocks that fill 32-byte pieces
-    per = 2 if p.B == 16 else 1  # blocks per superblock
-    p.sb_codes = p.block * per
-    p.sb_bytes = p.stride * per
-    p.subs = 5 if p.trit else (4 if p.crumb else 2)
-    # pieces: list of (list of (byte offset in superblock, length)), one per 32-byte chunk, and for each sub q
-    # the list of k offsets (relative to the superblock) of each part of the chunk
-    chunks = []
-    if p.trit:  # trit q of byte j is code 32 q + j
-        chunks.append(([(p.hb, 32)], [[(32 * q, 32)] for q in range(5)]))
-    elif p.B == 16:
-        parts = [(p.hb, 16), (p.stride + p.hb, 16)]
-        xk = [[(q * 16, 16), (p.block + q * 16, 16)] for q in range(p.subs)]
-        chunks.append((parts, xk))
-    else:
-        for v in range(p.B // 32):
-            parts = [(p.hb + 32 * v, 32)]
-            xk = [[(q * p.B + 32 * v, 32)] for q in range(p.subs)]
-            chunks.append((parts, xk))
-    p.chunks = chunks
-    p.madd = mm.kind == "qmatmul_i8" and ctx.target.supports("i8-madd")
-    # VNNI: one vpdpbusd (u8 x i8, groups of 4 summed into i32 lanes, no saturation) replaces maddubs + maddwd
-    p.vnni = p.madd and ctx.target.supports("i8-dot")
-    return p
+    per = 2 if base.block_bytes == 16 else 1  # blocks per superblock
+    madd = mm.kind == "qmatmul_i8" and ctx.target.supports("i8-madd")
+    xor, zero = base.value_offset(w.dtype)
+    return FastPlan(
+        raw=False, radix=base.radix, shifts=base.slot_shifts, mask=base.mask, B=base.block_bytes,
+        block=base.block, stride=stride, hb=hb, xor=xor, zero=zero, xor_byte=base.byte_xor(w.dtype),
+        subs=base.slots, sb_codes=base.block * per, sb_bytes=stride * per, chunks=_pieces(base, hb, stride),
+        # VNNI: one vpdpbusd (u8 x i8, groups of 4 summed into i32 lanes, no saturation) replaces maddubs + maddwd
+        madd=madd, vnni=madd and ctx.target.supports("i8-dot"), wd=False, **scales)
 
 
-def _lower_fast(ctx, op, mm: _MM, p: _Plan):
+def _raw_i8_plan(ctx) -> FastPlan:
+    """qmatmul_i8 over unpacked int8 weights (llama.cpp's Q8_0 work): rows of plain bytes, 32 per step. VNNI:
+    vpdpbusd on offset codes (w ^ 0x80, zero 128); AVX2: both sides sign-extended to i16 and vpmaddwd (exact:
+    vpmaddubsw would saturate on 255 * -128 pairs); elsewhere i32 MACs."""
+    vnni = ctx.target.supports("i8-madd") and ctx.target.supports("i8-dot")
+    wd = not vnni and ctx.target.supports("i8-madd")
+    xor, zero = (0, 0) if wd else (0x80, 128)  # unsigned offset codes where the product wants u8
+    return FastPlan(raw=True, radix=0, shifts=(0,), mask=0xFF, B=32, block=32, stride=32, hb=0, xor=xor, zero=zero,
+                    xor_byte=xor, subs=1, sb_codes=32, sb_bytes=32, chunks=(([(0, 32)], [[(0, 32)]]),),
+                    madd=vnni, vnni=vnni, wd=wd)
+
+
+def _separate_scales(mm: _MM) -> dict | None:
+    """qmatmul's scale operand as the fast kernel reads it (FastPlan.s_*), or None when it is not constant over
+    8 consecutive k."""
+    s = mm.extra[0]
+    axis = mm.attrs["axis"] % 2
+    group = mm.attrs["group"] if s.size != 1 else -1
+    out = {"s_n": 0, "s_n_group": 0, "s_k_group": 0}
+    if s.size != 1:
+        if s.shape[1] != 1 and not (axis == 1 and group > 0 and group % 8 == 0):
+            return None  # the scale must be constant over 8 consecutive k
+        out["s_n"] = 0 if s.shape[0] == 1 else s.shape[1]
+        out["s_n_group"] = group if (axis == 0 and group > 0) else 0
+        out["s_k_group"] = group if (axis == 1 and group > 0 and s.shape[1] != 1) else 0
+    zm = mm.attrs.get("zero_mode", "none")
+    out["s_row"] = not out["s_k_group"] and (zm == "none" or len(mm.extra) < 2)
+    return out
+
+
+def _pieces(base, hb: int, stride: int) -> tuple[Piece, ...]:
+    """The 32-byte pieces of a superblock: for each, its (byte offset in the superblock, length) parts and, for
+    each sub q, the k offsets (relative to the superblock) of each part: slot q of byte j of a layout chunk of C
+    bytes is code C q + j of the chunk (Packing.place)."""
+    subs, B = base.slots, base.block_bytes
+    if B == 16:  # two blocks
+        return (([(hb, 16), (stride + hb, 16)], [[(q * 16, 16), (base.block + q * 16, 16)] for q in range(subs)]),)
+    out = []
+    for v in range(B // 32):
+        c, o = divmod(32 * v, base.chunk_bytes)
+        out.append(([(hb + 32 * v, 32)],
+                    [[(c * base.chunk_bytes * subs + q * base.chunk_bytes + o, 32)] for q in range(subs)]))
+    return tuple(out)
+
+
+def _lower_fast(ctx, op, mm: _MM, p: FastPlan):
     """Work item = one weight row n. Rows are taken U at a time (U weight rows decoded per 32-byte step, their
     accumulators independent) against tiles of T rows of x: each decoded piece is used T times. Thread splits
     are multiples of U, so every thread streams whole contiguous groups of rows."""
@@ -665,7 +707,7 @@ def _lower_fast(ctx, op, mm: _MM, p: _Plan):
     # a partial last block: its 32-code groups that lie wholly below K are decoded as vectors too (rows are
     # padded to whole blocks, so the full block is read in bounds); the rest one code at a time
     part_groups, k_vec = set(), k_tail
-    if k_tail < K and (p.trit or p.B >= 32) and not p.raw:  # raw rows are not padded to whole blocks
+    if k_tail < K and p.B >= 32 and not p.raw:  # raw rows are not padded to whole blocks
         rem = (K - k_tail) // 32 * 32
         for ci, (_, xk) in enumerate(p.chunks):
             for q in range(p.subs):
@@ -701,8 +743,8 @@ def _lower_fast(ctx, op, mm: _MM, p: _Plan):
         ones16 = ir.Constant(v16i16, [1] * 16)
     if p.vnni:  # _mm256_dpbusd_epi32(src, a: u8, b: i8) (AVX512-VNNI + VL, or AVX-VNNI)
         dpbusd = ctx.declare("llvm.x86.avx512.vpdpbusd.256", v8i32, [v8i32, v8i32, v8i32])
-    mask = ir.Constant(v32i8, [3 if p.crumb else 15] * 32)
-    xorc = ir.Constant(v32i8, [(0x80 if p.raw else 0xAA if p.crumb else 0x88) if p.xor else 0] * 32)
+    mask = ir.Constant(v32i8, [p.mask] * 32)
+    xorc = ir.Constant(v32i8, [p.xor_byte] * 32)
     zero_i8 = ir.Constant(v32i8, [p.zero] * 32)
     xsum_slot = _entry_alloca(b, I32, MCHUNK)
     # float: NF independent accumulators per output (FMA latency, not bandwidth, bounds one chain)
@@ -724,7 +766,7 @@ def _lower_fast(ctx, op, mm: _MM, p: _Plan):
         """The first nq sub-vectors of unsigned codes of a 32-byte piece (one per group of 32 k)."""
         if p.raw:
             return [packed]  # int8 weights: the bytes themselves (offset by 0x80 for VNNI)
-        if p.trit:
+        if p.radix:  # base 3 (the only radix _fast_layout takes)
             # trit q of byte v: ((v * 3^q) mod 256) * 3 >> 8 = [v_q > 85] + [v_q > 170], v_q = v * 3^q mod 256
             # = 3 v_(q-1) (two byte adds). Kept biased by 0x80 ((v ^ 0x80) * 3 = 3 v ^ 0x80 mod 256) for signed
             # compares: t = 0 - (v'_q > -43) - (v'_q > 42) as masks
@@ -737,12 +779,9 @@ def _lower_fast(ctx, op, mm: _MM, p: _Plan):
                 out.append(b.sub(b.sub(ir.Constant(v32i8, [0] * 32), m1), m2))
             return out
         out = []
-        for q in range(nq):
-            if p.crumb:
-                sh = 6 - 2 * q
-                v = b.lshr(packed, ir.Constant(v32i8, [sh] * 32)) if sh else packed
-            else:
-                v = b.lshr(packed, ir.Constant(v32i8, [4] * 32)) if q else packed
+        for q in range(nq):  # slot q: its field, by the layout's shift and mask
+            sh = p.shifts[q]
+            v = b.lshr(packed, ir.Constant(v32i8, [sh] * 32)) if sh else packed
             out.append(b.and_(v, mask))
         return out
 
@@ -813,7 +852,7 @@ def _lower_fast(ctx, op, mm: _MM, p: _Plan):
                     pv = [b.load(_gep8(b, sb_w, o), typ=ir.VectorType(I8, n_), align=1) for o, n_ in parts]
                     packed = pv[0] if len(pv) == 1 else b.shuffle_vector(
                         pv[0], pv[1], ir.Constant(ir.VectorType(I32, 32), list(range(32))))
-                    if p.xor:
+                    if p.xor_byte:
                         packed = b.xor(packed, xorc)
                     return codes_of(b, packed, max(qs) + 1)
 

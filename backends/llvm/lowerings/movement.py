@@ -7,9 +7,10 @@ every element type. All shapes are static; each op is first reduced to a canonic
 axes dropped, axes that stay adjacent merged, a contiguous innermost run turned into one wider "element"),
 and the kernel is specialised to that copy's constant sizes and byte strides.
 
-Unpack and pack are generated from a description of each packing (``_Layout``): how many bytes a block
-reads, how many codes each byte position holds, where code h of byte j sits in the row, how it is
-extracted, and the per-block header of the scaled layouts (``nib16+f16``).
+Unpack and pack are generated from each packing's declaration (ladder.packing, read into a ``_Layout``): how
+many bytes a block reads, how many codes each byte position holds, where code h of byte j sits in the row, how
+it is extracted (bit field or digit, per plane) and where the scaled layouts keep a block's scale
+(``nib16+f16``, ``tq2+f16``).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from llvmlite import ir
 from ladder.backends.llvm.codegen import (I8, I16, I64, PTR, VOID, KernelSpec, for_range, lowers,
                                           report, storage_type)
 from ladder.errors import LadderError
-from ladder.packing import PACKINGS, from_codes
+from ladder.packing import PACKINGS, Packing, ScaledPacking, from_codes
 from ladder.types import TensorType
 
 I1 = ir.IntType(1)
@@ -391,24 +392,29 @@ def lower_cache_write(ctx, op, ins, outs):
                                            f"(the position is negative or past {cap - n})"})
 
 
-# -- unpack and pack: generated from a description of each packing ----------------------------------------
+# -- unpack and pack: generated from each packing's declaration ---------------------------------------------
 
 INTERLEAVED_RUN = 256  # bytes per work item for the in-order layouts (nib, crumb, bit, planes)
 
 
 @dataclass(frozen=True)
 class _Layout:
-    """A packed row of K codes as ``nb`` blocks. Block ``blk`` starts at byte ``blk * S`` of the row, has
-    ``hdr`` header bytes (its scale, zero) and then ``B`` byte positions (per plane: plane p of position j
-    is at ``j + p * plane_stride``); position j holds ``H`` codes, code h being the row's code
-    ``blk * C + (j + h * B if split else j * H + h)``."""
+    """A packed row of K codes as ``nb`` blocks, read off the packing's declaration (``decl``, ladder.packing).
+    Block ``blk`` starts at byte ``blk * S``; its codes start ``at`` bytes in, as ``U`` units (the declaration's
+    chunks) of ``B`` byte positions (per plane: plane p of position j is at ``j + p * plane_stride``); position
+    j of unit u holds ``H`` codes, code h being the row's code ``blk * C + u * B * H + (j + h * B if split else
+    j * H + h)``. A scaled layout keeps its blocks' scale (and zero) at ``scale_at`` bytes from their start.
+    In-order layouts (one-byte blocks, no scales) take ``runs`` of up to INTERLEAVED_RUN bytes as blocks."""
 
-    kind: str  # nib nibB crumb crumbB bit trit5 planes
+    decl: Packing
     B: int
     H: int
+    U: int
     split: bool
+    runs: bool
     S: int
-    hdr: int
+    at: int
+    scale_at: tuple[int, ...]
     planes: int
     plane_stride: int
     nb: int
@@ -418,48 +424,58 @@ class _Layout:
 
     @property
     def C(self) -> int:
-        return self.B * self.H
+        return self.U * self.B * self.H
 
-    def pos(self, j: int, h: int) -> int:
-        return j + h * self.B if self.split else j * self.H + h
+    def pos(self, b: ir.IRBuilder, u: int, j, h: int):
+        """The code (in its block) at position j (i64) of unit u, slot h."""
+        base = u * self.B * self.H
+        if self.split:
+            return b.add(j, _c(base + h * self.B))
+        return b.add(b.mul(j, _c(self.H)), _c(base + h))
 
-    def last(self) -> tuple[list[int], int]:
-        """For the last block: how many byte positions j hold a real (not padding) code h, for each h, and
-        how many byte positions the block stores."""
+    def units(self, last: bool) -> list[tuple[list[int], int]]:
+        """For each unit of a block (the last block when ``last``): how many byte positions j hold a real (not
+        padding) code h, for each h, and how many byte positions the unit stores."""
+        if not last:
+            return [([self.B] * self.H, self.B)] * self.U
         rem = self.K - (self.nb - 1) * self.C
-        if self.split:  # a split block is stored whole (its tail is padding)
-            return [max(0, min(self.B, rem - h * self.B)) for h in range(self.H)], self.B
-        cnt = [max(0, min(self.B, -(-(rem - h) // self.H))) for h in range(self.H)]
-        return cnt, (self.B if self.hdr else -(-rem // self.H))
+        out = []
+        for u in range(self.U):
+            r = rem - u * self.B * self.H
+            if self.split:  # a split unit is stored whole (its tail is padding)
+                cnt = [max(0, min(self.B, r - h * self.B)) for h in range(self.H)]
+            else:
+                cnt = [max(0, min(self.B, -(-(r - h) // self.H))) for h in range(self.H)]
+            out.append((cnt, max(0, -(-r // self.H)) if self.runs else self.B))
+        return out
 
 
 def _layout(t: TensorType) -> _Layout:
     p = t.packing
     K = t.shape[-1]
     R = p.row_bytes(K, t.dtype)
-    scaled = hasattr(p, "base")
+    scaled = isinstance(p, ScaledPacking)
     base = p.base if scaled else p
     if base.name not in PACKINGS or PACKINGS[base.name] != base:
         raise LadderError(f"internal: the cpu backend does not know packing {p.name}")
-    name = base.name
-    kind = name if name in ("nib", "crumb", "bit", "trit5", "planes") else name.rstrip("0123456789") + "B"
-    H = base.block // base.block_bytes
-    split = base.block_bytes > 1
+    H = base.slots
     planes = t.dtype.bits if base.planes else 1
-    hdr = p.header_bytes if scaled else 0
-    if scaled or split:
-        B, S = base.block_bytes, hdr + base.block_bytes
-        assert B * H == base.block
-    else:  # codes run in order along the row: take runs of INTERLEAVED_RUN byte positions as blocks
+    runs = not scaled and base.block_bytes == 1
+    if runs:  # codes run in order along the row: take runs of INTERLEAVED_RUN byte positions as blocks
         B = max(1, min(INTERLEAVED_RUN, -(-K // H)))
-        S = B
-    nb = -(-K // (B * H)) if K else 0
-    pad = base._pad(t.dtype)
-    lay = _Layout(kind, B, H, split, S, hdr, planes, R // planes if planes > 1 else 0, nb, K, R, pad)
+        U, S, at, scale_at = 1, B, 0, ()
+    else:
+        B, U = base.chunk_bytes, base.block_bytes // base.chunk_bytes
+        S = p.stride if scaled else base.block_bytes
+        at = p.codes_offset if scaled else 0
+        scale_at = tuple(p.scale_offset(w) for w in range(1 + p.zero)) if scaled else ()
+    nb = -(-K // (U * B * H)) if K else 0
+    lay = _Layout(base, B, H, U, B > 1 and not runs, runs, S, at, scale_at, planes,
+                  R // planes if planes > 1 else 0, nb, K, R, base._pad(t.dtype))
     if K:  # the description covers the row exactly
-        last_cnt, last_jb = lay.last()
-        assert sum(last_cnt) == K - (nb - 1) * B * H
-        assert (nb - 1) * S + hdr + last_jb + (planes - 1) * lay.plane_stride == R
+        last = lay.units(True)
+        assert sum(sum(cnt) for cnt, _ in last) == K - (nb - 1) * lay.C
+        assert (nb - 1) * S + (last[0][1] if runs else S) + (planes - 1) * lay.plane_stride == R
     return lay
 
 
@@ -476,33 +492,18 @@ def _code_map(dt) -> tuple[int, int] | np.ndarray:
 
 
 def _decode_code(b: ir.IRBuilder, lay: _Layout, dt, h: int, bytes_):
-    """Code h of a byte position (i8) from its loaded byte(s)."""
-    x = bytes_[0]
-    k = lay.kind
-
-    def field(shift, mask):
-        return b.and_(b.lshr(x, ir.Constant(I8, shift)), ir.Constant(I8, mask))
-
-    if k in ("nib", "nibB"):
-        return field(4 * h, 15)
-    if k == "crumb":
-        return field(2 * h, 3)
-    if k == "crumbB":
-        return field(6 - 2 * h, 3)
-    if k == "bit":
-        return field(h, 1)
-    if k == "trit5":
-        w = b.and_(b.mul(b.zext(x, I16), ir.Constant(I16, 3 ** h)), ir.Constant(I16, 255))
-        return b.trunc(b.lshr(b.mul(w, ir.Constant(I16, 3)), ir.Constant(I16, 8)), I8)
-    if k == "planes":
-        code = ir.Constant(I8, 0)
-        for p, y in enumerate(bytes_):
-            bit = b.and_(b.lshr(y, ir.Constant(I8, h)), ir.Constant(I8, 1))
-            code = b.or_(code, b.shl(bit, ir.Constant(I8, p)) if p else bit)
-        if dt.kind == "int":  # offset-binary -> two's complement code
-            code = b.xor(code, ir.Constant(I8, 1 << (dt.bits - 1)))
-        return code
-    raise LadderError(f"internal: no decode for {k}")
+    """The type's code h of a byte position (i8) from its loaded byte(s), one per plane: the declared bit
+    field (or base-radix digit) of slot h, the planes' fields put together, the stored code made the type's."""
+    d = lay.decl
+    if d.radix:  # digit h of byte x: ((x * radix^h) mod 256) * radix >> 8
+        w = b.and_(b.mul(b.zext(bytes_[0], I16), ir.Constant(I16, d.radix ** h)), ir.Constant(I16, 255))
+        return b.trunc(b.lshr(b.mul(w, ir.Constant(I16, d.radix)), ir.Constant(I16, 8)), I8)
+    code = None
+    for p, y in enumerate(bytes_):
+        f = b.and_(b.lshr(y, ir.Constant(I8, d.shift(h))), ir.Constant(I8, d.mask))
+        code = f if p == 0 else b.or_(code, b.shl(f, ir.Constant(I8, p * d.bits)))
+    xor = d.stored_xor(dt)
+    return b.xor(code, ir.Constant(I8, xor)) if xor else code
 
 
 def _value_byte(ctx, b: ir.IRBuilder, dt, code):
@@ -522,22 +523,21 @@ def _value_byte(ctx, b: ir.IRBuilder, dt, code):
 
 
 def _blocks_kernel(ctx, hint: str, n_ptrs: int, lay: _Layout, rows: int, emit_block) -> KernelSpec:
-    """Work item = (row, block); ``emit_block(b, ptrs, row, blk, counts, jb)`` emits one block's code for
-    the given per-h counts of real positions and stored byte positions (constants)."""
+    """Work item = (row, block); ``emit_block(b, ptrs, row, blk, units)`` emits one block's code for the given
+    per-unit counts (``_Layout.units``: constants)."""
     fn, b, ptrs, begin, end = ctx.kernel(hint, n_ptrs)
     work = rows * lay.nb
     if work:
         with _items(b, begin, end) as item:
             row, blk = b.udiv(item, _c(lay.nb)), b.urem(item, _c(lay.nb))
-            last_cnt, last_jb = lay.last()
             if lay.nb > 1:
                 with b.if_else(b.icmp_unsigned("<", blk, _c(lay.nb - 1))) as (full, last):
                     with full:
-                        emit_block(b, ptrs, row, blk, [lay.B] * lay.H, lay.B)
+                        emit_block(b, ptrs, row, blk, lay.units(False))
                     with last:
-                        emit_block(b, ptrs, row, blk, last_cnt, last_jb)
+                        emit_block(b, ptrs, row, blk, lay.units(True))
             else:
-                emit_block(b, ptrs, row, blk, last_cnt, last_jb)
+                emit_block(b, ptrs, row, blk, lay.units(True))
     b.ret_void()
     return KernelSpec(fn, work)
 
@@ -549,27 +549,27 @@ def lower_unpack(ctx, op, ins, outs):
     assert _itemsize(y) == 1
     rows = math.prod(x.shape[:-1])
 
-    def emit_block(b, ptrs, row, blk, cnt, jb):
+    def emit_block(b, ptrs, row, blk, units):
         pin, pout = ptrs
-        ib = _byte_at(b, pin, b.add(b.mul(row, _c(lay.R)), b.add(b.mul(blk, _c(lay.S)), _c(lay.hdr))))
-        ob = _byte_at(b, pout, b.add(b.mul(row, _c(lay.K)), b.mul(blk, _c(lay.C))))
+        for u, (cnt, _) in enumerate(units):
+            ib = _byte_at(b, pin, b.add(b.mul(row, _c(lay.R)), b.add(b.mul(blk, _c(lay.S)), _c(lay.at + u * lay.B))))
+            ob = _byte_at(b, pout, b.add(b.mul(row, _c(lay.K)), b.mul(blk, _c(lay.C))))
 
-        def body(j, hs):
-            bytes_ = [b.load(_byte_at(b, ib, b.add(j, _c(p * lay.plane_stride))), typ=I8)
-                      for p in range(lay.planes)]
-            for h in hs:
-                v = _value_byte(ctx, b, dt, _decode_code(b, lay, dt, h, bytes_))
-                at = b.add(j, _c(h * lay.B)) if lay.split else b.add(b.mul(j, _c(lay.H)), _c(h))
-                b.store(v, _byte_at(b, ob, at))
+            def body(j, hs):
+                bytes_ = [b.load(_byte_at(b, ib, b.add(j, _c(p * lay.plane_stride))), typ=I8)
+                          for p in range(lay.planes)]
+                for h in hs:
+                    v = _value_byte(ctx, b, dt, _decode_code(b, lay, dt, h, bytes_))
+                    b.store(v, _byte_at(b, ob, lay.pos(b, u, j, h)))
 
-        jall = min(cnt)
-        if jall:
-            with for_range(b, 0, jall, name="j") as j:
-                body(j, range(lay.H))
-        for h in range(lay.H):
-            if cnt[h] > jall:
-                with for_range(b, jall, cnt[h], name=f"j{h}") as j:
-                    body(j, [h])
+            jall = min(cnt)
+            if jall:
+                with for_range(b, 0, jall, name="j") as j:
+                    body(j, range(lay.H))
+            for h in range(lay.H):
+                if cnt[h] > jall:
+                    with for_range(b, jall, cnt[h], name=f"j{h}") as j:
+                        body(j, [h])
 
     return _blocks_kernel(ctx, f"unpack_{op.name}", 2, lay, rows, emit_block)
 
@@ -590,8 +590,8 @@ def _value_code(b: ir.IRBuilder, dt, v):
 
 
 def _encode_bytes(b: ir.IRBuilder, lay: _Layout, codes) -> list:
-    """The H codes of a byte position -> its stored byte(s) (one per plane)."""
-    k = lay.kind
+    """The H stored codes of a byte position -> its stored byte(s) (one per plane), by the declaration."""
+    d = lay.decl
 
     def sh(c, n):
         return b.shl(c, ir.Constant(I8, n)) if n else c
@@ -602,25 +602,17 @@ def _encode_bytes(b: ir.IRBuilder, lay: _Layout, codes) -> list:
             acc = b.or_(acc, v)
         return acc
 
-    if k in ("nib", "nibB"):
-        return [orall([sh(c, 4 * h) for h, c in enumerate(codes)])]
-    if k == "crumb":
-        return [orall([sh(c, 2 * h) for h, c in enumerate(codes)])]
-    if k == "crumbB":
-        return [orall([sh(c, 6 - 2 * h) for h, c in enumerate(codes)])]
-    if k == "bit":
-        return [orall([sh(b.zext(b.icmp_unsigned("!=", c, ir.Constant(I8, 0)), I8), h)
-                       for h, c in enumerate(codes)])]
-    if k == "trit5":
+    if d.radix:  # q = sum_h c_h radix^(H-1-h); the byte is ceil(256 q / radix^H)
         q = ir.Constant(I16, 0)
         for h, c in enumerate(codes):
-            q = b.add(q, b.mul(b.zext(c, I16), ir.Constant(I16, 3 ** (4 - h))))
-        q = b.udiv(b.add(b.mul(q, ir.Constant(I16, 256)), ir.Constant(I16, 242)), ir.Constant(I16, 243))
+            q = b.add(q, b.mul(b.zext(c, I16), ir.Constant(I16, d.radix ** (lay.H - 1 - h))))
+        top = d.radix ** lay.H
+        q = b.udiv(b.add(b.mul(q, ir.Constant(I16, 256)), ir.Constant(I16, top - 1)), ir.Constant(I16, top))
         return [b.trunc(q, I8)]
-    if k == "planes":
-        return [orall([sh(b.and_(b.lshr(c, ir.Constant(I8, p)), ir.Constant(I8, 1)), h)
-                       for h, c in enumerate(codes)]) for p in range(lay.planes)]
-    raise LadderError(f"internal: no encode for {k}")
+    if lay.planes == 1:
+        return [orall([sh(c, d.shift(h)) for h, c in enumerate(codes)])]
+    return [orall([sh(b.and_(b.lshr(c, ir.Constant(I8, p * d.bits)), ir.Constant(I8, d.mask)), d.shift(h))
+                   for h, c in enumerate(codes)]) for p in range(lay.planes)]
 
 
 @lowers("pack")
@@ -633,30 +625,29 @@ def lower_pack(ctx, op, ins, outs):
     rows = math.prod(y.shape[:-1])
     n_scales = len(ins) - 1
     sb = y.packing.scale.bits // 8 if n_scales else 0
+    xor = lay.decl.stored_xor(dt)
 
-    def emit_block(b, ptrs, row, blk, cnt, jb):
+    def emit_block(b, ptrs, row, blk, units):
         pin, pout = ptrs[0], ptrs[-1]
         rb = b.add(b.mul(row, _c(lay.R)), b.mul(blk, _c(lay.S)))
         for s in range(n_scales):  # the block's scale (and zero), as raw bytes
             src = _byte_at(b, ptrs[1 + s], b.mul(b.add(b.mul(row, _c(lay.nb)), blk), _c(sb)))
-            _copy(ctx, b, _byte_at(b, pout, b.add(rb, _c(s * sb))), src, sb)
-        ob = _byte_at(b, pout, b.add(rb, _c(lay.hdr)))
-        ib = _byte_at(b, pin, b.add(b.mul(row, _c(lay.K)), b.mul(blk, _c(lay.C))))
-        # byte positions in runs where each code h is either real or padding throughout (no selects)
-        cuts = sorted({0, jb} | {min(max(c, 0), jb) for c in cnt})
-        for lo, hi in zip(cuts, cuts[1:]):
-            with for_range(b, lo, hi, name="j") as j:
-                codes = []
-                for h in range(lay.H):
-                    if cnt[h] < hi:  # (then cnt[h] <= lo) a padding position
-                        codes.append(ir.Constant(I8, lay.pad))
-                        continue
-                    at = b.add(j, _c(h * lay.B)) if lay.split else b.add(b.mul(j, _c(lay.H)), _c(h))
-                    c = _value_code(b, dt, b.load(_byte_at(b, ib, at), typ=I8))
-                    if lay.kind == "planes" and dt.kind == "int":
-                        c = b.xor(c, ir.Constant(I8, 1 << (dt.bits - 1)))
-                    codes.append(c)
-                for p, v in enumerate(_encode_bytes(b, lay, codes)):
-                    b.store(v, _byte_at(b, ob, b.add(j, _c(p * lay.plane_stride))))
+            _copy(ctx, b, _byte_at(b, pout, b.add(rb, _c(lay.scale_at[s]))), src, sb)
+        for u, (cnt, jb) in enumerate(units):
+            ob = _byte_at(b, pout, b.add(rb, _c(lay.at + u * lay.B)))
+            ib = _byte_at(b, pin, b.add(b.mul(row, _c(lay.K)), b.mul(blk, _c(lay.C))))
+            # byte positions in runs where each code h is either real or padding throughout (no selects)
+            cuts = sorted({0, jb} | {min(max(c, 0), jb) for c in cnt})
+            for lo, hi in zip(cuts, cuts[1:]):
+                with for_range(b, lo, hi, name="j") as j:
+                    codes = []
+                    for h in range(lay.H):
+                        if cnt[h] < hi:  # (then cnt[h] <= lo) a padding position
+                            codes.append(ir.Constant(I8, lay.pad))
+                            continue
+                        c = _value_code(b, dt, b.load(_byte_at(b, ib, lay.pos(b, u, j, h)), typ=I8))
+                        codes.append(b.xor(c, ir.Constant(I8, xor)) if xor else c)
+                    for p, v in enumerate(_encode_bytes(b, lay, codes)):
+                        b.store(v, _byte_at(b, ob, b.add(j, _c(p * lay.plane_stride))))
 
     return _blocks_kernel(ctx, f"pack_{op.name}", len(ins) + 1, lay, rows, emit_block)

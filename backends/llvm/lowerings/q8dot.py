@@ -63,9 +63,11 @@ class Q8Plan:
     nblocks: int
     nibbles: bool  # 4-bit codes in nib16 blocks (else one int8 a code)
     signed: bool  # the nibbles are two's complement (i4) rather than unsigned (u4)
+    nib_xor: int  # the XOR of a packed byte that makes both its nibbles offset codes (0x88 for i4: c ^ 8)
     row_bytes: int  # bytes of one weight row
     stride: int  # bytes from one block's codes to the next block's
     codes_at: int  # bytes from a block's start to its codes (its scale before them, when it carries one)
+    scale_at: int  # bytes from a block's start to its inline scale
     inline_scale: DType | None  # the blocks' own scale type (nib16+f16), else None
     sw: DType | None  # the separate weight scale's type, else None
     sx: DType  # x's scale type
@@ -85,24 +87,35 @@ def plan(ctx, op, ins) -> Q8Plan | None:
     if w.layout is None:
         if w.dtype.name != "i8":
             return None
-        nibbles, row_bytes, stride, codes_at, inline = False, k, BLOCK, 0, None
+        nibbles, row_bytes, stride, codes_at, scale_at, inline, nib_xor = False, k, BLOCK, 0, 0, None, 0
     else:
         p = w.packing
         base = p.base if block_scales(w) else p
-        if base.name != "nib16" or w.dtype.name not in ("i4", "u4"):
+        if not _nib_blocks(base) or w.dtype.name not in ("i4", "u4"):
             return None
         nibbles, row_bytes = True, w.storage_shape[-1]
         inline = p.scale if block_scales(w) else None
-        codes_at = p.header_bytes if inline is not None else 0
-        stride = codes_at + base.block_bytes
+        codes_at = p.codes_offset if inline is not None else 0
+        scale_at = p.scale_offset(0) if inline is not None else 0
+        stride = p.stride if inline is not None else base.block_bytes
+        nib_xor = base.byte_xor(w.dtype)
     feats = t.features()
     madd = t.supports("i8-madd")
     return Q8Plan(
         rows=math.prod(x.shape[:-1]), k=k, n=n, nblocks=k // BLOCK, nibbles=nibbles, signed=w.dtype.name != "u4",
-        row_bytes=row_bytes, stride=stride, codes_at=codes_at, inline_scale=inline,
+        nib_xor=nib_xor, row_bytes=row_bytes, stride=stride, codes_at=codes_at, scale_at=scale_at,
+        inline_scale=inline,
         sw=None if inline is not None else ins[3].dtype, sx=sx.dtype,
         dot="vnni" if madd and t.supports("i8-dot") else ("madd" if madd else "i16"),
         f16c="f16c" in feats or "avx512f" in feats, fma=t.supports("f32-fma"))
+
+
+def _nib_blocks(L) -> bool:
+    """Whether a layout (ladder.packing.Packing) is what the block kernel decodes: blocks of 32 4-bit codes in 16
+    bytes, code j in the low nibble of byte j and code j + 16 in its high nibble (nib16, Q4_0's order)."""
+    return (not L.planes and not L.radix and L.bits == 4 and L.block == BLOCK and L.block_bytes == 16
+            and [L.place(i) for i in (0, 15, 16, 31)] == [(0, 0), (15, 0), (0, 1), (15, 1)]
+            and L.slot_shifts == (0, 4) and L.codes == "type")
 
 
 @lowers("qmatmul_q8")
@@ -178,8 +191,8 @@ def _lower_blocks(ctx, op, ins, outs, p: Q8Plan):
         # 16-bit lanes, side by side; one AND keeps the nibbles. Two's complement nibbles (i4) are made offset
         # binary first (c ^ 8, both nibbles at once): the value is the nibble - 8.
         packed = b.load(_gep8(b, pw, b.add(blk, C64(p.codes_at))), typ=v16i8, align=1)
-        if p.signed:
-            packed = b.xor(packed, ir.Constant(v16i8, [0x88] * 16))
+        if p.nib_xor:
+            packed = b.xor(packed, ir.Constant(v16i8, [p.nib_xor] * 16))
         hi = b.bitcast(b.lshr(b.bitcast(packed, v8i16), ir.Constant(v8i16, [4] * 8)), v16i8)
         wv = b.and_(b.shuffle_vector(packed, hi, ir.Constant(v32i32, list(range(32)))), splat8(15))
         return b.sub(wv, splat8(8)) if p.signed and not offset else wv
@@ -188,8 +201,8 @@ def _lower_blocks(ctx, op, ins, outs, p: Q8Plan):
         """The f32 scales of blocks j .. j+count-1 of weight row n: a scalar (count 1) or a vector of 8."""
         if p.inline_scale is not None:
             dt, st = p.inline_scale, storage_type(p.inline_scale)
-            raws = [b.load(_gep8(b, pw, b.add(wrow, b.mul(b.add(j, C64(a)), C64(p.stride)))), typ=st, align=1)
-                    for a in range(count)]
+            raws = [b.load(_gep8(b, pw, b.add(b.add(wrow, b.mul(b.add(j, C64(a)), C64(p.stride))), C64(p.scale_at))),
+                           typ=st, align=1) for a in range(count)]
         else:
             dt, st = p.sw, storage_type(p.sw)
             at = b.gep(psw, [b.add(b.mul(n, C64(NB)), j)], source_etype=st)
