@@ -212,7 +212,8 @@ def test_fuse_without_int8_blocks_and_the_asic_pipeline():
 
 # -- ternary crumb blocks with Q8_K activations (TQ2_0: backends/llvm/lowerings/q8k.py) --------------------------
 
-CRUMBS = [("crumb64+f16", None, 256), ("crumb64", "f32", 256), ("crumb32+f16", None, 128), ("crumb32", "f16", 128)]
+CRUMBS = [("crumb64+f16", None, 256), ("crumb64", "f32", 256), ("crumb32+f16", None, 128), ("crumb32", "f16", 128),
+          ("tq2+f16", None, 256)]  # tq2: llama.cpp's TQ2_0 bytes, the scale after the codes
 
 
 @pytest.mark.parametrize("layout,sdt,group", CRUMBS, ids=[c[0] for c in CRUMBS])
@@ -225,6 +226,17 @@ def test_qmatmul_q8_ternary_crumb_blocks_match_the_reference(layout, sdt, group)
     for M, N, K in [(1, 7, group), (2, 5, 2 * group), (4, 3, 3 * group), (5, 9, group), (9, 4, 2 * group)]:
         _case(gb, rng, "ternary", layout, sdt, (), M, N, K, group=group)
     _case(gb, rng, "ternary", layout, sdt, (2,), 3, 5, group, group=group, epilogue="silu")
+    check(gb, TARGETS)
+
+
+@pytest.mark.parametrize("dname", ["i2", "u2"])
+def test_qmatmul_q8_two_bit_integer_blocks(dname):
+    """The same kernel on i2 / u2 codes: the layout's XOR makes them offset codes, the offset (2 or 0) times x's
+    block sum comes off."""
+    rng = np.random.default_rng(3)
+    gb = G()
+    for M in (1, 5):
+        _case(gb, rng, dname, "crumb64+f16", None, (), M, 6, 512, group=256)
     check(gb, TARGETS)
 
 
@@ -257,3 +269,8 @@ def test_the_crumb_plan_follows_the_target_and_the_layout():
     assert plan_of("cpu:avx2", "crumb64+f16", 256).codes_at == 2 and plan_of("cpu:avx2", "crumb64", 256).sw
     assert plan_of("cpu:avx2", "crumb64", 128) is None  # the group is not the block
     assert plan_of("cpu:avx2", "crumb16", 64, K=256) is None  # 16-byte quarters: not whole vectors
+    tq2 = plan_of("cpu:avx2", "tq2+f16", 256)
+    assert (tq2.codes_at, tq2.scale_at, tq2.stride) == (0, 64, 66)  # the scale after the codes
+    # codes 0..31: tq2's lowest bit field of bytes 0..31 (llama.cpp's order), crumb64's highest
+    crumb64 = plan_of("cpu:avx2", "crumb64+f16", 256)
+    assert (0, 0, 0) in tq2.pieces and (0, 6, 0) in crumb64.pieces and (0, 0, 0) not in crumb64.pieces

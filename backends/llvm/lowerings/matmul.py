@@ -414,6 +414,29 @@ def _lower_generic(ctx, op, mm: _MM):
     return KernelSpec(fn, mm.B * N, 1)
 
 
+def tile_rows(b, start, end, T: int, tile) -> None:
+    """Rows [start, end) of x: ``tile(b, m0, T)`` on whole tiles of T rows, then ``tile(b, m, 1)`` on each row
+    left (the GEMM kernels' row loop: T rows share each decoded weight block)."""
+    if T > 1:
+        mslot = _entry_alloca(b, I64)
+        b.store(start, mslot)
+        head = b.function.append_basic_block("t.head")
+        body = b.function.append_basic_block("t.body")
+        done = b.function.append_basic_block("t.done")
+        b.branch(head)
+        b.position_at_end(head)
+        m0 = b.load(mslot, typ=I64)
+        b.cbranch(b.icmp_signed("<=", b.add(m0, C64(T)), end), body, done)
+        b.position_at_end(body)
+        tile(b, m0, T)
+        b.store(b.add(m0, C64(T)), mslot)
+        b.branch(head)
+        b.position_at_end(done)
+        start = b.load(mslot, typ=I64)
+    with for_range(b, start, end, name="m1", vectorize=False) as m:
+        tile(b, m, 1)
+
+
 def _entry_alloca(b, typ, size=None):
     """An alloca in the entry block (so loops do not grow the stack)."""
     entry = b.function.entry_basic_block
@@ -968,27 +991,7 @@ def _lower_fast(ctx, op, mm: _MM, p: FastPlan):
 
     def rows_loop(b, ns, mc, mend):
         """All rows of x in [mc, mend) against weight rows ns: tiles of T rows, then single rows."""
-        if T > 1:
-            full_end = b.sub(mend, C64(T - 1))
-            mslot = _entry_alloca(b, I64)
-            b.store(mc, mslot)
-            head = b.function.append_basic_block("t.head")
-            body = b.function.append_basic_block("t.body")
-            done = b.function.append_basic_block("t.done")
-            b.branch(head)
-            b.position_at_end(head)
-            m0 = b.load(mslot, typ=I64)
-            b.cbranch(b.icmp_signed("<", m0, full_end), body, done)
-            b.position_at_end(body)
-            tile(b, m0, T, ns, mc)
-            b.store(b.add(m0, C64(T)), mslot)
-            b.branch(head)
-            b.position_at_end(done)
-            start = b.load(mslot, typ=I64)
-        else:
-            start = mc
-        with for_range(b, start, mend, name="m1", vectorize=False) as m1:
-            tile(b, m1, 1, ns, mc)
+        tile_rows(b, mc, mend, T, lambda b, m0, t: tile(b, m0, t, ns, mc))
 
     with for_range(b, 0, R, step=MCHUNK, name="mc", vectorize=False) as mc:
         mend = b.select(b.icmp_signed("<", b.add(mc, C64(MCHUNK)), C64(R)), b.add(mc, C64(MCHUNK)), C64(R))

@@ -37,14 +37,14 @@ from dataclasses import dataclass
 
 from llvmlite import ir
 
-from ladder.backends.llvm.codegen import F32, I8, I16, I32, I64, KernelSpec, for_range, from_f32, lowers, \
+from ladder.backends.llvm.codegen import F32, I8, I16, I32, KernelSpec, for_range, from_f32, lowers, \
     storage_type, to_f32
 from ladder.ops import OPS
 from ladder.ops.lowbit import block_scales
 from ladder.types import DType
 
 from . import q8k
-from .matmul import C32, C64, PREFETCH, Decoder, _entry_alloca, _epilogue, _gep8, _int_value
+from .matmul import C32, C64, PREFETCH, Decoder, _entry_alloca, _epilogue, _gep8, _int_value, tile_rows
 
 BLOCK = 32  # codes per block: one 256-bit vector of int8
 MCHUNK = 64  # rows of x per pass over the weight rows, at most
@@ -343,25 +343,7 @@ def _lower_blocks(ctx, op, ins, outs, p: Q8Plan):
         mend = b.select(b.icmp_signed("<", b.add(mc, C64(CH)), C64(R)), b.add(mc, C64(CH)), C64(R))
         fill(b, mc, mend)
         with for_range(b, begin, end, name="n", vectorize=False) as n:
-            start = mc
-            if T > 1:
-                mslot = _entry_alloca(b, I64)
-                b.store(mc, mslot)
-                head = b.function.append_basic_block("t.head")
-                body = b.function.append_basic_block("t.body")
-                done = b.function.append_basic_block("t.done")
-                b.branch(head)
-                b.position_at_end(head)
-                m0 = b.load(mslot, typ=I64)
-                b.cbranch(b.icmp_signed("<=", b.add(m0, C64(T)), mend), body, done)
-                b.position_at_end(body)
-                tile(b, n, m0, mc, T)
-                b.store(b.add(m0, C64(T)), mslot)
-                b.branch(head)
-                b.position_at_end(done)
-                start = b.load(mslot, typ=I64)
-            with for_range(b, start, mend, name="m1", vectorize=False) as m:
-                tile(b, n, m, mc, 1)
+            tile_rows(b, mc, mend, T, lambda b, m0, t: tile(b, n, m0, mc, t))
     b.ret_void()
     return KernelSpec(fn, N, 1)
 

@@ -1,17 +1,20 @@
-"""Lowering: ``qmatmul_q8`` over ternary weights in crumb blocks with one scale per block, llama.cpp's TQ2_0 dot
-product with Q8_K activations (int8 codes, one f32 scale per 256).
+"""Lowering: ``qmatmul_q8`` over 2-bit weights in blocks with one scale each, llama.cpp's TQ2_0 dot product with
+Q8_K activations (int8 codes, one f32 scale per 256).
 
-Taken where ``qmatmul_q8``'s weights are ternary in ``crumb{B}`` (B a multiple of 32: 4B codes a block, as TQ2_0's
-256 in 64 bytes for ``crumb64``), with their scales inside the blocks (``crumb64+f16``) or beside them, and the
-op's group is the block (K a whole number of blocks). ``q8dot.lower_qmatmul_q8`` hands such ops here.
+Taken where ``qmatmul_q8``'s weights are 2-bit codes (ternary, i2, u2) in a layout whose block is the op's group
+(K a whole number of blocks) and whose every 32-byte piece holds, in each of its four bit fields, 32 consecutive
+codes (read off the layout's declaration, ``ladder.packing``: ``crumb32``, ``crumb64``, ``tq2``...), with the
+scales inside the blocks (``crumb64+f16``, ``tq2+f16``: before or after the codes) or beside them.
+``q8dot.lower_qmatmul_q8`` hands such ops here.
 
 Work item = one weight row n. Each thread first copies the rows of x of a pass to a scratch, clipped to -127 (the
-op's definition; absmax codes never hold -128), with the sum of each block's codes beside them. Per block of
-4B codes, per 32 of them, the codes (0, 1, 2 for -1, 0, +1: crumb j of byte i is bits 6 - 2j of it) are
-multiplied unsigned by x and summed exactly into 8 int32 lanes (``vpdpbusd`` with VNNI, ``vpmaddubsw`` +
-``vpmaddwd`` on AVX2, i16 products elsewhere); the block's lanes become f32 once and are multiplied by both
-scales into f32 accumulators, and the code offset (the value is the code - 1) is taken off once per block as
-x's block sum times both scales. Rows of x are taken 4 at a time against each decoded block.
+op's definition; absmax codes never hold -128), with the sum of each block's codes beside them. Per block, per
+32-byte piece and bit field, the 32 codes (the field shifted down and masked, after the layout's XOR that makes
+them offset codes: value = code - zero, zero 1 for ternary) are multiplied unsigned by x and summed exactly into
+8 int32 lanes (``vpdpbusd`` with VNNI, ``vpmaddubsw`` + ``vpmaddwd`` on AVX2, i16 products elsewhere); the
+block's lanes become f32 once and are multiplied by both scales into f32 accumulators, and the offset is taken
+off once per block as zero times x's block sum times both scales. Rows of x are taken 4 at a time against each
+decoded block.
 
 Only the summation order differs from the reference's (integers exactly, then one product per block), so the
 results agree to float rounding (tests/test_llvm_q8dot.py).
@@ -24,12 +27,12 @@ from dataclasses import dataclass
 
 from llvmlite import ir
 
-from ladder.backends.llvm.codegen import F32, I8, I16, I32, I64, KernelSpec, for_range, storage_type, to_f32
+from ladder.backends.llvm.codegen import F32, I8, I16, I32, KernelSpec, for_range, storage_type, to_f32
 from ladder.ops import OPS
 from ladder.ops.lowbit import block_scales
 from ladder.types import DType
 
-from .matmul import C32, C64, PREFETCH, _entry_alloca, _gep8
+from .matmul import C32, C64, PREFETCH, _entry_alloca, _gep8, tile_rows
 
 SUB = 32  # codes per integer dot product step: one 256-bit vector of int8
 MCHUNK = 64  # rows of x per pass over the weight rows, at most
@@ -44,10 +47,14 @@ class CrumbPlan:
     n: int
     group: int  # codes per block (one scale each)
     nblocks: int
-    quarter: int  # bytes of a block: each byte holds one crumb of each quarter of the block
+    pieces: tuple[tuple[int, int, int], ...]  # (byte of a block's 32-byte piece, field shift, its first code)
+    mask: int  # a field's mask
+    xor: int  # the byte XOR that makes every field an offset code
+    zero: int  # value = offset code - zero
     row_bytes: int
     stride: int  # bytes from one block to the next
     codes_at: int  # bytes from a block's start to its codes
+    scale_at: int  # bytes from a block's start to its scale (inline scales)
     inline_scale: DType | None
     sw: DType | None
     sx: DType
@@ -55,29 +62,45 @@ class CrumbPlan:
     f16c: bool
 
 
+def pieces_of(layout) -> tuple[tuple[int, int, int], ...] | None:
+    """For each 32-byte piece of a block and each bit field: (the piece's byte, the field's shift, the first of
+    the 32 consecutive codes it holds), from the layout's declaration; None unless every piece and field holds
+    32 consecutive codes."""
+    if layout.planes or layout.radix or layout.bits != 2 or layout.block_bytes % SUB:
+        return None
+    where = {layout.place(i): i for i in range(layout.block)}
+    out = []
+    for at in range(0, layout.block_bytes, SUB):
+        for slot, shift in enumerate(layout.slot_shifts):
+            first = where[(at, slot)]
+            if any(where[(at + m, slot)] != first + m for m in range(SUB)):
+                return None
+            out.append((at, shift, first))
+    return tuple(out)
+
+
 def plan(ctx, op, ins) -> CrumbPlan | None:
-    """The kernel's plan, or None when the op is not ternary crumb blocks this kernel takes."""
+    """The kernel's plan, or None when the op's weights are not 2-bit blocks this kernel takes."""
     x, sx, w = ins[0], ins[1], ins[2]
-    if w.layout is None or w.dtype.kind != "ternary":
+    if w.layout is None or w.dtype.bits != 2:
         return None
     g = OPS[op.kind].full_attrs(op.attr)["group"]
     p = w.packing
     inline = block_scales(w)
     base = p.base if inline else p
-    if not base.name.startswith("crumb") or base.name == "crumb" or base.planes:
-        return None
-    quarter = base.block_bytes
+    pieces = pieces_of(base)
+    offset = base.value_offset(w.dtype)
     k, n = x.shape[-1], w.shape[0]
-    if g != base.block or quarter % SUB or k == 0 or k % g or k + 4 * (k // g) > SCRATCH:
+    if (pieces is None or offset is None or g != base.block or k == 0 or k % g
+            or k + 4 * (k // g) > SCRATCH or (inline and p.zero)):
         return None
-    if inline and (p.zero or p.header_bytes != storage_type(p.scale).width // 8):
-        return None  # only a scale in front of each block's codes
     t = ctx.target
     madd = t.supports("i8-madd")
     feats = t.features()
-    return CrumbPlan(rows=math.prod(x.shape[:-1]), k=k, n=n, group=g, nblocks=k // g, quarter=quarter,
-                     row_bytes=w.storage_shape[-1], stride=(p.header_bytes if inline else 0) + quarter,
-                     codes_at=p.header_bytes if inline else 0, inline_scale=p.scale if inline else None,
+    return CrumbPlan(rows=math.prod(x.shape[:-1]), k=k, n=n, group=g, nblocks=k // g, pieces=pieces,
+                     mask=base.mask, xor=base.byte_xor(w.dtype), zero=offset[1], row_bytes=w.storage_shape[-1],
+                     stride=p.stride if inline else base.block_bytes, codes_at=p.codes_offset if inline else 0,
+                     scale_at=p.scale_offset(0) if inline else 0, inline_scale=p.scale if inline else None,
                      sw=None if inline else ins[3].dtype, sx=sx.dtype,
                      dot="vnni" if madd and t.supports("i8-dot") else ("madd" if madd else "i16"),
                      f16c="f16c" in feats or "avx512f" in feats)
@@ -95,7 +118,7 @@ def lower(ctx, op, ins, outs, p: CrumbPlan, store_out):
     px, psx, pw = ptrs[0], ptrs[1], ptrs[2]
     psw = ptrs[3] if p.sw is not None else None
     py = ptrs[-1]
-    R, K, N, NB, G, Q = p.rows, p.k, p.n, p.nblocks, p.group, p.quarter
+    R, K, N, NB, G = p.rows, p.k, p.n, p.nblocks, p.group
     w_bytes = N * p.row_bytes
     v32i8 = ir.VectorType(I8, 32)
     v16i16, v32i16 = ir.VectorType(I16, 16), ir.VectorType(I16, 32)
@@ -144,13 +167,12 @@ def lower(ctx, op, ins, outs, p: CrumbPlan, store_out):
                                             [b.sext(xv, v32i32)]))
                 b.store(tot, bsum_at(b, dst, j))
 
-    def crumbs(b, chunk, q):
-        """Quarter q's codes (0-2) of a 32-byte chunk of a block: bits 6 - 2q of each byte."""
-        shift = 6 - 2 * q
+    def field(b, chunk, shift):
+        """One bit field of each byte of a 32-byte piece: 32 offset codes."""
         v = chunk
         if shift:
             v = b.bitcast(b.lshr(b.bitcast(chunk, v16i16), ir.Constant(v16i16, [shift] * 16)), v32i8)
-        return b.and_(v, splat8(3))
+        return b.and_(v, splat8(p.mask))
 
     def dot(b, acc, wv, xv):
         """acc (8 i32 lanes) + the 32 products of codes (unsigned) and x."""
@@ -167,7 +189,8 @@ def lower(ctx, op, ins, outs, p: CrumbPlan, store_out):
     def w_scale(b, n, blk_off, j):
         if p.inline_scale is not None:
             st = storage_type(p.inline_scale)
-            return _scale_f32(b, b.load(_gep8(b, pw, blk_off), typ=st, align=1), p.inline_scale, p.f16c)
+            at = _gep8(b, pw, b.add(blk_off, C64(p.scale_at)))
+            return _scale_f32(b, b.load(at, typ=st, align=1), p.inline_scale, p.f16c)
         st = storage_type(p.sw)
         return _scale_f32(b, b.load(b.gep(psw, [b.add(b.mul(n, C64(NB)), j)], source_etype=st), typ=st), p.sw,
                           p.f16c)
@@ -195,20 +218,23 @@ def lower(ctx, op, ins, outs, p: CrumbPlan, store_out):
                     b.call(prefetch, [_gep8(b, pw, off), C32(0), C32(3), C32(1)])
             ws = w_scale(b, n, blk, j)
             ints = [ir.Constant(v8i32, None) for _ in range(T)]
-            for h in range(Q // SUB):
-                chunk = b.load(_gep8(b, pw, b.add(blk, C64(p.codes_at + h * SUB))), typ=v32i8, align=1)
-                for q in range(4):
-                    wv = crumbs(b, chunk, q)
-                    at = b.add(b.mul(j, C64(G)), C64(q * Q + h * SUB))
-                    for t in range(T):
-                        ints[t] = dot(b, ints[t], wv, x_vec(b, xrows[t], at))
+            chunks = {}
+            for at_byte, shift, first in p.pieces:
+                if at_byte not in chunks:
+                    chunk = b.load(_gep8(b, pw, b.add(blk, C64(p.codes_at + at_byte))), typ=v32i8, align=1)
+                    chunks[at_byte] = b.xor(chunk, splat8(p.xor)) if p.xor else chunk
+                wv = field(b, chunks[at_byte], shift)
+                at = b.add(b.mul(j, C64(G)), C64(first))
+                for t in range(T):
+                    ints[t] = dot(b, ints[t], wv, x_vec(b, xrows[t], at))
             for t in range(T):
                 d = b.fmul(ws, x_scale(b, ms[t], j))
                 dv = b.shuffle_vector(b.insert_element(ir.Constant(v8f, None), d, C32(0)), ir.Constant(v8f, None),
                                       ir.Constant(v8i32, [0] * 8))
                 b.store(b.call(muladd, [b.sitofp(ints[t], v8f), dv, b.load(accs[t], typ=v8f)]), accs[t])
-                bs = b.sitofp(x_bsum(b, xrows[t], j), F32)
-                b.store(b.call(fmuladd, [bs, d, b.load(corrs[t], typ=F32)]), corrs[t])
+                if p.zero:
+                    bs = b.sitofp(b.mul(x_bsum(b, xrows[t], j), ir.Constant(I32, p.zero)), F32)
+                    b.store(b.call(fmuladd, [bs, d, b.load(corrs[t], typ=F32)]), corrs[t])
         for t in range(T):
             total = b.call(vsum, [ir.Constant(F32, -0.0), b.load(accs[t], typ=v8f)])
             store_out(ctx, b, op, outs[0], py, b.fsub(total, b.load(corrs[t], typ=F32)),
@@ -219,27 +245,9 @@ def lower(ctx, op, ins, outs, p: CrumbPlan, store_out):
         mend = b.select(b.icmp_signed("<", b.add(mc, C64(CH)), C64(R)), b.add(mc, C64(CH)), C64(R))
         fill(b, mc, mend)
         with for_range(b, begin, end, name="n", vectorize=False) as n:
-            start = mc
-            if T > 1:
-                mslot = _entry_alloca(b, I64)
-                b.store(mc, mslot)
-                head = b.function.append_basic_block("t.head")
-                body = b.function.append_basic_block("t.body")
-                done = b.function.append_basic_block("t.done")
-                b.branch(head)
-                b.position_at_end(head)
-                m0 = b.load(mslot, typ=I64)
-                b.cbranch(b.icmp_signed("<=", b.add(m0, C64(T)), mend), body, done)
-                b.position_at_end(body)
-                tile(b, n, m0, mc, T)
-                b.store(b.add(m0, C64(T)), mslot)
-                b.branch(head)
-                b.position_at_end(done)
-                start = b.load(mslot, typ=I64)
-            with for_range(b, start, mend, name="m1", vectorize=False) as m:
-                tile(b, n, m, mc, 1)
+            tile_rows(b, mc, mend, T, lambda b, m0, t: tile(b, n, m0, mc, t))
     b.ret_void()
     return KernelSpec(fn, N, 1)
 
 
-__all__ = ["CrumbPlan", "lower", "plan"]
+__all__ = ["CrumbPlan", "lower", "pieces_of", "plan"]
