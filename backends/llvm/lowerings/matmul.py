@@ -414,27 +414,38 @@ def _lower_generic(ctx, op, mm: _MM):
     return KernelSpec(fn, mm.B * N, 1)
 
 
-def tile_rows(b, start, end, T: int, tile) -> None:
-    """Rows [start, end) of x: ``tile(b, m0, T)`` on whole tiles of T rows, then ``tile(b, m, 1)`` on each row
-    left (the GEMM kernels' row loop: T rows share each decoded weight block)."""
+def in_tiles(b, start, end, T: int, tile, name: str = "t") -> None:
+    """[start, end) as ``tile(b, i0, T)`` on whole tiles of T, then ``tile(b, i, 1)`` on each one left (the
+    kernels' row loops: T rows of x share each decoded weight block, or T weight rows each row of x)."""
     if T > 1:
-        mslot = _entry_alloca(b, I64)
-        b.store(start, mslot)
-        head = b.function.append_basic_block("t.head")
-        body = b.function.append_basic_block("t.body")
-        done = b.function.append_basic_block("t.done")
+        slot = _entry_alloca(b, I64)
+        b.store(start, slot)
+        head = b.function.append_basic_block(f"{name}.head")
+        body = b.function.append_basic_block(f"{name}.body")
+        done = b.function.append_basic_block(f"{name}.done")
         b.branch(head)
         b.position_at_end(head)
-        m0 = b.load(mslot, typ=I64)
-        b.cbranch(b.icmp_signed("<=", b.add(m0, C64(T)), end), body, done)
+        i0 = b.load(slot, typ=I64)
+        b.cbranch(b.icmp_signed("<=", b.add(i0, C64(T)), end), body, done)
         b.position_at_end(body)
-        tile(b, m0, T)
-        b.store(b.add(m0, C64(T)), mslot)
+        tile(b, i0, T)
+        b.store(b.add(i0, C64(T)), slot)
         b.branch(head)
         b.position_at_end(done)
-        start = b.load(mslot, typ=I64)
-    with for_range(b, start, end, name="m1", vectorize=False) as m:
-        tile(b, m, 1)
+        start = b.load(slot, typ=I64)
+    with for_range(b, start, end, name=f"{name}1", vectorize=False) as i:
+        tile(b, i, 1)
+
+
+def passes_over_weights(b, R: int, CH: int, begin, end, T: int, fill, tile) -> None:
+    """The block kernels' driver: rows of x in passes of CH (``fill(b, mc, mend)`` copies a pass to the
+    scratch), and per pass every weight row n of this thread's range against the pass's rows, T at a time
+    (``tile(b, n, m0, mc, T)``)."""
+    with for_range(b, 0, R, step=CH, name="mc", vectorize=False) as mc:
+        mend = b.select(b.icmp_signed("<", b.add(mc, C64(CH)), C64(R)), b.add(mc, C64(CH)), C64(R))
+        fill(b, mc, mend)
+        with for_range(b, begin, end, name="n", vectorize=False) as n:
+            in_tiles(b, mc, mend, T, lambda b, m0, t: tile(b, n, m0, mc, t))
 
 
 def _entry_alloca(b, typ, size=None):
@@ -991,7 +1002,7 @@ def _lower_fast(ctx, op, mm: _MM, p: FastPlan):
 
     def rows_loop(b, ns, mc, mend):
         """All rows of x in [mc, mend) against weight rows ns: tiles of T rows, then single rows."""
-        tile_rows(b, mc, mend, T, lambda b, m0, t: tile(b, m0, t, ns, mc))
+        in_tiles(b, mc, mend, T, lambda b, m0, t: tile(b, m0, t, ns, mc))
 
     with for_range(b, 0, R, step=MCHUNK, name="mc", vectorize=False) as mc:
         mend = b.select(b.icmp_signed("<", b.add(mc, C64(MCHUNK)), C64(R)), b.add(mc, C64(MCHUNK)), C64(R))
@@ -1024,22 +1035,7 @@ def _lower_fast(ctx, op, mm: _MM, p: FastPlan):
                         b.store(b.add(b.load(sl, typ=I32), xv), sl)
                 b.store(b.load(sl, typ=I32), b.gep(xsum_slot, [b.sub(m, mc)], source_etype=I32))
         # groups of U consecutive weight rows, then the rest one by one
-        nslot = _entry_alloca(b, I64)
-        b.store(begin, nslot)
-        if U > 1:
-            head = b.function.append_basic_block("nu.head")
-            body = b.function.append_basic_block("nu.body")
-            done = b.function.append_basic_block("nu.done")
-            b.branch(head)
-            b.position_at_end(head)
-            n0 = b.load(nslot, typ=I64)
-            b.cbranch(b.icmp_signed("<=", b.add(n0, C64(U)), end), body, done)
-            b.position_at_end(body)
-            rows_loop(b, [b.add(n0, C64(u)) for u in range(U)], mc, mend)
-            b.store(b.add(n0, C64(U)), nslot)
-            b.branch(head)
-            b.position_at_end(done)
-        with for_range(b, b.load(nslot, typ=I64), end, name="n", vectorize=False) as n:
-            rows_loop(b, [n], mc, mend)
+        in_tiles(b, begin, end, U, lambda b, n0, u: rows_loop(b, [b.add(n0, C64(i)) for i in range(u)], mc, mend),
+                 name="nu")
     b.ret_void()
     return KernelSpec(fn, N, U)

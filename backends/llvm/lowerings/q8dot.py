@@ -44,7 +44,7 @@ from ladder.ops.lowbit import block_scales
 from ladder.types import DType
 
 from . import q8k
-from .matmul import C32, C64, PREFETCH, Decoder, _entry_alloca, _epilogue, _gep8, _int_value, tile_rows
+from .matmul import C32, C64, PREFETCH, Decoder, _entry_alloca, _epilogue, _gep8, _int_value, passes_over_weights
 
 BLOCK = 32  # codes per block: one 256-bit vector of int8
 MCHUNK = 64  # rows of x per pass over the weight rows, at most
@@ -338,12 +338,7 @@ def _lower_blocks(ctx, op, ins, outs, p: Q8Plan):
             _store_out(ctx, b, op, outs[0], py, b.call(vsum, [ir.Constant(F32, -0.0), acc]),
                        b.add(b.mul(ms[t], C64(N)), n))
 
-    T = min(MTILE, CH) if CH > 1 else 1
-    with for_range(b, 0, R, step=CH, name="mc", vectorize=False) as mc:
-        mend = b.select(b.icmp_signed("<", b.add(mc, C64(CH)), C64(R)), b.add(mc, C64(CH)), C64(R))
-        fill(b, mc, mend)
-        with for_range(b, begin, end, name="n", vectorize=False) as n:
-            tile_rows(b, mc, mend, T, lambda b, m0, t: tile(b, n, m0, mc, t))
+    passes_over_weights(b, R, CH, begin, end, min(MTILE, CH) if CH > 1 else 1, fill, tile)
     b.ret_void()
     return KernelSpec(fn, N, 1)
 

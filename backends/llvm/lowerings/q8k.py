@@ -32,7 +32,7 @@ from ladder.ops import OPS
 from ladder.ops.lowbit import block_scales
 from ladder.types import DType
 
-from .matmul import C32, C64, PREFETCH, _entry_alloca, _gep8, tile_rows
+from .matmul import C32, C64, PREFETCH, _entry_alloca, _gep8, passes_over_weights
 
 SUB = 32  # codes per integer dot product step: one 256-bit vector of int8
 MCHUNK = 64  # rows of x per pass over the weight rows, at most
@@ -240,12 +240,7 @@ def lower(ctx, op, ins, outs, p: CrumbPlan, store_out):
             store_out(ctx, b, op, outs[0], py, b.fsub(total, b.load(corrs[t], typ=F32)),
                       b.add(b.mul(ms[t], C64(N)), n))
 
-    T = min(MTILE, CH) if CH > 1 else 1
-    with for_range(b, 0, R, step=CH, name="mc", vectorize=False) as mc:
-        mend = b.select(b.icmp_signed("<", b.add(mc, C64(CH)), C64(R)), b.add(mc, C64(CH)), C64(R))
-        fill(b, mc, mend)
-        with for_range(b, begin, end, name="n", vectorize=False) as n:
-            tile_rows(b, mc, mend, T, lambda b, m0, t: tile(b, n, m0, mc, t))
+    passes_over_weights(b, R, CH, begin, end, min(MTILE, CH) if CH > 1 else 1, fill, tile)
     b.ret_void()
     return KernelSpec(fn, N, 1)
 
