@@ -116,6 +116,16 @@ class KernelContext:
         return self.declare(name, F32, [F32])
 
 
+def entry_alloca(b: ir.IRBuilder, typ: ir.Type, size: int | None = None):
+    """A stack slot in the function's entry block (so loops do not grow the stack, and mem2reg can promote
+    it); ``b`` goes on at the end of the block it was filling."""
+    entry = b.function.entry_basic_block
+    with b.goto_block(entry):
+        b.position_at_start(entry)
+        slot = b.alloca(typ, size=None if size is None else ir.Constant(ir.IntType(64), int(size)))
+    return slot
+
+
 def report(b: ir.IRBuilder, status_ptr, code: int) -> None:
     """Record a run-time error (code > 0) for the driver; the kernel goes on without touching memory."""
     b.store(ir.Constant(I64, code), status_ptr)

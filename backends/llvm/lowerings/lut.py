@@ -37,12 +37,12 @@ from ladder.backends.llvm.codegen import (
     I32,
     I64,
     KernelSpec,
+    entry_alloca,
     for_range,
     lowers,
 )
 from ladder.backends.llvm.lowerings.matmul import (
     _bstrides,
-    _entry_alloca,
     _epilogue,
     _offset_of,
 )
@@ -130,8 +130,8 @@ def lower_lut_precompute(ctx, op, ins, outs):
         if full < n_groups:
             emit(b, C64(full), group_xs(b, row, C64(full), k - full * g))
 
-    scale_slot = _entry_alloca(b, F32)
-    sum_slot = _entry_alloca(b, acc_t)
+    scale_slot = entry_alloca(b, F32)
+    sum_slot = entry_alloca(b, acc_t)
     gps = groups_per_scale(a["act_group"], g, n_groups)
     rint = ctx.declare("llvm.rint.f32", F32, [F32])
     fabs = ctx.declare("llvm.fabs.f32", F32, [F32])
@@ -343,11 +343,11 @@ def lower_lut_matmul(ctx, op, ins, outs):
         avg = b.trunc(b.lshr(s, ir.Constant(v16, [1] * R)), v8)  # pavgb
         return b.sext(b.xor(avg, bias), v16)
 
-    acc16 = [_entry_alloca(b, v16) for _ in range(p.planes)]
-    acc32 = _entry_alloca(b, v32)
-    accf = _entry_alloca(b, vf)
-    accp = [_entry_alloca(b, vf) for _ in range(p.planes)]
-    lanes = _entry_alloca(b, F32, R) if p.mode != "exact" else _entry_alloca(b, I32, R)
+    acc16 = [entry_alloca(b, v16) for _ in range(p.planes)]
+    acc32 = entry_alloca(b, v32)
+    accf = entry_alloca(b, vf)
+    accp = [entry_alloca(b, vf) for _ in range(p.planes)]
+    lanes = entry_alloca(b, F32, R) if p.mode != "exact" else entry_alloca(b, I32, R)
 
     def steps(b, j0, j1, step, body):
         """body(b, j) for j = j0, j0 + step, ... < j1 (j1 - j0 a multiple of step), ``unroll`` bodies per

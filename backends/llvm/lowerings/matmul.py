@@ -44,7 +44,7 @@ import numpy as np
 from llvmlite import ir
 
 from ladder.backends.llvm.codegen import F32, F64, I8, I16, I32, I64, KernelSpec, for_range, lowers, storage_type
-from ladder.backends.llvm.codegen import from_f32, load_f32, to_f32
+from ladder.backends.llvm.codegen import entry_alloca, from_f32, load_f32, to_f32
 from ladder.ops import OPS
 from ladder.ops.lowbit import block_scales
 from ladder.types import TensorType
@@ -367,7 +367,7 @@ def _lower_generic(ctx, op, mm: _MM):
             sbase = stab(bi)
         with for_range(b, 0, M, name="m") as m:
             xrow = b.add(xbase, b.mul(m, C64(K)))
-            acc_slot = _entry_alloca(b, acc_t)
+            acc_slot = entry_alloca(b, acc_t)
             b.store(ir.Constant(acc_t, 0 if mm.int_acc else 0.0), acc_slot)
             with for_range(b, 0, K, name="k") as k:
                 r, c = (n, k) if mm.tb else (k, n)
@@ -418,7 +418,7 @@ def in_tiles(b, start, end, T: int, tile, name: str = "t") -> None:
     """[start, end) as ``tile(b, i0, T)`` on whole tiles of T, then ``tile(b, i, 1)`` on each one left (the
     kernels' row loops: T rows of x share each decoded weight block, or T weight rows each row of x)."""
     if T > 1:
-        slot = _entry_alloca(b, I64)
+        slot = entry_alloca(b, I64)
         b.store(start, slot)
         head = b.function.append_basic_block(f"{name}.head")
         body = b.function.append_basic_block(f"{name}.body")
@@ -448,13 +448,19 @@ def passes_over_weights(b, R: int, CH: int, begin, end, T: int, fill, tile) -> N
             in_tiles(b, mc, mend, T, lambda b, m0, t: tile(b, n, m0, mc, t))
 
 
-def _entry_alloca(b, typ, size=None):
-    """An alloca in the entry block (so loops do not grow the stack)."""
-    entry = b.function.entry_basic_block
-    with b.goto_block(entry):
-        b.position_at_start(entry)
-        slot = b.alloca(typ, size=None if size is None else C64(size))
-    return slot
+def scale_to_f32(b, v, dt, f16c: bool):
+    """A loaded block scale (its storage) -> f32: one conversion instruction for f16 where the target has F16C,
+    else ``to_f32``."""
+    if dt.name == "f16" and f16c:
+        return b.fpext(b.bitcast(v, ir.HalfType()), F32)
+    return to_f32(b, v, dt)
+
+
+def store_epilogue(ctx, b, op, out, py, v, idx):
+    """An f32 result of ``op`` at flat index ``idx`` of its output: the op's epilogue, then stored as ``out``'s
+    dtype (the block kernels' store)."""
+    v = _epilogue(ctx, b, v, tuple(OPS[op.kind].full_attrs(op.attr)["epilogue"]), out.dtype)
+    b.store(from_f32(b, v, out.dtype), b.gep(py, [idx], source_etype=storage_type(out.dtype)))
 
 
 def _store_result(ctx, b, mm, ptrs, acc, oidx):
@@ -533,9 +539,9 @@ def _lower_dense_f32(ctx, op, mm: _MM):
 
     def step(b, ms, ns, depth):
         """y[ms, ns] for rows ms of x and rows ns of w: vectors of K `depth` deep, then the tail."""
-        accs = {(t, u, d): _entry_alloca(b, vt) for t in range(len(ms)) for u in range(len(ns))
+        accs = {(t, u, d): entry_alloca(b, vt) for t in range(len(ms)) for u in range(len(ns))
                 for d in range(depth)}
-        tails = {(t, u): _entry_alloca(b, F32) for t in range(len(ms)) for u in range(len(ns))}
+        tails = {(t, u): entry_alloca(b, F32) for t in range(len(ms)) for u in range(len(ns))}
         for a in accs.values():
             b.store(ir.Constant(vt, None), a)
         for a in tails.values():
@@ -780,11 +786,11 @@ def _lower_fast(ctx, op, mm: _MM, p: FastPlan):
     mask = ir.Constant(v32i8, [p.mask] * 32)
     xorc = ir.Constant(v32i8, [p.xor_byte] * 32)
     zero_i8 = ir.Constant(v32i8, [p.zero] * 32)
-    xsum_slot = _entry_alloca(b, I32, MCHUNK)
+    xsum_slot = entry_alloca(b, I32, MCHUNK)
     # float: NF independent accumulators per output (FMA latency, not bandwidth, bounds one chain)
     NF = 1 if is_int else max(1, min(4, 8 // (U * T)))
-    acc_slots = [[[_entry_alloca(b, acc_t) for _ in range(NF)] for _ in range(U)] for _ in range(T)]
-    tail_slots = [[_entry_alloca(b, I32 if is_int else F32) for _ in range(U)] for _ in range(T)]
+    acc_slots = [[[entry_alloca(b, acc_t) for _ in range(NF)] for _ in range(U)] for _ in range(T)]
+    tail_slots = [[entry_alloca(b, I32 if is_int else F32) for _ in range(U)] for _ in range(T)]
 
     avx2 = ctx.target.supports("i8-madd")
     prefetch = ctx.declare("llvm.prefetch.p0", ir.VoidType(), [ir.PointerType(), I32, I32, I32])
@@ -1016,18 +1022,18 @@ def _lower_fast(ctx, op, mm: _MM, p: FastPlan):
                 if nv:
                     v16s = ir.VectorType(I16, 32)
                     red16 = ctx.declare("llvm.vector.reduce.add.v32i32", I32, [v32i32])
-                    vs = _entry_alloca(b, v32i32)
+                    vs = entry_alloca(b, v32i32)
                     b.store(ir.Constant(v32i32, None), vs)
                     with for_range(b, 0, nv, step=256, name="xo", vectorize=False) as xo:
                         hi = b.select(b.icmp_signed("<", b.add(xo, C64(256)), C64(nv)), b.add(xo, C64(256)), C64(nv))
-                        s16 = _entry_alloca(b, v16s)
+                        s16 = entry_alloca(b, v16s)
                         b.store(ir.Constant(v16s, None), s16)
                         with for_range(b, xo, hi, name="xv", vectorize=False) as j:
                             xv = b.load(_gep8(b, xrow, b.mul(j, C64(32))), typ=v32i8, align=1)
                             b.store(b.add(b.load(s16, typ=v16s), b.sext(xv, v16s)), s16)
                         b.store(b.add(b.load(vs, typ=v32i32), b.sext(b.load(s16, typ=v16s), v32i32)), vs)
                     xsv = b.call(red16, [b.load(vs, typ=v32i32)])
-                sl = _entry_alloca(b, I32)
+                sl = entry_alloca(b, I32)
                 b.store(xsv, sl)
                 if nv * 32 < k_vec:
                     with for_range(b, nv * 32, k_vec, name="xk", vectorize=False) as k:

@@ -20,8 +20,8 @@ from contextlib import ExitStack
 import numpy as np
 from llvmlite import ir
 
-from ladder.backends.llvm.codegen import (F32, F64, I8, I32, I64, PTR, KernelSpec, elem_ptr, for_range, from_f32,
-                                          lowers, report, storage_type, to_f32)
+from ladder.backends.llvm.codegen import (F32, F64, I8, I32, I64, PTR, KernelSpec, elem_ptr, entry_alloca, for_range,
+                                          from_f32, lowers, report, storage_type, to_f32)
 from ladder.ops import OPS
 from ladder.ops.base import norm_axis
 from ladder.types import dtype as _dtype
@@ -50,12 +50,7 @@ def _split(shape, axis) -> tuple[int, int, int]:
 
 def _var(b: ir.IRBuilder, ty, init=None, size=None):
     """A stack slot allocated in the entry block (promoted to a register by mem2reg)."""
-    eb = b.function.entry_basic_block
-    tmp = b  # an empty entry block is the one b is filling
-    if eb.instructions:
-        tmp = ir.IRBuilder(eb)
-        tmp.position_before(eb.instructions[0])
-    slot = tmp.alloca(ty, size=None if size is None else _c(size))
+    slot = entry_alloca(b, ty, size)
     if init is not None:
         b.store(init, slot)
     return slot
@@ -456,7 +451,6 @@ def lower_attention(ctx, op, ins, outs):
     keep = skv <= SCORES_MAX
     exp = None if keep else ctx.math_f32("expf")
     scores = _var(b, F32, size=max(skv, 1)) if keep else None
-    b.position_at_end(b.block)  # _var may have put a slot before b's own last instruction in this block
     dt = q.dtype
 
     def dot(qbase, kbase):

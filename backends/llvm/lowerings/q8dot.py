@@ -37,14 +37,15 @@ from dataclasses import dataclass
 
 from llvmlite import ir
 
-from ladder.backends.llvm.codegen import F32, I8, I16, I32, KernelSpec, for_range, from_f32, lowers, \
+from ladder.backends.llvm.codegen import F32, I8, I16, I32, KernelSpec, entry_alloca, for_range, lowers, \
     storage_type, to_f32
 from ladder.ops import OPS
 from ladder.ops.lowbit import block_scales
 from ladder.types import DType
 
 from . import q8k
-from .matmul import C32, C64, PREFETCH, Decoder, _entry_alloca, _epilogue, _gep8, _int_value, passes_over_weights
+from .matmul import C32, C64, PREFETCH, Decoder, _gep8, _int_value, passes_over_weights, scale_to_f32, \
+    store_epilogue
 
 BLOCK = 32  # codes per block: one 256-bit vector of int8
 MCHUNK = 64  # rows of x per pass over the weight rows, at most
@@ -125,21 +126,8 @@ def lower_qmatmul_q8(ctx, op, ins, outs):
         return _lower_blocks(ctx, op, ins, outs, p)
     crumbs = q8k.plan(ctx, op, ins)  # ternary crumb blocks with Q8_K activations (TQ2_0): their own kernel
     if crumbs is not None:
-        return q8k.lower(ctx, op, ins, outs, crumbs, _store_out)
+        return q8k.lower(ctx, op, ins, outs, crumbs)
     return _lower_generic(ctx, op, ins, outs)
-
-
-def _scale_f32(b, v, dt: DType, f16c: bool):
-    """A loaded scale (its storage) -> f32."""
-    if dt.name == "f16" and f16c:
-        return b.fpext(b.bitcast(v, ir.HalfType()), F32)
-    return to_f32(b, v, dt)
-
-
-def _store_out(ctx, b, op, out, py, v, idx):
-    attrs = OPS[op.kind].full_attrs(op.attr)
-    v = _epilogue(ctx, b, v, tuple(attrs["epilogue"]), out.dtype)
-    b.store(from_f32(b, v, out.dtype), b.gep(py, [idx], source_etype=storage_type(out.dtype)))
 
 
 # -- the block kernel ----------------------------------------------------------------------------------------
@@ -176,7 +164,7 @@ def _lower_blocks(ctx, op, ins, outs, p: Q8Plan):
     # products (32 bytes a block), so the weight loop reads them as they are
     per_row = K * (2 if offset else 1)
     CH = max(1, min(MCHUNK, SCRATCH // per_row, R))
-    scratch = _entry_alloca(b, v32i8, CH * per_row // BLOCK)  # in 32-byte vectors
+    scratch = entry_alloca(b, v32i8, CH * per_row // BLOCK)  # in 32-byte vectors
     scratch.align = 32
 
     def vec_at(b, byte_off):
@@ -244,7 +232,7 @@ def _lower_blocks(ctx, op, ins, outs, p: Q8Plan):
     def _scales_f32(b, raws, dt, count):
         """Scales as stored (a list of scalars, or a vector) -> f32 (a scalar, or a vector of ``count``)."""
         if count == 1:
-            return _scale_f32(b, raws[0], dt, p.f16c)
+            return scale_to_f32(b, raws[0], dt, p.f16c)
         vt = ir.VectorType(F32, count)
         if isinstance(raws, list):
             st = raws[0].type
@@ -287,7 +275,7 @@ def _lower_blocks(ctx, op, ins, outs, p: Q8Plan):
         """Rows m0 .. m0+T-1 of x (of the pass starting at row mc) against weight row n."""
         wrow = b.mul(n, C64(p.row_bytes))
         NA = 2 if T == 1 else 1  # accumulators per row of x (a GEMV alternates two)
-        slots = [[_entry_alloca(b, v8f) for _ in range(NA)] for _ in range(T)]
+        slots = [[entry_alloca(b, v8f) for _ in range(NA)] for _ in range(T)]
         for row in slots:
             for s_ in row:
                 b.store(ir.Constant(v8f, None), s_)
@@ -335,7 +323,7 @@ def _lower_blocks(ctx, op, ins, outs, p: Q8Plan):
             acc = b.load(slots[t][0], typ=v8f)
             for s_ in slots[t][1:]:
                 acc = b.fadd(acc, b.load(s_, typ=v8f))
-            _store_out(ctx, b, op, outs[0], py, b.call(vsum, [ir.Constant(F32, -0.0), acc]),
+            store_epilogue(ctx, b, op, outs[0], py, b.call(vsum, [ir.Constant(F32, -0.0), acc]),
                        b.add(b.mul(ms[t], C64(N)), n))
 
     passes_over_weights(b, R, CH, begin, end, min(MTILE, CH) if CH > 1 else 1, fill, tile)
@@ -363,7 +351,7 @@ def _lower_generic(ctx, op, ins, outs):
     with for_range(b, begin, end, name="n", vectorize=False) as n:
         wrow = _gep8(b, pw, b.mul(n, C64(row_bytes)))
         with for_range(b, 0, R, name="m", vectorize=False) as m:
-            acc = _entry_alloca(b, F32)
+            acc = entry_alloca(b, F32)
             b.store(ir.Constant(F32, 0.0), acc)
             with for_range(b, 0, K, name="k", vectorize=False) as k:
                 blk = b.udiv(k, C64(g))
@@ -382,7 +370,7 @@ def _lower_generic(ctx, op, ins, outs):
                     ws = to_f32(b, b.load(b.gep(psw, [b.add(b.mul(n, C64(nb)), blk)], source_etype=sw_t), typ=sw_t),
                                 ins[3].dtype)
                 b.store(b.call(fma, [xv, b.fmul(wv, ws), b.load(acc, typ=F32)]), acc)
-            _store_out(ctx, b, op, outs[0], py, b.load(acc, typ=F32), b.add(b.mul(m, C64(N)), n))
+            store_epilogue(ctx, b, op, outs[0], py, b.load(acc, typ=F32), b.add(b.mul(m, C64(N)), n))
     b.ret_void()
     return KernelSpec(fn, N, 1)
 

@@ -27,12 +27,12 @@ from dataclasses import dataclass
 
 from llvmlite import ir
 
-from ladder.backends.llvm.codegen import F32, I8, I16, I32, KernelSpec, for_range, storage_type, to_f32
+from ladder.backends.llvm.codegen import F32, I8, I16, I32, KernelSpec, entry_alloca, for_range, storage_type
 from ladder.ops import OPS
 from ladder.ops.lowbit import block_scales
 from ladder.types import DType
 
-from .matmul import C32, C64, PREFETCH, _entry_alloca, _gep8, passes_over_weights
+from .matmul import C32, C64, PREFETCH, _gep8, passes_over_weights, scale_to_f32, store_epilogue
 
 SUB = 32  # codes per integer dot product step: one 256-bit vector of int8
 MCHUNK = 64  # rows of x per pass over the weight rows, at most
@@ -106,14 +106,8 @@ def plan(ctx, op, ins) -> CrumbPlan | None:
                      f16c="f16c" in feats or "avx512f" in feats)
 
 
-def _scale_f32(b, v, dt: DType, f16c: bool):
-    if dt.name == "f16" and f16c:
-        return b.fpext(b.bitcast(v, ir.HalfType()), F32)
-    return to_f32(b, v, dt)
-
-
-def lower(ctx, op, ins, outs, p: CrumbPlan, store_out):
-    """The kernel; ``store_out(ctx, b, op, out, py, value, index)`` stores one result (with the epilogue)."""
+def lower(ctx, op, ins, outs, p: CrumbPlan):
+    """The kernel of ``plan``'s op."""
     fn, b, ptrs, begin, end = ctx.kernel(f"qmatmul_q8k_{op.name}", len(ins) + 1)
     px, psx, pw = ptrs[0], ptrs[1], ptrs[2]
     psw = ptrs[3] if p.sw is not None else None
@@ -140,7 +134,7 @@ def lower(ctx, op, ins, outs, p: CrumbPlan, store_out):
     per_row = K + 4 * NB
     per_row += -per_row % SUB
     CH = max(1, min(MCHUNK, SCRATCH // per_row, R))
-    scratch = _entry_alloca(b, v32i8, CH * per_row // SUB)
+    scratch = entry_alloca(b, v32i8, CH * per_row // SUB)
     scratch.align = 32
     base8 = b.bitcast(scratch, ir.PointerType())
 
@@ -190,20 +184,20 @@ def lower(ctx, op, ins, outs, p: CrumbPlan, store_out):
         if p.inline_scale is not None:
             st = storage_type(p.inline_scale)
             at = _gep8(b, pw, b.add(blk_off, C64(p.scale_at)))
-            return _scale_f32(b, b.load(at, typ=st, align=1), p.inline_scale, p.f16c)
+            return scale_to_f32(b, b.load(at, typ=st, align=1), p.inline_scale, p.f16c)
         st = storage_type(p.sw)
-        return _scale_f32(b, b.load(b.gep(psw, [b.add(b.mul(n, C64(NB)), j)], source_etype=st), typ=st), p.sw,
+        return scale_to_f32(b, b.load(b.gep(psw, [b.add(b.mul(n, C64(NB)), j)], source_etype=st), typ=st), p.sw,
                           p.f16c)
 
     def x_scale(b, m, j):
         st = storage_type(p.sx)
-        return _scale_f32(b, b.load(b.gep(psx, [b.add(b.mul(m, C64(NB)), j)], source_etype=st), typ=st), p.sx,
+        return scale_to_f32(b, b.load(b.gep(psx, [b.add(b.mul(m, C64(NB)), j)], source_etype=st), typ=st), p.sx,
                           p.f16c)
 
     def tile(b, n, m0, mc, T):
         wrow = b.mul(n, C64(p.row_bytes))
-        accs = [_entry_alloca(b, v8f) for _ in range(T)]
-        corrs = [_entry_alloca(b, F32) for _ in range(T)]
+        accs = [entry_alloca(b, v8f) for _ in range(T)]
+        corrs = [entry_alloca(b, F32) for _ in range(T)]
         for t in range(T):
             b.store(ir.Constant(v8f, None), accs[t])
             b.store(ir.Constant(F32, 0.0), corrs[t])
@@ -237,7 +231,7 @@ def lower(ctx, op, ins, outs, p: CrumbPlan, store_out):
                     b.store(b.call(fmuladd, [bs, d, b.load(corrs[t], typ=F32)]), corrs[t])
         for t in range(T):
             total = b.call(vsum, [ir.Constant(F32, -0.0), b.load(accs[t], typ=v8f)])
-            store_out(ctx, b, op, outs[0], py, b.fsub(total, b.load(corrs[t], typ=F32)),
+            store_epilogue(ctx, b, op, outs[0], py, b.fsub(total, b.load(corrs[t], typ=F32)),
                       b.add(b.mul(ms[t], C64(N)), n))
 
     passes_over_weights(b, R, CH, begin, end, min(MTILE, CH) if CH > 1 else 1, fill, tile)
