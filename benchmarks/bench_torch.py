@@ -23,17 +23,8 @@ import sys
 import time
 from pathlib import Path
 
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    import platform
-
-    return platform.processor() or "unknown cpu"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_e2e import cpu_name  # noqa: E402  (a sibling script: the CPU's marketing name)
 
 
 def median_seconds(fn, repeat: int) -> float:

@@ -853,7 +853,7 @@ class _Source:
         self.f, self.h, self.used = f, h, used
         self.weights: dict[str, np.ndarray] = {}
         self._tensors: dict[str, GGUFTensor] = {}
-        self._q8_0: dict[str, Value] = {}  # x's name -> x through llama.cpp's Q8_0 blocks (one per x)
+        self._rounded: dict[tuple[str, Any], Value] = {}  # (x's name, how) -> x as a dot product takes it
 
     def tensor(self, name: str) -> GGUFTensor:
         if name not in self._tensors:
@@ -908,22 +908,15 @@ class _Source:
         absmax, the scale rounded to f16) or Q8_K blocks (int8 per 256, an f32 scale) for the types whose dot
         product is with those (Q8_0_ACTIVATIONS, Q8_K_ACTIVATIONS); x rounded to f16 / bf16 for F16 / BF16
         weights (ROUNDED_ACTIVATIONS: their dot products take x in the weight's type); else x itself."""
-        t = self.tensor(wname)
-        if t.ggml_type in ROUNDED_ACTIVATIONS:
-            key = (x.name, t.ggml_type)
-            if key not in self._q8_0:
-                self._q8_0[key] = b.cast(b.cast(x, dtype=ROUNDED_ACTIVATIONS[t.ggml_type]), dtype="f32")
-            return self._q8_0[key]
-        group = 32 if t.ggml_type in Q8_0_ACTIVATIONS else 256 if t.ggml_type in Q8_K_ACTIVATIONS else 0
-        if not group or x.type.shape[-1] % group:
+        kind = self.tensor(wname).ggml_type
+        how = (ROUNDED_ACTIVATIONS.get(kind) or (32 if kind in Q8_0_ACTIVATIONS else 0)
+               or (256 if kind in Q8_K_ACTIVATIONS else 0))
+        if not how or isinstance(how, int) and x.type.shape[-1] % how:
             return x
-        key = (x.name, group)
-        if key not in self._q8_0:
-            xq, xs = b.quantize(x, scheme="absmax", dtype="i8", axis=-1, group=group)
-            if group == 32:  # Q8_0 keeps its scale as f16; Q8_K as f32
-                xs = b.cast(b.cast(xs, dtype="f16"), dtype="f32")
-            self._q8_0[key] = b.dequant(xq, xs, axis=-1, group=group)
-        return self._q8_0[key]
+        key = (x.name, how)  # Q8_0 and Q4_0 weights share x's Q8_0 blocks, F16 weights x in f16
+        if key not in self._rounded:
+            self._rounded[key] = _rounded_as(b, x, how)
+        return self._rounded[key]
 
     def project(self, b: Builder, x: Value, act_scale: Value | None, name: str, out_features: int,
                 in_features: int) -> Value:
@@ -949,6 +942,17 @@ class _Source:
         # BitNet's int8 activations stop before the head; llama.cpp's Q8_0 ones follow the head's weight type
         name = "output.weight" if "output.weight" in self.used else "token_embd.weight"
         return b.matmul(self._activations(b, x, name), self._matrix(b, name), transpose_b=True, name="logits")
+
+
+def _rounded_as(b: Builder, x: Value, how: str | int) -> Value:
+    """x rounded to dtype ``how`` (f16, bf16) and back, or through absmax int8 blocks of ``how`` values and back
+    (32: Q8_0, whose scale is f16; 256: Q8_K, whose scale stays f32)."""
+    if isinstance(how, str):
+        return b.cast(b.cast(x, dtype=how), dtype="f32")
+    xq, xs = b.quantize(x, scheme="absmax", dtype="i8", axis=-1, group=how)
+    if how == 32:
+        xs = b.cast(b.cast(xs, dtype="f16"), dtype="f32")
+    return b.dequant(xq, xs, axis=-1, group=how)
 
 
 def _np_dtype_ladder(arr: np.ndarray) -> DType:
