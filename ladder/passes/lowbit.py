@@ -102,21 +102,22 @@ class LegalizeTypes(Pass):
                 pack_operands = [r.name]
                 # only the dequants read the packed copy when their block scales go inside it and other ops
                 # (an embedding's gather of the same codes) read the codes too: those keep the plain codes
-                readers = lambda uop: uop.kind != "pack"  # noqa: E731
+                dequants_only = False
                 if scales is not None:
                     base = _packing_with_block(target, t.dtype, scales[0], overrides.get(t.dtype.name))
                     if base is not None:
                         s_t = g.type_of(scales[1][0])
                         layout = f"{base}+{s_t.dtype.name}{'z' if len(scales[1]) == 2 else ''}"
                         pack_operands += scales[1]
-                        readers = lambda uop: uop.kind == "dequant" and uop.operands[0] == r.name  # noqa: E731
+                        dequants_only = True
                 packed = _add(g, "pack", pack_operands, {"layout": layout}, f"{r.name}.packed", op.loc)
                 logical = _add(g, "unpack", [packed.name], {}, f"{r.name}.unpacked", op.loc)
                 for user in g.users(r.name):
                     uop = g.op(user)
-                    if uop.kind != "pack" and readers(uop):
-                        g.replace_op(user, uop.with_(operands=tuple(
-                            logical.name if o == r.name else o for o in uop.operands)))
+                    if uop.kind == "pack" or dequants_only and uop.kind != "dequant":
+                        continue
+                    g.replace_op(user, uop.with_(operands=tuple(
+                        logical.name if o == r.name else o for o in uop.operands)))
         return g
 
 
