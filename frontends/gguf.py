@@ -84,7 +84,8 @@ import numpy as np
 from ladder.builder import Builder
 from ladder.errors import LadderError
 from ladder.ir import Graph, Value
-from ladder.models import BITNET_B158, BITNET_GGUF, LLAMA_GGUF, Arch, BitNetConfig, bitlinear, decoder
+from ladder.models import (BITNET_B158, BITNET_GGUF, LLAMA_GGUF, Arch, BitNetConfig, bitlinear, check_kv_cache,
+                           decoder)
 from ladder.quant import dequantize as _dequantize
 from ladder.types import DTYPES, DType
 
@@ -977,17 +978,19 @@ def _shared_ternary_scale(t: GGUFTensor):
     return codes, np.array([nz.flat[0]], np.float32)
 
 
-def load(path: str | os.PathLike, shapes: Mapping[str, tuple[int, ...]] | None = None, last_logits: bool = False
-         ) -> tuple[Graph, dict[str, np.ndarray]]:
+def load(path: str | os.PathLike, shapes: Mapping[str, tuple[int, ...]] | None = None, last_logits: bool = False,
+         kv_cache: str = "f16") -> tuple[Graph, dict[str, np.ndarray]]:
     """(one decoder step graph, its weights by param name) from a GGUF file of a supported architecture
-    (``last_logits``: see ladder.models.decoder)."""
+    (``last_logits``: see ladder.models.decoder; ``kv_cache``: the cache's element type, f16 as llama.cpp's
+    default, or f32 / bf16)."""
     f = open_file(path)
     h = _hyper(f)
     vocab, used = _check_tensors(f, h)
     seq, context = _context_and_seq(h, shapes)
     c = h.cfg
     dims = BitNetConfig(vocab=vocab, hidden=c.hidden, layers=c.layers, heads=c.heads, kv_heads=c.kv_heads,
-                        ffn=c.ffn, context=context, rope_theta=c.rope_theta, eps=c.eps)
+                        ffn=c.ffn, context=context, rope_theta=c.rope_theta, eps=c.eps,
+                        kv_cache=check_kv_cache(kv_cache))
     src = _Source(f, h, used)
     graph = decoder(h.wiring, dims, src, seq, f"{h.arch.replace('-', '_').replace('.', '_')}_step", last_logits)
     return graph, src.weights

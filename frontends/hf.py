@@ -33,7 +33,7 @@ import numpy as np
 from ladder.builder import Builder
 from ladder.errors import LadderError
 from ladder.ir import Graph, Value
-from ladder.models import BITNET_B158, LLAMA_HF, Arch, BitNetConfig, bitlinear, decoder
+from ladder.models import BITNET_B158, LLAMA_HF, Arch, BitNetConfig, bitlinear, check_kv_cache, decoder
 
 
 class HFError(LadderError):
@@ -262,13 +262,13 @@ class _Source:
         return b.matmul(x, self._float(b, name, (c.vocab, c.hidden)), transpose_b=True, name="logits")
 
 
-def load(path: str | os.PathLike, shapes: Mapping[str, tuple[int, ...]] | None = None, last_logits: bool = False
-         ) -> tuple[Graph, dict[str, np.ndarray]]:
+def load(path: str | os.PathLike, shapes: Mapping[str, tuple[int, ...]] | None = None, last_logits: bool = False,
+         kv_cache: str = "f16") -> tuple[Graph, dict[str, np.ndarray]]:
     """(one decoder step graph, its weights by param name) from a Hugging Face model folder (``last_logits``:
-    see ladder.models.decoder)."""
+    see ladder.models.decoder; ``kv_cache``: the cache's element type, f16 by default, or f32 / bf16)."""
     m = read_model(path)
     seq, context = _context_and_seq(m, shapes)
     src = _Source(m, _safetensors(m.path))
-    graph = decoder(m.wiring, replace(m.cfg, context=context), src, seq, m.architecture.lower() + "_step",
-                    last_logits)
+    graph = decoder(m.wiring, replace(m.cfg, context=context, kv_cache=check_kv_cache(kv_cache)), src, seq,
+                    m.architecture.lower() + "_step", last_logits)
     return graph, src.weights

@@ -276,7 +276,7 @@ def cmd_generate(args) -> int:
     pick = Sampler(args.temperature, args.top_k, args.top_p, args.seed)
     model = load_model(args.model, prompt_len=max(len(prompt), 1), weights=args.weights,
                        random_weights=args.random_weights, prefill_path=args.prefill, context=args.context,
-                       max_new=args.max_new)
+                       max_new=args.max_new, kv_cache=args.kv_cache)
     check(model.prefill, model.decode, prompt, args.max_new)  # before compiling
     runner = ModuleRunner(target, model.weights, args.threads, tuning=args.tuning, memory_budget=args.memory_budget)
     with Task(f"compiling @{model.decode.name} for {target}"):
@@ -485,6 +485,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--prefill", metavar="FILE.lir", help="a step graph with more tokens per step for the prompt")
     s.add_argument("--context", type=int, help="cache capacity of a .gguf model or HF folder (default: prompt "
                    "+ --max-new, at most the model's context length)")
+    s.add_argument("--kv-cache", default="f16", choices=("f16", "f32", "bf16"),
+                   help="KV cache element type of a .gguf model or HF folder (default f16, as llama.cpp)")
     s.add_argument("--profile", action="store_true", help="instead of printing the text, time each op of a decode "
                    "step (cpu targets) and the generate loop's Python work per token")
     compile_opts(s)

@@ -10,8 +10,9 @@ A step graph runs S tokens through the model once. Its interface is the conventi
              pos      i32[S]              their positions, start .. start + S - 1
              start    i32[1]              the cache row where this step's keys and values go
              kv_len   i32[1]              start + S: the cache rows filled once the step has run
-             k_cacheN f32[KVH, C, D]      layer N's key cache, N = 0 .. L-1 (C = the cache capacity)
-             v_cacheN f32[KVH, C, D]      layer N's value cache
+             k_cacheN T[KVH, C, D]        layer N's key cache, N = 0 .. L-1 (C = the cache capacity; T the
+                                          cache's float type: f16 for imported models by default, or f32, bf16)
+             v_cacheN T[KVH, C, D]        layer N's value cache
     outputs  logits   f32[S, V]           first, then the updated caches in the order
                                           k_cache0, v_cache0, k_cache1, ... with the caches' types;
                                           or f32[1, V]: the last token's logits only (all generation reads)
@@ -70,7 +71,7 @@ class StepSignature:
 
     seq: int                # tokens per step (S)
     layers: int             # cache pairs (L)
-    cache: TensorType       # f32[KVH, C, D]
+    cache: TensorType       # T[KVH, C, D] (T: f32, f16 or bf16)
     vocab: int              # logits per token (V)
     last_only: bool = False  # logits [1, V]: the last token's only
 
@@ -437,14 +438,15 @@ class Model:
 
 def load_model(path: str | os.PathLike, *, prompt_len: int = 1, weights: str | os.PathLike | None = None,
                random_weights: int | None = None, prefill_path: str | os.PathLike | None = None,
-               context: int | None = None, max_new: int | None = None) -> Model:
+               context: int | None = None, max_new: int | None = None, kv_cache: str = "f16") -> Model:
     """Step graphs and weights from a model file.
 
     * ``.lir``: weights from a safetensors file (``weights``) or seeded random ones (``random_weights``); the
       file's graph decodes and, unless ``prefill_path`` names another step graph, also prefills.
     * ``.gguf`` (or a Hugging Face model folder): the file's own weights; the prefill graph takes the whole
       prompt (``prompt_len`` tokens) in one step; ``context`` sets the cache capacity (default: ``prompt_len +
-      max_new`` when ``max_new`` is given, capped at the model's context length; else the model's context)."""
+      max_new`` when ``max_new`` is given, capped at the model's context length; else the model's context);
+      ``kv_cache`` its element type (f16, as llama.cpp's default; f32 or bf16 on request)."""
     path = os.fspath(path)
     if path.lower().endswith(".lir"):
         return _text_model(path, weights, random_weights, prefill_path, context)
@@ -452,7 +454,7 @@ def load_model(path: str | os.PathLike, *, prompt_len: int = 1, weights: str | o
         raise GenerateError(f"{path}: a separate prefill graph goes with a .lir model")
     if weights is not None or random_weights is not None:
         raise GenerateError(f"{path}: a .gguf model holds its own weights; drop --weights/--random-weights")
-    return _imported_model(path, prompt_len, context, max_new)
+    return _imported_model(path, prompt_len, context, max_new, kv_cache)
 
 
 def _text_model(path: str, weights, random_weights: int | None, prefill_path, context: int | None) -> Model:
@@ -483,7 +485,8 @@ def _imported_config(path: str):
     return gguf.config(path)
 
 
-def _imported_model(path: str, prompt_len: int, context: int | None, max_new: int | None) -> Model:
+def _imported_model(path: str, prompt_len: int, context: int | None, max_new: int | None, kv_cache: str
+                    ) -> Model:
     """A file holding its weights, whose importer sets a step's length and the cache capacity from input
     shapes (``tokens`` and ``k_cache0``), as the GGUF frontend does."""
     cfg = _imported_config(path)
@@ -495,9 +498,10 @@ def _imported_model(path: str, prompt_len: int, context: int | None, max_new: in
         from .frontends.hf import load
     else:
         from .frontends.gguf import load
-    decode, weights = load(path, {"tokens": (1,), **cache})
+    decode, weights = load(path, {"tokens": (1,), **cache}, kv_cache=kv_cache)
     # generation reads the last prompt token's logits only: the head runs on that row alone
-    prefill = load(path, {"tokens": (prompt_len,), **cache}, last_logits=True)[0] if prompt_len != 1 else decode
+    prefill = load(path, {"tokens": (prompt_len,), **cache}, last_logits=True, kv_cache=kv_cache)[0] \
+        if prompt_len != 1 else decode
     return Model(prefill, decode, weights)
 
 

@@ -26,11 +26,13 @@ class Token:
 
 class LLM:
     def __init__(self, path: str | os.PathLike, target: str = "cpu", threads: int | None = None,
-                 context: int = 1024, prefill_chunk: int = 16, tokenizer: Tokenizer | None = None):
+                 context: int = 1024, prefill_chunk: int = 16, tokenizer: Tokenizer | None = None,
+                 kv_cache: str = "f16"):
         self.path = os.fspath(path)
         cfg = _imported_config(self.path)
         self.context = min(context, cfg.context)
-        self.model = load_model(self.path, prompt_len=min(prefill_chunk, self.context), context=self.context)
+        self.model = load_model(self.path, prompt_len=min(prefill_chunk, self.context), context=self.context,
+                                kv_cache=kv_cache)
         self.runner = ModuleRunner(target, self.model.weights, threads)
         self._tokenizer = tokenizer
 

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from .builder import Builder
+from .errors import LadderError
 from .ir import Graph, Value
 
 
@@ -66,6 +67,7 @@ class BitNetConfig:
     ffn_kind: str = "relu2"  # relu2: gated squared ReLU + sub-norm (BitNet); silu: gated SiLU (Llama); relu: OPT's
     sub_norms: bool = True   # BitNet's extra RMSNorms before the output and down projections
     head: str = "f32"        # f32: logits from the f32 embedding (tied); a low-bit type: a BitLinear head of it
+    kv_cache: str = "f32"    # the KV cache's element type: f32, or f16 / bf16 (keys and values rounded on write)
 
     @property
     def head_dim(self) -> int:
@@ -122,20 +124,32 @@ class WeightSource(Protocol):
     def head(self, b: Builder, x: Value) -> Value: ...
 
 
+KV_CACHE_TYPES = ("f16", "f32", "bf16")
+
+
+def check_kv_cache(name: str) -> str:
+    """A KV cache element type, checked (an importer's ``kv_cache`` argument, ``--kv-cache``)."""
+    if name not in KV_CACHE_TYPES:
+        raise LadderError(f"kv_cache must be one of {', '.join(KV_CACHE_TYPES)}, not {name!r}")
+    return name
+
+
 def bitlinear(b: Builder, xq: Value, xs: Value, w: Value, ws: Value) -> Value:
     """BitNet's integer path: int8 activation codes x low-bit weight codes -> i32, then the two scales."""
     acc = b.matmul(xq, w, transpose_b=True)
     return b.mul(b.mul(b.cast(acc, dtype="f32"), xs), ws)
 
 
-def decoder_step_inputs(b: Builder, seq: int, kv_heads: int, context: int, head_dim: int, layers: int):
+def decoder_step_inputs(b: Builder, seq: int, kv_heads: int, context: int, head_dim: int, layers: int,
+                        cache_dtype: str = "f32"):
     """The inputs of one decoder step, the convention ``ladder.generate`` drives: tokens, pos, start,
-    kv_len and a (k, v) cache pair per layer. Returns (tokens, pos, start, kv_len, caches)."""
+    kv_len and a (k, v) cache pair per layer (of ``cache_dtype``). Returns (tokens, pos, start, kv_len,
+    caches)."""
     tokens = b.input("tokens", f"i32[{seq}]")
     pos = b.input("pos", f"i32[{seq}]")
     start = b.input("start", "i32[1]")
     kv_len = b.input("kv_len", "i32[1]")
-    cache_t = f"f32[{kv_heads}, {context}, {head_dim}]"
+    cache_t = f"{cache_dtype}[{kv_heads}, {context}, {head_dim}]"
     caches = [(b.input(f"k_cache{i}", cache_t), b.input(f"v_cache{i}", cache_t)) for i in range(layers)]
     return tokens, pos, start, kv_len, caches
 
@@ -148,7 +162,7 @@ def decoder(arch: Arch, cfg: BitNetConfig, src: WeightSource, seq: int, name: st
     prefill step)."""
     b = Builder(name)
     tokens, pos, start, kv_len, caches = decoder_step_inputs(b, seq, cfg.kv_heads, cfg.context, cfg.head_dim,
-                                                             cfg.layers)
+                                                             cfg.layers, cfg.kv_cache)
     d, hd, kvd, f = cfg.hidden, cfg.head_dim, cfg.kv_heads * cfg.head_dim, cfg.ffn
 
     def proj(x: Value, ref: str, n_out: int, n_in: int) -> Value:
@@ -169,6 +183,8 @@ def decoder(arch: Arch, cfg: BitNetConfig, src: WeightSource, seq: int, name: st
         k = b.rope(heads(proj(h, f"{p}.k", kvd, d), cfg.kv_heads), pos, theta=cfg.rope_theta,
                    style=arch.rope_style)
         v = heads(proj(h, f"{p}.v", kvd, d), cfg.kv_heads)
+        if cfg.kv_cache != "f32":  # rounded once, on the way in (llama.cpp's f16 cache); attention reads f32
+            k, v = b.cast(k, dtype=cfg.kv_cache), b.cast(v, dtype=cfg.kv_cache)
         kc2 = b.cache_write(kc, k, start)
         vc2 = b.cache_write(vc, v, start)
         new_caches += [kc2, vc2]

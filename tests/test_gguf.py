@@ -321,8 +321,8 @@ def run_steps(path, arch, prompt, next_token, fuse=False):
                   for _ in range(DIMS["layers"])]
     ref = [reference_step(W, arch, DIMS, prompt, 0, ref_caches),
            reference_step(W, arch, DIMS, [next_token], len(prompt), ref_caches)]
-    g1, w = lg.load(path, {"tokens": (len(prompt),)})
-    g2, _ = lg.load(path)
+    g1, w = lg.load(path, {"tokens": (len(prompt),)}, kv_cache="f32")  # the numpy reference's caches are f32
+    g2, _ = lg.load(path, kv_cache="f32")
     if fuse:
         g1, g2 = (PassManager("legalize-types{target=cpu},fuse").run(g) for g in (g1, g2))
     caches = {f"{kv}_cache{i}": np.zeros((DIMS["kv_heads"], ctx, hd), np.float32)
@@ -366,7 +366,7 @@ def test_llama_rope_is_interleaved(tmp_path):
     ref = reference_step(W, "llama", DIMS, [1, 2], 0, caches)
     half = reference_step(W, "llama with half rope", DIMS, [1, 2], 0,  # a non-llama arch name: style half
                           [[np.zeros((2, 16, 64), np.float32) for _ in range(2)] for _ in range(2)])
-    gp, w = lg.load(path, {"tokens": (2,)})
+    gp, w = lg.load(path, {"tokens": (2,)}, kv_cache="f32")  # the numpy reference's caches are f32
     out = ladder.run(gp, {"tokens": np.array([1, 2], np.int32), "pos": np.arange(2, dtype=np.int32),
                           "start": np.array([0], np.int32), "kv_len": np.array([2], np.int32),
                           **{f"{kv}_cache{i}": np.zeros((2, 16, 64), np.float32) for i in range(2) for kv in "kv"}},
@@ -479,8 +479,8 @@ def test_generate_drives_a_gguf_model(tmp_path):
     cfg = lg.config(path)
     assert (cfg.layers, cfg.kv_heads, cfg.head_dim, cfg.context, cfg.vocab) == (2, 2, 64, 16, 48)
     prompt = [1, 2, 3, 4]
-    prefill, w = lg.load(path, {"tokens": (len(prompt),)})
-    decode, _ = lg.load(path)
+    prefill, w = lg.load(path, {"tokens": (len(prompt),)}, kv_cache="f32")  # as the numpy reference's caches
+    decode, _ = lg.load(path, kv_cache="f32")
     sessions = {}
 
     def runner(g, inputs):
@@ -515,7 +515,7 @@ def test_cli_and_dispatcher(tmp_path, capsys):
     assert g.name == "llama_step" and set(w) >= {"token_embd.weight", "token_embd.weight.scales"}
     assert cli_main(["run", str(path), "--random-inputs", "0"]) == 0
     out = capsys.readouterr().out
-    assert "%logits : f32[1, 48]" in out and out.count(" : f32[2, 16, 64]") == 2 * 2  # the updated caches
+    assert "%logits : f32[1, 48]" in out and out.count(" : f16[2, 16, 64]") == 2 * 2  # the updated caches (f16)
     np.save(tmp_path / "kv_len.npy", np.array([2], np.int32))
     np.save(tmp_path / "start.npy", np.array([0], np.int32))
     assert cli_main(["run", str(path), "--random-inputs", "0", "--shape", "tokens=2", "--output",

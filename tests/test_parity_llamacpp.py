@@ -57,7 +57,9 @@ def model_path(tmp_path_factory):
 
 
 def ladder_generation(path: Path, target: str):
-    model = load_model(path, prompt_len=len(DOC["prompt"]), context=len(DOC["prompt"]) + DOC["steps"])
+    # the fixtures ran llama.cpp with an f32 KV cache (scripts/parity_dump.cpp: type_k, type_v)
+    model = load_model(path, prompt_len=len(DOC["prompt"]), context=len(DOC["prompt"]) + DOC["steps"],
+                       kv_cache="f32")
     if target == "ref":
         def runner(g, inputs):
             return ladder.run(g, inputs, model.weights)

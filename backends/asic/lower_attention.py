@@ -71,6 +71,9 @@ def _shape(op: Op, qt: TensorType, kt: TensorType, vt: TensorType) -> AttentionS
                             f"got {qt}, {kt}, {vt}", op.loc)
     if qt.dtype.name != "f32":
         raise LoweringError(f"{op.describe()}: the asic target lowers f32 attention, got {qt}", op.loc)
+    if kt.dtype.name != "f32":
+        raise LoweringError(f"{op.describe()}: the asic target reads an f32 KV cache, got {kt} (import the model "
+                            f"with kv_cache='f32', --kv-cache f32)", op.loc)
     hq, sq, d = qt.shape
     hkv, ctx, dv = vt.shape
     return AttentionShape(hkv, hq // hkv * sq, sq, ctx, d, dv)

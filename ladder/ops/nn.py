@@ -176,7 +176,7 @@ class Attention(OpDef):
     Hkv (query head h reads kv head h // (Hq / Hkv)). The optional ``kv_len`` (one integer L <= Skv) says how
     many cache positions are filled; the queries sit at positions L - Sq .. L - 1. Without it, L = Skv.
     Keys at positions >= L are masked; with ``causal``, query i also sees only keys j <= L - Sq + i.
-    ``scale = 0`` means 1 / sqrt(D)."""
+    ``scale = 0`` means 1 / sqrt(D). With f32 queries, k and v may be a f16 or bf16 cache: computed in f32."""
 
     name = "attention"
     operands = ("q", "k", "v", "kv_len?")
@@ -188,8 +188,9 @@ class Attention(OpDef):
             need_float(t, role)
             if t.rank < 3:
                 raise InferError(f"{role} must be [..., heads, seq, dim], got {t}")
-        if not q.dtype == k.dtype == v.dtype:
-            raise InferError(f"q, k and v must have one element type, got {q}, {k}, {v}")
+        if k.dtype != v.dtype or (k.dtype != q.dtype and q.dtype.name != "f32"):
+            raise InferError(f"k and v must have one element type, and q the same or f32 (a f16/bf16 cache "
+                             f"read in f32), got {q}, {k}, {v}")
         if q.shape[-1] != k.shape[-1] or k.shape[-3:-1] != v.shape[-3:-1]:
             raise InferError(f"k {k} must match q's dim and v {v}'s heads and length")
         if k.shape[-3] == 0 or q.shape[-3] % k.shape[-3]:

@@ -456,7 +456,7 @@ def lower_attention(ctx, op, ins, outs):
     def dot(qbase, kbase):
         s = _var(b, F32, _f(0))
         with for_range(b, 0, d, name="t") as t:
-            prod = b.fmul(_load(b, pq, b.add(qbase, t), dt), _load(b, pk, b.add(kbase, t), dt))
+            prod = b.fmul(_load(b, pq, b.add(qbase, t), dt), _load(b, pk, b.add(kbase, t), k.dtype))
             b.store(b.fadd(b.load(s), prod, flags=FAST), s)
         return b.fmul(b.load(s), scale)
 
@@ -498,7 +498,7 @@ def lower_attention(ctx, op, ins, outs):
             vrow = b.mul(b.add(b.mul(vvh, _c(skv)), j), _c(dv))
             with for_range(b, 0, dv, name="c") as c:
                 slot = b.gep(accp, [c], source_etype=F32)
-                b.store(b.fadd(b.load(slot, typ=F32), b.fmul(e, _load(b, pv, b.add(vrow, c), dt))), slot)
+                b.store(b.fadd(b.load(slot, typ=F32), b.fmul(e, _load(b, pv, b.add(vrow, c), v.dtype))), slot)
         tot = b.load(total)
         orow = b.mul(w, _c(dv))
         with for_range(b, 0, dv, name="c") as c:
