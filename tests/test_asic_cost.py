@@ -363,3 +363,21 @@ def test_zero_fraction_defaults_to_a_third_for_ternary_weights():
     skipping = costsim.cost_instr(lmma, prog, toy(cost__skip_zeros=True, cost__lut_macs_per_cycle=3))
     dense = costsim.cost_instr(lmma, prog, toy(cost__lut_macs_per_cycle=3))
     assert skipping.energy["lut"] == pytest.approx(dense.energy["lut"] * (1 - 1 / 27))   # all-zero triples
+
+
+def test_a_table_lookup_is_priced_from_the_cells_it_switches():
+    """A lookup is a multiplexer tree over the table registers (plus sign XORs with mirror consolidation),
+    priced at Horowitz's energy per µm² of integer logic, in energy and area alike; no chip figure sets it."""
+    from ladder.backends.asic.area import chip_area, logic_scale
+    from ladder.backends.asic.cells import FJ_PER_UM2_45NM, LookupPath
+
+    m = costsim.CostModel.of("lut-tc")
+    path = LookupPath.of(m.cfg.lut)
+    assert path.cells == {"MUX2": 7 * 16, "XOR2": 16}            # 8 mirrored entries of 16 bits
+    assert LookupPath(16, 16, False).cells == {"MUX2": 15 * 16, "XOR2": 0}
+    assert 0.70 < FJ_PER_UM2_45NM < 0.84                         # between his adds' and multiply's pJ per µm²
+    assert costsim.lookup_pj(m) == pytest.approx(path.pj_45nm * m.table.scale)
+    assert costsim.lookup_pj(m) < m.table.mult(8)                # far below the old 64-byte SRAM read
+    t = m.cfg.lut.tile
+    per_unit = chip_area(m).mm2["lut"] * 1e6 / m.cfg.lut.units
+    assert per_unit > t.m * t.n * path.um2_45nm * logic_scale(m.energy.node_nm)   # every lookup has its tree

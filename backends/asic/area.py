@@ -20,8 +20,9 @@ a lower bound on a die, and the reports say so. References:
 * **Crossbars**: ISAAC (Shafiee et al., ISCA 2016, Table 6, 32 nm): a 128x128 memristor crossbar 25 µm², an
   8-bit 1.28 GS/s ADC 1200 µm². A 256x256 crossbar is 4x the cells; both scale with logic density.
 * **Assumed**: a systolic PE is its multiplier and accumulator times ``PE_OVERHEAD`` = 1.5 (operand and
-  partial-sum pipeline registers); a LUT unit's table entries are latches of ``LATCH_BITCELLS`` = 4 SRAM
-  bitcells per bit; a hardwired weight is a ``mult_bits`` x ``input_bits`` array multiplier (Horowitz's
+  partial-sum pipeline registers); a LUT unit's lookup is its multiplexer tree and mirror negation
+  (``cells.LookupPath``, NanGate 45 nm cell areas) and a 32-bit accumulator; its table entries are latches
+  of ``LATCH_BITCELLS`` = 4 SRAM bitcells per bit; a hardwired weight is a ``mult_bits`` x ``input_bits`` array multiplier (Horowitz's
   multiply area, quadratic in width) plus its share of the adder tree (one 32-bit add).
 """
 
@@ -30,7 +31,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from ladder.errors import LadderError
+from .cells import LookupPath
+from .energy import by_node
 
 HOROWITZ_45NM_UM2 = {"int8_add": 36.0, "int32_add": 137.0, "int8_mult": 282.0, "int32_mult": 3495.0,
                      "fp16_add": 1360.0, "fp16_mult": 1640.0, "fp32_add": 4184.0, "fp32_mult": 7700.0}
@@ -45,25 +47,13 @@ ISAAC_XBAR_128_UM2 = 25.0
 ISAAC_ADC8_UM2 = 1200.0
 
 
-def _loglog(table: dict[int, float], node_nm: float, what: str) -> float:
-    if node_nm in table:
-        return table[node_nm]
-    known = sorted(table)
-    if not known[0] <= node_nm <= known[-1]:
-        raise LadderError(f"technology node {node_nm} nm is outside the {what} table ({known[0]}-{known[-1]} nm)")
-    lo = max(n for n in known if n < node_nm)
-    hi = min(n for n in known if n > node_nm)
-    t = (math.log(node_nm) - math.log(lo)) / (math.log(hi) - math.log(lo))
-    return math.exp(math.log(table[lo]) * (1 - t) + math.log(table[hi]) * t)
-
-
 def logic_scale(node_nm: float) -> float:
     """Area of a logic block at ``node_nm`` relative to 45 nm."""
-    return LOGIC_DENSITY_MTR_MM2[45] / _loglog(LOGIC_DENSITY_MTR_MM2, node_nm, "logic density")
+    return LOGIC_DENSITY_MTR_MM2[45] / by_node(LOGIC_DENSITY_MTR_MM2, node_nm, "logic density")
 
 
 def sram_mm2_per_byte(node_nm: float) -> float:
-    return 8 * _loglog(SRAM_BITCELL_UM2, node_nm, "SRAM bitcell") / SRAM_ARRAY_EFFICIENCY * 1e-6
+    return 8 * by_node(SRAM_BITCELL_UM2, node_nm, "SRAM bitcell") / SRAM_ARRAY_EFFICIENCY * 1e-6
 
 
 def add_um2(bits: int, node_nm: float) -> float:
@@ -95,10 +85,11 @@ def chip_area(model, hardwired_weights: int = 0, xbar_weight_bits: int = 0) -> A
     if cfg.weight_placement == "stream":
         lut = cfg.lut
         entries = 2 ** (lut.group - 1) if lut.mirror else 2 ** lut.group
-        table = entries * lut.table_bits * LATCH_BITCELLS * _loglog(SRAM_BITCELL_UM2, node, "SRAM bitcell")
+        table = entries * lut.table_bits * LATCH_BITCELLS * by_node(SRAM_BITCELL_UM2, node, "SRAM bitcell")
         macs = model.cost.lut_macs_per_cycle or lut.tile.m * lut.tile.n * lut.tile.k
         lookups = max(1, macs // lut.group)   # one table read and one accumulate per group of weights
-        out["lut"] = lut.units * (table + lookups * add_um2(32, node)) * 1e-6
+        read = LookupPath.of(lut).um2_45nm * logic_scale(node)   # the multiplexer tree (+ mirror negation)
+        out["lut"] = lut.units * (table + lookups * (read + add_um2(32, node))) * 1e-6
     s = cfg.systolic
     pe = (mult_um2(bits, bits, node) + add_um2(32, node)) * PE_OVERHEAD
     out["mma"] = s.rows * s.cols * model.cost.mma_arrays * pe * 1e-6
@@ -144,11 +135,16 @@ class LutVsMac:
 
 def lut_vs_mac(model, weight_bits: int = 1, act_bits: int = 8) -> LutVsMac:
     """The model's own units, nothing added for the comparison: the LUT unit as ``chip_area`` sizes it and
-    the cost simulator prices an lmma (a table lookup and a 32-bit accumulate per ``group`` MACs, one pass per
-    weight bit plane), against a MAC-array PE as ``chip_area`` sizes it (multiplier + 32-bit accumulator, times
-    ``PE_OVERHEAD``) and the simulator prices an mma (a multiply and a 32-bit add), with the weights widened
-    to the activations' ``act_bits`` (dequantized) on the MAC side."""
+    the cost simulator prices it, against a MAC-array PE as ``chip_area`` sizes it (multiplier + 32-bit
+    accumulator, times ``PE_OVERHEAD``) and the simulator prices an mma (a multiply and a 32-bit add), with the
+    weights widened to the activations' ``act_bits`` (dequantized) on the MAC side.
+
+    The LUT side per MAC: a lookup (``cells.LookupPath``) and a 32-bit accumulate per ``group`` MACs and weight
+    bit plane, plus the table's build (its adds, as the simulator prices a ``lut.build``) shared by the
+    ``tile.n`` columns the table is broadcast to in one lmma tile. A layer reuses a table across all its
+    columns, so the build's share is smaller still; per tile it is the most it can be."""
     from .costsim import lookup_pj   # costsim does not import this module; report does
+    from .units import lut_precompute
 
     cfg, node, table = model.cfg, model.energy.node_nm, model.table
     lut = cfg.lut
@@ -156,7 +152,9 @@ def lut_vs_mac(model, weight_bits: int = 1, act_bits: int = 8) -> LutVsMac:
     unit_um2 = chip_area(model).mm2["lut"] * 1e6 / max(1, lut.units)
     macs = model.cost.lut_macs_per_cycle or lut.tile.m * lut.tile.n * lut.tile.k
     lut_um2 = unit_um2 / macs * planes
-    lut_pj = (lookup_pj(model) + table.add(32)) / lut.group * planes
+    build = lut_precompute(1, lut.group, lut.group, 1, act_bits=act_bits).actions
+    build_pj = build[f"add{act_bits + lut.group}"] * table.add(act_bits + lut.group)
+    lut_pj = (lookup_pj(model) + table.add(32)) / lut.group * planes + build_pj / (lut.group * lut.tile.n)
     mac_um2 = (mult_um2(act_bits, act_bits, node) + add_um2(32, node)) * PE_OVERHEAD
     mac_pj = table.mult(act_bits) + table.add(32)
     return LutVsMac(weight_bits, act_bits, lut_um2, mac_um2, lut_pj, mac_pj)

@@ -34,8 +34,8 @@ sections from the config's pass-through tables, checked strictly here:
 ``[energy]``  node_nm, voltage, nominal_voltage, leakage_mw (at nominal_voltage), dram ("lpddr4", ..., or
               "onchip": the DRAM space is an on-chip SRAM of onchip_bank_kb banks, priced as chip energy),
               io_pj_per_byte (the chip's side of the external interface), sram_bank_kb, clock_pj_per_cycle
-              (at nominal_voltage), lut_lookup_pj, xbar_cell_pj, hardwired_mult_pj (pJ at nominal_voltage;
-              0 = derived from the tables), adc_fj_per_step
+              (at nominal_voltage), xbar_cell_pj, hardwired_mult_pj (pJ at nominal_voltage; 0 = derived from
+              the tables), adc_fj_per_step. A table lookup is priced from its cells (``cells.LookupPath``).
 ``[cost]``    sram_bytes_per_cycle (what the SRAM banks feed the systolic array's edges per cycle; a tile
               whose operand traffic needs more waits: cycles = max(compute, bytes / this); 0 = no limit),
               lut_macs_per_cycle, zero_fraction, skip_zeros, output_reuse, float_bits (width the chip
@@ -60,6 +60,7 @@ from ladder.errors import LadderError
 from ladder.types import dtype as lookup_dtype
 
 from .config import ConfigError, HwConfig, load_config, read_table, with_overrides
+from .cells import LookupPath
 from .energy import EnergyTable, leakage_power
 from .isa import (Barrier, Buffer, Dma, DmaGather, Instr, IsaError, Lmma, LutBuild, Mma, Program, Tile, Vec, Xmma)
 from . import units as U
@@ -82,7 +83,6 @@ class EnergyParams:
     io_pj_per_byte: float = 0.0
     sram_bank_kb: float = 32.0
     clock_pj_per_cycle: float = 0.0
-    lut_lookup_pj: float = 0.0
     xbar_cell_pj: float = 0.0
     hardwired_mult_pj: float = 0.0
     adc_fj_per_step: float = 0.0
@@ -339,11 +339,9 @@ def _cost_lut_build(ins: LutBuild, bufs: Buffers, m: CostModel) -> InstrCost:
 
 
 def lookup_pj(m: CostModel) -> float:
-    """One table lookup: a calibrated figure, or a read of one ``table_bits`` entry from a register-file
-    sized table (a 64-byte 'SRAM' in the sqrt model)."""
-    if m.energy.lut_lookup_pj:
-        return m.energy.lut_lookup_pj * m.v2
-    return m.table.sram_byte(0.0625) * m.cfg.lut.table_bits / 8
+    """One table lookup: the multiplexer tree (and mirror negation) that reads an entry out of the unit's table
+    registers, priced from its cells (``cells.LookupPath``) at the config's node and supply."""
+    return LookupPath.of(m.cfg.lut).pj_45nm * m.table.scale
 
 
 @costs(Lmma)

@@ -129,18 +129,23 @@ class EnergyTable:
         return ISAAC_DAC_PJ_PER_BIT * 2.0 ** (bits - 1) * self.scale / node_factor(32)
 
 
-def node_factor(node_nm: int) -> float:
-    """The capacitance factor of ``node_nm`` relative to 45 nm; nodes between table entries interpolate
-    log-linearly."""
-    if node_nm in NODES:
-        return NODES[node_nm][0]
-    known = sorted(NODES)
+def by_node(table: dict[int, float], node_nm: float, what: str) -> float:
+    """``table``'s value at ``node_nm``; nodes between its entries interpolate log-log (the figures scale as
+    powers of the feature size between neighbouring nodes)."""
+    if node_nm in table:
+        return table[node_nm]
+    known = sorted(table)
     if not known[0] <= node_nm <= known[-1]:
-        raise LadderError(f"technology node {node_nm} nm is outside the energy tables ({known[0]}-{known[-1]} nm)")
+        raise LadderError(f"technology node {node_nm} nm is outside the {what} tables ({known[0]}-{known[-1]} nm)")
     lo = max(n for n in known if n < node_nm)
     hi = min(n for n in known if n > node_nm)
     t = (math.log(node_nm) - math.log(lo)) / (math.log(hi) - math.log(lo))
-    return math.exp(math.log(NODES[lo][0]) * (1 - t) + math.log(NODES[hi][0]) * t)
+    return math.exp(math.log(table[lo]) * (1 - t) + math.log(table[hi]) * t)
+
+
+def node_factor(node_nm: int) -> float:
+    """The capacitance factor of ``node_nm`` relative to 45 nm."""
+    return by_node({n: c for n, (c, _) in NODES.items()}, node_nm, "energy")
 
 
 def nominal_voltage(node_nm: int) -> float:

@@ -387,6 +387,13 @@ def lookup_opcode(mnemonic: str) -> tuple[type[Instr], dict[str, Any]]:
 
 # -- program --------------------------------------------------------------------------------------------
 
+def _as_tuples(record, *fields: str) -> None:
+    """Hold a frozen record's sequence fields as tuples, whatever sequence it was built with (lists from
+    JSON or a parser), so records compare and hash by value."""
+    for f in fields:
+        object.__setattr__(record, f, tuple(getattr(record, f)))
+
+
 @dataclass(frozen=True)
 class Buffer:
     """A region of one memory space. ``dtype``/``shape`` describe what it holds (for reading programs)."""
@@ -400,7 +407,7 @@ class Buffer:
     role: str = "temp"
 
     def __post_init__(self):
-        object.__setattr__(self, "shape", tuple(self.shape))
+        _as_tuples(self, "shape")
         if self.space not in SPACES:
             raise IsaError(f"buffer %{self.name}: space '{self.space}' is not one of {', '.join(SPACES)}")
         if self.role not in ROLES:
@@ -420,7 +427,7 @@ class Binding:
     offset: int = 0
 
     def __post_init__(self):
-        object.__setattr__(self, "shape", tuple(self.shape))
+        _as_tuples(self, "shape")
 
     @property
     def type(self) -> TensorType:
@@ -446,7 +453,7 @@ class WeightImage:
     layout: str = ""
 
     def __post_init__(self):
-        object.__setattr__(self, "shape", tuple(self.shape))
+        _as_tuples(self, "shape")
 
     def tiles(self) -> list[tuple[int, int, int, int, int, int]]:
         """``(r0, r1, c0, c1, offset, nbytes)`` of every tile, in image order (tiles format)."""
@@ -479,8 +486,7 @@ class Program:
     sram_bytes: int = 0
 
     def __post_init__(self):
-        for f in ("buffers", "instrs", "inputs", "outputs", "weights"):
-            object.__setattr__(self, f, tuple(getattr(self, f)))
+        _as_tuples(self, "buffers", "instrs", "inputs", "outputs", "weights")
 
     @property
     def buffer_map(self) -> dict[str, Buffer]:
