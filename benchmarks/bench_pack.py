@@ -12,7 +12,9 @@ producing the bytes a kernel reads.
 from __future__ import annotations
 
 import argparse
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -21,14 +23,12 @@ from ladder.packing import PACKINGS
 from ladder.target import get_target
 from ladder.types import DTYPES
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from timing import call_seconds  # noqa: E402  (a sibling module)
+
 
 def best_of(fn, repeat: int) -> float:
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return min(times)
+    return min(call_seconds(fn, repeat))
 
 
 def random_values(dt, shape, rng):

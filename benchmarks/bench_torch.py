@@ -25,15 +25,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_e2e import cpu_name  # noqa: E402  (a sibling script: the CPU's marketing name)
+from timing import call_seconds  # noqa: E402
 
 
 def median_seconds(fn, repeat: int) -> float:
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+    return statistics.median(call_seconds(fn, repeat))
 
 
 def time_pair(a, b, repeat: int, rounds: int) -> tuple[float, float]:

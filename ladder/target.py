@@ -158,24 +158,6 @@ define i32 @p_popcnt(i32 %a) { %r = call i32 @llvm.ctpop.i32(i32 %a)
   ret i32 %r }
 define i32 @p_lzcnt(i32 %a) { %r = call i32 @llvm.ctlz.i32(i32 %a, i1 false)
   ret i32 %r }
-define <16 x i32> @p_avx512vnni(<32 x i16> %a, <32 x i16> %b, <16 x i32> %acc) {
-  %xa = sext <32 x i16> %a to <32 x i32>
-  %xb = sext <32 x i16> %b to <32 x i32>
-  %m = mul <32 x i32> %xa, %xb
-  %e = shufflevector <32 x i32> %m, <32 x i32> poison, <16 x i32> EVEN16
-  %o = shufflevector <32 x i32> %m, <32 x i32> poison, <16 x i32> ODD16
-  %s = add <16 x i32> %e, %o
-  %r = add <16 x i32> %s, %acc
-  ret <16 x i32> %r }
-define <8 x i32> @p_avxvnni(<16 x i16> %a, <16 x i16> %b, <8 x i32> %acc) {
-  %xa = sext <16 x i16> %a to <16 x i32>
-  %xb = sext <16 x i16> %b to <16 x i32>
-  %m = mul <16 x i32> %xa, %xb
-  %e = shufflevector <16 x i32> %m, <16 x i32> poison, <8 x i32> EVEN8
-  %o = shufflevector <16 x i32> %m, <16 x i32> poison, <8 x i32> ODD8
-  %s = add <8 x i32> %e, %o
-  %r = add <8 x i32> %s, %acc
-  ret <8 x i32> %r }
 declare <4 x i64> @llvm.abs.v4i64(<4 x i64>, i1)
 declare <8 x float> @llvm.fma.v8f32(<8 x float>, <8 x float>, <8 x float>)
 declare <16 x i8> @llvm.abs.v16i8(<16 x i8>, i1)
@@ -198,12 +180,26 @@ CPU_EXAMPLES = ("x86-64", "x86-64-v2", "x86-64-v3", "x86-64-v4", "haswell", "sky
                 "sapphirerapids", "alderlake", "znver3", "znver4", "znver5")
 
 
-def _probe_ir() -> str:
-    def mask(idx):
-        return "<" + ", ".join(f"i32 {i}" for i in idx) + ">"
+def _vnni_probe(feature: str, n: int) -> str:
+    """vpdpwssd's pattern, ``n`` i32 lanes wide: acc + the sums of adjacent pairs of i16 x i16 products."""
+    def lanes(first):
+        return "<" + ", ".join(f"i32 {i}" for i in range(first, 2 * n, 2)) + ">"
 
-    return (_PROBE_IR.replace("EVEN16", mask(range(0, 32, 2))).replace("ODD16", mask(range(1, 32, 2)))
-            .replace("EVEN8", mask(range(0, 16, 2))).replace("ODD8", mask(range(1, 16, 2))))
+    wide, half = f"<{2 * n} x i32>", f"<{n} x i32>"
+    return f"""define {half} @p_{feature}(<{2 * n} x i16> %a, <{2 * n} x i16> %b, {half} %acc) {{
+  %xa = sext <{2 * n} x i16> %a to {wide}
+  %xb = sext <{2 * n} x i16> %b to {wide}
+  %m = mul {wide} %xa, %xb
+  %e = shufflevector {wide} %m, {wide} poison, {half} {lanes(0)}
+  %o = shufflevector {wide} %m, {wide} poison, {half} {lanes(1)}
+  %s = add {half} %e, %o
+  %r = add {half} %s, %acc
+  ret {half} %r }}
+"""
+
+
+def _probe_ir() -> str:
+    return _PROBE_IR + _vnni_probe("avx512vnni", 16) + _vnni_probe("avxvnni", 8)
 
 
 # The child that asks LLVM (it imports llvmlite only, not ladder: ~0.3 s). argv: cpu name; stdin: probe IR;

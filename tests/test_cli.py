@@ -14,20 +14,12 @@ import pytest
 import ladder
 from ladder import weights
 from ladder.cli import main
+from small_programs import SMALL
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = sorted((ROOT / "examples").glob("*.lir"))
 BITLINEAR = ROOT / "examples" / "bitlinear.lir"
 MLP = ROOT / "examples" / "int4_mlp.lir"
-
-SMALL = """graph @small(%x: f32[2, 3]) -> f32[2, 3] {
-  %a = relu %x : f32[2, 3]
-  %b = relu %x : f32[2, 3]
-  %s = add %a, %b : f32[2, 3]
-  %dead = exp %x : f32[2, 3]
-  return %s
-}
-"""
 
 BROKEN = """graph @broken(%x: f32[2, 3]) -> f32[2, 3] {
   %a = relu %x : f32[2, 3]
@@ -279,10 +271,11 @@ def bitlinear_files(tmp_path):
     return g, w, wpath, x, xpath
 
 
-def test_run_weights_input_output(capsys, tmp_path, bitlinear_files):
+@pytest.mark.parametrize("input_name", ["x", "%x"])  # an input may be named with or without its %
+def test_run_weights_input_output(capsys, tmp_path, bitlinear_files, input_name):
     g, w, wpath, x, xpath = bitlinear_files
     out = tmp_path / "out.npz"
-    code, stdout, err = run_cli(capsys, "run", BITLINEAR, "--weights", wpath, "--input", f"x={xpath}",
+    code, stdout, err = run_cli(capsys, "run", BITLINEAR, "--weights", wpath, "--input", f"{input_name}={xpath}",
                                 "--output", out)
     assert code == 0, err
     assert only_timing(err), err
@@ -293,16 +286,6 @@ def test_run_weights_input_output(capsys, tmp_path, bitlinear_files):
         for k in expected:
             assert z[k].dtype == expected[k].dtype
             np.testing.assert_array_equal(z[k], expected[k])
-
-
-def test_run_input_with_percent_name(capsys, tmp_path, bitlinear_files):
-    g, w, wpath, x, xpath = bitlinear_files
-    out = tmp_path / "o.npz"
-    code, _, err = run_cli(capsys, "run", BITLINEAR, "--weights", wpath, "--input", f"%x={xpath}",
-                           "--output", out)
-    assert code == 0, err
-    with np.load(out) as z:
-        np.testing.assert_array_equal(z["y"], ladder.run(g, {"x": x}, w)["y"])
 
 
 def test_run_safetensors_written_directly(capsys, tmp_path):

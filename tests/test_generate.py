@@ -15,15 +15,9 @@ from ladder.cli import main as cli_main
 from ladder.errors import LadderError
 from ladder.generate import GenerateError, ModuleRunner, check, generate, load_model, signature
 from ladder.models import SIZES, bitnet_decoder
+from small_programs import BITNET_SMALL, PROMPT
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
-SMALL = EXAMPLES / "bitnet_small.lir"
-PROMPT = [1, 2, 3, 4, 5]
-
-
-@pytest.fixture(scope="module")
-def small():
-    return load_model(SMALL, random_weights=0)
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +26,7 @@ def ref_ids(small):
 
 
 def test_signature_of_the_example():
-    sig = signature(ladder.parse(SMALL))
+    sig = signature(ladder.parse(BITNET_SMALL))
     assert (sig.seq, sig.layers, sig.vocab, sig.context) == (1, 2, 256, 64)
     assert sig.cache.shape == (2, 64, 32)
 
@@ -51,7 +45,7 @@ def test_asic_functional_simulator_generates_the_reference_tokens(small, ref_ids
 
     if "asic" not in BACKENDS:
         pytest.skip("the asic target is not registered with ladder.compile")
-    assert cli_main(["generate", str(SMALL), "--random-weights", "0", "--prompt-ids", ",".join(map(str, PROMPT)),
+    assert cli_main(["generate", str(BITNET_SMALL), "--random-weights", "0", "--prompt-ids", ",".join(map(str, PROMPT)),
                      "--max-new", "10", "--target", "asic:lut-tc"]) == 0
     assert _ids(capsys.readouterr().out) == ref_ids
 
@@ -86,7 +80,7 @@ def _ids(out: str) -> list[int]:
 
 @pytest.mark.parametrize("target", ["ref", "cpu"])
 def test_cli_generates_and_reports_speeds(target, ref_ids, capsys):
-    args = ["generate", str(SMALL), "--random-weights", "0", "--prompt-ids", ",".join(map(str, PROMPT)),
+    args = ["generate", str(BITNET_SMALL), "--random-weights", "0", "--prompt-ids", ",".join(map(str, PROMPT)),
             "--max-new", "10", "--target", target, *(["--threads", "1"] if target == "cpu" else [])]
     assert cli_main(args) == 0
     out = capsys.readouterr().out
@@ -97,10 +91,10 @@ def test_cli_generates_and_reports_speeds(target, ref_ids, capsys):
 def test_cli_with_a_prefill_graph_and_a_weights_file(tmp_path, ref_ids, capsys):
     prefill = tmp_path / "prefill.lir"
     prefill.write_text(str(bitnet_decoder(SIZES["tiny"], 4, "prefill4")))
-    decode = ladder.parse(SMALL)
+    decode = ladder.parse(BITNET_SMALL)
     wfile = tmp_path / "w.safetensors"
     weights.save(wfile, decode, weights.random(decode, 0))
-    assert cli_main(["generate", str(SMALL), "--weights", str(wfile), "--prefill", str(prefill), "--prompt-ids",
+    assert cli_main(["generate", str(BITNET_SMALL), "--weights", str(wfile), "--prefill", str(prefill), "--prompt-ids",
                      "1,2,3,4,5", "--max-new", "10", "--target", "ref"]) == 0
     out = capsys.readouterr().out
     assert _ids(out) == ref_ids and "2 steps" in out
@@ -193,13 +187,13 @@ def test_request_errors(small):
     with pytest.raises(GenerateError, match="prefill graph @one_layer .* does not match the decode graph"):
         check(other, small.decode, [1], 2)
     with pytest.raises(GenerateError, match="reads its params from --weights"):
-        load_model(SMALL)
+        load_model(BITNET_SMALL)
     with pytest.raises(GenerateError, match="cache capacity is fixed"):
-        load_model(SMALL, random_weights=0, context=32)
+        load_model(BITNET_SMALL, random_weights=0, context=32)
 
 
 def test_cli_rejects_bad_prompt_ids(capsys):
-    assert cli_main(["generate", str(SMALL), "--random-weights", "0", "--prompt-ids", "1,x"]) == 1
+    assert cli_main(["generate", str(BITNET_SMALL), "--random-weights", "0", "--prompt-ids", "1,x"]) == 1
     assert "--prompt-ids expects comma-separated token ids" in capsys.readouterr().err
 
 

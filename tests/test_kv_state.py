@@ -13,18 +13,10 @@ import pytest
 import ladder
 from ladder import weights
 from ladder.errors import LadderError
-from ladder.generate import ModuleRunner, generate, load_model, signature, step_state
+from ladder.generate import ModuleRunner, generate, signature, step_state
 from ladder.interpreter import State, StateError
 from ladder.models import SIZES, bitnet_decoder
-
-SMALL = Path(__file__).resolve().parent.parent / "examples" / "bitnet_small.lir"
-PROMPT = [1, 2, 3, 4, 5]
-
-
-@pytest.fixture(scope="module")
-def small():
-    return load_model(SMALL, random_weights=0)
-
+from small_programs import PROMPT
 
 @pytest.fixture(scope="module")
 def stateful(small):

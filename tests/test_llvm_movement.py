@@ -23,6 +23,7 @@ from ladder.errors import RuntimeFailure
 from ladder.interpreter import bind_inputs
 from ladder.packing import PACKINGS, from_codes, get_packing
 from ladder.types import DTYPES, TensorType
+from graph_inputs import declare_inputs
 
 TARGETS = ["cpu", "cpu:generic"]
 ALL_TYPES = list(DTYPES)  # f32 f16 bf16 fp8e4m3 fp4 i32 i16 i8 u8 i4 u4 i2 u2 u1 i1 ternary nf4
@@ -262,12 +263,8 @@ def test_slice_plan_matches_numpy():
 def test_concat_axes_and_operand_counts():
     rng = np.random.default_rng(3)
     b = Builder("concats")
-    a = b.input("a", "f16[2, 3, 4]")
-    c = b.input("c", "f16[2, 1, 4]")
-    z = b.input("z", "f16[2, 0, 4]")
-    v = b.input("v", "i8[5]")
-    w = b.input("w", "i8[1]")
-    e = b.input("e", "i32[0, 3]")
+    a, c, z = declare_inputs(b, a="f16[2, 3, 4]", c="f16[2, 1, 4]", z="f16[2, 0, 4]")
+    v, w, e = declare_inputs(b, v="i8[5]", w="i8[1]", e="i32[0, 3]")
     outs = [
         b.concat(a, c, z, a, c, axis=1),
         b.concat(a, a, axis=0),
@@ -290,15 +287,9 @@ def test_concat_axes_and_operand_counts():
 def test_gather_index_types_axes_and_negative_indices():
     rng = np.random.default_rng(4)
     b = Builder("gathers")
-    t = b.input("t", "bf16[300, 6]")
-    t3 = b.input("t3", "u8[2, 5, 3]")
-    v = b.input("v", "f32[4]")
-    i32 = b.input("i32", "i32[2, 3]")
-    i16 = b.input("i16", "i16[4]")
-    i8 = b.input("i8", "i8[5]")
-    u8 = b.input("u8", "u8[3]")
-    s = b.input("s", "i32[]")
-    small = b.input("small", "i8[2]")
+    t, t3, v = declare_inputs(b, t="bf16[300, 6]", t3="u8[2, 5, 3]", v="f32[4]")
+    i32, i16, i8, u8 = declare_inputs(b, i32="i32[2, 3]", i16="i16[4]", i8="i8[5]", u8="u8[3]")
+    s, small = declare_inputs(b, s="i32[]", small="i8[2]")
     outs = [b.gather(t, i32), b.gather(t, i16), b.gather(t, i8), b.gather(t, u8),
             b.gather(t3, small, axis=1), b.gather(t3, small, axis=-1), b.gather(t3, s, axis=0),
             b.gather(v, s), b.gather(v, small)]
@@ -345,13 +336,9 @@ def test_gather_out_of_range_is_a_runtime_failure(idx_dt, bad):
 def test_cache_write_positions_axes_and_types():
     rng = np.random.default_rng(5)
     b = Builder("cache")
-    c = b.input("c", "f16[2, 4, 9, 8]")
-    n1 = b.input("n1", "f16[2, 4, 1, 8]")
-    n3 = b.input("n3", "f16[2, 4, 3, 8]")
-    nall = b.input("nall", "f16[2, 4, 9, 8]")
-    n0 = b.input("n0", "f16[2, 4, 0, 8]")
-    c0 = b.input("c0", "i8[5, 2]")
-    new0 = b.input("new0", "i8[2, 2]")
+    c, n1, n3 = declare_inputs(b, c="f16[2, 4, 9, 8]", n1="f16[2, 4, 1, 8]", n3="f16[2, 4, 3, 8]")
+    nall, n0 = declare_inputs(b, nall="f16[2, 4, 9, 8]", n0="f16[2, 4, 0, 8]")
+    c0, new0 = declare_inputs(b, c0="i8[5, 2]", new0="i8[2, 2]")
     p32, p16, p8, pu8 = (b.input(f"p{k}", f"{k}[1]") for k in ("i32", "i16", "i8", "u8"))
     outs = [b.cache_write(c, n1, p32), b.cache_write(c, n3, p16), b.cache_write(c, nall, p8),
             b.cache_write(c, n0, pu8), b.cache_write(c0, new0, pu8, axis=0),

@@ -27,6 +27,7 @@ import ladder
 from ladder import Builder
 from ladder.backends.llvm.compiler import compile_graph
 from ladder.errors import RuntimeFailure
+from graph_inputs import declare_inputs
 
 TARGETS = ["cpu", "cpu:generic"]
 # the reference warns on the NaN / all-NaN slices the quantize test feeds it on purpose
@@ -64,10 +65,7 @@ def exact(got, ref, name=""):
 def test_softmax_norms_reduce_f32(target):
     r = np.random.default_rng(1)
     b = Builder()
-    x = b.input("x", "f32[2, 3, 37]")
-    long = b.input("long", "f32[3, 1000]")
-    w = b.input("w", "f32[37]")
-    bias = b.input("bias", "f32[37]")
+    x, long, w, bias = declare_inputs(b, x="f32[2, 3, 37]", long="f32[3, 1000]", w="f32[37]", bias="f32[37]")
     outs = {
         "sm0": b.softmax(x, axis=0), "sm1": b.softmax(x, axis=1), "sm2": b.softmax(x),
         "sml": b.softmax(long),
@@ -101,10 +99,7 @@ def test_softmax_norms_reduce_f32(target):
 def test_half_types_and_special_values(target):
     r = np.random.default_rng(2)
     b = Builder()
-    h = b.input("h", "f16[4, 19]")
-    bf = b.input("bf", "bf16[4, 19]")
-    wbf = b.input("wbf", "bf16[19]")
-    s = b.input("s", "f32[3, 6]")
+    h, bf, wbf, s = declare_inputs(b, h="f16[4, 19]", bf="bf16[4, 19]", wbf="bf16[19]", s="f32[3, 6]")
     outs = {"smh": b.softmax(h), "rmsbf": b.rmsnorm(bf, wbf), "lnh": b.layernorm(h),
             "sumbf": b.reduce(bf, kind="sum", axes=[0]), "maxh": b.reduce(h, kind="max", axes=[1]),
             "meanh": b.reduce(h, kind="mean", axes=[0, 1]),
@@ -130,10 +125,7 @@ def test_half_types_and_special_values(target):
 def test_integer_reduce_wraps(target):
     r = np.random.default_rng(3)
     b = Builder()
-    a8 = b.input("a8", "i8[5, 40]")
-    u8 = b.input("u8", "u8[5, 40]")
-    a16 = b.input("a16", "i16[3, 4, 5]")
-    a32 = b.input("a32", "i32[7, 3]")
+    a8, u8, a16, a32 = declare_inputs(b, a8="i8[5, 40]", u8="u8[5, 40]", a16="i16[3, 4, 5]", a32="i32[7, 3]")
     outs = [b.reduce(a8, kind="sum", axes=[1]), b.reduce(a8, kind="max", axes=[0]),
             b.reduce(u8, kind="sum"), b.reduce(u8, kind="max", axes=[1], keepdims=True),
             b.reduce(a16, kind="max", axes=[0, 2]), b.reduce(a16, kind="sum", axes=[1]),
@@ -182,15 +174,10 @@ def test_rope_styles_and_position_types(target):
 def test_attention_gqa_causal_kv_len(target):
     r = np.random.default_rng(5)
     b = Builder()
-    q = b.input("q", "f32[2, 4, 3, 16]")
-    k = b.input("k", "f32[2, 2, 7, 16]")
-    v = b.input("v", "f32[2, 2, 7, 9]")
-    kb = b.input("kb", "f32[2, 7, 16]")  # batch broadcast: k and v without the batch dim
-    vb = b.input("vb", "f32[2, 7, 9]")
-    n32 = b.input("n32", "i32[1]")
-    n8 = b.input("n8", "u8[]")
-    qh = b.input("qh", "bf16[1, 2, 6]")
-    kh = b.input("kh", "bf16[1, 4, 6]")
+    q, k, v = declare_inputs(b, q="f32[2, 4, 3, 16]", k="f32[2, 2, 7, 16]", v="f32[2, 2, 7, 9]")
+    kb, vb = declare_inputs(b, kb="f32[2, 7, 16]", vb="f32[2, 7, 9]")  # batch broadcast: k and v without the batch dim
+    n32, n8 = declare_inputs(b, n32="i32[1]", n8="u8[]")
+    qh, kh = declare_inputs(b, qh="bf16[1, 2, 6]", kh="bf16[1, 4, 6]")
     outs = {"causal": b.attention(q, k, v), "full": b.attention(q, k, v, causal=False, scale=0.3),
             "len": b.attention(q, k, v, n32), "len_full": b.attention(q, k, v, n8, causal=False),
             "bcast": b.attention(q, kb, vb, n32), "bf": b.attention(qh, kh, kh)}
@@ -371,16 +358,9 @@ def _run_guarded(cg, inputs, pad=64):
 def test_kernels_stay_inside_their_buffers_odd_and_empty_shapes():
     r = np.random.default_rng(8)
     b = Builder()
-    x = b.input("x", "f32[3, 1, 7]")
-    e = b.input("e", "f32[0, 5]")
-    e2 = b.input("e2", "f32[4, 0]")
-    one = b.input("one", "f32[1]")
-    pos = b.input("pos", "i8[1]")
-    q = b.input("q", "f32[3, 1, 2]")
-    c = b.input("c", "i4[3, 7]")
-    s = b.input("s", "f32[3, 1]")
-    n = b.input("n", "i32[1]")
-    kv = b.input("kv", "f32[1, 2, 2]")
+    x, e, e2, one = declare_inputs(b, x="f32[3, 1, 7]", e="f32[0, 5]", e2="f32[4, 0]", one="f32[1]")
+    pos, q, c, s = declare_inputs(b, pos="i8[1]", q="f32[3, 1, 2]", c="i4[3, 7]", s="f32[3, 1]")
+    n, kv = declare_inputs(b, n="i32[1]", kv="f32[1, 2, 2]")
     outs = [b.softmax(x, axis=0), b.softmax(x, axis=1), b.rmsnorm(x), b.layernorm(e), b.softmax(e),
             b.reduce(x, kind="mean", axes=[0, 2]), b.reduce(e, kind="sum", axes=[0]), b.reduce(e2, kind="sum", axes=[1]),
             b.reduce(one, kind="max"), b.softmax(one), b.rope(q, pos),

@@ -71,6 +71,15 @@ def assert_same(a: dict, b: dict) -> None:
         assert np.array_equal(a[k], b[k], equal_nan=True), f"{k}: max diff {np.max(np.abs(a[k] - b[k]))}"
 
 
+def assert_runs_like(out: Graph, g: Graph, weight_seed: int, inputs: dict[str, np.ndarray] | None = None) -> None:
+    """``out`` gives exactly ``g``'s results on ``inputs`` (default ``float_inputs(g)``) with
+    ``weights.random(g, weight_seed)``."""
+    w = weights.random(g, weight_seed)
+    if inputs is None:
+        inputs = float_inputs(g)
+    assert_same(ladder.run(out, inputs, w), ladder.run(g, inputs, w))
+
+
 # -- differential tests: matmul(x, dequant(w, s[, z])) --------------------------------------------------------
 
 # (name, x shape, transpose_b, N, scale kind, group, zero_mode, x dtype)
@@ -184,9 +193,7 @@ def test_legalize_uses_the_targets_first_preference(dt, target):
     (pk,) = ops_of(fused, "pack")
     t = get_target(target)
     assert pk.result.type.layout == t.preferred_packings(DTYPES[dt])[0]
-    w = weights.random(g, 1)
-    inputs = float_inputs(g)
-    assert_same(ladder.run(fused, inputs, w), ladder.run(g, inputs, w))
+    assert_runs_like(fused, g, 1)
 
 
 def test_prefer_overrides_only_the_named_type():
@@ -231,9 +238,7 @@ def test_legalize_leaves_activations_and_float_weights_alone():
     (qm,) = ops_of(out, "qmatmul")
     assert qm.operands[1] == "wi"
     assert "matmul" in kinds(out)
-    inputs = {"x": np.ones((2, 16), np.float32), "wi": np.arange(64).reshape(4, 16) % 16 - 8}
-    w = weights.random(g, 0)
-    assert_same(ladder.run(out, inputs, w), ladder.run(g, inputs, w))
+    assert_runs_like(out, g, 0, {"x": np.ones((2, 16), np.float32), "wi": np.arange(64).reshape(4, 16) % 16 - 8})
 
 
 def test_legalize_packs_a_weight_once_for_several_users():
@@ -251,9 +256,7 @@ def test_legalize_packs_a_weight_once_for_several_users():
     # legalizing twice does not pack again
     again = legalize_fuse(out)
     assert kinds(again).count("pack") == 1
-    wts = weights.random(g, 2)
-    inputs = float_inputs(g)
-    assert_same(ladder.run(out, inputs, wts), ladder.run(g, inputs, wts))
+    assert_runs_like(out, g, 2)
 
 
 def test_tied_embedding_and_head_the_head_gets_the_block_packing_the_gather_the_plain_codes():
@@ -294,9 +297,7 @@ def test_fuse_leaves_unfusable_dequants_alone():
     g = b.build(b.matmul(x, d, transpose_b=True))
     out = legalize_fuse(g)
     assert "qmatmul" not in kinds(out) and "matmul" in kinds(out) and "unpack" in kinds(out)
-    wts = weights.random(g, 3)
-    inputs = float_inputs(g)
-    assert_same(ladder.run(out, inputs, wts), ladder.run(g, inputs, wts))
+    assert_runs_like(out, g, 3)
 
 
 # -- the integer path: BitNet's BitLinear ----------------------------------------------------------------------
@@ -353,9 +354,7 @@ def test_int_chain_is_not_fused_when_an_intermediate_is_used_elsewhere():
     g = b.build(y, f)  # the cast is also an output
     out = legalize_fuse(g)
     assert "qmatmul_i8" not in kinds(out) and "matmul" in kinds(out)
-    w = weights.random(g, 0)
-    inputs = float_inputs(g)
-    assert_same(ladder.run(out, inputs, w), ladder.run(g, inputs, w))
+    assert_runs_like(out, g, 0)
 
 
 def test_int_chain_with_swapped_mul_operands_is_not_fused():
@@ -367,9 +366,7 @@ def test_int_chain_with_swapped_mul_operands_is_not_fused():
     y = b.mul(b.mul(xs, b.cast(acc, dtype="f32")), b.param("ws", "f32[1]"))
     g = b.build(y)
     out = legalize_fuse(g)
-    w = weights.random(g, 0)
-    inputs = float_inputs(g)
-    assert_same(ladder.run(out, inputs, w), ladder.run(g, inputs, w))
+    assert_runs_like(out, g, 0)
 
 
 def test_bitlinear_example_fuses_bit_exact():
@@ -428,9 +425,7 @@ def test_epilogues_fold(path, acts):
     assert tuple(qm.attr["epilogue"]) == acts
     assert not set(acts) & set(kinds(out))
     assert qm.name == g.outputs[0]
-    w = weights.random(g, 5)
-    inputs = float_inputs(g, 5)
-    assert_same(ladder.run(out, inputs, w), ladder.run(g, inputs, w))
+    assert_runs_like(out, g, 5, float_inputs(g, 5))
 
 
 @pytest.mark.parametrize("path", sorted(PATHS))
@@ -455,9 +450,7 @@ def test_epilogues_not_folded(path, case):
     (qm,) = ops_of(out, path)
     assert tuple(qm.attr.get("epilogue", ())) == ()
     assert qm.name == y.name
-    w = weights.random(g, 5)
-    inputs = float_inputs(g, 5)
-    assert_same(ladder.run(out, inputs, w), ladder.run(g, inputs, w))
+    assert_runs_like(out, g, 5, float_inputs(g, 5))
 
 
 def test_fuse_without_epilogues():
@@ -524,9 +517,7 @@ def test_legalized_graph_prints_reparses_and_notes_storage(dt, packing):
         assert f"{dt}<{packing}>[6, 37]" in text
         g2 = ladder.parse(text)
         assert g2 == out and str(g2) == text
-        w = weights.random(g, 1)
-        inputs = float_inputs(g)
-        assert_same(ladder.run(g2, inputs, w), ladder.run(g, inputs, w))
+        assert_runs_like(g2, g, 1)
 
 
 @pytest.mark.parametrize("packing, k, note", [
@@ -925,9 +916,7 @@ def test_int_chain_with_wide_integers_is_left_alone(x_t, w_t):
     g = b.build(y)
     out = legalize_fuse(g)
     assert "qmatmul_i8" not in kinds(out)
-    w = weights.random(g, 0)
-    inputs = {"x": np.arange(32).reshape(2, 16) - 16}
-    assert_same(ladder.run(out, inputs, w), ladder.run(g, inputs, w))
+    assert_runs_like(out, g, 0, {"x": np.arange(32).reshape(2, 16) - 16})
 
 
 BITLINEAR_CONST = """graph @g(%x: f32[2, 8]) -> f32[2, 2] {
@@ -956,6 +945,4 @@ def test_legalized_weight_with_empty_k_runs():
     x = b.input("x", "f32[2, 0]")
     g = b.build(b.matmul(x, b.dequant(b.param("w", "ternary[3, 0]"), b.param("s", "f32[1]")), transpose_b=True))
     out = legalize_fuse(g)
-    w = weights.random(g, 0)
-    inputs = {"x": np.zeros((2, 0), np.float32)}
-    assert_same(ladder.run(out, inputs, w), ladder.run(g, inputs, w))
+    assert_runs_like(out, g, 0, {"x": np.zeros((2, 0), np.float32)})

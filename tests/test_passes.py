@@ -16,6 +16,7 @@ from ladder.ir import Graph, Value
 from ladder.passes import (PASSES, Canonicalize, DumpToDir, Pass, PassManager, PrintIRAfterAll, Snapshots,
                            TimePasses, parse_pipeline, register_pass)
 from ladder.types import tensor_type
+from small_programs import SMALL
 
 EXAMPLES = sorted((Path(__file__).resolve().parent.parent / "examples").glob("*.lir"))
 
@@ -42,14 +43,10 @@ def same_results(a: dict, b: dict) -> None:
         np.testing.assert_array_equal(a[k], b[k], err_msg=k)
 
 
-SMALL = """graph @small(%x: f32[2, 3]) -> f32[2, 3] {
-  %a = relu %x : f32[2, 3]
-  %b = relu %x : f32[2, 3]
-  %s = add %a, %b : f32[2, 3]
-  %dead = exp %x : f32[2, 3]
-  return %s
-}
-"""
+def same_results_on_random_inputs(g: Graph, out: Graph, w: dict | None = None) -> None:
+    """``out`` gives exactly ``g``'s results on ``random_inputs(g)`` (and weights ``w``)."""
+    x = random_inputs(g)
+    same_results(ladder.run(g, x, w), ladder.run(out, x, w))
 
 
 # -- pipeline strings -------------------------------------------------------------------------------
@@ -391,8 +388,7 @@ def test_cse_merges_duplicates():
     assert add.operands == ("a", "a")
     no_cse = canon(g, "canonicalize{cse=false,dce=false}")
     assert kinds(no_cse).count("relu") == 2
-    x = random_inputs(g)
-    same_results(ladder.run(g, x), ladder.run(out, x))
+    same_results_on_random_inputs(g, out)
 
 
 def test_cse_keeps_ops_that_differ():
@@ -434,8 +430,7 @@ def test_cse_merges_same_params_and_consts():
     out = canon(g)
     assert sorted(kinds(out)) == ["add", "const", "mul", "param", "sub"]
     w = {"w": np.arange(4, dtype=np.float32)}
-    x = random_inputs(g)
-    same_results(ladder.run(g, x, w), ladder.run(out, x, w))
+    same_results_on_random_inputs(g, out, w)
 
 
 def test_dce_removes_unused_ops_and_params():
@@ -474,15 +469,21 @@ def _rule_graph(body: str, out_type: str = "f32[2, 3]") -> Graph:
     return ladder.parse(f"graph @r(%x: f32[2, 3]) -> {out_type} {{\n{body}\n}}")
 
 
-def test_rule_reshape_to_same_shape():
-    g = _rule_graph("""  %r = reshape %x {shape = [2, 3]} : f32[2, 3]
+@pytest.mark.parametrize("body", [
+    """  %r = reshape %x {shape = [2, 3]} : f32[2, 3]
   %y = relu %r : f32[2, 3]
-  return %y""")
+  return %y""",
+    """  %n1 = neg %x : f32[2, 3]
+  %n2 = neg %n1 : f32[2, 3]
+  %y = relu %n2 : f32[2, 3]
+  return %y""",
+], ids=["reshape_to_same_shape", "double_negation"])
+def test_rule_removes_ops_between_input_and_relu(body):
+    g = _rule_graph(body)
     out = canon(g)
     assert kinds(out) == ["relu"]
     assert out.ops()[0].operands == ("x",)
-    x = random_inputs(g)
-    same_results(ladder.run(g, x), ladder.run(out, x))
+    same_results_on_random_inputs(g, out)
 
 
 def test_rule_reshape_with_inferred_dim_to_same_shape():
@@ -502,8 +503,7 @@ def test_rule_identity_transpose():
     assert kinds(out) == ["transpose", "transpose", "add"]
     add = out.ops()[-1]
     assert add.operands[0] == "x"
-    x = random_inputs(g)
-    same_results(ladder.run(g, x), ladder.run(out, x))
+    same_results_on_random_inputs(g, out)
 
 
 def test_rule_reshape_of_reshape():
@@ -515,8 +515,7 @@ def test_rule_reshape_of_reshape():
     assert kinds(out) == ["reshape", "relu"]
     (r,) = [op for op in out.ops() if op.kind == "reshape"]
     assert r.operands == ("x",) and tuple(r.attr["shape"]) == (3, 2)
-    x = random_inputs(g)
-    same_results(ladder.run(g, x), ladder.run(out, x))
+    same_results_on_random_inputs(g, out)
 
 
 def test_rule_reshape_of_reshape_keeps_inner_when_used():
@@ -530,20 +529,7 @@ def test_rule_reshape_of_reshape_keeps_inner_when_used():
     for op in out.ops():
         if op.kind == "reshape":
             assert op.operands == ("x",)
-    x = random_inputs(g)
-    same_results(ladder.run(g, x), ladder.run(out, x))
-
-
-def test_rule_double_negation():
-    g = _rule_graph("""  %n1 = neg %x : f32[2, 3]
-  %n2 = neg %n1 : f32[2, 3]
-  %y = relu %n2 : f32[2, 3]
-  return %y""")
-    out = canon(g)
-    assert kinds(out) == ["relu"]
-    assert out.ops()[0].operands == ("x",)
-    x = random_inputs(g)
-    same_results(ladder.run(g, x), ladder.run(out, x))
+    same_results_on_random_inputs(g, out)
 
 
 def test_rule_single_negation_stays():
@@ -631,15 +617,13 @@ def test_canonicalize_preserves_folded_and_simplified_mix():
     out = canon(g)
     assert "neg" not in kinds(out)
     assert kinds(out).count("mul") == 1
-    x = random_inputs(g)
-    same_results(ladder.run(g, x), ladder.run(out, x))
+    same_results_on_random_inputs(g, out)
 
 
 def test_canonicalize_keeps_output_names_when_output_is_simplified():
     g = _rule_graph("""  %y = reshape %x {shape = [2, 3]} : f32[2, 3]
   return %y""")
-    x = random_inputs(g)
-    same_results(ladder.run(g, x), ladder.run(canon(g), x))
+    same_results_on_random_inputs(g, canon(g))
 
 
 def test_canonicalize_keeps_every_output_when_outputs_are_duplicates():

@@ -108,6 +108,16 @@ def test_examples_exist():
 
 # -- one small graph per op ----------------------------------------------------------------------------------
 
+def unary_case(kind: str, ty: str = "f32[3]") -> str:
+    """A graph of one ``kind`` op on its one input."""
+    return f"""
+graph @{kind}(%a: {ty}) -> {ty} {{
+  %y = {kind} %a : {ty}
+  return %y
+}}
+"""
+
+
 OP_CASES = {
     "param": """
 graph @p(%x: f32[2]) -> (ternary[4, 8], f32[1], nf4[3]) {
@@ -168,12 +178,7 @@ graph @relu(%a: f32[3], %i: i16[2]) -> (f32[3], i16[2]) {
   return %y, %j
 }
 """,
-    "relu2": """
-graph @relu2(%a: f32[1, 3]) -> f32[1, 3] {
-  %y = relu2 %a : f32[1, 3]
-  return %y
-}
-""",
+    "relu2": unary_case("relu2", "f32[1, 3]"),
     "gelu": """
 graph @gelu(%a: f32[3]) -> (f32[3], f32[3]) {
   %y = gelu %a {approximate = "tanh"} : f32[3]
@@ -181,48 +186,13 @@ graph @gelu(%a: f32[3]) -> (f32[3], f32[3]) {
   return %y, %z
 }
 """,
-    "silu": """
-graph @silu(%a: f32[3]) -> f32[3] {
-  %y = silu %a : f32[3]
-  return %y
-}
-""",
-    "sigmoid": """
-graph @sigmoid(%a: f16[3]) -> f16[3] {
-  %y = sigmoid %a : f16[3]
-  return %y
-}
-""",
-    "tanh": """
-graph @tanh(%a: f32[3]) -> f32[3] {
-  %y = tanh %a : f32[3]
-  return %y
-}
-""",
-    "sqrt": """
-graph @sqrt(%a: f32[3]) -> f32[3] {
-  %y = sqrt %a : f32[3]
-  return %y
-}
-""",
-    "erf": """
-graph @erf(%a: f32[3]) -> f32[3] {
-  %y = erf %a : f32[3]
-  return %y
-}
-""",
-    "exp": """
-graph @exp(%a: f32[3]) -> f32[3] {
-  %y = exp %a : f32[3]
-  return %y
-}
-""",
-    "round": """
-graph @round(%a: f32[3]) -> f32[3] {
-  %y = round %a : f32[3]
-  return %y
-}
-""",
+    "silu": unary_case("silu"),
+    "sigmoid": unary_case("sigmoid", "f16[3]"),
+    "tanh": unary_case("tanh"),
+    "sqrt": unary_case("sqrt"),
+    "erf": unary_case("erf"),
+    "exp": unary_case("exp"),
+    "round": unary_case("round"),
     "clamp": """
 graph @clamp(%a: f32[3], %i: i8[2]) -> (f32[3], f32[3], i8[2]) {
   %y = clamp %a {min = -1.5, max = 2} : f32[3]
@@ -1018,11 +988,56 @@ def assert_located(e: LadderError, text: str, line: int, token: str, filename: s
     return msg
 
 
-def test_error_missing_colon_before_type():
-    text = bad(4, "  %z = relu %y f32[2, 4]")
-    e = parse_err(text, kind=ParseError)
-    msg = assert_located(e, text, 4, "f32")
-    assert "parse error" in msg and "expected" in msg and "':'" in msg
+# Each case: a broken program, the error it raises, and where: the line and the token (its ``occurrence``-th
+# appearance on the line) the message points at; the message also names the words.
+LOCATED_ERRORS = [
+    pytest.param(bad(4, "  %z = relu %y f32[2, 4]"), ParseError, 4, "f32", 0, ["parse error", "expected", "':'"],
+                 id="missing_colon_before_type"),
+    pytest.param(bad(4, "  %z = frobnicate %y : f32[2, 4]"), LadderError, 4, "frobnicate", 0,
+                 ["unknown op 'frobnicate'", "relu", "matmul"], id="unknown_op"),  # says which ops exist
+    pytest.param(bad(2, "  %w = param @w : f64[4]"), ParseError, 2, "f64", 0,
+                 ["unknown element type 'f64'", "f32", "ternary"], id="unknown_type"),
+    pytest.param(PROGRAM.replace("%i: i8[4]", "%i: int8[4]"), ParseError, 1, "int8", 0, [],
+                 id="unknown_type_in_signature"),
+    pytest.param(bad(4, "  %z = relu %nope : f32[2, 4]"), ParseError, 4, "%nope", 0, ["%nope", "not defined"],
+                 id="undefined_value"),
+    pytest.param(bad(3, "  %y = add %x, %z : f32[2, 4]"), ParseError, 3, "%z", 0, [], id="use_before_definition"),
+    pytest.param(bad(4, "  %y = relu %y : f32[2, 4]"), ParseError, 4, "%y", 0, ["already defined"],
+                 id="redefined_value"),
+    pytest.param(bad(2, "  %x = param @w : f32[4]"), ParseError, 2, "%x", 0, [], id="redefined_input"),
+    pytest.param(PROGRAM.replace("%i: i8[4]", "%x: i8[4]"), ParseError, 1, "%x", 1, [], id="input_declared_twice"),
+    pytest.param(bad(2, "  %c = const 1.0 : f32[100000, 100000]"), ParseError, 2, "1.0", 0, [],
+                 id="literal_too_large"),
+    pytest.param(bad(4, "  %z = relu %y : f32[2, 5]", PROGRAM.replace("-> f32[2, 4]", "-> f32[2, 5]")), VerifyError,
+                 4, "relu", 0, ["verify error", "'relu'", "%z", "f32[2, 4]", "f32[2, 5]"],
+                 id="wrong_result_type_annotation"),
+    pytest.param(bad(3, "  %y = add %x, %w : f16[2, 4]"), VerifyError, 3, "add", 0, ["'add'", "%y", "f16[2, 4]"],
+                 id="wrong_result_dtype_annotation"),
+    pytest.param(PROGRAM.replace("-> f32[2, 4]", "-> f32[4, 2]"), VerifyError, 5, "return", 0,
+                 ["f32[4, 2]", "f32[2, 4]", "@g"], id="return_type_mismatch"),
+    pytest.param(PROGRAM.replace("-> f32[2, 4]", "-> (f32[2, 4], f32[2, 4])"), VerifyError, 5, "return", 0, [],
+                 id="return_count_mismatch"),
+    pytest.param(bad(5, "  return %zz"), ParseError, 5, "%zz", 0, [], id="return_of_undefined_value"),
+    pytest.param(bad(4, "  %z = softmax %y {axis = 0, axis = 1} : f32[2, 4]"), ParseError, 4, "axis", 1, ["twice"],
+                 id="attribute_given_twice"),
+    pytest.param(bad(2, "  %w = param %x : f32[4]"), ParseError, 2, "param", 0, ["@"], id="param_of_a_value"),
+    pytest.param(bad(2, "  %w = const %x : f32[4]"), ParseError, 2, "const", 0, [], id="const_of_a_value"),
+    pytest.param(bad(3, "  %y = add %x, @w : f32[2, 4]"), ParseError, 3, "@w", 0, [], id="weight_as_operand"),
+    pytest.param(bad(3, "  %y = param @w : f32[5]").replace("  %z = relu %y : f32[2, 4]", "  %z = relu %x : f32[2, 4]"),
+                 VerifyError, 3, "param", 0, ["@w", "f32[5]", "f32[4]"], id="weight_declared_with_two_types"),
+    pytest.param(bad(3, "  %y = add %x, %w : f32[2, 4] ?"), ParseError, 3, "?", 0,
+                 ["unexpected character '?'", "expected"], id="unexpected_character"),  # what was found, expected
+    pytest.param(bad(1, "graph g(%x: f32[2, 4], %i: i8[4]) -> f32[2, 4] {"), ParseError, 1, "g(", 0,
+                 ["a name like @w"], id="graph_name_without_at"),
+]
+
+
+@pytest.mark.parametrize("text, kind, line, token, occurrence, words", LOCATED_ERRORS)
+def test_error_is_located(text, kind, line, token, occurrence, words):
+    e = parse_err(text, kind=kind)
+    msg = assert_located(e, text, line, token, occurrence=occurrence)
+    for w in words:
+        assert w in msg, msg
 
 
 def test_error_missing_type_after_colon():
@@ -1031,64 +1046,11 @@ def test_error_missing_type_after_colon():
     assert e.loc.line == 5 and "expected" in str(e)
 
 
-def test_error_unknown_op():
-    text = bad(4, "  %z = frobnicate %y : f32[2, 4]")
-    e = parse_err(text)
-    msg = assert_located(e, text, 4, "frobnicate")
-    assert "unknown op 'frobnicate'" in msg
-    assert "relu" in msg and "matmul" in msg  # says which ops exist
-
-
 def test_error_unknown_op_is_a_parse_error():
     # Regression: at fb21511 an unknown op raised a bare LadderError, not a ParseError.
     text = bad(4, "  %z = frobnicate %y : f32[2, 4]")
     e = parse_err(text)
     assert isinstance(e, (ParseError, VerifyError))
-
-
-def test_error_unknown_type():
-    text = bad(2, "  %w = param @w : f64[4]")
-    e = parse_err(text, kind=ParseError)
-    msg = assert_located(e, text, 2, "f64")
-    assert "unknown element type 'f64'" in msg and "f32" in msg and "ternary" in msg
-
-
-def test_error_unknown_type_in_signature():
-    text = PROGRAM.replace("%i: i8[4]", "%i: int8[4]")
-    e = parse_err(text, kind=ParseError)
-    assert_located(e, text, 1, "int8")
-
-
-def test_error_undefined_value():
-    text = bad(4, "  %z = relu %nope : f32[2, 4]")
-    e = parse_err(text, kind=ParseError)
-    msg = assert_located(e, text, 4, "%nope")
-    assert "%nope" in msg and "not defined" in msg
-
-
-def test_error_use_before_definition():
-    text = bad(3, "  %y = add %x, %z : f32[2, 4]")
-    e = parse_err(text, kind=ParseError)
-    assert_located(e, text, 3, "%z")
-
-
-def test_error_redefined_value():
-    text = bad(4, "  %y = relu %y : f32[2, 4]")
-    e = parse_err(text, kind=ParseError)
-    msg = assert_located(e, text, 4, "%y")
-    assert "already defined" in msg
-
-
-def test_error_redefined_input():
-    text = bad(2, "  %x = param @w : f32[4]")
-    e = parse_err(text, kind=ParseError)
-    assert_located(e, text, 2, "%x")
-
-
-def test_error_input_declared_twice():
-    text = PROGRAM.replace("%i: i8[4]", "%x: i8[4]")
-    e = parse_err(text, kind=ParseError)
-    assert_located(e, text, 1, "%x", occurrence=1)
 
 
 def test_error_result_named_twice():
@@ -1119,27 +1081,6 @@ def test_error_bad_literal(literal, ty, words):
         assert w in msg
 
 
-def test_error_literal_too_large():
-    text = bad(2, "  %c = const 1.0 : f32[100000, 100000]")
-    e = parse_err(text, kind=ParseError)
-    assert_located(e, text, 2, "1.0")
-
-
-def test_error_wrong_result_type_annotation():
-    text = bad(4, "  %z = relu %y : f32[2, 5]", PROGRAM.replace("-> f32[2, 4]", "-> f32[2, 5]"))
-    e = parse_err(text, kind=VerifyError)
-    msg = assert_located(e, text, 4, "relu")
-    assert "verify error" in msg
-    assert "'relu'" in msg and "%z" in msg and "f32[2, 4]" in msg and "f32[2, 5]" in msg
-
-
-def test_error_wrong_result_dtype_annotation():
-    text = bad(3, "  %y = add %x, %w : f16[2, 4]")
-    e = parse_err(text, kind=VerifyError)
-    msg = assert_located(e, text, 3, "add")
-    assert "'add'" in msg and "%y" in msg and "f16[2, 4]" in msg
-
-
 def test_verify_error_collects_every_bad_op():
     text = bad(3, "  %y = add %x, %w : f32[2, 3]")
     text = bad(4, "  %z = relu %y : f32[2, 4]", text)
@@ -1148,25 +1089,6 @@ def test_verify_error_collects_every_bad_op():
     assert [d.loc.line for d in e.diagnostics] == [3, 4]
     assert str(e).endswith("2 errors")
     assert "'add'" in str(e) and "'relu'" in str(e)
-
-
-def test_error_return_type_mismatch():
-    text = PROGRAM.replace("-> f32[2, 4]", "-> f32[4, 2]")
-    e = parse_err(text, kind=VerifyError)
-    msg = assert_located(e, text, 5, "return")
-    assert "f32[4, 2]" in msg and "f32[2, 4]" in msg and "@g" in msg
-
-
-def test_error_return_count_mismatch():
-    text = PROGRAM.replace("-> f32[2, 4]", "-> (f32[2, 4], f32[2, 4])")
-    e = parse_err(text, kind=VerifyError)
-    assert_located(e, text, 5, "return")
-
-
-def test_error_return_of_undefined_value():
-    text = bad(5, "  return %zz")
-    e = parse_err(text, kind=ParseError)
-    assert_located(e, text, 5, "%zz")
 
 
 def test_error_graph_returning_nothing():
@@ -1192,44 +1114,6 @@ def test_error_bad_op_is_a_located_verify_error(line, words):
     msg = assert_located(e, text, 4, line.split("=")[1].split()[0])
     for w in words:
         assert w in msg, msg
-
-
-def test_error_attribute_given_twice():
-    text = bad(4, "  %z = softmax %y {axis = 0, axis = 1} : f32[2, 4]")
-    e = parse_err(text, kind=ParseError)
-    msg = assert_located(e, text, 4, "axis", occurrence=1)
-    assert "twice" in msg
-
-
-def test_error_param_and_const_operands():
-    text = bad(2, "  %w = param %x : f32[4]")
-    e = parse_err(text, kind=ParseError)
-    assert_located(e, text, 2, "param")
-    assert "@" in str(e)
-    text = bad(2, "  %w = const %x : f32[4]")
-    e = parse_err(text, kind=ParseError)
-    assert_located(e, text, 2, "const")
-    text = bad(3, "  %y = add %x, @w : f32[2, 4]")
-    e = parse_err(text, kind=ParseError)
-    assert_located(e, text, 3, "@w")
-
-
-def test_error_weight_declared_with_two_types():
-    text = bad(3, "  %y = param @w : f32[5]").replace("  %z = relu %y : f32[2, 4]", "  %z = relu %x : f32[2, 4]")
-    e = parse_err(text, kind=VerifyError)
-    msg = assert_located(e, text, 3, "param")
-    assert "@w" in msg and "f32[5]" in msg and "f32[4]" in msg
-
-
-def test_syntax_error_says_what_was_found_and_expected():
-    text = bad(3, "  %y = add %x, %w : f32[2, 4] ?")
-    e = parse_err(text, kind=ParseError)
-    msg = assert_located(e, text, 3, "?")
-    assert "unexpected character '?'" in msg and "expected" in msg
-    text = bad(1, "graph g(%x: f32[2, 4], %i: i8[4]) -> f32[2, 4] {")
-    e = parse_err(text, kind=ParseError)
-    msg = assert_located(e, text, 1, "g(", occurrence=0)
-    assert "a name like @w" in msg
 
 
 def test_syntax_error_on_a_tab_indented_line():

@@ -32,14 +32,19 @@ def _check_input(im, x):
         raise im.error(f"{im.node.op_type} takes a float tensor of rank >= 1, got {x.type}")
 
 
-@converts("SkipLayerNormalization", domain=MS_DOMAIN)
-def _skip_layer_norm(im):
+def _skip_norm_inputs(im, bias_at: int):
+    """A Skip*Normalization node's input (checked), epsilon, residual sum (``_skip_sum``) and gamma."""
     x = im.value(im.inp(0))
     _check_input(im, x)
-    d = x.type.shape[-1]
     eps = im.float_attr("epsilon", 1e-12)
-    s = _skip_sum(im, x, 4)
-    gamma = _last_axis_vector(im, im.inp(2), d, "gamma")
+    s = _skip_sum(im, x, bias_at)
+    return x, eps, s, _last_axis_vector(im, im.inp(2), x.type.shape[-1], "gamma")
+
+
+@converts("SkipLayerNormalization", domain=MS_DOMAIN)
+def _skip_layer_norm(im):
+    x, eps, s, gamma = _skip_norm_inputs(im, 4)
+    d = x.type.shape[-1]
     beta = [_last_axis_vector(im, im.inp(3), d, "beta")] if im.inp(3) else []
     im.bind(0, im.emit("layernorm", [s, gamma] + beta, {"eps": eps}, out=0))
     if im.out_wanted(1) or im.out_wanted(2):
@@ -61,12 +66,7 @@ def _rms_inv(im, s, eps):
 
 @converts("SkipSimplifiedLayerNormalization", domain=MS_DOMAIN)
 def _skip_simplified_layer_norm(im):
-    x = im.value(im.inp(0))
-    _check_input(im, x)
-    d = x.type.shape[-1]
-    eps = im.float_attr("epsilon", 1e-12)
-    s = _skip_sum(im, x, 3)
-    gamma = _last_axis_vector(im, im.inp(2), d, "gamma")
+    _, eps, s, gamma = _skip_norm_inputs(im, 3)
     im.bind(0, im.emit("rmsnorm", [s, gamma], {"eps": eps}, out=0))
     if im.out_wanted(1):
         raise im.error("SkipSimplifiedLayerNormalization has no mean output (it is not defined for RMS norm)")

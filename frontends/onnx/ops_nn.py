@@ -86,36 +86,43 @@ def _norm_2d(im, x: Value, axis: int) -> tuple[Value, int]:
     return im.emit("reshape", [x], {"shape": list(x.type.shape[:axis]) + [d]}), d
 
 
+def _norm_inputs(im) -> tuple[Value, int, float, Value]:
+    """X, the first normalized axis, epsilon and Scale of a LayerNormalization or RMSNormalization node."""
+    x = im.value(im.inp(0))
+    return x, im.axis(im.int_attr("axis", -1), x.type.rank), im.float_attr("epsilon", 1e-5), im.value(im.inp(1))
+
+
+def _scaled_norm(im, kind: str, x: Value, axis: int, eps: float, scale: Value, bias: Value | None = None) -> Value:
+    """Output 0: ``kind`` (layernorm or rmsnorm) of x over the axes from ``axis`` on, times scale, plus bias.
+    One op when those are the last axis only and scale (and bias) are vectors of x's type."""
+    flat, d = _norm_2d(im, x, axis)
+    if axis == x.type.rank - 1 and scale.type.shape == (d,) and (bias is None or bias.type.shape == (d,)) \
+            and scale.type.dtype == x.type.dtype:
+        return im.emit(kind, [flat, scale] + ([bias] if bias else []), {"eps": eps}, out=0)
+    y = im.emit(kind, [flat], {"eps": eps})
+    if flat is not x:
+        y = im.emit("reshape", [y], {"shape": list(x.type.shape)})
+    y = im.emit("mul", [y, scale], out=None if bias else 0)
+    if bias is not None:
+        y = im.emit("add", [y, bias], out=0)
+    return y
+
+
 @converts("LayerNormalization")
 
 def _layernormalization(im):
-    x = im.value(im.inp(0))
+    x, axis, eps, scale = _norm_inputs(im)
     r = x.type.rank
-    axis = im.axis(im.int_attr("axis", -1), r)
-    eps = im.float_attr("epsilon", 1e-5)
-    scale = im.value(im.inp(1))
     bias = im.value(im.inp(2)) if im.inp(2) else None
     norm_shape = x.type.shape[axis:]
-    flat, d = _norm_2d(im, x, axis)
-    fused = axis == r - 1 and scale.type.shape == (d,) and (bias is None or bias.type.shape == (d,)) \
-        and scale.type.dtype == x.type.dtype
-    if fused:
-        y = im.emit("layernorm", [flat, scale] + ([bias] if bias else []), {"eps": eps}, out=0)
-    else:
-        y = im.emit("layernorm", [flat], {"eps": eps})
-        if flat is not x:
-            y = im.emit("reshape", [y], {"shape": list(x.type.shape)})
-        y = im.emit("mul", [y, scale], out=None if bias else 0)
-        if bias is not None:
-            y = im.emit("add", [y, bias], out=0)
-    im.bind(0, y)
+    im.bind(0, _scaled_norm(im, "layernorm", x, axis, eps, scale, bias))
     if im.out_wanted(1) or im.out_wanted(2):
         axes = list(range(axis, r))
         mean = im.emit("reduce", [x], {"kind": "mean", "axes": axes, "keepdims": True},
                          out=1 if im.out_wanted(1) else None)
         im.bind(1, mean)
         if im.out_wanted(2):
-            im.bind(2, inv_std(im, x, mean, axis, d, eps, norm_shape))
+            im.bind(2, inv_std(im, x, mean, axis, math.prod(norm_shape), eps, norm_shape))
 
 
 def inv_std(im, x: Value, mean: Value, axis: int, d: int, eps: float, norm_shape) -> Value:
@@ -143,19 +150,7 @@ def inv_std(im, x: Value, mean: Value, axis: int, d: int, eps: float, norm_shape
 @converts("RMSNormalization")
 
 def _rmsnormalization(im):
-    x = im.value(im.inp(0))
-    r = x.type.rank
-    axis = im.axis(im.int_attr("axis", -1), r)
-    eps = im.float_attr("epsilon", 1e-5)
-    scale = im.value(im.inp(1))
-    flat, d = _norm_2d(im, x, axis)
-    if axis == r - 1 and scale.type.shape == (d,) and scale.type.dtype == x.type.dtype:
-        im.bind(0, im.emit("rmsnorm", [flat, scale], {"eps": eps}, out=0))
-        return
-    y = im.emit("rmsnorm", [flat], {"eps": eps})
-    if flat is not x:
-        y = im.emit("reshape", [y], {"shape": list(x.type.shape)})
-    im.bind(0, im.emit("mul", [y, scale], out=0))
+    im.bind(0, _scaled_norm(im, "rmsnorm", *_norm_inputs(im)))
 
 
 # reductions -----------------------------------------------------------------------------------

@@ -387,14 +387,7 @@ def _dynamic_quantize_matmul(im):
     ai = im.emit("sub", [im.emit("cast", [q], {"dtype": "i32"}), im.emit("cast", [zero], {"dtype": "i32"})])
     bi = int_minus_zero(im, b, n[3] or None, b.type.rank - 1)
     f = im.emit("cast", [matmul(im, ai, bi, out=None)], {"dtype": "f32"})
-    sb = f32_value(im, n[2])
-    if sb.type.size not in (1, b.type.shape[-1]):
-        raise im.error(f"DynamicQuantizeMatMul b_scale {sb.type} is neither per-tensor nor per-column")
-    m = im.emit("mul", [_rank(im, scale, f.type.rank), _rank(im, sb, f.type.rank)])
-    y = im.emit("mul", [f, m], out=None if n[4] else 0)
-    if n[4]:
-        y = im.emit("add", [y, im.value(n[4])], out=0)
-    im.bind(0, y)
+    im.bind(0, _times_scales_plus_bias(im, f, scale, f32_value(im, n[2]), b, n[4], "DynamicQuantizeMatMul"))
 
 
 def _is_zero(im, s):
@@ -418,13 +411,19 @@ def _matmul_integer_to_float(im):
     sa, sb = f32_value(im, n[2]), f32_value(im, n[3])
     if sa.type.size != 1:
         raise im.error(f"MatMulIntegerToFloat a_scale must be one value, got {sa.type}")
+    im.bind(0, _times_scales_plus_bias(im, f, sa, sb, b, n[6], "MatMulIntegerToFloat"))
+
+
+def _times_scales_plus_bias(im, f: Value, sa: Value, sb: Value, b: Value, bias: str, what: str) -> Value:
+    """f * a_scale * b_scale (+ bias, if named), the end of both integer matmuls that give floats. The a_scale
+    ``sa`` is one value; the b_scale ``sb`` one value or one per column of B (``b``)."""
     if sb.type.size not in (1, b.type.shape[-1]):
-        raise im.error(f"MatMulIntegerToFloat b_scale {sb.type} is neither per-tensor nor per-column")
+        raise im.error(f"{what} b_scale {sb.type} is neither per-tensor nor per-column")
     m = im.emit("mul", [_rank(im, sa, f.type.rank), _rank(im, sb, f.type.rank)])
-    y = im.emit("mul", [f, m], out=None if n[6] else 0)
-    if n[6]:
-        y = im.emit("add", [y, im.value(n[6])], out=0)
-    im.bind(0, y)
+    y = im.emit("mul", [f, m], out=None if bias else 0)
+    if bias:
+        y = im.emit("add", [y, im.value(bias)], out=0)
+    return y
 
 
 def _rank(im, v, r):

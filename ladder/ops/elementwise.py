@@ -106,6 +106,7 @@ class Div(_Binary):
 
 class _Unary(OpDef):
     operands = ("x",)
+    fn = None  # the numpy function of an op without attributes; the others define f
     floats_only = True
 
     def infer(self, types, attrs):
@@ -124,18 +125,13 @@ class _Unary(OpDef):
                 return [np.asarray(self.f(x.astype(np.float64), attrs)).astype(dt.np_dtype)]
         return [np.asarray(self.f(x, attrs)).astype(dt.np_dtype)]
 
-    @staticmethod
-    def f(x, attrs):
-        raise NotImplementedError
+    def f(self, x, attrs):
+        return self.fn(x)
 
 
 @register
 class Neg(_Unary):
-    name, floats_only = "neg", False
-
-    @staticmethod
-    def f(x, attrs):
-        return np.negative(x)
+    name, fn, floats_only = "neg", staticmethod(np.negative), False
 
 
 @register
@@ -176,11 +172,7 @@ class Gelu(_Unary):
 
 @register
 class Erf(_Unary):
-    name = "erf"
-
-    @staticmethod
-    def f(x, attrs):
-        return _erf(x)
+    name, fn = "erf", staticmethod(_erf)
 
 
 @register
@@ -203,31 +195,19 @@ class Sigmoid(_Unary):
 
 @register
 class Tanh(_Unary):
-    name = "tanh"
-
-    @staticmethod
-    def f(x, attrs):
-        return np.tanh(x)
+    name, fn = "tanh", staticmethod(np.tanh)
 
 
 @register
 class Exp(_Unary):
-    name = "exp"
-
-    @staticmethod
-    def f(x, attrs):
-        return np.exp(x)
+    name, fn = "exp", staticmethod(np.exp)
 
 
 @register
 class Round(_Unary):
     """Round half to even (IEEE round-to-nearest), as numpy, PyTorch and ONNX do."""
 
-    name = "round"
-
-    @staticmethod
-    def f(x, attrs):
-        return np.rint(x)
+    name, fn = "round", staticmethod(np.rint)
 
 
 @register
