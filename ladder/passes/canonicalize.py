@@ -13,20 +13,17 @@ import numpy as np
 
 from ..ir import ConstData, Graph, Op
 from ..ops import OPS, InferError
-from .manager import Pass, register_pass
+from .manager import PatternPass, register_pass
 from .patterns import Firing, RewritePattern, apply_patterns, pattern
 
 
 @register_pass("canonicalize")
 @dataclass(frozen=True)
-class Canonicalize(Pass):
+class Canonicalize(PatternPass):
     fold: bool = True
     fold_limit: int = 65536  # the largest tensor (in elements) folding may create
     cse: bool = True
     dce: bool = True
-
-    def run(self, graph: Graph) -> Graph:
-        return self.run_traced(graph)[0]
 
     def run_traced(self, graph: Graph) -> tuple[Graph, list[Firing]]:
         g = graph.copy()

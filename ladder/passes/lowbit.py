@@ -29,7 +29,7 @@ from ..packing import PACKINGS, packings_for
 from ..target import get_target
 from ..types import DTYPES
 from .canonicalize import remove_dead
-from .manager import Pass, register_pass
+from .manager import Pass, PatternPass, register_pass
 from .patterns import Firing, apply_patterns, pattern
 
 
@@ -162,16 +162,13 @@ def _packing_with_block(target, dt, group: int, override: str | None):
 
 @register_pass("fuse")
 @dataclass(frozen=True)
-class Fuse(Pass):
+class Fuse(PatternPass):
     """Rewrite patterns, in this order: ``fuse-q8-blocks`` (with ``int8_blocks``), ``fuse-dequant-matmul`` and
     ``fuse-int-chain`` at each matmul (the first that fires wins), then, in a second sweep, ``fold-epilogue``
     (with ``epilogues``)."""
 
     epilogues: bool = True
     int8_blocks: bool = True
-
-    def run(self, graph: Graph) -> Graph:
-        return self.run_traced(graph)[0]
 
     def run_traced(self, graph: Graph) -> tuple[Graph, list[Firing]]:
         g = graph.copy()

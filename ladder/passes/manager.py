@@ -58,6 +58,18 @@ class Pass:
         return self.name + ("{" + ",".join(opts) + "}" if opts else "")
 
 
+@dataclass(frozen=True)
+class PatternPass(Pass):
+    """A pass built from rewrite patterns: it defines ``run_traced`` (the graph and the rewrites that fired);
+    ``run`` is its graph."""
+
+    def run(self, graph: Graph) -> Graph:
+        return self.run_traced(graph)[0]
+
+    def run_traced(self, graph: Graph) -> tuple[Graph, list[Firing]]:
+        raise NotImplementedError
+
+
 def _fmt(v: Any) -> str:
     return ("true" if v else "false") if isinstance(v, bool) else str(v)
 
