@@ -50,7 +50,7 @@ geometry alone:
 * ``scale_at``: where ``+SCALE`` puts a block's scale and zero, ``"front"`` or ``"end"`` of the block.
 
 From the declaration come: numpy ``pack``/``unpack`` (here), the LLVM scalar decode of one code
-(``backends/llvm/lowerings/matmul.py`` ``Decoder``: byte offset, shift, mask, digit and code fix-up, from
+(``backends/llvm/lowerings/decode.py`` ``Decoder``: byte offset, shift, mask, digit and code fix-up, from
 ``place``/``shift``), the vector decoders' shifts, masks and XOR constants (``value_offset``, ``byte_xor``),
 the unpack/pack kernels (``lowerings/movement.py``), the table-lookup index fields of bit planes
 (``index_shifts``, ``plane_indices``: ``lowerings/lut.py`` and the ASIC simulator) and the ASIC weight images

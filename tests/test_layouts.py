@@ -16,7 +16,7 @@ from test_llvm_movement import rand_values
 
 import ladder
 from ladder.backends.llvm.compiler import compile_graph
-from ladder.backends.llvm.lowerings.matmul import _fast_layout
+from ladder.backends.llvm.lowerings.matmul_plan import fast_layout
 from ladder.backends.llvm.lowerings.q8dot import _nib_blocks
 from ladder.builder import Builder
 from ladder.interpreter import Session
@@ -94,7 +94,7 @@ def test_every_pinned_packing_is_still_declared():
 # -- what the kernels derive from a declaration, against numpy's pack ---------------------------------------
 
 def _decode(p, row: np.ndarray, k: int, dt) -> int:
-    """Code k of a packed row, the way the LLVM scalar decode (matmul.Decoder) derives it from the declaration:
+    """Code k of a packed row, the way the LLVM scalar decode (decode.Decoder) derives it from the declaration:
     the block, ``place`` (byte, slot), the slot's field or digit, one byte per plane, the stored code's XOR."""
     blk, i = divmod(k, p.block)
     byte, slot = p.place(i)
@@ -128,13 +128,13 @@ def test_vector_constants_come_from_the_declarations():
     old_offsets = {"ternary": (0, 1), "i2": (2, 2), "u2": (0, 0), "i4": (8, 8), "u4": (0, 0)}
     for name, p in PACKINGS.items():
         for dname in p.dtypes:
-            if dname in old_offsets and _fast_layout(p):
+            if dname in old_offsets and fast_layout(p):
                 assert p.value_offset(DTYPES[dname]) == old_offsets[dname], (name, dname)
     assert PACKINGS["crumb32"].byte_xor(DTYPES["i2"]) == 0xAA and PACKINGS["nib64"].byte_xor(DTYPES["i4"]) == 0x88
     assert PACKINGS["tq2"].byte_xor(DTYPES["i2"]) == 0xAA and PACKINGS["trit5"].byte_xor(DTYPES["ternary"]) == 0
     assert PACKINGS["nib16"].byte_xor(DTYPES["u4"]) == 0
     # the kernels take exactly the layouts they took when they tested names
-    assert {n for n, p in PACKINGS.items() if _fast_layout(p)} == {
+    assert {n for n, p in PACKINGS.items() if fast_layout(p)} == {
         "crumb16", "crumb32", "crumb64", "nib16", "nib32", "nib64", "trit5", "tq2"}
     assert {n for n, p in PACKINGS.items() if _nib_blocks(p)} == {"nib16"}
     assert PACKINGS["planes"].index_shifts(4) == (0, 4) and PACKINGS["planes"].index_shifts(2) == (0, 2, 4, 6)

@@ -41,11 +41,8 @@ from ladder.backends.llvm.codegen import (
     for_range,
     lowers,
 )
-from ladder.backends.llvm.lowerings.matmul import (
-    _bstrides,
-    _epilogue,
-    _offset_of,
-)
+from ladder.backends.llvm.lowerings.broadcast import bstrides, offset_of
+from ladder.backends.llvm.lowerings.epilogue import apply_epilogue
 from llvmlite import ir
 
 from ladder.errors import LadderError
@@ -443,7 +440,7 @@ def lower_lut_matmul(ctx, op, ins, outs):
         v = b.fadd(b.fmul(u, ir.Constant(vf, [float(p.a)] * R)), b.fmul(ir.Constant(vf, [float(p.beta)] * R), s))
         return b.fmul(v, ir.Constant(vf, [0.5] * R))
 
-    s_strides = [_bstrides(t.shape, out_t.shape) for t in (ins[3], ins[4])]
+    s_strides = [bstrides(t.shape, out_t.shape) for t in (ins[3], ins[4])]
     row_of_lane = ir.GlobalVariable(ctx.module, ir.ArrayType(I64, R), ctx.unique("lut_rows"))
     row_of_lane.global_constant = True
     row_of_lane.linkage = "internal"
@@ -465,8 +462,8 @@ def lower_lut_matmul(ctx, op, ins, outs):
                     v = b.sitofp(v, F32)
                 oidx = b.add(b.mul(m, C64(p.n)), row)
                 for ptr, st in ((ps1, s_strides[0]), (ps2, s_strides[1])):
-                    v = b.fmul(v, b.load(_gep(b, ptr, _offset_of(b, oidx, out_t.shape, st), F32), typ=F32))
-                v = _epilogue(ctx, b, v, tuple(at["epilogue"]), out_t.dtype)
+                    v = b.fmul(v, b.load(_gep(b, ptr, offset_of(b, oidx, out_t.shape, st), F32), typ=F32))
+                v = apply_epilogue(ctx, b, v, tuple(at["epilogue"]), out_t.dtype)
                 b.store(v, _gep(b, py, oidx, F32))
     b.ret_void()
     return KernelSpec(fn, p.blocks, 1)

@@ -44,8 +44,9 @@ from ladder.ops.lowbit import block_scales
 from ladder.types import DType
 
 from . import q8k
-from .matmul import C32, C64, PREFETCH, Decoder, _gep8, _int_value, passes_over_weights, scale_to_f32, \
-    store_epilogue
+from .decode import C32, C64, Decoder, gep8, int_value, scale_to_f32
+from .epilogue import store_epilogue
+from .tiling import PREFETCH, passes_over_weights
 
 BLOCK = 32  # codes per block: one 256-bit vector of int8
 MCHUNK = 64  # rows of x per pass over the weight rows, at most
@@ -174,11 +175,11 @@ def _lower_blocks(ctx, op, ins, outs, p: Q8Plan):
         """Block j of the weight row at byte offset ``wrow``: 32 bytes (signed values, or offset nibbles)."""
         blk = b.add(wrow, b.mul(j, C64(p.stride)))
         if not p.nibbles:
-            return b.load(_gep8(b, pw, blk), typ=v32i8, align=1)
+            return b.load(gep8(b, pw, blk), typ=v32i8, align=1)
         # codes 0-15 in the low nibbles, 16-31 in the high ones: the bytes, and the bytes shifted right by 4 in
         # 16-bit lanes, side by side; one AND keeps the nibbles. Two's complement nibbles (i4) are made offset
         # binary first (c ^ 8, both nibbles at once): the value is the nibble - 8.
-        packed = b.load(_gep8(b, pw, b.add(blk, C64(p.codes_at))), typ=v16i8, align=1)
+        packed = b.load(gep8(b, pw, b.add(blk, C64(p.codes_at))), typ=v16i8, align=1)
         if p.nib_xor:
             packed = b.xor(packed, ir.Constant(v16i8, [p.nib_xor] * 16))
         hi = b.bitcast(b.lshr(b.bitcast(packed, v8i16), ir.Constant(v8i16, [4] * 8)), v16i8)
@@ -189,7 +190,7 @@ def _lower_blocks(ctx, op, ins, outs, p: Q8Plan):
         """The f32 scales of blocks j .. j+count-1 of weight row n: a scalar (count 1) or a vector of 8."""
         if p.inline_scale is not None:
             dt, st = p.inline_scale, storage_type(p.inline_scale)
-            raws = [b.load(_gep8(b, pw, b.add(b.add(wrow, b.mul(b.add(j, C64(a)), C64(p.stride))), C64(p.scale_at))),
+            raws = [b.load(gep8(b, pw, b.add(b.add(wrow, b.mul(b.add(j, C64(a)), C64(p.stride))), C64(p.scale_at))),
                            typ=st, align=1) for a in range(count)]
         else:
             dt, st = p.sw, storage_type(p.sw)
@@ -261,7 +262,7 @@ def _lower_blocks(ctx, op, ins, outs, p: Q8Plan):
             dst = b.mul(b.sub(m, mc), C64(per_row))
             with for_range(b, 0, NB, name="xb", vectorize=False) as j:
                 at = b.mul(j, C64(BLOCK))
-                xv = b.call(smax, [b.load(_gep8(b, px, b.add(src, at)), typ=v32i8, align=1), splat8(-127)])
+                xv = b.call(smax, [b.load(gep8(b, px, b.add(src, at)), typ=v32i8, align=1), splat8(-127)])
                 b.store(xv, vec_at(b, b.add(dst, at)), align=32)
                 if offset:
                     eights = splat8(8)
@@ -289,7 +290,7 @@ def _lower_blocks(ctx, op, ins, outs, p: Q8Plan):
                 for line in range(0, count * p.stride, 64):
                     off = b.add(here, C64(PREFETCH + line))
                     off = b.select(b.icmp_signed("<", off, C64(w_bytes)), off, C64(w_bytes - 1))
-                    b.call(prefetch, [_gep8(b, pw, off), C32(0), C32(3), C32(1)])
+                    b.call(prefetch, [gep8(b, pw, off), C32(0), C32(3), C32(1)])
             ws = scales(b, n, wrow, j0, count)
             ds = [b.fmul(ws, x_scales(b, ms[t], j0, count)) for t in range(T)]  # both blocks' scales
             accs = [[b.load(s_, typ=v8f) for s_ in row] for row in slots]
@@ -349,13 +350,13 @@ def _lower_generic(ctx, op, ins, outs):
     fma = ctx.declare("llvm.fma.f32", F32, [F32, F32, F32])
     sx_t, sw_t = storage_type(sx.dtype), storage_type(ins[3].dtype) if psw is not None else None
     with for_range(b, begin, end, name="n", vectorize=False) as n:
-        wrow = _gep8(b, pw, b.mul(n, C64(row_bytes)))
+        wrow = gep8(b, pw, b.mul(n, C64(row_bytes)))
         with for_range(b, 0, R, name="m", vectorize=False) as m:
             acc = entry_alloca(b, F32)
             b.store(ir.Constant(F32, 0.0), acc)
             with for_range(b, 0, K, name="k", vectorize=False) as k:
                 blk = b.udiv(k, C64(g))
-                xc = _int_value(b, b.gep(px, [b.add(b.mul(m, C64(K)), k)], source_etype=I8), x.dtype)
+                xc = int_value(b, b.gep(px, [b.add(b.mul(m, C64(K)), k)], source_etype=I8), x.dtype)
                 xc = b.select(b.icmp_signed("<", xc, C32(-127)), C32(-127), xc)
                 xs = to_f32(b, b.load(b.gep(psx, [b.add(b.mul(m, C64(nb)), blk)], source_etype=sx_t), typ=sx_t),
                             sx.dtype)
@@ -363,7 +364,7 @@ def _lower_generic(ctx, op, ins, outs):
                 if dec is not None:
                     wv = dec.f32_value(b, dec.code(b, wrow, k))
                 else:
-                    wv = b.sitofp(_int_value(b, b.gep(wrow, [k], source_etype=storage_type(w.dtype)), w.dtype), F32)
+                    wv = b.sitofp(int_value(b, b.gep(wrow, [k], source_etype=storage_type(w.dtype)), w.dtype), F32)
                 if dec is not None and dec.scaled:
                     ws = dec.block_scale(b, wrow, k, 0)
                 else:

@@ -32,7 +32,9 @@ from ladder.ops import OPS
 from ladder.ops.lowbit import block_scales
 from ladder.types import DType
 
-from .matmul import C32, C64, PREFETCH, _gep8, passes_over_weights, scale_to_f32, store_epilogue
+from .decode import C32, C64, gep8, scale_to_f32
+from .epilogue import store_epilogue
+from .tiling import PREFETCH, passes_over_weights
 
 SUB = 32  # codes per integer dot product step: one 256-bit vector of int8
 MCHUNK = 64  # rows of x per pass over the weight rows, at most
@@ -139,10 +141,10 @@ def lower(ctx, op, ins, outs, p: CrumbPlan):
     base8 = b.bitcast(scratch, ir.PointerType())
 
     def x_vec(b, row_off, at):
-        return b.load(_gep8(b, base8, b.add(row_off, at)), typ=v32i8, align=32)
+        return b.load(gep8(b, base8, b.add(row_off, at)), typ=v32i8, align=32)
 
     def bsum_at(b, row_off, j):
-        return b.bitcast(_gep8(b, base8, b.add(b.add(row_off, C64(K)), b.mul(j, C64(4)))), I32.as_pointer())
+        return b.bitcast(gep8(b, base8, b.add(b.add(row_off, C64(K)), b.mul(j, C64(4)))), I32.as_pointer())
 
     def x_bsum(b, row_off, j):
         return b.load(bsum_at(b, row_off, j), typ=I32)
@@ -155,8 +157,8 @@ def lower(ctx, op, ins, outs, p: CrumbPlan):
                 tot = ir.Constant(I32, 0)
                 for a in range(G // SUB):
                     at = b.add(b.mul(j, C64(G)), C64(a * SUB))
-                    xv = b.call(smax, [b.load(_gep8(b, px, b.add(src, at)), typ=v32i8, align=1), splat8(-127)])
-                    b.store(xv, b.bitcast(_gep8(b, base8, b.add(dst, at)), v32i8.as_pointer()), align=32)
+                    xv = b.call(smax, [b.load(gep8(b, px, b.add(src, at)), typ=v32i8, align=1), splat8(-127)])
+                    b.store(xv, b.bitcast(gep8(b, base8, b.add(dst, at)), v32i8.as_pointer()), align=32)
                     tot = b.add(tot, b.call(ctx.declare("llvm.vector.reduce.add.v32i32", I32, [v32i32]),
                                             [b.sext(xv, v32i32)]))
                 b.store(tot, bsum_at(b, dst, j))
@@ -183,7 +185,7 @@ def lower(ctx, op, ins, outs, p: CrumbPlan):
     def w_scale(b, n, blk_off, j):
         if p.inline_scale is not None:
             st = storage_type(p.inline_scale)
-            at = _gep8(b, pw, b.add(blk_off, C64(p.scale_at)))
+            at = gep8(b, pw, b.add(blk_off, C64(p.scale_at)))
             return scale_to_f32(b, b.load(at, typ=st, align=1), p.inline_scale, p.f16c)
         st = storage_type(p.sw)
         return scale_to_f32(b, b.load(b.gep(psw, [b.add(b.mul(n, C64(NB)), j)], source_etype=st), typ=st), p.sw,
@@ -209,13 +211,13 @@ def lower(ctx, op, ins, outs, p: CrumbPlan):
                 for line in range(0, p.stride, 64):
                     off = b.add(blk, C64(PREFETCH + line))
                     off = b.select(b.icmp_signed("<", off, C64(w_bytes)), off, C64(w_bytes - 1))
-                    b.call(prefetch, [_gep8(b, pw, off), C32(0), C32(3), C32(1)])
+                    b.call(prefetch, [gep8(b, pw, off), C32(0), C32(3), C32(1)])
             ws = w_scale(b, n, blk, j)
             ints = [ir.Constant(v8i32, None) for _ in range(T)]
             chunks = {}
             for at_byte, shift, first in p.pieces:
                 if at_byte not in chunks:
-                    chunk = b.load(_gep8(b, pw, b.add(blk, C64(p.codes_at + at_byte))), typ=v32i8, align=1)
+                    chunk = b.load(gep8(b, pw, b.add(blk, C64(p.codes_at + at_byte))), typ=v32i8, align=1)
                     chunks[at_byte] = b.xor(chunk, splat8(p.xor)) if p.xor else chunk
                 wv = field(b, chunks[at_byte], shift)
                 at = b.add(b.mul(j, C64(G)), C64(first))
