@@ -23,6 +23,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Callable, Iterator, Sequence
 
+import numpy as np
 from llvmlite import ir
 
 from ladder.errors import LadderError
@@ -347,38 +348,49 @@ def from_f32(b: ir.IRBuilder, v: ir.Value, dt: DType) -> ir.Value:
     raise LadderError(f"internal: no f32 -> {dt} conversion in the LLVM backend")
 
 
-def _i32c(v: int) -> ir.Constant:
-    return ir.Constant(I32, v)
+def C64(v) -> ir.Constant:
+    """An i64 constant (the lowerings' one set of constant helpers)."""
+    return ir.Constant(I64, int(v))
+
+
+def C32(v) -> ir.Constant:
+    """An i32 constant."""
+    return ir.Constant(I32, int(v))
+
+
+def F32C(v) -> ir.Constant:
+    """An f32 constant, rounded to f32 first as numpy would."""
+    return ir.Constant(F32, float(np.float32(v)))
 
 
 def half_to_f32(b: ir.IRBuilder, h: ir.Value) -> ir.Value:
     """f16 bits (i16) -> f32, exactly as numpy's npy_halfbits_to_floatbits: subnormals exact, a NaN's payload
     kept (not quieted), in integer arithmetic."""
     h = b.zext(h, I32)
-    sign = b.shl(b.and_(h, _i32c(0x8000)), _i32c(16))
-    e = b.and_(h, _i32c(0x7C00))
-    m = b.and_(h, _i32c(0x3FF))
-    normal = b.add(b.shl(b.and_(h, _i32c(0x7FFF)), _i32c(13)), _i32c(112 << 23))
-    special = b.or_(b.shl(m, _i32c(13)), _i32c(0x7F800000))
+    sign = b.shl(b.and_(h, C32(0x8000)), C32(16))
+    e = b.and_(h, C32(0x7C00))
+    m = b.and_(h, C32(0x3FF))
+    normal = b.add(b.shl(b.and_(h, C32(0x7FFF)), C32(13)), C32(112 << 23))
+    special = b.or_(b.shl(m, C32(13)), C32(0x7F800000))
     sub = b.bitcast(b.fmul(b.uitofp(m, F32), ir.Constant(F32, 2.0 ** -24)), I32)
-    mag = b.select(b.icmp_unsigned("==", e, _i32c(0)), sub,
-                   b.select(b.icmp_unsigned("==", e, _i32c(0x7C00)), special, normal))
+    mag = b.select(b.icmp_unsigned("==", e, C32(0)), sub,
+                   b.select(b.icmp_unsigned("==", e, C32(0x7C00)), special, normal))
     return b.bitcast(b.or_(sign, mag), F32)
 
 
 def f32_to_half(b: ir.IRBuilder, v: ir.Value) -> ir.Value:
     """f32 -> f16 bits (i16), round to nearest even (NaN -> quiet NaN, overflow -> inf)."""
     u = b.bitcast(v, I32)
-    sign = b.and_(u, _i32c(0x80000000 - (1 << 32)))
+    sign = b.and_(u, C32(0x80000000 - (1 << 32)))
     u = b.xor(u, sign)
-    big = b.select(b.icmp_unsigned(">", u, _i32c(255 << 23)), _i32c(0x7E00), _i32c(0x7C00))
-    magic = b.bitcast(_i32c(((127 - 15) + (23 - 10) + 1) << 23), F32)
-    small = b.sub(b.bitcast(b.fadd(b.bitcast(u, F32), magic), I32), _i32c(((127 - 15) + (23 - 10) + 1) << 23))
-    odd = b.and_(b.lshr(u, _i32c(13)), _i32c(1))
-    norm = b.lshr(b.add(b.add(u, _i32c(((15 - 127) << 23) + 0xFFF)), odd), _i32c(13))
-    o = b.select(b.icmp_unsigned(">=", u, _i32c((127 + 16) << 23)), big,
-                 b.select(b.icmp_unsigned("<", u, _i32c(113 << 23)), small, norm))
-    return b.trunc(b.or_(o, b.lshr(sign, _i32c(16))), I16)
+    big = b.select(b.icmp_unsigned(">", u, C32(255 << 23)), C32(0x7E00), C32(0x7C00))
+    magic = b.bitcast(C32(((127 - 15) + (23 - 10) + 1) << 23), F32)
+    small = b.sub(b.bitcast(b.fadd(b.bitcast(u, F32), magic), I32), C32(((127 - 15) + (23 - 10) + 1) << 23))
+    odd = b.and_(b.lshr(u, C32(13)), C32(1))
+    norm = b.lshr(b.add(b.add(u, C32(((15 - 127) << 23) + 0xFFF)), odd), C32(13))
+    o = b.select(b.icmp_unsigned(">=", u, C32((127 + 16) << 23)), big,
+                 b.select(b.icmp_unsigned("<", u, C32(113 << 23)), small, norm))
+    return b.trunc(b.or_(o, b.lshr(sign, C32(16))), I16)
 
 
 def store_f32(b: ir.IRBuilder, v: ir.Value, ptr, dt: DType) -> None:

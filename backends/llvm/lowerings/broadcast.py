@@ -8,9 +8,8 @@ import math
 import numpy as np
 from llvmlite import ir
 
-from ladder.backends.llvm.codegen import I64
+from ladder.backends.llvm.codegen import C64, I64
 
-from .decode import C64
 
 
 def bstrides(shape, out_shape):

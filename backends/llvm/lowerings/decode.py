@@ -1,21 +1,17 @@
 """Reading stored elements in LLVM IR: one code of a packed row (``Decoder``, derived from the packing's
 declaration in ladder.packing), an integer element as numpy holds it, and a block scale as f32.
 
-The constant and byte-address helpers here (``C64``, ``C32``, ``C8``, ``gep8``) serve every matmul-family
-kernel (matmul_*.py, q8dot.py, q8k.py).
+The byte-address helper here (``gep8``) serves every matmul-family kernel (matmul_*.py, q8dot.py, q8k.py).
 """
 
 from __future__ import annotations
 
 from llvmlite import ir
 
-from ladder.backends.llvm.codegen import F32, I8, I32, I64, storage_type, to_f32
+from ladder.backends.llvm.codegen import C32, C64, F32, I8, I32, storage_type, to_f32
 from ladder.ops.lowbit import block_scales
 from ladder.types import TensorType
 
-C64 = lambda v: ir.Constant(I64, int(v))  # noqa: E731
-C32 = lambda v: ir.Constant(I32, int(v))  # noqa: E731
-C8 = lambda v: ir.Constant(I8, int(v))  # noqa: E731
 
 
 def gep8(b, p, off):

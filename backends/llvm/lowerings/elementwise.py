@@ -36,6 +36,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from ladder.backends.llvm.codegen import (
+    C64,
     F32,
     F64,
     I8,
@@ -430,7 +431,6 @@ def _generate(ctx, op, ins, outs) -> KernelSpec:
     dims, strides = broadcast_plan(y.shape, [t.shape for t in ins])
     in_st = [storage_type(t.dtype) for t in ins]
     out_st = storage_type(y.dtype)
-    c = lambda v: ir.Constant(I64, v)
 
     def inner(lo, hi, rbase, bases):
         with for_range(b, lo, hi, name="j") as j:
@@ -442,28 +442,28 @@ def _generate(ctx, op, ins, outs) -> KernelSpec:
             b.store(element(b, raws), b.gep(ptrs[n], [out_idx], source_etype=out_st, inbounds=True))
 
     if len(dims) == 1:  # one flat loop over [begin, end)
-        inner(begin, end, None, [c(0)] * n)
+        inner(begin, end, None, [C64(0)] * n)
         b.ret_void()
         return KernelSpec(fn, y.size, 1)
     row, outer = dims[-1], dims[:-1]
     # rows that [begin, end) touches; the first and last may be partial
-    r0 = b.udiv(begin, c(row))
-    r1 = b.udiv(b.add(end, c(row - 1)), c(row))
+    r0 = b.udiv(begin, C64(row))
+    r1 = b.udiv(b.add(end, C64(row - 1)), C64(row))
     with for_range(b, r0, r1, name="r") as r:
-        rbase = b.mul(r, c(row))
+        rbase = b.mul(r, C64(row))
         lo = b.sub(begin, rbase)
-        lo = b.select(b.icmp_signed(">", lo, c(0)), lo, c(0))
+        lo = b.select(b.icmp_signed(">", lo, C64(0)), lo, C64(0))
         hi = b.sub(end, rbase)
-        hi = b.select(b.icmp_signed("<", hi, c(row)), hi, c(row))
+        hi = b.select(b.icmp_signed("<", hi, C64(row)), hi, C64(row))
         bases = []
         for st in strides:  # the operand's offset of this row: unravel r over the outer dims
-            off, rem = c(0), r
+            off, rem = C64(0), r
             for k in range(len(outer) - 1, -1, -1):
                 if st[k]:
-                    idx = b.urem(rem, c(outer[k])) if k else rem
-                    off = b.add(off, b.mul(idx, c(st[k])))
+                    idx = b.urem(rem, C64(outer[k])) if k else rem
+                    off = b.add(off, b.mul(idx, C64(st[k])))
                 if k:
-                    rem = b.udiv(rem, c(outer[k]))
+                    rem = b.udiv(rem, C64(outer[k]))
             bases.append(off)
         inner(lo, hi, rbase, bases)
     b.ret_void()

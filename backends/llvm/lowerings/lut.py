@@ -31,6 +31,8 @@ import math
 from dataclasses import dataclass
 
 from ladder.backends.llvm.codegen import (
+    C32,
+    C64,
     F32,
     I8,
     I16,
@@ -56,8 +58,6 @@ from ladder.ops.lut import (
     weight_form,
 )
 
-C64 = lambda v: ir.Constant(I64, int(v))
-C32 = lambda v: ir.Constant(I32, int(v))
 # groups per i16 accumulation before widening: no overflow (63 x 512, 258 x 127 < 2^15); even, for pairs
 CH = {"exact": 32767 // EXACT_LIMIT, "quantized": 32767 // 127 // 2 * 2}
 SHUFFLES = {16: ("llvm.x86.ssse3.pshuf.b.128", ("ssse3", "avx2", "avx512bw")),

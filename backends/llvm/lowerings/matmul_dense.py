@@ -19,9 +19,8 @@ import math
 
 from llvmlite import ir
 
-from ladder.backends.llvm.codegen import F32, KernelSpec, entry_alloca, for_range
+from ladder.backends.llvm.codegen import C64, F32, KernelSpec, entry_alloca, for_range
 
-from .decode import C64
 from .matmul_plan import MatmulOp
 
 DTILE = (3, 4)  # (rows of x, weight rows) per step of the transpose_b kernel: 12 vector accumulators

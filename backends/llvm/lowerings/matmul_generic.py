@@ -12,10 +12,12 @@ import math
 import numpy as np
 from llvmlite import ir
 
-from ladder.backends.llvm.codegen import F32, I32, KernelSpec, entry_alloca, for_range, load_f32, storage_type, to_f32
+from ladder.backends.llvm.codegen import (C64, F32, I32, KernelSpec, entry_alloca, for_range, load_f32, storage_type,
+                                          to_f32)
 
 from .broadcast import batch_offsets, bstrides, const_table
-from .decode import C64, Decoder, gep8, int_value
+from .decode import Decoder, gep8, int_value
+
 from .epilogue import round_to, store_result
 from .matmul_plan import MatmulOp
 

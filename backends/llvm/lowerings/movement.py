@@ -22,8 +22,8 @@ from typing import Sequence
 import numpy as np
 from llvmlite import ir
 
-from ladder.backends.llvm.codegen import (I8, I16, I64, PTR, VOID, KernelSpec, for_range, lowers,
-                                          report, storage_type)
+from ladder.backends.llvm.codegen import (C64, I8, I16, I64, PTR, VOID, KernelSpec, for_range, lowers, report,
+                                          storage_type)
 from ladder.errors import LadderError
 from ladder.packing import PACKINGS, Packing, ScaledPacking, from_codes
 from ladder.types import TensorType
@@ -34,22 +34,18 @@ TILE = 16  # transpose tiles are TILE x TILE elements (8 x 8 for elements wider 
 
 # -- small IR helpers --------------------------------------------------------------------------------------
 
-def _c(v: int) -> ir.Constant:
-    return ir.Constant(I64, int(v))
-
-
 def _byte_at(b: ir.IRBuilder, ptr, off):
     """ptr + off bytes."""
     if isinstance(off, int):
         if off == 0:
             return ptr
-        off = _c(off)
+        off = C64(off)
     return b.gep(ptr, [off], source_etype=I8)
 
 
 def _memcpy(ctx, b: ir.IRBuilder, dst, src, nbytes) -> None:
     fn = ctx.declare("llvm.memcpy.p0.p0.i64", VOID, [PTR, PTR, I64, I1])
-    b.call(fn, [dst, src, _c(nbytes) if isinstance(nbytes, int) else nbytes, ir.Constant(I1, 0)])
+    b.call(fn, [dst, src, C64(nbytes) if isinstance(nbytes, int) else nbytes, ir.Constant(I1, 0)])
 
 
 def _copy(ctx, b: ir.IRBuilder, dst, src, nbytes: int) -> None:
@@ -67,17 +63,17 @@ def _unravel(b: ir.IRBuilder, idx, dims: Sequence[int]) -> list:
     """Row-major multi-index of ``idx`` over constant ``dims`` (division by constants)."""
     out = []
     for d in reversed(dims[1:]):
-        out.append(b.urem(idx, _c(d)))
-        idx = b.udiv(idx, _c(d))
+        out.append(b.urem(idx, C64(d)))
+        idx = b.udiv(idx, C64(d))
     out.append(idx)
     return out[::-1] if dims else []
 
 
 def _dot(b: ir.IRBuilder, coords, strides: Sequence[int], base: int = 0):
-    acc = _c(base)
+    acc = C64(base)
     for c, s in zip(coords, strides):
         if s:
-            acc = b.add(acc, b.mul(c, _c(s)))
+            acc = b.add(acc, b.mul(c, C64(s)))
     return acc
 
 
@@ -118,8 +114,8 @@ def _contiguous_copy(ctx, hint: str, nbytes: int, src_off: int = 0) -> KernelSpe
     fn, b, (pin, pout), begin, end = ctx.kernel(hint, 2)
     work = -(-nbytes // COPY_CHUNK) if nbytes > 0 else 0
     if work:
-        lo = b.mul(begin, _c(COPY_CHUNK))
-        hi = _min(b, b.mul(end, _c(COPY_CHUNK)), _c(nbytes))
+        lo = b.mul(begin, C64(COPY_CHUNK))
+        hi = _min(b, b.mul(end, C64(COPY_CHUNK)), C64(nbytes))
         with _if(b, b.icmp_signed("<", lo, hi)):
             _memcpy(ctx, b, _byte_at(b, pout, lo), _byte_at(b, _byte_at(b, pin, src_off), lo), b.sub(hi, lo))
     b.ret_void()
@@ -193,11 +189,11 @@ def _row_copy(ctx, hint: str, sc: _Strided) -> KernelSpec:
     outer, n, s = dims[:-1], dims[-1], sc.strides[-1]
     fn, b, (pin, pout), begin, end = ctx.kernel(hint, 2)
     with _items(b, begin, end, name="row") as row:
-        ibase = b.add(_dot(b, _unravel(b, row, outer), sc.strides[:-1]), _c(sc.base))
-        obase = b.mul(row, _c(n * E))
+        ibase = b.add(_dot(b, _unravel(b, row, outer), sc.strides[:-1]), C64(sc.base))
+        obase = b.mul(row, C64(n * E))
         with for_range(b, 0, n, name="k") as k:
-            src = _byte_at(b, pin, b.add(ibase, b.mul(k, _c(s))))
-            _copy(ctx, b, _byte_at(b, pout, b.add(obase, b.mul(k, _c(E)))), src, E)
+            src = _byte_at(b, pin, b.add(ibase, b.mul(k, C64(s))))
+            _copy(ctx, b, _byte_at(b, pout, b.add(obase, b.mul(k, C64(E)))), src, E)
     b.ret_void()
     return KernelSpec(fn, math.prod(outer))
 
@@ -217,17 +213,17 @@ def _tiled_copy(ctx, hint: str, sc: _Strided, j: int) -> KernelSpec:
     with _items(b, begin, end) as item:
         co = _unravel(b, item, item_dims)
         obase = _dot(b, co[:-1], [ostr[k] for k in outer])
-        ibase = b.add(_dot(b, co[:-1], [strides[k] for k in outer]), _c(sc.base))
-        jlo = b.mul(co[-1], _c(T))
-        jhi = _min(b, b.add(jlo, _c(T)), _c(dims[j]))
+        ibase = b.add(_dot(b, co[:-1], [strides[k] for k in outer]), C64(sc.base))
+        jlo = b.mul(co[-1], C64(T))
+        jhi = _min(b, b.add(jlo, C64(T)), C64(dims[j]))
         with for_range(b, 0, dims[l], step=T, name="lt") as lt:
-            lhi = _min(b, b.add(lt, _c(T)), _c(dims[l]))
+            lhi = _min(b, b.add(lt, C64(T)), C64(dims[l]))
             with for_range(b, jlo, jhi, name="oj") as oj:
-                orow = b.add(obase, b.mul(oj, _c(ostr[j])))
-                irow = b.add(ibase, b.mul(oj, _c(E)))
+                orow = b.add(obase, b.mul(oj, C64(ostr[j])))
+                irow = b.add(ibase, b.mul(oj, C64(E)))
                 with for_range(b, lt, lhi, name="ol") as ol:
-                    src = _byte_at(b, pin, b.add(irow, b.mul(ol, _c(strides[l]))))
-                    _copy(ctx, b, _byte_at(b, pout, b.add(orow, b.mul(ol, _c(E)))), src, E)
+                    src = _byte_at(b, pin, b.add(irow, b.mul(ol, C64(strides[l]))))
+                    _copy(ctx, b, _byte_at(b, pout, b.add(orow, b.mul(ol, C64(E)))), src, E)
     b.ret_void()
     return KernelSpec(fn, math.prod(item_dims))
 
@@ -295,17 +291,17 @@ def lower_concat(ctx, op, ins, outs):
     pout = ptrs[-1]
     if orow:
         with _items(b, begin, end) as item:
-            row, which = b.udiv(item, _c(k)), b.urem(item, _c(k))
+            row, which = b.udiv(item, C64(k)), b.urem(item, C64(k))
             done = fn.append_basic_block("case.done")
             sw = b.switch(which, done)
             off = 0
             for i, nb in enumerate(rows):
                 if nb:
                     blk = fn.append_basic_block(f"case{i}")
-                    sw.add_case(_c(i), blk)
+                    sw.add_case(C64(i), blk)
                     b.position_at_end(blk)
-                    dst = _byte_at(b, pout, b.add(b.mul(row, _c(orow)), _c(off)))
-                    _memcpy(ctx, b, dst, _byte_at(b, ptrs[i], b.mul(row, _c(nb))), nb)
+                    dst = _byte_at(b, pout, b.add(b.mul(row, C64(orow)), C64(off)))
+                    _memcpy(ctx, b, dst, _byte_at(b, ptrs[i], b.mul(row, C64(nb))), nb)
                     b.branch(done)
                 off += nb
             b.position_at_end(done)
@@ -318,7 +314,7 @@ def lower_concat(ctx, op, ins, outs):
 def _load_int(b: ir.IRBuilder, ptr, t: TensorType, index):
     """Element ``index`` of an integer tensor, as i64 (u8 zero-extended, signed types sign-extended)."""
     et = storage_type(t.dtype)
-    v = b.load(b.gep(ptr, [_c(index) if isinstance(index, int) else index], source_etype=et), typ=et)
+    v = b.load(b.gep(ptr, [C64(index) if isinstance(index, int) else index], source_etype=et), typ=et)
     return b.zext(v, I64) if t.dtype.kind == "uint" else b.sext(v, I64)
 
 
@@ -337,15 +333,15 @@ def lower_gather(ctx, op, ins, outs):
     work = max(P, 1) * nI
     if work:
         with _items(b, begin, end) as item:
-            p, i = b.udiv(item, _c(nI)), b.urem(item, _c(nI))
+            p, i = b.udiv(item, C64(nI)), b.urem(item, C64(nI))
             v = _load_int(b, pi, idx, i)
-            v = b.select(b.icmp_signed("<", v, _c(0)), b.add(v, _c(N)), v)
-            ok = b.icmp_unsigned("<", v, _c(N))  # 0 <= v < N
+            v = b.select(b.icmp_signed("<", v, C64(0)), b.add(v, C64(N)), v)
+            ok = b.icmp_unsigned("<", v, C64(N))  # 0 <= v < N
             with b.if_else(ok) as (then, other):
                 with then:
                     if P and QE:
-                        src = _byte_at(b, pt, b.mul(b.add(b.mul(p, _c(N)), v), _c(QE)))
-                        _copy(ctx, b, _byte_at(b, py, b.mul(item, _c(QE))), src, QE)
+                        src = _byte_at(b, pt, b.mul(b.add(b.mul(p, C64(N)), v), C64(QE)))
+                        _copy(ctx, b, _byte_at(b, py, b.mul(item, C64(QE))), src, QE)
                 with other:
                     report(b, pst, 1)
     b.ret_void()
@@ -368,22 +364,22 @@ def lower_cache_write(ctx, op, ins, outs):
     work = max(P, 1)  # the position is checked even when the cache has no elements
     with _items(b, begin, end, name="p") as p:
         at = _load_int(b, pp, pos, 0)
-        ok = b.and_(b.icmp_signed(">=", at, _c(0)), b.icmp_signed("<=", b.add(at, _c(n)), _c(cap)))
+        ok = b.and_(b.icmp_signed(">=", at, C64(0)), b.icmp_signed("<=", b.add(at, C64(n)), C64(cap)))
         with b.if_else(ok) as (then, other):
             with then:
                 if P and QE:
-                    row_c = b.mul(p, _c(cap * QE))
-                    head = b.mul(at, _c(QE))  # bytes before the new rows
-                    tail = b.add(head, _c(n * QE))
+                    row_c = b.mul(p, C64(cap * QE))
+                    head = b.mul(at, C64(QE))  # bytes before the new rows
+                    tail = b.add(head, C64(n * QE))
                     out_row, cache_row = _byte_at(b, py, row_c), _byte_at(b, pc, row_c)
                     # in place (the output is the cache's own buffer: a module's state): the other rows are
                     # already there, only the new ones are written
                     with b.if_then(b.icmp_unsigned("!=", py, pc)):
                         _memcpy(ctx, b, out_row, cache_row, head)
                         _memcpy(ctx, b, _byte_at(b, out_row, tail), _byte_at(b, cache_row, tail),
-                                b.sub(_c(cap * QE), tail))
+                                b.sub(C64(cap * QE), tail))
                     if n:
-                        _memcpy(ctx, b, _byte_at(b, out_row, head), _byte_at(b, pn, b.mul(p, _c(n * QE))),
+                        _memcpy(ctx, b, _byte_at(b, out_row, head), _byte_at(b, pn, b.mul(p, C64(n * QE))),
                                 n * QE)
             with other:
                 report(b, pst, 1)
@@ -430,8 +426,8 @@ class _Layout:
         """The code (in its block) at position j (i64) of unit u, slot h."""
         base = u * self.B * self.H
         if self.split:
-            return b.add(j, _c(base + h * self.B))
-        return b.add(b.mul(j, _c(self.H)), _c(base + h))
+            return b.add(j, C64(base + h * self.B))
+        return b.add(b.mul(j, C64(self.H)), C64(base + h))
 
     def units(self, last: bool) -> list[tuple[list[int], int]]:
         """For each unit of a block (the last block when ``last``): how many byte positions j hold a real (not
@@ -519,7 +515,7 @@ def _value_byte(ctx, b: ir.IRBuilder, dt, code):
         full = [int(m[i]) if i < len(m) else 0 for i in range(256)]
         g = ir.GlobalVariable(ctx.module, arr_t, gname)
         g.global_constant, g.linkage, g.initializer = True, "internal", ir.Constant(arr_t, full)
-    return b.load(b.gep(g, [_c(0), b.zext(code, I64)], source_etype=g.value_type), typ=I8)
+    return b.load(b.gep(g, [C64(0), b.zext(code, I64)], source_etype=g.value_type), typ=I8)
 
 
 def _blocks_kernel(ctx, hint: str, n_ptrs: int, lay: _Layout, rows: int, emit_block) -> KernelSpec:
@@ -529,9 +525,9 @@ def _blocks_kernel(ctx, hint: str, n_ptrs: int, lay: _Layout, rows: int, emit_bl
     work = rows * lay.nb
     if work:
         with _items(b, begin, end) as item:
-            row, blk = b.udiv(item, _c(lay.nb)), b.urem(item, _c(lay.nb))
+            row, blk = b.udiv(item, C64(lay.nb)), b.urem(item, C64(lay.nb))
             if lay.nb > 1:
-                with b.if_else(b.icmp_unsigned("<", blk, _c(lay.nb - 1))) as (full, last):
+                with b.if_else(b.icmp_unsigned("<", blk, C64(lay.nb - 1))) as (full, last):
                     with full:
                         emit_block(b, ptrs, row, blk, lay.units(False))
                     with last:
@@ -552,11 +548,11 @@ def lower_unpack(ctx, op, ins, outs):
     def emit_block(b, ptrs, row, blk, units):
         pin, pout = ptrs
         for u, (cnt, _) in enumerate(units):
-            ib = _byte_at(b, pin, b.add(b.mul(row, _c(lay.R)), b.add(b.mul(blk, _c(lay.S)), _c(lay.at + u * lay.B))))
-            ob = _byte_at(b, pout, b.add(b.mul(row, _c(lay.K)), b.mul(blk, _c(lay.C))))
+            ib = _byte_at(b, pin, b.add(b.mul(row, C64(lay.R)), b.add(b.mul(blk, C64(lay.S)), C64(lay.at + u * lay.B))))
+            ob = _byte_at(b, pout, b.add(b.mul(row, C64(lay.K)), b.mul(blk, C64(lay.C))))
 
             def body(j, hs):
-                bytes_ = [b.load(_byte_at(b, ib, b.add(j, _c(p * lay.plane_stride))), typ=I8)
+                bytes_ = [b.load(_byte_at(b, ib, b.add(j, C64(p * lay.plane_stride))), typ=I8)
                           for p in range(lay.planes)]
                 for h in hs:
                     v = _value_byte(ctx, b, dt, _decode_code(b, lay, dt, h, bytes_))
@@ -629,13 +625,13 @@ def lower_pack(ctx, op, ins, outs):
 
     def emit_block(b, ptrs, row, blk, units):
         pin, pout = ptrs[0], ptrs[-1]
-        rb = b.add(b.mul(row, _c(lay.R)), b.mul(blk, _c(lay.S)))
+        rb = b.add(b.mul(row, C64(lay.R)), b.mul(blk, C64(lay.S)))
         for s in range(n_scales):  # the block's scale (and zero), as raw bytes
-            src = _byte_at(b, ptrs[1 + s], b.mul(b.add(b.mul(row, _c(lay.nb)), blk), _c(sb)))
-            _copy(ctx, b, _byte_at(b, pout, b.add(rb, _c(lay.scale_at[s]))), src, sb)
+            src = _byte_at(b, ptrs[1 + s], b.mul(b.add(b.mul(row, C64(lay.nb)), blk), C64(sb)))
+            _copy(ctx, b, _byte_at(b, pout, b.add(rb, C64(lay.scale_at[s]))), src, sb)
         for u, (cnt, jb) in enumerate(units):
-            ob = _byte_at(b, pout, b.add(rb, _c(lay.at + u * lay.B)))
-            ib = _byte_at(b, pin, b.add(b.mul(row, _c(lay.K)), b.mul(blk, _c(lay.C))))
+            ob = _byte_at(b, pout, b.add(rb, C64(lay.at + u * lay.B)))
+            ib = _byte_at(b, pin, b.add(b.mul(row, C64(lay.K)), b.mul(blk, C64(lay.C))))
             # byte positions in runs where each code h is either real or padding throughout (no selects)
             cuts = sorted({0, jb} | {min(max(c, 0), jb) for c in cnt})
             for lo, hi in zip(cuts, cuts[1:]):
@@ -648,6 +644,6 @@ def lower_pack(ctx, op, ins, outs):
                         c = _value_code(b, dt, b.load(_byte_at(b, ib, lay.pos(b, u, j, h)), typ=I8))
                         codes.append(b.xor(c, ir.Constant(I8, xor)) if xor else c)
                     for p, v in enumerate(_encode_bytes(b, lay, codes)):
-                        b.store(v, _byte_at(b, ob, b.add(j, _c(p * lay.plane_stride))))
+                        b.store(v, _byte_at(b, ob, b.add(j, C64(p * lay.plane_stride))))
 
     return _blocks_kernel(ctx, f"pack_{op.name}", len(ins) + 1, lay, rows, emit_block)

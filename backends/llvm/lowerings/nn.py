@@ -20,8 +20,8 @@ from contextlib import ExitStack
 import numpy as np
 from llvmlite import ir
 
-from ladder.backends.llvm.codegen import (F32, F64, I8, I32, I64, PTR, KernelSpec, elem_ptr, entry_alloca, for_range,
-                                          from_f32, lowers, report, storage_type, to_f32)
+from ladder.backends.llvm.codegen import (C32, C64, F32, F32C, F64, I8, I32, I64, PTR, KernelSpec, elem_ptr, entry_alloca,
+                                          for_range, from_f32, lowers, report, storage_type, to_f32)
 from ladder.ops import OPS
 from ladder.ops.base import norm_axis
 from ladder.types import dtype as _dtype
@@ -34,14 +34,6 @@ FAST = ("reassoc", "contract")
 
 def _attrs(op):
     return OPS[op.kind].full_attrs(op.attr)
-
-
-def _f(v) -> ir.Constant:
-    return ir.Constant(F32, float(np.float32(v)))
-
-
-def _c(v) -> ir.Constant:
-    return ir.Constant(I64, int(v))
 
 
 def _split(shape, axis) -> tuple[int, int, int]:
@@ -58,10 +50,6 @@ def _var(b: ir.IRBuilder, ty, init=None, size=None):
 
 def _intr(ctx, name: str, n: int = 1, ty=F32):
     return ctx.declare(name, ty, [ty] * n)
-
-
-def _i32(v):
-    return ir.Constant(I32, v)
 
 
 def _load(b, ptr, idx, dt):
@@ -91,12 +79,12 @@ def _max_nan(b, acc, v):
 
 
 def _finite(ctx, b, v):
-    return b.fcmp_ordered("<", b.call(_intr(ctx, "llvm.fabs.f32"), [v]), _f(np.inf))
+    return b.fcmp_ordered("<", b.call(_intr(ctx, "llvm.fabs.f32"), [v]), F32C(np.inf))
 
 
 def _div_count(b, total, n):
     """f32 total / integer count, divided in f64 and rounded once (numpy's mean / nanmean)."""
-    nn = n if isinstance(n, ir.Value) else _c(n)
+    nn = n if isinstance(n, ir.Value) else C64(n)
     return b.fptrunc(b.fdiv(b.fpext(total, F64), b.sitofp(nn, F64)), F32)
 
 
@@ -113,7 +101,7 @@ def _elem(ctx, b, how, x, p):
         return b.call(ctx.math_f32("expf"), [b.fsub(x, p)])
     if how == "absn":  # |x| with NaN read as 0 (nanmean)
         a = b.call(_intr(ctx, "llvm.fabs.f32"), [x])
-        return b.select(_is_nan(b, a), _f(0), a)
+        return b.select(_is_nan(b, a), F32C(0), a)
     raise AssertionError(how)
 
 
@@ -132,18 +120,18 @@ def _pairwise_fn(ctx, dt, how):
     def elem(i):
         k = b.add(off, i)
         ok = b.icmp_signed("<", k, valid)
-        safe = b.select(ok, k, _c(0))
+        safe = b.select(ok, k, C64(0))
         x = _load(b, row, b.mul(safe, stride), dt)
-        return b.select(ok, _elem(ctx, b, how, x, p), _f(0))
+        return b.select(ok, _elem(ctx, b, how, x, p), F32C(0))
 
     small, block, split = (fn.append_basic_block(s) for s in ("small", "block", "split"))
     notsmall = fn.append_basic_block("notsmall")
-    b.cbranch(b.icmp_signed("<", n, _c(8)), small, notsmall)
+    b.cbranch(b.icmp_signed("<", n, C64(8)), small, notsmall)
     b.position_at_end(notsmall)
-    b.cbranch(b.icmp_signed("<=", n, _c(128)), block, split)
+    b.cbranch(b.icmp_signed("<=", n, C64(128)), block, split)
 
     b.position_at_end(small)
-    res = _var(b, F32, _f(0))
+    res = _var(b, F32, F32C(0))
     with for_range(b, 0, n) as i:
         b.store(b.fadd(b.load(res), elem(i)), res)
     b.ret(b.load(res))
@@ -151,11 +139,11 @@ def _pairwise_fn(ctx, dt, how):
     b.position_at_end(block)
     r = [_var(b, F32) for _ in range(8)]
     for j in range(8):
-        b.store(elem(_c(j)), r[j])
-    full = b.sub(n, b.srem(n, _c(8)))
+        b.store(elem(C64(j)), r[j])
+    full = b.sub(n, b.srem(n, C64(8)))
     with for_range(b, 8, full, 8) as i:
         for j in range(8):
-            b.store(b.fadd(b.load(r[j]), elem(b.add(i, _c(j)))), r[j])
+            b.store(b.fadd(b.load(r[j]), elem(b.add(i, C64(j)))), r[j])
     v = [b.load(s) for s in r]
     tree = b.fadd(b.fadd(b.fadd(v[0], v[1]), b.fadd(v[2], v[3])), b.fadd(b.fadd(v[4], v[5]), b.fadd(v[6], v[7])))
     res2 = _var(b, F32, tree)
@@ -164,8 +152,8 @@ def _pairwise_fn(ctx, dt, how):
     b.ret(b.load(res2))
 
     b.position_at_end(split)
-    n2 = b.sdiv(n, _c(2))
-    n2 = b.sub(n2, b.srem(n2, _c(8)))
+    n2 = b.sdiv(n, C64(2))
+    n2 = b.sub(n2, b.srem(n2, C64(8)))
     lo = b.call(fn, [row, off, n2, stride, valid, p])
     hi = b.call(fn, [row, b.add(off, n2), b.sub(n, n2), stride, valid, p])
     b.ret(b.fadd(lo, hi))
@@ -175,15 +163,15 @@ def _pairwise_fn(ctx, dt, how):
 def _row_sum(ctx, b, ptr, base, n, stride, dt, how, p=None, pairwise=True, valid=None):
     """Sum of elem(x[base + i * stride]) for i < n: numpy's pairwise order, or sequential (numpy's order for a
     strided reduction axis). Only pairwise sums support padding (valid < n)."""
-    p = p if p is not None else _f(0)
+    p = p if p is not None else F32C(0)
     row = elem_ptr(b, ptr, base, storage_type(dt))
-    n = n if isinstance(n, ir.Value) else _c(n)
+    n = n if isinstance(n, ir.Value) else C64(n)
     if pairwise:
         valid = n if valid is None else valid
-        return b.call(_pairwise_fn(ctx, dt, how), [row, _c(0), n, _c(stride), valid, p])
-    acc = _var(b, F32, _f(0))
+        return b.call(_pairwise_fn(ctx, dt, how), [row, C64(0), n, C64(stride), valid, p])
+    acc = _var(b, F32, F32C(0))
     with for_range(b, 0, n, name="s") as i:
-        x = _load(b, row, b.mul(i, _c(stride)), dt)
+        x = _load(b, row, b.mul(i, C64(stride)), dt)
         b.store(b.fadd(b.load(acc), _elem(ctx, b, how, x, p)), acc)
     return b.load(acc)
 
@@ -197,15 +185,15 @@ def lower_softmax(ctx, op, ins, outs):
     outer, d, inner = _split(x.shape, axis)
     fn, b, (px, py), begin, end = ctx.kernel(f"softmax_{op.name}", 2)
     with for_range(b, begin, end, name="w") as w:
-        base = b.add(b.mul(b.sdiv(w, _c(inner)), _c(d * inner)), b.srem(w, _c(inner)))
-        m = _var(b, F32, _f(-np.inf))
+        base = b.add(b.mul(b.sdiv(w, C64(inner)), C64(d * inner)), b.srem(w, C64(inner)))
+        m = _var(b, F32, F32C(-np.inf))
         with for_range(b, 0, d, name="j") as j:
-            b.store(_max_nan(b, b.load(m), _load(b, px, b.add(base, b.mul(j, _c(inner))), x.dtype)), m)
+            b.store(_max_nan(b, b.load(m), _load(b, px, b.add(base, b.mul(j, C64(inner))), x.dtype)), m)
         mv = b.load(m)
-        shift = b.select(_finite(ctx, b, mv), mv, _f(0))
+        shift = b.select(_finite(ctx, b, mv), mv, F32C(0))
         total = _row_sum(ctx, b, px, base, d, inner, x.dtype, "exp", shift, pairwise=inner == 1)
         with for_range(b, 0, d, name="j") as j:
-            idx = b.add(base, b.mul(j, _c(inner)))
+            idx = b.add(base, b.mul(j, C64(inner)))
             e = _elem(ctx, b, "exp", _load(b, px, idx, x.dtype), shift)
             _store(b, b.fdiv(e, total), py, idx, y.dtype)
     b.ret_void()
@@ -217,14 +205,14 @@ def lower_softmax(ctx, op, ins, outs):
 @lowers("rmsnorm", "layernorm")
 def lower_norm(ctx, op, ins, outs):
     x, y = ins[0], outs[0]
-    eps = _f(_attrs(op)["eps"])
+    eps = F32C(_attrs(op)["eps"])
     n = x.shape[-1]
     rows = x.size // n if n else 0
     fn, b, ptrs, begin, end = ctx.kernel(f"{op.kind}_{op.name}", len(ins) + 1)
     px, extra, py = ptrs[0], ptrs[1:-1], ptrs[-1]
     sqrt = _intr(ctx, "llvm.sqrt.f32")
     with for_range(b, begin, end, name="r") as r:
-        base = b.mul(r, _c(n))
+        base = b.mul(r, C64(n))
         if op.kind == "rmsnorm":
             mu = None
             ms = _div_count(b, _row_sum(ctx, b, px, base, n, 1, x.dtype, "sq"), n)
@@ -263,10 +251,10 @@ def _coalesce(shape, reduced):
 
 def _offset(b, idx, dims):
     """Flat index over dims [(size, stride)] (row-major) -> sum of index_i * stride_i."""
-    off = _c(0)
+    off = C64(0)
     for size, stride in reversed(dims):
-        off = b.add(off, b.mul(b.srem(idx, _c(size)), _c(stride)))
-        idx = b.sdiv(idx, _c(size))
+        off = b.add(off, b.mul(b.srem(idx, C64(size)), C64(stride)))
+        idx = b.sdiv(idx, C64(size))
     return off
 
 
@@ -287,7 +275,7 @@ def lower_reduce(ctx, op, ins, outs):
     if dt.is_float:
         pairwise = kind != "max" and len(red) == 1 and red[0][1] == 1  # numpy's pairwise case
         acc64 = kind != "max" and not pairwise
-        init = _f(-np.inf) if kind == "max" else (ir.Constant(F64, 0.0) if acc64 else _f(0))
+        init = F32C(-np.inf) if kind == "max" else (ir.Constant(F64, 0.0) if acc64 else F32C(0))
     else:
         signed = dt.kind == "int"
         if kind == "max":
@@ -304,7 +292,7 @@ def lower_reduce(ctx, op, ins, outs):
                 off = base
                 for k, (size, stride) in enumerate(red):
                     i = stack.enter_context(for_range(b, 0, size, name=f"r{k}"))
-                    off = b.add(off, b.mul(i, _c(stride)))
+                    off = b.add(off, b.mul(i, C64(stride)))
                 cur = b.load(acc)
                 if dt.is_float:
                     v = _load(b, px, off, dt)
@@ -321,7 +309,7 @@ def lower_reduce(ctx, op, ins, outs):
                 b.store(nv, acc)
             r = b.load(acc)
             if acc64:
-                r = b.fptrunc(r, F32) if kind == "sum" else b.fptrunc(b.fdiv(r, b.sitofp(_c(count), F64)), F32)
+                r = b.fptrunc(r, F32) if kind == "sum" else b.fptrunc(b.fdiv(r, b.sitofp(C64(count), F64)), F32)
         if dt.is_float:
             if kind == "mean" and not acc64:
                 r = _div_count(b, r, count)
@@ -358,18 +346,18 @@ def lower_rope(ctx, op, ins, outs):
     table, arr_t = _const_table(ctx, "rope_inv_freq", F64, inv_freq)
     cos, sin = ctx.declare("cos", F64, [F64]), ctx.declare("sin", F64, [F64])
     with for_range(b, begin, end, name="r") as r:
-        p = _load_int64(b, pp, b.srem(r, _c(s_len)), pos.dtype)
+        p = _load_int64(b, pp, b.srem(r, C64(s_len)), pos.dtype)
         pf = b.sitofp(p, F64)
-        base = b.mul(r, _c(d))
+        base = b.mul(r, C64(d))
         with for_range(b, 0, half, name="i") as i:
-            f = b.load(b.gep(table, [_c(0), i], source_etype=arr_t), typ=F64)
+            f = b.load(b.gep(table, [C64(0), i], source_etype=arr_t), typ=F64)
             ang = b.fmul(pf, f)
             c, s = b.call(cos, [ang]), b.call(sin, [ang])
             if a["style"] == "half":
-                i1, i2 = b.add(base, i), b.add(base, b.add(i, _c(half)))
+                i1, i2 = b.add(base, i), b.add(base, b.add(i, C64(half)))
             else:
-                i1 = b.add(base, b.mul(i, _c(2)))
-                i2 = b.add(i1, _c(1))
+                i1 = b.add(base, b.mul(i, C64(2)))
+                i2 = b.add(i1, C64(1))
             x1 = b.fpext(_load(b, px, i1, x.dtype), F64)
             x2 = b.fpext(_load(b, px, i2, x.dtype), F64)
             y1 = b.fsub(b.fmul(x1, c), b.fmul(x2, s))
@@ -400,20 +388,20 @@ def exp_f32(ctx, b, x):
     |r| <= ln2 / 2, a degree-6 polynomial, 2^n by the exponent bits), within 2 ulp of expf. Below -87.3 it is 0
     (expf's result there is subnormal or 0, at most 1.2e-38), above 88.7 +inf, NaN stays NaN."""
     fl = _intr(ctx, "llvm.floor.f32")
-    xc = b.select(b.fcmp_ordered(">", x, _f(88.7)), _f(88.7), x)
-    xc = b.select(b.fcmp_ordered("<", xc, _f(-87.3)), _f(-87.3), xc)
-    n = b.call(fl, [b.fadd(b.fmul(xc, _f(1.44269504088896341)), _f(0.5))])
-    r = b.fsub(b.fsub(xc, b.fmul(n, _f(0.693359375))), b.fmul(n, _f(-2.12194440e-4)))
-    y = _f(1.9875691500e-4)
+    xc = b.select(b.fcmp_ordered(">", x, F32C(88.7)), F32C(88.7), x)
+    xc = b.select(b.fcmp_ordered("<", xc, F32C(-87.3)), F32C(-87.3), xc)
+    n = b.call(fl, [b.fadd(b.fmul(xc, F32C(1.44269504088896341)), F32C(0.5))])
+    r = b.fsub(b.fsub(xc, b.fmul(n, F32C(0.693359375))), b.fmul(n, F32C(-2.12194440e-4)))
+    y = F32C(1.9875691500e-4)
     for cst in (1.3981999507e-3, 8.3334519073e-3, 4.1665795894e-2, 1.6666665459e-1, 5.0000001201e-1):
-        y = b.fadd(b.fmul(y, r), _f(cst))
-    y = b.fadd(b.fadd(b.fmul(b.fmul(y, r), r), r), _f(1.0))
+        y = b.fadd(b.fmul(y, r), F32C(cst))
+    y = b.fadd(b.fadd(b.fmul(b.fmul(y, r), r), r), F32C(1.0))
     ni = b.fptosi(n, I32)
-    up = b.select(b.icmp_signed(">", ni, _i32(0)), _i32(1), _i32(0))  # 2^n as 2^(n - up) 2^up: n = 128 fits
-    two_n = b.bitcast(b.shl(b.add(b.sub(ni, up), _i32(127)), _i32(23)), F32)
-    out = b.fmul(b.fmul(y, two_n), b.bitcast(b.shl(b.add(up, _i32(127)), _i32(23)), F32))
-    out = b.select(b.fcmp_ordered("<", x, _f(-87.3)), _f(0.0), out)
-    out = b.select(b.fcmp_ordered(">", x, _f(88.7)), _f(np.inf), out)
+    up = b.select(b.icmp_signed(">", ni, C32(0)), C32(1), C32(0))  # 2^n as 2^(n - up) 2^up: n = 128 fits
+    two_n = b.bitcast(b.shl(b.add(b.sub(ni, up), C32(127)), C32(23)), F32)
+    out = b.fmul(b.fmul(y, two_n), b.bitcast(b.shl(b.add(up, C32(127)), C32(23)), F32))
+    out = b.select(b.fcmp_ordered("<", x, F32C(-87.3)), F32C(0.0), out)
+    out = b.select(b.fcmp_ordered(">", x, F32C(88.7)), F32C(np.inf), out)
     return b.select(_is_nan(b, x), x, out)
 
 
@@ -428,7 +416,7 @@ def lower_attention(ctx, op, ins, outs):
     rep = hq // hkv
     out_batch = y.shape[:-3]
     nb = math.prod(out_batch)
-    scale = _f(a["scale"] or 1.0 / math.sqrt(d))
+    scale = F32C(a["scale"] or 1.0 / math.sqrt(d))
     fn, b, ptrs, begin, end = ctx.kernel(f"attention_{op.name}", len(ins) + 1, status=True)
     pq, pk, pv = ptrs[:3]
     plen = ptrs[3] if has_len else None
@@ -440,12 +428,12 @@ def lower_attention(ctx, op, ins, outs):
         return KernelSpec(fn, 0, errors=errors)
     if has_len:
         length = _load_int64(b, plen, 0, ins[3].dtype)
-        bad = b.or_(b.icmp_signed("<", length, _c(sq)), b.icmp_signed(">", length, _c(skv)))
+        bad = b.or_(b.icmp_signed("<", length, C64(sq)), b.icmp_signed(">", length, C64(skv)))
         with b.if_then(bad, likely=False):
             report(b, pstat, 1)
             b.ret_void()
     else:
-        length = _c(skv)
+        length = C64(skv)
     accp = _var(b, F32, size=max(dv, 1))  # the row's sum of e_j * v_j (Dv is a static head size)
     # the row's scores, kept (each dot product computed once) where the cache fits a stack scratch
     keep = skv <= SCORES_MAX
@@ -454,35 +442,35 @@ def lower_attention(ctx, op, ins, outs):
     dt = q.dtype
 
     def dot(qbase, kbase):
-        s = _var(b, F32, _f(0))
+        s = _var(b, F32, F32C(0))
         with for_range(b, 0, d, name="t") as t:
             prod = b.fmul(_load(b, pq, b.add(qbase, t), dt), _load(b, pk, b.add(kbase, t), k.dtype))
             b.store(b.fadd(b.load(s), prod, flags=FAST), s)
         return b.fmul(b.load(s), scale)
 
     with for_range(b, begin, end, name="w", vectorize=False) as w:
-        i = b.srem(w, _c(sq))
-        h = b.srem(b.sdiv(w, _c(sq)), _c(hq))
-        bi = b.sdiv(w, _c(sq * hq))
-        hk = b.sdiv(h, _c(rep))
-        qrow = b.mul(b.add(b.mul(b.add(b.mul(_bcast_index(b, bi, out_batch, q.shape[:-3]), _c(hq)), h), _c(sq)), i),
-                     _c(d))
-        kvh = b.add(b.mul(_bcast_index(b, bi, out_batch, k.shape[:-3]), _c(hkv)), hk)
-        vvh = b.add(b.mul(_bcast_index(b, bi, out_batch, v.shape[:-3]), _c(hkv)), hk)
+        i = b.srem(w, C64(sq))
+        h = b.srem(b.sdiv(w, C64(sq)), C64(hq))
+        bi = b.sdiv(w, C64(sq * hq))
+        hk = b.sdiv(h, C64(rep))
+        qrow = b.mul(b.add(b.mul(b.add(b.mul(_bcast_index(b, bi, out_batch, q.shape[:-3]), C64(hq)), h), C64(sq)), i),
+                     C64(d))
+        kvh = b.add(b.mul(_bcast_index(b, bi, out_batch, k.shape[:-3]), C64(hkv)), hk)
+        vvh = b.add(b.mul(_bcast_index(b, bi, out_batch, v.shape[:-3]), C64(hkv)), hk)
         limit = length
         if a["causal"]:
-            limit = b.add(b.sub(length, _c(sq)), b.add(i, _c(1)))  # keys j <= L - Sq + i (always < L)
-        m = _var(b, F32, _f(-np.inf))
+            limit = b.add(b.sub(length, C64(sq)), b.add(i, C64(1)))  # keys j <= L - Sq + i (always < L)
+        m = _var(b, F32, F32C(-np.inf))
         with for_range(b, 0, limit, name="j", vectorize=False) as j:
-            sc = dot(qrow, b.mul(b.add(b.mul(kvh, _c(skv)), j), _c(d)))
+            sc = dot(qrow, b.mul(b.add(b.mul(kvh, C64(skv)), j), C64(d)))
             if keep:
                 b.store(sc, b.gep(scores, [j], source_etype=F32))
             b.store(_max_nan(b, b.load(m), sc), m)
         mv = b.load(m)
-        shift = b.select(_finite(ctx, b, mv), mv, _f(0))
+        shift = b.select(_finite(ctx, b, mv), mv, F32C(0))
         with for_range(b, 0, dv, name="c") as c:
-            b.store(_f(0), b.gep(accp, [c], source_etype=F32))
-        total = _var(b, F32, _f(0))
+            b.store(F32C(0), b.gep(accp, [c], source_etype=F32))
+        total = _var(b, F32, F32C(0))
         if keep:  # e_j = exp(s_j - shift) in place, a vector loop (a polynomial exp, no libm call a key)
             with for_range(b, 0, limit, name="e") as j:
                 slot = b.gep(scores, [j], source_etype=F32)
@@ -493,14 +481,14 @@ def lower_attention(ctx, op, ins, outs):
             if keep:
                 e = b.load(b.gep(scores, [j], source_etype=F32), typ=F32)
             else:
-                e = b.call(exp, [b.fsub(dot(qrow, b.mul(b.add(b.mul(kvh, _c(skv)), j), _c(d))), shift)])
+                e = b.call(exp, [b.fsub(dot(qrow, b.mul(b.add(b.mul(kvh, C64(skv)), j), C64(d))), shift)])
                 b.store(b.fadd(b.load(total), e), total)
-            vrow = b.mul(b.add(b.mul(vvh, _c(skv)), j), _c(dv))
+            vrow = b.mul(b.add(b.mul(vvh, C64(skv)), j), C64(dv))
             with for_range(b, 0, dv, name="c") as c:
                 slot = b.gep(accp, [c], source_etype=F32)
                 b.store(b.fadd(b.load(slot, typ=F32), b.fmul(e, _load(b, pv, b.add(vrow, c), v.dtype))), slot)
         tot = b.load(total)
-        orow = b.mul(w, _c(dv))
+        orow = b.mul(w, C64(dv))
         with for_range(b, 0, dv, name="c") as c:
             val = b.fdiv(b.load(b.gep(accp, [c], source_etype=F32), typ=F32), tot)
             _store(b, val, py, b.add(orow, c), y.dtype)
@@ -522,7 +510,7 @@ def _clip(b, v, lo, hi):
 
 def _store_code(b, q, ptr, idx, dt):
     """A clipped, integral f32 (or NaN -> 0, as nan_to_num) -> the code as numpy holds it."""
-    iv = b.select(_is_nan(b, q), ir.Constant(I32, 0), b.fptosi(b.select(_is_nan(b, q), _f(0), q), I32))
+    iv = b.select(_is_nan(b, q), ir.Constant(I32, 0), b.fptosi(b.select(_is_nan(b, q), F32C(0), q), I32))
     if dt.kind in ("int", "uint") and dt.bits < 8:
         iv = b.and_(iv, ir.Constant(I32, (1 << dt.bits) - 1))
     b.store(b.trunc(iv, I8), elem_ptr(b, ptr, idx, I8))
@@ -535,7 +523,7 @@ def lower_quantize(ctx, op, ins, outs):
     dt = _dtype(a["dtype"])
     scheme, zm, group = a["scheme"], a["zero_mode"], a["group"]
     axis = norm_axis(a["axis"], x.rank)
-    qmin, qmax = (_f(v) for v in dt.value_range)
+    qmin, qmax = (F32C(v) for v in dt.value_range)
     if group < 0:
         outer, d, inner, g = 1, x.size, 1, x.size
     else:
@@ -552,18 +540,18 @@ def lower_quantize(ctx, op, ins, outs):
     pz = ptrs[3] if zm != "none" else None
     fabs = _intr(ctx, "llvm.fabs.f32")
     maxnum, minnum = _intr(ctx, "llvm.maxnum.f32", 2), _intr(ctx, "llvm.minnum.f32", 2)
-    nan = _f(np.nan)
+    nan = F32C(np.nan)
     with for_range(b, begin, end, name="w") as w:
-        i = b.srem(w, _c(inner))
-        k = b.srem(b.sdiv(w, _c(inner)), _c(ng))
-        o = b.sdiv(w, _c(inner * ng))
-        start = b.mul(k, _c(g))
-        cnt = b.select(b.icmp_signed("<", b.sub(_c(d), start), _c(g)), b.sub(_c(d), start), _c(g))
-        base = b.add(b.mul(b.add(b.mul(o, _c(d)), start), _c(inner)), i)
+        i = b.srem(w, C64(inner))
+        k = b.srem(b.sdiv(w, C64(inner)), C64(ng))
+        o = b.sdiv(w, C64(inner * ng))
+        start = b.mul(k, C64(g))
+        cnt = b.select(b.icmp_signed("<", b.sub(C64(d), start), C64(g)), b.sub(C64(d), start), C64(g))
+        base = b.add(b.mul(b.add(b.mul(o, C64(d)), start), C64(inner)), i)
 
         def each(body):
             with for_range(b, 0, cnt, name="j") as j:
-                idx = b.add(base, b.mul(j, _c(inner)))
+                idx = b.add(base, b.mul(j, C64(inner)))
                 body(idx, _load(b, px, idx, x.dtype))
 
         def reduce_(init, step):
@@ -578,41 +566,41 @@ def lower_quantize(ctx, op, ins, outs):
             else:  # nanmean |x|: NaN -> 0 in the sum, not counted
                 total = _row_sum(ctx, b, px, base, g, inner, x.dtype, "absn", pairwise=pairwise, valid=cnt) \
                     if pairwise else _row_sum(ctx, b, px, base, cnt, inner, x.dtype, "absn", pairwise=False)
-                nvalid = _var(b, I64, _c(0))
+                nvalid = _var(b, I64, C64(0))
                 each(lambda idx, v: b.store(b.add(b.load(nvalid), b.zext(b.not_(_is_nan(b, v)), I64)), nvalid))
                 m = _div_count(b, total, b.load(nvalid))
-            m = b.select(b.or_(_is_nan(b, m), b.fcmp_ordered(">", m, _f(EPS))), m, _f(EPS))
-            mult = b.fdiv(qmax, m) if scheme == "absmax" else b.fdiv(_f(1), m)
+            m = b.select(b.or_(_is_nan(b, m), b.fcmp_ordered(">", m, F32C(EPS))), m, F32C(EPS))
+            mult = b.fdiv(qmax, m) if scheme == "absmax" else b.fdiv(F32C(1), m)
             scale = b.fdiv(m, qmax) if scheme == "absmax" else m
             each(lambda idx, v: _store_code(b, _clip(b, _rint(ctx, b, b.fmul(v, mult)), qmin, qmax), pc, idx, dt))
         elif zm == "none":
-            best = _var(b, F32, _f(0))  # the first element of largest magnitude (NaN read as 0), signed
+            best = _var(b, F32, F32C(0))  # the first element of largest magnitude (NaN read as 0), signed
 
             def pick(idx, v):
                 cur = b.load(best)
-                filled = b.select(_is_nan(b, v), _f(0), v)
+                filled = b.select(_is_nan(b, v), F32C(0), v)
                 take = b.fcmp_ordered(">", b.call(fabs, [filled]), b.call(fabs, [cur]))
                 b.store(b.select(take, filled, cur), best)
             each(pick)
             scale = b.fdiv(b.load(best), qmin)
-            inv = b.select(b.fcmp_unordered("une", scale, _f(0)), b.fdiv(_f(1), scale), _f(0))
+            inv = b.select(b.fcmp_unordered("une", scale, F32C(0)), b.fdiv(F32C(1), scale), F32C(0))
             each(lambda idx, v: _store_code(b, _clip(b, _rint(ctx, b, b.fmul(v, inv)), qmin, qmax), pc, idx, dt))
         else:
             lo = reduce_(nan, lambda acc, v: b.call(minnum, [acc, v]))
             hi = reduce_(nan, lambda acc, v: b.call(maxnum, [acc, v]))
             if zm == "original":  # np.minimum / np.maximum with 0: NaN stays
-                lo = b.select(b.or_(_is_nan(b, lo), b.fcmp_ordered("<", lo, _f(0))), lo, _f(0))
-                hi = b.select(b.or_(_is_nan(b, hi), b.fcmp_ordered(">", hi, _f(0))), hi, _f(0))
+                lo = b.select(b.or_(_is_nan(b, lo), b.fcmp_ordered("<", lo, F32C(0))), lo, F32C(0))
+                hi = b.select(b.or_(_is_nan(b, hi), b.fcmp_ordered(">", hi, F32C(0))), hi, F32C(0))
             scale = b.fdiv(b.fsub(hi, lo), qmax)
-            inv = b.select(b.fcmp_unordered("une", scale, _f(0)), b.fdiv(_f(1), scale), _f(0))
+            inv = b.select(b.fcmp_unordered("une", scale, F32C(0)), b.fdiv(F32C(1), scale), F32C(0))
             if zm == "original":
-                zero = _clip(b, _rint(ctx, b, b.fmul(b.fneg(lo), inv)), _f(0), qmax)
+                zero = _clip(b, _rint(ctx, b, b.fmul(b.fneg(lo), inv)), F32C(0), qmax)
                 each(lambda idx, v: _store_code(
-                    b, _clip(b, b.fadd(_rint(ctx, b, b.fmul(v, inv)), zero), _f(0), qmax), pc, idx, dt))
+                    b, _clip(b, b.fadd(_rint(ctx, b, b.fmul(v, inv)), zero), F32C(0), qmax), pc, idx, dt))
             else:
                 zero = b.fneg(lo)
                 each(lambda idx, v: _store_code(
-                    b, _clip(b, _rint(ctx, b, b.fmul(b.fsub(v, lo), inv)), _f(0), qmax), pc, idx, dt))
+                    b, _clip(b, _rint(ctx, b, b.fmul(b.fsub(v, lo), inv)), F32C(0), qmax), pc, idx, dt))
         b.store(scale, elem_ptr(b, ps, w, F32))
         if zero is not None:
             b.store(zero, elem_ptr(b, pz, w, F32))
@@ -648,18 +636,18 @@ def lower_dequant(ctx, op, ins, outs):
 
     def sidx(dim, i):
         if sdims[dim] == 0:
-            return _c(0)
+            return C64(0)
         if dim == axis and group > 0:
-            i = b.sdiv(i, _c(group))
-        return b.mul(i, _c(sdims[dim]))
+            i = b.sdiv(i, C64(group))
+        return b.mul(i, C64(sdims[dim]))
 
     with for_range(b, begin, end, name="r") as r:
-        srow, rest = _c(0), r
+        srow, rest = C64(0), r
         for dim in range(len(shape) - 2, -1, -1):
-            srow = b.add(srow, sidx(dim, b.srem(rest, _c(shape[dim]))))
-            rest = b.sdiv(rest, _c(shape[dim]))
+            srow = b.add(srow, sidx(dim, b.srem(rest, C64(shape[dim]))))
+            rest = b.sdiv(rest, C64(shape[dim]))
         with for_range(b, 0, n, name="j") as j:
-            idx = b.add(b.mul(r, _c(n)), j)
+            idx = b.add(b.mul(r, C64(n)), j)
             si = b.add(srow, sidx(len(shape) - 1, j)) if shape else srow
             v = _load(b, pc, idx, codes.dtype)
             s = _load(b, ps, si, scale.dtype)

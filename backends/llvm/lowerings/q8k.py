@@ -27,12 +27,13 @@ from dataclasses import dataclass
 
 from llvmlite import ir
 
-from ladder.backends.llvm.codegen import F32, I8, I16, I32, KernelSpec, entry_alloca, for_range, storage_type
+from ladder.backends.llvm.codegen import C32, C64, F32, I8, I16, I32, KernelSpec, entry_alloca, for_range, storage_type
 from ladder.ops import OPS
 from ladder.ops.lowbit import block_scales
 from ladder.types import DType
 
-from .decode import C32, C64, gep8, scale_to_f32
+from .decode import gep8, scale_to_f32
+
 from .epilogue import store_epilogue
 from .tiling import PREFETCH, passes_over_weights
 

@@ -4,9 +4,8 @@ kernels."""
 
 from __future__ import annotations
 
-from ladder.backends.llvm.codegen import I64, entry_alloca, for_range
+from ladder.backends.llvm.codegen import C64, I64, entry_alloca, for_range
 
-from .decode import C64
 
 PREFETCH = 2048  # bytes ahead of the weight stream to prefetch (measured best on znver3; 1024: -10%, none: -25%)
 
