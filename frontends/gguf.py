@@ -77,7 +77,7 @@ import stat
 import struct
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -855,6 +855,11 @@ class _Source:
         self.weights: dict[str, np.ndarray] = {}
         self._tensors: dict[str, GGUFTensor] = {}
         self._rounded: dict[tuple[str, Any], Value] = {}  # (x's name, how) -> x as a dot product takes it
+        self._shared: dict[str, Any] = {}  # weight name -> _shared_ternary_scale's answer (decided once)
+
+    def next_graph(self) -> None:
+        """Start another step graph over the same weights (each tensor stays decoded once)."""
+        self._rounded.clear()  # its Values belong to the previous graph's builder
 
     def tensor(self, name: str) -> GGUFTensor:
         if name not in self._tensors:
@@ -928,7 +933,9 @@ class _Source:
             y = b.matmul(self._activations(b, x, wname), self._matrix(b, wname), transpose_b=True)
         else:
             t = self.tensor(wname)
-            shared = _shared_ternary_scale(t)
+            if wname not in self._shared:
+                self._shared[wname] = _shared_ternary_scale(t)
+            shared = self._shared[wname]
             if shared is not None:  # BitNet's integer path: i8 x ternary -> i32, then the two scales
                 codes, s = shared
                 y = bitlinear(b, x, act_scale, self._param(b, wname, codes, t.dtype),
@@ -983,14 +990,26 @@ def load(path: str | os.PathLike, shapes: Mapping[str, tuple[int, ...]] | None =
     """(one decoder step graph, its weights by param name) from a GGUF file of a supported architecture
     (``last_logits``: see ladder.models.decoder; ``kv_cache``: the cache's element type, f16 as llama.cpp's
     default, or f32 / bf16)."""
+    (graph,), weights = load_steps(path, [(shapes, last_logits)], kv_cache)
+    return graph, weights
+
+
+def load_steps(path: str | os.PathLike, steps: Sequence[tuple[Mapping[str, tuple[int, ...]] | None, bool]],
+               kv_cache: str = "f16") -> tuple[list[Graph], dict[str, np.ndarray]]:
+    """Several step graphs of one file over one set of weights, each tensor decoded once (a prompt's step and
+    the decode step): ``steps`` holds (shapes, last_logits) per graph, as ``load`` takes them."""
     f = open_file(path)
     h = _hyper(f)
     vocab, used = _check_tensors(f, h)
-    seq, context = _context_and_seq(h, shapes)
     c = h.cfg
-    dims = BitNetConfig(vocab=vocab, hidden=c.hidden, layers=c.layers, heads=c.heads, kv_heads=c.kv_heads,
-                        ffn=c.ffn, context=context, rope_theta=c.rope_theta, eps=c.eps,
-                        kv_cache=check_kv_cache(kv_cache))
     src = _Source(f, h, used)
-    graph = decoder(h.wiring, dims, src, seq, f"{h.arch.replace('-', '_').replace('.', '_')}_step", last_logits)
-    return graph, src.weights
+    graphs = []
+    for shapes, last_logits in steps:
+        seq, context = _context_and_seq(h, shapes)
+        dims = BitNetConfig(vocab=vocab, hidden=c.hidden, layers=c.layers, heads=c.heads, kv_heads=c.kv_heads,
+                            ffn=c.ffn, context=context, rope_theta=c.rope_theta, eps=c.eps,
+                            kv_cache=check_kv_cache(kv_cache))
+        src.next_graph()
+        graphs.append(decoder(h.wiring, dims, src, seq, f"{h.arch.replace('-', '_').replace('.', '_')}_step",
+                              last_logits))
+    return graphs, src.weights

@@ -494,15 +494,20 @@ def _imported_model(path: str, prompt_len: int, context: int | None, max_new: in
         # size the cache to the request, not to the model's full context (4096 floats a row per layer)
         context = min(cfg.context, prompt_len + max_new)
     cache = {"k_cache0": (cfg.kv_heads, context, cfg.head_dim)} if context is not None else {}
+    # generation reads the last prompt token's logits only: the prefill's head runs on that row alone
+    steps = [({"tokens": (1,), **cache}, False)] + ([({"tokens": (prompt_len,), **cache}, True)]
+                                                    if prompt_len != 1 else [])
     if os.path.isdir(path):
         from .frontends.hf import load
+
+        graphs = [load(path, shapes, last_logits=last, kv_cache=kv_cache) for shapes, last in steps]
+        weights = graphs[0][1]
+        graphs = [g for g, _ in graphs]
     else:
-        from .frontends.gguf import load
-    decode, weights = load(path, {"tokens": (1,), **cache}, kv_cache=kv_cache)
-    # generation reads the last prompt token's logits only: the head runs on that row alone
-    prefill = load(path, {"tokens": (prompt_len,), **cache}, last_logits=True, kv_cache=kv_cache)[0] \
-        if prompt_len != 1 else decode
-    return Model(prefill, decode, weights)
+        from .frontends.gguf import load_steps
+
+        graphs, weights = load_steps(path, steps, kv_cache)  # each tensor decoded once for both graphs
+    return Model(graphs[-1], graphs[0], weights)
 
 
 def report(gen: Generation, out) -> None:

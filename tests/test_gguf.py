@@ -743,3 +743,21 @@ def test_i2s_decodes_bitnet_cpp_layout():
         lg.decode_i2s("w", raw[:100], t.shape)
     with pytest.raises(LadderError, match="not a whole number of 128"):
         lg.decode_i2s("w", raw, (4, 100))
+
+
+@pytest.mark.parametrize("arch,types", [("llama", LLAMA_TYPES), ("bitnet-b1.58", BITNET_TYPES)])
+def test_a_prefill_and_a_decode_step_decode_each_tensor_once(tmp_path, monkeypatch, arch, types):
+    from ladder.generate import load_model, signature
+
+    path = model_file(tmp_path / "m.gguf", arch, types, tied=arch != "llama")
+    decoded = []
+    real = lg._tensor_of
+    monkeypatch.setattr(lg, "_tensor_of", lambda p, info: decoded.append(info.name) or real(p, info))
+    m = load_model(path, prompt_len=3, max_new=4)
+    assert sorted(decoded) == sorted(set(decoded))  # once each, for both graphs
+    assert (signature(m.prefill).seq, signature(m.decode).seq, signature(m.prefill).last_only) == (3, 1, True)
+    params = {op.attr["ref"] for g in (m.prefill, m.decode) for op in g.ops() if op.kind == "param"}
+    assert params == set(m.weights)
+    # the same graphs as two separate loads
+    one, _ = lg.load(path, {"tokens": (3,), "k_cache0": (2, 7, 64)}, last_logits=True)
+    assert ladder.printer.print_graph(one) == ladder.printer.print_graph(m.prefill)
