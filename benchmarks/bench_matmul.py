@@ -4,12 +4,13 @@ same shapes, at 1 and 2 threads, as microseconds per op and ratios peer/ladder (
 
     python benchmarks/bench_matmul.py [--repeat 10] [--quick] [--hot] [--threads 1,2]
                                       [--llama-cpp PATH/TO/test-backend-ops] [--no-ort]
-    python benchmarks/bench_matmul.py --gguf [--shapes MxNxK,...] [--threads 1,2]
+    python benchmarks/bench_matmul.py --gguf [--shapes MxNxK,...] [--threads 1,2] [--act f32,q8_0]
 
 ``--gguf`` times Q8_0 and Q4_0 projections as the GGUF importer builds them (codes + f16 scales per 32 +
 dequant + matmul, through the default pipeline), with float activations (the importer's form before
 llama.cpp's Q8_0 activations) and with them (``qmatmul_q8``), as microseconds and GB/s of the file's weight
-bytes (34 bytes per 32 Q8_0 weights, 18 for Q4_0).
+bytes (34 bytes per 32 Q8_0 weights, 18 for Q4_0) and GFLOP/s (2 m n k per op). A 125M llama's prefill:
+``--gguf --hot --act q8_0 --shapes 64x768x768,64x2048x768,1x768x768,1x2048x768``.
 
 Shapes are (m tokens, n outputs, k): GEMV m = 1 with k = 4096 and 14336, GEMM m = 32, k = 4096, n = 4096
 (llama.cpp's notation swaps the names: its m = 4096 outputs, n = tokens).
@@ -206,12 +207,13 @@ def gguf_main(args, thread_counts, bw) -> None:
     shapes = GGUF_SHAPES
     if args.shapes:
         shapes = [tuple(int(d) for d in s.split("x")) for s in args.shapes.split(",")]
-    hdr = f"{'type':<5} {'act':<5} {'kernel':<11} {'shape m n k':<15} {'thr':>3} {'us':>8} {'GB/s':>6} {'%bound':>6}"
+    hdr = (f"{'type':<5} {'act':<5} {'kernel':<11} {'shape m n k':<15} {'thr':>3} {'us':>8} {'GB/s':>6} {'%bound':>6} "
+           f"{'GFLOP/s':>7}")
     print(hdr)
     print("-" * len(hdr))
     for m, n, k in shapes:
         for qtype in GGUF_CASES:
-            for act in ("f32", "q8_0"):
+            for act in args.act.split(","):
                 cg, feeds, copies, wbytes = build_gguf(qtype, act, m, n, k, rng, args.hot)
                 kinds = sorted({op.kind for op in cg.graph.ops() if "matmul" in op.kind})
                 for threads in thread_counts:
@@ -219,7 +221,7 @@ def gguf_main(args, thread_counts, bw) -> None:
                                args.repeat) / copies * 1e6
                     bound = wbytes / (bw[min(threads, len(bw)) - 1] * 1e9) * 1e6
                     print(f"{qtype:<5} {act:<5} {','.join(kinds):<11} {f'{m} {n} {k}':<15} {threads:>3} {t:>8.1f} "
-                          f"{wbytes / t / 1e3:>6.2f} {100 * bound / t:>5.0f}%")
+                          f"{wbytes / t / 1e3:>6.2f} {100 * bound / t:>5.0f}% {2 * m * n * k / t / 1e3:>7.1f}")
         print()
 
 
@@ -357,6 +359,7 @@ def main(argv=None) -> None:
     ap.add_argument("--gguf", action="store_true",
                     help="Q8_0 and Q4_0 weights as the GGUF importer builds them (n k = 2048 2048 and 768 2048, m = 1 "
                          "and 32), float activations and llama.cpp's Q8_0 ones, through the default pipeline")
+    ap.add_argument("--act", default="f32,q8_0", help="--gguf activations: f32 and/or q8_0 (qmatmul_q8)")
     args = ap.parse_args(argv)
     ROUNDS = max(1, args.rounds)
     thread_counts = [int(t) for t in args.threads.split(",")]

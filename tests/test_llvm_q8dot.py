@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from test_llvm_matmul import G, check
+from test_llvm_matmul import G, Guarded, check
 
 import ladder
 from ladder import Builder
@@ -101,6 +101,54 @@ def test_qmatmul_q8_many_rows_and_long_rows(M):
     _case(gb, rng, "i8", None, "f16", (), M, 6, 2048)
     _case(gb, rng, "i4", "nib16+f16", None, (), M, 3, 2048)
     check(gb, ["cpu"])
+
+
+TILE_WEIGHTS = [("i8", None, "f16"), ("i4", "nib16+f16", None), ("i4", "nib16", "f32"), ("u4", "nib16+bf16", None)]
+
+
+@pytest.mark.parametrize("target", ["cpu", "cpu:avx2"])  # 32 vector registers (4 x 4 tiles) or 16 (4 x 2)
+@pytest.mark.parametrize("dname,layout,sdt", TILE_WEIGHTS, ids=[f"{d}-{p or 'raw'}" for d, p, _ in TILE_WEIGHTS])
+def test_qmatmul_q8_register_tiles_and_their_edges(target, dname, layout, sdt):
+    """Rows of x in register tiles (MTILE rows x NTILE weight rows): M and N on and off multiples of the tile
+    (the rows left over one at a time, the weight rows left over one a tile), a pass boundary (K = 2048: 64 rows
+    a pass), f16 x scales, K not a whole number of blocks (the generic kernel); threads 1 and 2 agree bit for
+    bit (they split the weight rows at other tile boundaries)."""
+    rng = np.random.default_rng(len(dname + (layout or "")) + len(target))
+    gb = G()
+    for M, N, K in [(4, 4, 64), (8, 8, 96), (5, 9, 160), (7, 13, 32), (11, 3, 256), (12, 17, 288), (6, 1, 64),
+                    (67, 10, 2048), (5, 6, 69)]:
+        _case(gb, rng, dname, layout, sdt, (), M, N, K)
+    _case(gb, rng, dname, layout, sdt, (), 9, 7, 128, sx_dt="f16")
+    _case(gb, rng, dname, layout, sdt, (2,), 6, 5, 64, epilogue="silu")
+    check(gb, [target])
+
+
+@pytest.mark.parametrize("target", ["cpu", "cpu:avx2", "cpu:generic"])
+def test_qmatmul_q8_stays_inside_its_buffers(target):
+    """The block kernel on guarded buffers (a read past the end faults, a write outside is seen), at tile edges
+    and split between two work ranges as two threads take it."""
+    rng = np.random.default_rng(11)
+    for M, N, K in [(1, 5, 64), (5, 9, 96), (8, 7, 32), (13, 6, 288)]:
+        gb = G()
+        for dname, layout, sdt in TILE_WEIGHTS:
+            _case(gb, rng, dname, layout, sdt, (), M, N, K)
+        g = gb.graph()
+        cg = compile_graph(g, gb.weights, target=target, pipeline="")
+        ref = ladder.run(g, gb.feeds, weights=gb.weights)
+        from ladder.interpreter import Session
+        fixed = Session(cg.graph, gb.weights).fixed
+        env = dict(gb.feeds)
+        steps = [step for step in cg.steps if step.op.kind == "qmatmul_q8"]
+        assert len(steps) == len(TILE_WEIGHTS)
+        for step in steps:
+            ins = [Guarded(fixed[o] if o in fixed else env[o]) for o in step.op.operands]
+            r = step.op.results[0]
+            out = Guarded(np.full(r.type.storage_shape, np.nan, r.type.storage_np_dtype))
+            half = step.spec.work // 2
+            for lo, hi in ((0, half), (half, step.spec.work)):
+                step.fn(*[a.ptr for a in ins], out.ptr, lo, hi)
+            assert all(a.canary_ok() for a in ins + [out]), step.op.describe()
+            assert np.all(np.abs(out.arr - ref[r.name]) <= gb.meta[r.name])
 
 
 def test_the_plan_follows_the_target_and_the_weights():

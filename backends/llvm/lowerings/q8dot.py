@@ -21,8 +21,13 @@ Two tiers, chosen per op at lowering time:
   The 8 lanes of partial sums become f32 and are multiplied by (w's scale * x's scale) into f32 accumulators.
   A GEMV (one row of x) takes blocks 8 at a time, their scales as one vector (one conversion and one multiply
   per 8 blocks), with two accumulators (the add's latency does not bound the stream), one weight row at a
-  time (interleaved rows defeat the hardware prefetcher) and a prefetch a cache line ahead; several rows of
-  x share each decoded block, 4 at a time.
+  time (interleaved rows defeat the hardware prefetcher) and a prefetch a cache line ahead. Several rows of x
+  (VNNI or AVX2 dots) take register tiles: MTILE rows of x by NTILE weight rows (NTILE_WIDE with 32 vector
+  registers), the accumulators in registers, each weight block decoded once and each block of x loaded once
+  per tile; int8 weights there take x + 128 (unsigned) times w less 128 times w's sums (per weight block, not
+  a sign per product). Each output still has one accumulator taking its blocks in order, as a row tile of
+  the GEMV-style loop did, so the results are those bits; rows left over from a tile of MTILE keep the
+  GEMV's two accumulators.
 * a **generic** kernel for everything else the op takes: work item = one weight row, each element dequantized
   as the reference does (x's code * x's scale, w's value * w's scale) and the products summed in f32.
 
@@ -37,21 +42,22 @@ from dataclasses import dataclass
 
 from llvmlite import ir
 
-from ladder.backends.llvm.codegen import F32, I8, I16, I32, KernelSpec, entry_alloca, for_range, lowers, \
-    storage_type, to_f32
+from ladder.backends.llvm.codegen import (C32, C64, F32, I8, I16, I32, KernelSpec, entry_alloca, for_range, lowers,
+                                          storage_type, to_f32)
 from ladder.ops import OPS
 from ladder.ops.lowbit import block_scales
 from ladder.types import DType
 
 from . import q8k
-from .decode import C32, C64, Decoder, gep8, int_value, scale_to_f32
+from .decode import Decoder, gep8, int_value, scale_to_f32
 from .epilogue import store_epilogue
-from .tiling import PREFETCH, passes_over_weights
+from .tiling import PREFETCH, in_tiles, passes_over_weights
 
 BLOCK = 32  # codes per block: one 256-bit vector of int8
 MCHUNK = 64  # rows of x per pass over the weight rows, at most
 SCRATCH = 128 << 10  # bytes of stack for a pass's rows of x (clipped codes, and the offset's products)
 MTILE = 4  # rows of x sharing one decoded weight block
+NTILE, NTILE_WIDE = 2, 4  # weight rows sharing each block of x (MTILE x NTILE accumulators: 16 vector registers, 32)
 GROUP = 8  # blocks per step: their scales are one vector of 8 (both scales multiplied once per 8 blocks)
 
 
@@ -148,6 +154,7 @@ def _lower_blocks(ctx, op, ins, outs, p: Q8Plan):
     smax = ctx.declare("llvm.smax.v32i8", v32i8, [v32i8, v32i8])
     muladd = ctx.declare("llvm.fmuladd.v8f32", v8f, [v8f, v8f, v8f])
     vsum = ctx.declare("llvm.vector.reduce.fadd.v8f32", F32, [F32, v8f])
+    fence = ctx.declare("llvm.arithmetic.fence.v8f32", v8f, [v8f])
     prefetch = ctx.declare("llvm.prefetch.p0", ir.VoidType(), [ir.PointerType(), I32, I32, I32])
     if p.dot != "i16":
         vabs = ctx.declare("llvm.abs.v32i8", v32i8, [v32i8, ir.IntType(1)])
@@ -162,7 +169,7 @@ def _lower_blocks(ctx, op, ins, outs, p: Q8Plan):
     # with 8 x (x's pair sums), computed once per row of x: no sign trick, no subtraction per weight block.
     offset = p.nibbles and p.signed and p.dot != "i16"
     # scratch, per pass over the weights: x's codes clipped to -127 and, with offset nibbles, the offset's
-    # products (32 bytes a block), so the weight loop reads them as they are
+    # products negated (-8 x, 32 bytes a block), so the weight loops add them as they are
     per_row = K * (2 if offset else 1)
     CH = max(1, min(MCHUNK, SCRATCH // per_row, R))
     scratch = entry_alloca(b, v32i8, CH * per_row // BLOCK)  # in 32-byte vectors
@@ -209,11 +216,10 @@ def _lower_blocks(ctx, op, ins, outs, p: Q8Plan):
             parts = [b.shuffle_vector(prod, ir.Constant(v32i32, None),
                                       ir.Constant(v8i32, list(range(8 * q, 8 * q + 8)))) for q in range(4)]
             return b.add(b.add(parts[0], parts[1]), b.add(parts[2], parts[3]))
-        if offset:  # offset nibbles (0-15) times x, less 8 x
+        if offset:  # offset nibbles (0-15) times x, plus -8 x (corr)
             if p.dot == "vnni":
-                return b.sub(b.call(dpbusd, [ir.Constant(v8i32, None), b.bitcast(wv, v8i32), b.bitcast(xv, v8i32)]),
-                             corr)
-            return b.call(maddwd, [b.sub(b.call(maddubs, [wv, xv]), corr), ones16])
+                return b.call(dpbusd, [corr, b.bitcast(wv, v8i32), b.bitcast(xv, v8i32)])
+            return b.call(maddwd, [b.add(b.call(maddubs, [wv, xv]), corr), ones16])
         sx_ = b.call(psign, [xv, wv])  # x with w's sign (0 where w is 0); never overflows: x >= -127
         if p.dot == "vnni":
             return b.call(dpbusd, [ir.Constant(v8i32, None), b.bitcast(wabs, v8i32), b.bitcast(sx_, v8i32)])
@@ -270,7 +276,8 @@ def _lower_blocks(ctx, op, ins, outs, p: Q8Plan):
                         c = b.call(dpbusd, [ir.Constant(v8i32, None), b.bitcast(eights, v8i32), b.bitcast(xv, v8i32)])
                     else:
                         c = b.call(maddubs, [eights, xv])
-                    b.store(b.bitcast(c, v32i8), vec_at(b, b.add(b.add(dst, C64(K)), at)), align=32)
+                    b.store(b.bitcast(b.sub(ir.Constant(c.type, None), c), v32i8),
+                            vec_at(b, b.add(b.add(dst, C64(K)), at)), align=32)
 
     def tile(b, n, m0, mc, T):
         """Rows m0 .. m0+T-1 of x (of the pass starting at row mc) against weight row n."""
@@ -327,7 +334,76 @@ def _lower_blocks(ctx, op, ins, outs, p: Q8Plan):
             store_epilogue(ctx, b, op, outs[0], py, b.call(vsum, [ir.Constant(F32, -0.0), acc]),
                        b.add(b.mul(ms[t], C64(N)), n))
 
-    passes_over_weights(b, R, CH, begin, end, min(MTILE, CH) if CH > 1 else 1, fill, tile)
+    def reg_tile(b, n0, C, m0, mc):
+        """Rows m0 .. m0+MTILE-1 of x against weight rows n0 .. n0+C-1 with the MTILE x C accumulators in
+        registers: each weight block decoded once, each block of x loaded once. Per output the same sums in the
+        same order as ``tile(b, n, m0, mc, MTILE)`` (one accumulator, blocks in order), so the same bits."""
+        ns = [b.add(n0, C64(c)) for c in range(C)]
+        wrows = [b.mul(n, C64(p.row_bytes)) for n in ns]
+        ms = [b.add(m0, C64(t)) for t in range(MTILE)]
+        xrows = [b.mul(b.sub(m, mc), C64(per_row)) for m in ms]
+        slots = [[entry_alloca(b, v8f) for _ in range(C)] for _ in range(MTILE)]
+        for row in slots:
+            for s_ in row:
+                b.store(ir.Constant(v8f, None), s_)
+        with for_range(b, 0, NB, name="rblk", vectorize=False) as j:
+            at = b.mul(j, C64(BLOCK))
+            # the fence keeps ws * xs a vector multiply by xs broadcast from memory (InstCombine would make the
+            # product of two splats a scalar multiply and a broadcast: one instruction more per output)
+            ws = [b.call(fence, [splat(b, scales(b, ns[c], wrows[c], j, 1))]) for c in range(C)]
+            wv = [codes(b, wrows[c], j) for c in range(C)]
+            if offset:
+                wops = wv
+            elif p.dot == "vnni":  # x + 128 (u8) times w, less 128 w (the weights' block sums, per weight row)
+                wops = [b.sub(ir.Constant(v8i32, None), b.call(dpbusd, [ir.Constant(v8i32, None),
+                        b.bitcast(splat8(-128), v8i32), b.bitcast(w, v8i32)])) for w in wv]
+            else:
+                wops = [b.call(vabs, [w, ir.Constant(ir.IntType(1), 0)]) for w in wv]
+            accs = [[b.load(s_, typ=v8f) for s_ in row] for row in slots]
+            for t in range(MTILE):
+                xv = b.load(vec_at(b, b.add(xrows[t], at)), typ=v32i8, align=32)
+                xs = splat(b, x_scales(b, ms[t], j, 1))
+                if offset:
+                    corr = b.bitcast(b.load(vec_at(b, b.add(b.add(xrows[t], C64(K)), at)), typ=v32i8, align=32),
+                                     corr_t)
+                elif p.dot == "vnni":
+                    xu = b.bitcast(b.xor(xv, splat8(-128)), v8i32)
+                for c in range(C):
+                    if offset:
+                        s_ = dot(b, wv[c], None, xv, corr)
+                    elif p.dot == "vnni":
+                        s_ = b.call(dpbusd, [wops[c], xu, b.bitcast(wv[c], v8i32)])
+                    else:
+                        s_ = dot(b, wv[c], wops[c], xv, None)
+                    d = b.fmul(ws[c], xs)
+                    pf = b.sitofp(s_, v8f)
+                    accs[t][c] = b.call(muladd, [pf, d, accs[t][c]]) if p.fma else b.fadd(b.fmul(pf, d), accs[t][c])
+            for row, vals in zip(slots, accs):
+                for s_, v in zip(row, vals):
+                    b.store(v, s_)
+        for t in range(MTILE):
+            for c in range(C):
+                acc = b.call(vsum, [ir.Constant(F32, -0.0), b.load(slots[t][c], typ=v8f)])
+                store_epilogue(ctx, b, op, outs[0], py, acc, b.add(b.mul(ms[t], C64(N)), ns[c]))
+
+    if p.dot == "i16" or CH < MTILE:
+        passes_over_weights(b, R, CH, begin, end, min(MTILE, CH) if CH > 1 else 1, fill, tile)
+    else:
+        NT = NTILE_WIDE if "avx512f" in ctx.target.features() else NTILE  # 32 vector registers, or 16
+
+        def cols(b, n0, C, mc, mend):
+            def rows(b, m0, T):
+                if T == MTILE:
+                    reg_tile(b, n0, C, m0, mc)
+                else:
+                    for c in range(C):
+                        tile(b, b.add(n0, C64(c)), m0, mc, T)
+            in_tiles(b, mc, mend, MTILE, rows, name="m")
+
+        with for_range(b, 0, R, step=CH, name="mc", vectorize=False) as mc:
+            mend = b.select(b.icmp_signed("<", b.add(mc, C64(CH)), C64(R)), b.add(mc, C64(CH)), C64(R))
+            fill(b, mc, mend)
+            in_tiles(b, begin, end, NT, lambda b, n0, C: cols(b, n0, C, mc, mend), name="n")
     b.ret_void()
     return KernelSpec(fn, N, 1)
 
