@@ -12,7 +12,9 @@ Models: the committed fixtures (tests/fixtures/onnx: tiny seeded Llama / GPT-2 /
 * int8 dynamic: ``llama_dynquant`` (DynamicQuantizeLinear + MatMulInteger).
 ORT runs with its default graph optimizations (ORT_ENABLE_ALL) and ``intra_op_num_threads``; ladder compiles
 once per model with the default pipeline and runs with ``threads``. Each figure is the median of ``--repeat``
-runs after warm-up. Needs onnxruntime (not a test dependency).
+runs after warm-up. Both run through their ordinary call, as a user calls them: ``m(args, threads=t)``
+(inputs bound and fresh output arrays each call) against ``sess.run(None, feeds)``; neither uses its
+pre-bound path (``m.bind()`` / ORT's io_binding). Needs onnxruntime (not a test dependency).
 """
 
 from __future__ import annotations

@@ -22,8 +22,8 @@ FIXTURES = sorted(os.path.basename(p)[:-5] for p in glob.glob(os.path.join(HERE,
 # integer paths are exact).
 ATOL, RTOL = 2e-5, 1e-4
 # Compiled for the cpu target too (each compile takes seconds): the raw export's ops (sqrt, the exact Where and
-# comparisons, broadcasts by gather) and the com.microsoft rotary lowering.
-CPU = ("llama_dynamo", "rotary_ms")
+# comparisons, broadcasts by gather), the com.microsoft rotary lowering and MatMulInteger's int8 dot products.
+CPU = ("llama_dynamo", "rotary_ms", "llama_dynquant")
 
 
 def _load(name):

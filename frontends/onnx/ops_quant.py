@@ -33,10 +33,46 @@ def int_minus_zero(im, x: Value, zp_name: str | None, axis_of_vector: int) -> Va
     return im.emit("sub", [xi, z])
 
 
+def int8_dot(im, a: Value, b_name: str, a_zero: str | None, b_zero: str | None, out: int | None) -> Value | None:
+    """(A - a_zero) @ B in i32 through ``qmatmul_i8`` (the int8 dot-product kernel), where B is a 2-D int8
+    weight (an initializer) with no zero point and A 8-bit codes with at most one zero point:
+    (A - 128) as int8 codes (uint8 A) times B, plus (128 - a_zero) * colsum(B); the transpose and column sums
+    are weight-only, computed once. The dot product passes through f32: exact while below 2^24 in magnitude,
+    else rounded once, as onnxruntime's MatMulIntegerToFloat rounds it. None where this does not apply."""
+    b = im.value(b_name)
+    zb = im.known(b_zero) if b_zero else None
+    if (b_name not in im.inits or b.type.dtype.name != "i8" or b.type.rank != 2 or a.type.rank < 2
+            or a.type.dtype.name not in ("u8", "i8") or (b_zero and (zb is None or np.any(zb)))
+            or (a_zero and im.value(a_zero).type.size != 1)):
+        return None
+    shift = 128 if a.type.dtype.name == "u8" else 0
+    x = a
+    if shift:
+        xi = im.emit("cast", [a], {"dtype": "i32"})
+        x = im.emit("cast", [im.emit("sub", [xi, im.const(np.full((1,) * a.type.rank, shift), "i32", "c128")])],
+                    {"dtype": "i8"})
+    bt = im.emit("transpose", [b], {"perm": [1, 0]})
+    one = im.const(np.ones((1, 1)), "f32", "one")
+    acc = im.emit("cast", [im.emit("qmatmul_i8", [x, bt, one, one], {"transpose_b": True})], {"dtype": "i32"},
+                  out=None if (shift or a_zero) else out)
+    if not shift and not a_zero:
+        return acc
+    moved = im.const(np.array([shift]), "i32", "shift")  # 128 - a_zero, the codes' move
+    if a_zero:
+        z = im.emit("reshape", [im.emit("cast", [im.value(a_zero)], {"dtype": "i32"})], {"shape": [1]})
+        moved = im.emit("sub", [moved, z])
+    colsum = im.emit("reduce", [im.emit("cast", [b], {"dtype": "i32"})], {"kind": "sum", "axes": [0]})
+    return im.emit("add", [acc, im.emit("mul", [colsum, moved])], out=out)
+
+
 @converts("MatMulInteger")
 
 def _matmulinteger(im):
     a, b = im.value(im.inp(0)), im.value(im.inp(1))
+    fast = int8_dot(im, a, im.inp(1), im.inp(2) or None, im.inp(3) or None, 0)
+    if fast is not None:
+        im.bind(0, fast)
+        return
     if not im.inp(2) and not im.inp(3):
         im.bind(0, matmul(im, a, b))
         return
@@ -405,9 +441,12 @@ def _matmul_integer_to_float(im):
     for v, what in ((a, "A"), (b, "B")):
         if v.type.dtype.name not in ("u8", "i8"):
             raise im.error(f"MatMulIntegerToFloat {what} must be uint8 or int8, got {v.type}")
-    ai = int_minus_zero(im, a, n[4] or None, a.type.rank - 2)
-    bi = int_minus_zero(im, b, n[5] or None, b.type.rank - 1)
-    f = im.emit("cast", [matmul(im, ai, bi, out=None)], {"dtype": "f32"})
+    acc = int8_dot(im, a, n[1], n[4] or None, n[5] or None, None)
+    if acc is None:
+        ai = int_minus_zero(im, a, n[4] or None, a.type.rank - 2)
+        bi = int_minus_zero(im, b, n[5] or None, b.type.rank - 1)
+        acc = matmul(im, ai, bi, out=None)
+    f = im.emit("cast", [acc], {"dtype": "f32"})
     sa, sb = f32_value(im, n[2]), f32_value(im, n[3])
     if sa.type.size != 1:
         raise im.error(f"MatMulIntegerToFloat a_scale must be one value, got {sa.type}")

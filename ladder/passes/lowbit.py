@@ -163,8 +163,8 @@ def _packing_with_block(target, dt, group: int, override: str | None):
 @register_pass("fuse")
 @dataclass(frozen=True)
 class Fuse(PatternPass):
-    """Rewrite patterns, in this order: ``fuse-q8-blocks`` (with ``int8_blocks``), ``fuse-dequant-matmul`` and
-    ``fuse-int-chain`` at each matmul (the first that fires wins), then, in a second sweep, ``fold-epilogue``
+    """Rewrite patterns, in this order: ``fuse-q8-blocks`` (with ``int8_blocks``), ``fuse-qdq-matmul``,
+    ``fuse-dequant-matmul`` and ``fuse-int-chain`` at each matmul (the first that fires wins), then, in a second sweep, ``fold-epilogue``
     (with ``epilogues``)."""
 
     epilogues: bool = True
@@ -173,7 +173,7 @@ class Fuse(PatternPass):
     def run_traced(self, graph: Graph) -> tuple[Graph, list[Firing]]:
         g = graph.copy()
         trace = apply_patterns(g, ([fuse_q8_blocks] if self.int8_blocks else [])
-                               + [fuse_dequant_matmul, fuse_int_chain])
+                               + [fuse_qdq_matmul, fuse_dequant_matmul, fuse_int_chain])
         if self.epilogues:
             trace += apply_patterns(g, [fold_epilogue])
         remove_dead(g)
@@ -251,6 +251,48 @@ def fuse_q8_blocks(g: Graph, mm: Op):
             return None  # the scales inside w are not this dequant's
         scales = []
     return _fused(g, mm, "qmatmul_q8", [a.operands[0], a.operands[1], w] + scales, {"group": da["group"]})
+
+
+def _one_scale(g: Graph, dq: Op, rank: int) -> bool:
+    """``dq`` dequantizes rank-``rank`` int8 codes to f32 with one scale (and at most one zero, 'original')."""
+    d = OPS["dequant"].full_attrs(dq.attr)
+    t = g.type_of(dq.operands[0])
+    return (t.dtype == DTYPES["i8"] and not t.layout and t.rank == rank and d["dtype"] == DTYPES["f32"]
+            and all(g.type_of(o).size == 1 for o in dq.operands[1:])
+            and (len(dq.operands) == 2 or d["zero_mode"] == "original"))
+
+
+@pattern("fuse-qdq-matmul", "matmul")
+def fuse_qdq_matmul(g: Graph, mm: Op):
+    """matmul(dequant(xq, sx[, zx]), dequant(w, sw)) -> qmatmul_i8(xq, transpose(w), sx, sw) [- zx * sx * sw *
+    colsum(w)]: onnxruntime's QDQ MatMul as an int8 dot product. xq int8 codes with one scale and zero (an
+    activation after QuantizeLinear), w 2-D int8 weight codes with one scale and no zero; the weight-only
+    transpose and column sums are computed once, with the weights. Equal to the composition up to float
+    rounding (the integer dot product is exact; the zero's term is subtracted after scaling)."""
+    a, bq = _producer_op(g, mm.operands[0]), _producer_op(g, mm.operands[1])
+    if a is None or bq is None or a.kind != "dequant" or bq.kind != "dequant":
+        return None
+    x_t = g.type_of(a.operands[0])
+    if x_t.rank < 2 or not _one_scale(g, a, x_t.rank) or not _one_scale(g, bq, 2) or len(bq.operands) != 2:
+        return None
+    w = bq.operands[0]
+    if w not in weight_values(g):
+        return None
+    tb = mm.attr.get("transpose_b", False)
+    wt = w if tb else _add(g, "transpose", [w], {"perm": [1, 0]}, f"{w}.t", mm.loc).name
+    xq, sx, sw = a.operands[0], a.operands[1], bq.operands[1]
+    if len(a.operands) == 2:
+        return _fused(g, mm, "qmatmul_i8", [xq, wt, sx, sw], {"transpose_b": True})
+    y = _fused(g, mm, "qmatmul_i8", [xq, wt, sx, sw], {"transpose_b": True})
+    if y is None:
+        return None
+    y = y.with_(results=[Value(g.fresh_name(f"{mm.name}.int"), y.result.type)])
+    g.add_op(y)
+    wf = _add(g, "cast", [wt], {"dtype": DTYPES["f32"]}, f"{w}.f32", mm.loc)
+    corr = _add(g, "reduce", [wf.name], {"kind": "sum", "axes": [1]}, f"{w}.colsum", mm.loc)
+    for s in (a.operands[2], sx, sw):
+        corr = _add(g, "mul", [corr.name, s], {}, f"{mm.name}.zero", mm.loc)
+    return _fused(g, mm, "sub", [y.result.name, corr.name], {})
 
 
 @pattern("fuse-int-chain", "matmul")
