@@ -164,8 +164,8 @@ def _packing_with_block(target, dt, group: int, override: str | None):
 @dataclass(frozen=True)
 class Fuse(PatternPass):
     """Rewrite patterns, in this order: ``fuse-q8-blocks`` (with ``int8_blocks``), ``fuse-qdq-matmul``,
-    ``fuse-dequant-matmul`` and ``fuse-int-chain`` at each matmul (the first that fires wins), then, in a second sweep, ``fold-epilogue``
-    (with ``epilogues``)."""
+    ``fuse-dequant-matmul`` and ``fuse-int-chain`` at each matmul (the first that fires wins), then, in a second
+    sweep, ``fold-epilogue`` (with ``epilogues``)."""
 
     epilogues: bool = True
     int8_blocks: bool = True

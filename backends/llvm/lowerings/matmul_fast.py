@@ -16,8 +16,8 @@ from dataclasses import dataclass
 
 from llvmlite import ir
 
-from ladder.backends.llvm.codegen import (C32, C64, F32, I8, I16, I32, KernelSpec, entry_alloca, for_range, storage_type,
-                                          to_f32)
+from ladder.backends.llvm.codegen import (C32, C64, F32, I8, I16, I32, KernelSpec, entry_alloca, for_range,
+                                          storage_type, to_f32)
 
 from .decode import Decoder, gep8
 

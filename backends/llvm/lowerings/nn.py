@@ -20,8 +20,8 @@ from contextlib import ExitStack
 import numpy as np
 from llvmlite import ir
 
-from ladder.backends.llvm.codegen import (C32, C64, F32, F32C, F64, I8, I32, I64, PTR, KernelSpec, elem_ptr, entry_alloca,
-                                          for_range, from_f32, lowers, report, storage_type, to_f32)
+from ladder.backends.llvm.codegen import (C32, C64, F32, F32C, F64, I8, I32, I64, PTR, KernelSpec, elem_ptr,
+                                          entry_alloca, for_range, from_f32, lowers, report, storage_type, to_f32)
 from ladder.ops import OPS
 from ladder.ops.base import norm_axis
 from ladder.types import dtype as _dtype
