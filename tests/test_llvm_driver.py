@@ -68,8 +68,13 @@ def test_graph_returning_an_input_and_a_weight():
 }""")
     w = {"w": np.arange(4, dtype=np.float32)}
     x = np.array([-1, 2, -3, 4], np.float32)
-    out = ladder.compile(g, "cpu", w)({"x": x})
+    m = ladder.compile(g, "cpu", w)
+    out = m({"x": x})
     assert out["y"].tolist() == [0, 2, 0, 4] and out["x"].tolist() == x.tolist() and out["w"].tolist() == [0, 1, 2, 3]
+    # calls read the caller's arrays where they lie and return fresh arrays: a second call changes neither
+    again = m({"x": -x})
+    assert again["y"].tolist() == [1, 0, 3, 0] and again["x"].tolist() == (-x).tolist()
+    assert out["y"].tolist() == [0, 2, 0, 4] and out["x"].tolist() == x.tolist() and out["y"] is not again["y"]
 
 
 def test_compile_api_ref_target_and_introspection():

@@ -48,7 +48,7 @@ import threading
 import time
 import warnings
 from pathlib import Path
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Mapping, Sequence
 
 import llvmlite.binding as llvm
@@ -62,11 +62,12 @@ from ladder.errors import LadderError, RuntimeFailure
 from ladder.interpreter import Session, State, StateSlot, bind_inputs, state_slots
 from ladder.ir import Graph, Op
 from ladder.passes import PassManager, default_pipeline
+from ladder.printer import print_graph
 from ladder.target import Target, get_target
 
 from . import lowerings  # noqa: F401  (registration)
 from .codegen import I32, I64, LOWERINGS, PTR, VOID, KernelContext, KernelSpec, for_range, seal_loops
-from .jit import Module, compile_in_child
+from .jit import Module, ObjectCache, compile_in_child
 from .worker import CompilerCrash
 from .memory import Interval, plan
 
@@ -130,6 +131,7 @@ class CompiledGraph:
     """A graph compiled to one native entry function, bound to its weights (a ladder.backend.Executable)."""
 
     program = None  # nothing but native code: ``source`` and ``write`` give it
+    _run_call: "Call | None" = None  # the Call ``run`` reuses (bound to the state of the last run)
 
     def __init__(self, graph: Graph, weights: Mapping[str, np.ndarray] | None, context: CompileContext,
                  pipeline: str | None = None, state: Sequence[StateSlot] = ()):
@@ -149,39 +151,32 @@ class CompiledGraph:
         if missing:
             raise LadderError(f"the cpu backend has no kernel yet for: {', '.join(missing)}")
         g = self.graph
-        ctx = KernelContext(target, name=f"ladder_{g.name}")
-        self.steps = [_Step(op, LOWERINGS[op.kind](ctx, op, [g.type_of(o) for o in op.operands],
-                                                   [r.type for r in op.results])) for op in ops]
         # Buffers: inputs, weights (weight-only values that steps read), outputs, and the arena.
         self.input_names = [v.name for v in g.inputs]
-        read = {o for s in self.steps for o in s.op.operands}
+        read = {o for op in ops for o in op.operands}
         self.weight_names = [n for n in session.fixed if n in read]
         self.weights = [np.ascontiguousarray(session.fixed[n]) for n in self.weight_names]
         self.fixed_outputs = {n: session.fixed[n] for n in g.outputs if n in session.fixed}
-        computed = {r.name for s in self.steps for r in s.op.results}
+        computed = {r.name for op in ops for r in op.results}
         self.output_slots = {n: i for i, n in enumerate(dict.fromkeys(n for n in g.outputs if n in computed))}
         last_use: dict[str, int] = {}
-        for i, s in enumerate(self.steps):
-            for o in s.op.operands:
+        for i, op in enumerate(ops):
+            for o in op.operands:
                 last_use[o] = i
         intervals = []
-        for i, s in enumerate(self.steps):
-            for r in s.op.results:
+        for i, op in enumerate(ops):
+            for r in op.results:
                 if r.name not in self.output_slots:
                     nbytes = int(np.prod(r.type.storage_shape)) * r.type.storage_np_dtype.itemsize
                     intervals.append(Interval(r.name, nbytes, i, last_use.get(r.name, i)))
         self.plan = plan(intervals)
         self.arena = np.zeros(max(self.plan.size, 64), np.uint8)
-        self.status = np.zeros(max(len(self.steps), 1), np.int64)
+        self.status = np.zeros(max(len(ops), 1), np.int64)
         self.state_slots = state_slots(g, {s.name: s.output for s in state})  # checked on the graph we run
-        self.state_modes = self._plan_state()
         self._state: State | None = None
         self.use_gomp = gomp_available()
-        self._emit_entry(ctx)
-        self._emit_call(ctx)
-        seal_loops(ctx.module)
-        self.ir_text = str(ctx.module)
-        self.module = self._compile(context.cache_dir, jit)
+        self.module, self.steps = self._build(ops, context.cache_dir, jit)
+        self.state_modes = self._plan_state()
         self._weight_ptrs = _pointer_array(self.weights)
         self._lock = threading.Lock()  # one arena: calls from several Python threads take turns
         self.entry = self.call_fn = None
@@ -256,25 +251,79 @@ class CompiledGraph:
         self.status[:] = 0
         raise RuntimeFailure(f"{s.op.describe()}: {s.spec.errors.get(code, f'error code {code}')}", s.op.loc)
 
-    # -- compiling, and surviving LLVM ---------------------------------------------------------------------
-    def _compile(self, cache_dir, jit: bool) -> Module:
+    @property
+    def ir_text(self) -> str:
+        """The module's LLVM IR as generated (before optimisation); generated now if the module came from the
+        compiled-code cache."""
+        return self.module.ir_text
+
+    # -- compiling, from the cache or surviving LLVM ---------------------------------------------------------
+    def _build(self, ops: Sequence[Op], cache_dir, jit: bool) -> "tuple[Module, list[_Step]]":
+        """The module and its steps. The compiled-code cache is looked up first, on what the code is made from
+        (``_code_source``): on a hit no kernel is generated and no IR printed, the entry's kernel table gives
+        every step's kernel (name, work, grain, errors) and the IR is generated only if asked for (``ir_text``).
+        On a miss the kernels are generated and compiled, and the object is stored with its kernel table."""
+        source = self._code_source() if cache_dir is not None else ""
+        if cache_dir is not None:
+            for vectorize in (True, False):  # an entry made without vectorisation: LLVM crashed on this module
+                hit = Module.cached(ObjectCache(cache_dir, source, self.target, vectorize),
+                                    lambda: self._generate(ops)[0], jit)
+                steps = _cached_steps(ops, hit[1]) if hit is not None else None
+                if steps is not None:
+                    if hit[1].get("warning"):
+                        warnings.warn(hit[1]["warning"], CompilerWarning, stacklevel=5)
+                    return hit[0], steps
+                if hit is not None:
+                    ObjectCache.skip(f"the entry for graph @{self.graph.name} holds a kernel table that does "
+                                     f"not fit it")
+        ir_text, self.steps = self._generate(ops)  # _compile's search for a crashing kernel reads them
+        return self._compile(ir_text, source, cache_dir, jit), self.steps
+
+    def _code_source(self) -> str:
+        """What the module's code is made from before any kernel is generated, as the cache's key: the graph as
+        printed (every op, type, layout and attribute; constants in full) and whether steps may run on
+        libgomp's pool. Weight values are not in it and need not be: a lowering is given an op and its types
+        only, and weights reach the code as buffers when it runs. Threads and memory budget are run-time
+        arguments (their effect on the pipeline is in the graph). jit.ObjectCache adds the target, the
+        versions and a hash of ladder's source."""
+        return f"use_gomp={self.use_gomp}\n{print_graph(self.graph)}"
+
+    def _generate(self, ops: Sequence[Op]) -> "tuple[str, list[_Step]]":
+        """Every op lowered to its kernel, the entry and the call wrapper: the module's IR text and its steps."""
+        g = self.graph
+        ctx = KernelContext(self.target, name=f"ladder_{g.name}")
+        steps = [_Step(op, LOWERINGS[op.kind](ctx, op, [g.type_of(o) for o in op.operands],
+                                              [r.type for r in op.results])) for op in ops]
+        self._emit_entry(ctx, steps)
+        self._emit_call(ctx, len(steps))
+        seal_loops(ctx.module)
+        return str(ctx.module), steps
+
+    def _compile(self, ir_text: str, source: str, cache_dir, jit: bool) -> Module:
         """The module, compiled in the compiler child. When LLVM aborts there, find the step whose kernel it
         aborts on, then try the module again without loop vectorisation: on success warn (op, kernel, LLVM's
-        message), else raise a LadderError naming them."""
+        message), else raise a LadderError naming them. With ``cache_dir`` the object is stored there."""
+        meta = {"kernels": _kernel_table(self.steps)}
+
+        def cache(vectorize: bool) -> ObjectCache | None:
+            return None if cache_dir is None else ObjectCache(cache_dir, source, self.target, vectorize)
+
         try:
-            return Module.compile(self.ir_text, self.target, cache_dir, jit=jit)
+            return Module.compile(ir_text, self.target, cache(True), jit=jit, meta=meta)
         except CompilerCrash as crash:
             message = crash.message
         step, alone = self._find_crashing_step()
         where = self._describe(step)
         cpu = f"{self.target.name} ({self.target.cpu_name})"
+        warning = (f"LLVM crashed compiling {where} for {cpu}: {alone or message}; the module was compiled "
+                   f"again without loop vectorisation")
         try:
-            module = Module.compile(self.ir_text, self.target, cache_dir, jit=jit, loop_vectorize=False)
+            module = Module.compile(ir_text, self.target, cache(False), jit=jit, loop_vectorize=False,
+                                    meta={**meta, "warning": warning})
         except CompilerCrash as again:
             raise LadderError(f"LLVM crashed compiling {where} for {cpu}, also without loop vectorisation: "
                               f"{again.message}", step.op.loc if step else None) from None
-        warnings.warn(f"LLVM crashed compiling {where} for {cpu}: {alone or message}; the module was compiled "
-                      f"again without loop vectorisation", CompilerWarning, stacklevel=4)
+        warnings.warn(warning, CompilerWarning, stacklevel=5)
         return module
 
     def _find_crashing_step(self) -> "tuple[_Step | None, str | None]":
@@ -298,7 +347,7 @@ class CompiledGraph:
         return f"{step.op.describe()}{loc} (kernel {step.spec.fn.name})"
 
     # -- code ------------------------------------------------------------------------------------------
-    def _emit_entry(self, ctx: KernelContext) -> None:
+    def _emit_entry(self, ctx: KernelContext, steps: "list[_Step]") -> None:
         mod = ctx.module
         fn = ir.Function(mod, ir.FunctionType(VOID, [PTR] * 5 + [I32]), ENTRY)
         inputs, outputs, weights, scratch, status, nthreads = fn.args
@@ -317,7 +366,7 @@ class CompiledGraph:
                 return _load_slot(b, weights, index_w[name])
             return b.gep(scratch, [ir.Constant(I64, self.plan.offsets[name])], source_etype=ir.IntType(8))
 
-        for i, s in enumerate(self.steps):
+        for i, s in enumerate(steps):
             ptrs = [pointer(o) for o in s.op.operands] + [pointer(r.name) for r in s.op.results]
             if s.spec.has_status:
                 ptrs.append(b.gep(status, [ir.Constant(I64, i)], source_etype=I64))
@@ -330,7 +379,11 @@ class CompiledGraph:
         b.ret_void()
 
     def _emit_parallel_call(self, ctx: KernelContext, b: ir.IRBuilder, s: _Step, ptrs, nthreads) -> None:
-        """Store the kernel's pointers in a frame and run a trampoline on every thread of libgomp's pool."""
+        """Store the kernel's pointers in a frame and run a trampoline on every thread of libgomp's pool; a
+        kernel with less work than ``PARALLEL_MIN_COST`` is called on the calling thread instead."""
+        if step_cost(s.op, self.graph) < PARALLEL_MIN_COST:
+            b.call(s.spec.fn, ptrs + [ir.Constant(I64, 0), ir.Constant(I64, s.spec.work)])
+            return
         mod = ctx.module
         gomp = ctx.declare("GOMP_parallel", VOID, [PTR, PTR, I32, I32])
         tid_fn = ctx.declare("omp_get_thread_num", I32, [])
@@ -357,7 +410,7 @@ class CompiledGraph:
             b.store(p, b.gep(frame_ptr, [ir.Constant(I64, j)], source_etype=PTR))
         b.call(gomp, [tramp, frame_ptr, nthreads, ir.Constant(I32, 0)])
 
-    def _emit_call(self, ctx: KernelContext) -> None:
+    def _emit_call(self, ctx: KernelContext, n_steps: int) -> None:
         """``i64 ladder_call(ptr frame)``: the entry on frame[0..4] (inputs, outputs, weights, scratch, status)
         and frame[5] (threads), then 0 if every status is 0, else 1 + the first failing step's index. One
         pointer to pass and an integer back: the cheapest ctypes call there is."""
@@ -372,8 +425,8 @@ class CompiledGraph:
         found = b.alloca(I64)
         b.store(ir.Constant(I64, 0), found)
         # backwards, so that the first failing step is the one left in ``found``
-        with for_range(b, 0, max(len(self.steps), 1), name="s") as i:
-            j = b.sub(ir.Constant(I64, max(len(self.steps), 1) - 1), i)
+        with for_range(b, 0, max(n_steps, 1), name="s") as i:
+            j = b.sub(ir.Constant(I64, max(n_steps, 1) - 1), i)
             code = b.load(b.gep(status, [j], source_etype=I64), typ=I64)
             with b.if_then(b.icmp_signed("!=", code, ir.Constant(I64, 0)), likely=False):
                 b.store(b.add(j, ir.Constant(I64, 1)), found)
@@ -387,7 +440,11 @@ class CompiledGraph:
         if self.state_slots and len(bound) == len(self.input_names):
             raise LadderError(f"graph @{self.graph.name} holds {', '.join('%' + s.name for s in self.state_slots)} "
                               f"as state: give the other inputs only (ladder.compile calls load a given state)")
-        return self.bind(state, bound)(threads)
+        state = self.state if state is None else state
+        call = self._run_call
+        if call is None or call.state is not state:  # binding costs tens of microseconds: once per state
+            call = self._run_call = self.bind(state)
+        return call.run(bound, self.threads if threads is None else threads)
 
     __call__ = run
 
@@ -579,6 +636,10 @@ class Call:
         self.outputs = {n: outs[n] for n in plain if n in outs and n not in stateful}
         self._fresh = [(n, value(n)) for n in plain if n not in self.outputs]  # copied out on every call
         self._after = bool(self._fresh or self._copies)
+        # inputs that are also read after the entry (an output or a state's new value): ``run`` copies these into
+        # the Call's own buffers instead of pointing the entry at the caller's arrays
+        read_after = [src for _, src in self._fresh] + [src for _, src, _ in self._copies]
+        self._echoed = {n for n, buf in self.inputs.items() if any(src is buf for src in read_after)}
         # the pointer arrays and the frame must outlive every call: the Call holds them
         self._ptrs = (_pointer_array(ins), _pointer_array(list(outs.values())))
         self._frame = np.array([self._ptrs[0].ctypes.data, self._ptrs[1].ctypes.data, cg._weight_ptrs.ctypes.data,
@@ -603,6 +664,29 @@ class Call:
                 self._finish()
         return self.outputs
 
+    def run(self, inputs: Mapping[str, np.ndarray], threads: int) -> dict[str, np.ndarray]:
+        """``CompiledGraph.run`` on this Call's buffers: the entry reads ``inputs`` (every input that is not
+        state, by name) where they lie and writes the outputs into fresh arrays, which the result holds."""
+        cg = self.cg
+        ins = {n: np.ascontiguousarray(a) for n, a in inputs.items()}  # alive until the entry returns
+        outs = {n: np.empty_like(a) for n, a in self.outputs.items() if n in cg.output_slots}
+        with self._lock:
+            for n, a in ins.items():
+                if n in self._echoed:
+                    np.copyto(self.inputs[n], a)
+                else:
+                    self._ptrs[0][cg.input_names.index(n)] = a.ctypes.data
+            for n, a in outs.items():
+                self._ptrs[1][cg.output_slots[n]] = a.ctypes.data
+            self._frame[5] = self._threads = int(threads)
+            failed = self.fn(self.frame_address)
+            if failed:
+                cg._raise_status(failed - 1)
+            if self._after:
+                self._finish()
+                outs.update((n, self.outputs[n]) for n, _ in self._fresh)
+        return outs
+
     def _finish(self) -> None:
         """After the entry: the outputs it does not write, then the states updated by copy (every new value
         read before any state buffer is written)."""
@@ -612,6 +696,60 @@ class Call:
         for (dst, _, _), src in zip(self._copies, new):
             if src is not dst:
                 np.copyto(dst, src)
+
+
+# Starting and joining a parallel region costs microseconds on an idle pool (libgomp wakes its threads, they
+# meet at a barrier), and up to a time slice when another process holds the cores the pool needs: a tiny
+# transformer's 130 kernels took 45 ms at 2 threads on a loaded 2-core machine against 0.3 ms at 1. Below this
+# cost (step_cost's units, about 10-30 us of kernel time) a kernel runs on the calling thread.
+PARALLEL_MIN_COST = 1 << 18
+_CONTRACTIONS = ("matmul", "qmatmul", "qmatmul_i8", "qmatmul_q8")
+
+
+def step_cost(op: Op, graph: Graph) -> int:
+    """A step's work, decided at compile time: the bytes it reads and writes, plus its multiply-adds (matmuls:
+    result elements x the reduced length; attention: two products over the keys)."""
+    types = [graph.type_of(o) for o in op.operands] + [r.type for r in op.results]
+    cost = sum(int(np.prod(t.storage_shape)) * t.storage_np_dtype.itemsize for t in types)
+    out = int(np.prod(op.results[0].type.shape)) if op.results else 0
+    if op.kind in _CONTRACTIONS:
+        cost += out * types[0].shape[-1]
+    elif op.kind == "attention":
+        cost += 2 * out * types[1].shape[-2]
+    return cost
+
+
+def _kernel_table(steps: "Sequence[_Step]") -> list[dict]:
+    """Each step's KernelSpec as JSON (the function by name), stored beside the object in the cache."""
+    table = []
+    for s in steps:
+        row = {f.name: getattr(s.spec, f.name) for f in fields(KernelSpec)}
+        row["fn"] = s.spec.fn.name
+        if row["errors"] is not None:
+            row["errors"] = {str(k): v for k, v in row["errors"].items()}
+        table.append(row)
+    return table
+
+
+def _cached_steps(ops: Sequence[Op], meta: dict) -> "list[_Step] | None":
+    """The steps of a module from the cache: KernelSpecs from its kernel table, each function a declaration of
+    the compiled kernel (its code is in the object). None when the table does not fit the ops."""
+    table = meta.get("kernels")
+    if not isinstance(table, list) or len(table) != len(ops):
+        return None
+    declared = ir.Module("cached")
+    steps = []
+    try:
+        for op, row in zip(ops, table):
+            errors = None if row["errors"] is None else {int(k): str(v) for k, v in row["errors"].items()}
+            n = len(op.operands) + len(op.results) + (errors is not None)
+            fn = declared.globals.get(str(row["fn"])) or ir.Function(  # steps may share a kernel
+                declared, ir.FunctionType(VOID, [PTR] * n + [I64, I64]), str(row["fn"]))
+            spec = KernelSpec(**{**row, "fn": fn, "errors": errors})
+            steps.append(_Step(op, spec))
+    except (KeyError, NameError, TypeError, ValueError, AttributeError):
+        return None
+    return steps
 
 
 def _load_slot(b: ir.IRBuilder, array, index: int):

@@ -4,13 +4,19 @@
     fn = module.function("kernel", ctypes.CFUNCTYPE(...))    # callable; keeps the module alive
 
 LLVM's optimiser and code generator run in a child process (``worker.py``): an LLVM assertion ends that
-child, never this process. Here the IR is only parsed, and MCJIT links the object the child returned (handed
-over through MCJIT's object cache hook, so MCJIT generates no code itself). A Module owns its execution
-engine; functions stay valid while it lives.
+child, never this process. Here MCJIT only links the object the child returned (added to an engine made
+from an empty module, so MCJIT generates no code itself, and the IR is not even parsed in this process). A
+Module owns its execution engine; functions stay valid while it lives.
+
+The compiled-code cache (``ObjectCache``) is keyed on what the code is made *from*, given by the caller
+(the backend gives its graph, before any kernel is generated), plus the target, the versions and a hash of
+ladder's own source: a cache hit (``Module.cached``) needs neither the IR nor LLVM, and the entry carries the
+caller's own description of the code (``meta``: the backend's kernel table) beside the object.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -18,8 +24,9 @@ import stat
 import tempfile
 import threading
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import llvmlite.binding as llvm
 
@@ -65,51 +72,68 @@ def compile_in_child(ir_text: str, target: Target, want=("obj",), loop_vectorize
     return resp
 
 
-@dataclass
 class Module:
-    """A compiled LLVM module: its object code, the engine that runs it, and the target it was built for."""
+    """A compiled LLVM module: its object code, the engine that runs it, and the target it was built for.
 
-    target: Target
-    ir_text: str  # as generated, before optimisation
-    obj: bytes = field(repr=False)
-    engine: "llvm.ExecutionEngine | None" = None
-    ref: "llvm.ModuleRef | None" = None
-    loop_vectorize: bool = True
-    from_cache: bool = False
-    _texts: dict = field(default_factory=dict, repr=False)
+    ``ir_text``, the IR as generated (before optimisation), is made on first use when the module came from
+    the cache (``regenerate``): a cache hit generates no IR."""
+
+    def __init__(self, target: Target, ir_text: "str | Callable[[], str]", obj: bytes, *,
+                 loop_vectorize: bool = True, from_cache: bool = False):
+        self.target, self.obj = target, obj
+        self.loop_vectorize, self.from_cache = loop_vectorize, from_cache
+        self._ir = ir_text
+        self.engine: "llvm.ExecutionEngine | None" = None
+        self._texts: dict[str, str] = {}
+
+    def __repr__(self) -> str:
+        return f"Module({self.target.name}, {len(self.obj):,} bytes{', from the cache' if self.from_cache else ''})"
+
+    @property
+    def ir_text(self) -> str:
+        if callable(self._ir):
+            self._ir = self._ir()
+        return self._ir
 
     @staticmethod
-    def compile(ir_text: str, target: Target, cache_dir: str | os.PathLike | None = None,
-                jit: bool = True, loop_vectorize: bool = True) -> "Module":
+    def compile(ir_text: str, target: Target, cache: "ObjectCache | None" = None, jit: bool = True,
+                loop_vectorize: bool = True, meta: dict | None = None) -> "Module":
         """Optimise and compile ``ir_text`` (in the compiler child) and, with ``jit``, load it here. With
-        ``cache_dir``, the object is kept on disk under its full key (IR, target, CPU, features, versions;
-        see ObjectCache) and reused when the same module is compiled again. Without ``jit`` the module is only
-        compiled (for writing it ahead of time, possibly for a CPU other than this one)."""
-        _init()
-        try:
-            mod = llvm.parse_assembly(ir_text)
-            mod.verify()
-        except RuntimeError as e:  # generated IR that LLVM rejects is a bug in a kernel generator
-            raise LadderError(f"internal: LLVM rejected generated IR: {e}") from None
-        cache = ObjectCache(cache_dir, ir_text, target, loop_vectorize) if cache_dir is not None else None
-        obj = cache.load() if cache is not None else None
-        from_cache = obj is not None
-        if obj is None:
-            obj = compile_in_child(ir_text, target, ("obj",), loop_vectorize)["obj"]
-            if cache is not None:
-                cache.store(obj)
-        m = Module(target, ir_text, obj, loop_vectorize=loop_vectorize, from_cache=from_cache)
+        ``cache`` (made with the same ``loop_vectorize``), the object is stored there with ``meta`` beside it.
+        Without ``jit`` the module is only compiled (for writing it ahead of time, possibly for a CPU other
+        than this one)."""
+        obj = compile_in_child(ir_text, target, ("obj",), loop_vectorize)["obj"]
+        if cache is not None:
+            cache.store(pack_entry(obj, meta or {}))
+        return Module(target, ir_text, obj, loop_vectorize=loop_vectorize)._load(jit)
+
+    @staticmethod
+    def cached(cache: "ObjectCache", regenerate: Callable[[], str], jit: bool = True
+               ) -> "tuple[Module, dict] | None":
+        """The module stored under ``cache``'s key and the ``meta`` stored with it, or None (nothing there, or
+        an entry not trusted: see ObjectCache). ``regenerate`` makes the IR text if it is ever asked for."""
+        blob = cache.load()
+        entry = unpack_entry(blob) if blob is not None else None
+        if entry is None:
+            if blob is not None:
+                cache.skip(f"{cache.path} holds no object and kernel table")
+            return None
+        obj, meta = entry
+        m = Module(cache.target, regenerate, obj, loop_vectorize=cache.loop_vectorize, from_cache=True)
+        return m._load(jit), meta
+
+    def _load(self, jit: bool) -> "Module":
         if not jit:
-            return m
-        tm = target_machine(target)
-        mod.triple = tm.triple
-        mod.data_layout = str(tm.target_data)
-        engine = llvm.create_mcjit_compiler(mod, tm)
-        engine.set_object_cache(notify_func=lambda m_, data: None, getbuffer_func=lambda m_: obj)
+            return self
+        tm = target_machine(self.target)
+        empty = llvm.parse_assembly("")
+        empty.triple, empty.data_layout = tm.triple, str(tm.target_data)
+        engine = llvm.create_mcjit_compiler(empty, tm)
+        engine.add_object_file(llvm.ObjectFileRef.from_data(self.obj))  # the engine takes the object over
         engine.finalize_object()
         engine.run_static_constructors()
-        m.engine, m.ref = engine, mod
-        return m
+        self.engine = engine
+        return self
 
     def function(self, name: str, ctype) -> "Function":
         if self.engine is None:
@@ -137,38 +161,74 @@ class Module:
         return self._text("asm")
 
 
+def pack_entry(obj: bytes, meta: dict) -> bytes:
+    """A cache entry's payload: the caller's description of the code (JSON), then the object."""
+    text = json.dumps(meta, sort_keys=True).encode()
+    return len(text).to_bytes(8, "little") + text + obj
+
+
+def unpack_entry(payload: bytes) -> "tuple[bytes, dict] | None":
+    n = int.from_bytes(payload[:8], "little") if len(payload) >= 8 else -1
+    if n < 0 or 8 + n > len(payload):
+        return None
+    try:
+        meta = json.loads(payload[8:8 + n])
+    except ValueError:
+        return None
+    return (payload[8 + n:], meta) if isinstance(meta, dict) else None
+
+
+@functools.lru_cache(maxsize=None)
+def code_version() -> str:
+    """sha256 over ladder's own Python source (the core package and this backend, lowerings included): a
+    change to any of it misses the compiled-code cache, whatever the version number says."""
+    import ladder
+
+    h = hashlib.sha256()
+    for root in (Path(ladder.__file__).parent, Path(__file__).parent):
+        for f in sorted(root.rglob("*.py")):
+            h.update(f.relative_to(root).as_posix().encode() + b"\0")
+            h.update(f.read_bytes() + b"\0")
+    return h.hexdigest()
+
+
 class ObjectCache:
     """One compiled object on disk, ``<hash of key>.o``, trusted only when all of this holds:
 
     * the folder is a directory owned by this user that no one else can write (it is created 0700);
     * the entry is a regular file (opened with O_NOFOLLOW: never through a symlink; O_NONBLOCK and an fstat
       before reading: never a FIFO or a device) owned by this user and writable by no one else;
-    * it holds the full key it was stored under (hash of the IR, target, CPU name and features, ladder,
-      llvmlite and LLVM versions, vectorisation) and it equals this compile's key: a file copied or renamed
-      from another entry, or one whose checksum was recomputed over another key, is refused;
+    * it holds the full key it was stored under (hash of the ``source``, the text the code is made from;
+      the target's every field, CPU name and features among them; ladder's version and a hash of its source
+      code, ``code_version``; llvmlite and LLVM versions; vectorisation) and it equals this compile's key: a
+      file copied or renamed from another entry, or one whose checksum was recomputed over another key, is
+      refused;
     * its length and sha256 (over key and object) match.
 
     Anything else is skipped with a CacheWarning and the module is compiled afresh. Entries are written to a
     temporary file (0600) and renamed into place, so a crash mid-write never leaves an entry that loads."""
 
-    MAGIC = b"LADDEROBJ2"
+    MAGIC = b"LADDEROBJ3"
     LIMIT = 1 << 30  # no object is this large: a bigger file is not read
 
-    def __init__(self, folder, ir_text: str, target: Target, loop_vectorize: bool = True):
+    def __init__(self, folder, source: str, target: Target, loop_vectorize: bool = True):
         import llvmlite
 
         from ladder import __version__
 
-        key = {"ir_sha256": hashlib.sha256(ir_text.encode()).hexdigest(), "target": target.name,
-               "cpu": target.cpu_name, "features": target.cpu_features, "ladder": __version__,
+        key = {"source_sha256": hashlib.sha256(source.encode()).hexdigest(), "target": target.name,
+               "cpu": target.cpu_name, "features": target.cpu_features, "vector_bits": target.vector_bits,
+               "capabilities": sorted(target.capabilities), "packings": target.packings,
+               "ladder": __version__, "ladder_code": code_version(),
                "llvmlite": llvmlite.__version__, "llvm": ".".join(map(str, llvm.llvm_version_info)),
                "loop_vectorize": bool(loop_vectorize)}
+        self.target, self.loop_vectorize = target, bool(loop_vectorize)
         self.key = json.dumps(key, sort_keys=True).encode()
         self.folder = Path(folder)
         self.path = self.folder / f"{hashlib.sha256(self.key).hexdigest()}.o"
 
     @staticmethod
-    def _skip(why: str) -> None:
+    def skip(why: str) -> None:
         warnings.warn(f"compiled-code cache: {why}; compiling afresh", CacheWarning, stacklevel=4)
 
     def _folder_ok(self) -> bool:
@@ -177,13 +237,13 @@ class ObjectCache:
         except OSError:
             return False
         if not stat.S_ISDIR(st.st_mode):
-            self._skip(f"{self.folder} is not a folder")
+            self.skip(f"{self.folder} is not a folder")
             return False
         if st.st_uid != os.getuid():
-            self._skip(f"{self.folder} is owned by another user (uid {st.st_uid})")
+            self.skip(f"{self.folder} is owned by another user (uid {st.st_uid})")
             return False
         if st.st_mode & 0o022:
-            self._skip(f"{self.folder} can be written by other users (mode {stat.S_IMODE(st.st_mode):o})")
+            self.skip(f"{self.folder} can be written by other users (mode {stat.S_IMODE(st.st_mode):o})")
             return False
         return True
 
@@ -196,18 +256,18 @@ class ObjectCache:
         except FileNotFoundError:
             return None
         except OSError as e:  # ELOOP: a symlink
-            self._skip(f"{self.path} cannot be opened safely ({e.strerror})")
+            self.skip(f"{self.path} cannot be opened safely ({e.strerror})")
             return None
         try:
             st = os.fstat(fd)
             if not stat.S_ISREG(st.st_mode):
-                self._skip(f"{self.path} is not a regular file")
+                self.skip(f"{self.path} is not a regular file")
                 return None
             if st.st_uid != os.getuid() or st.st_mode & 0o022:
-                self._skip(f"{self.path} is owned or writable by another user")
+                self.skip(f"{self.path} is owned or writable by another user")
                 return None
             if st.st_size > self.LIMIT:
-                self._skip(f"{self.path} is too large ({st.st_size} bytes)")
+                self.skip(f"{self.path} is too large ({st.st_size} bytes)")
                 return None
             with os.fdopen(fd, "rb", closefd=False) as f:
                 blob = f.read(st.st_size + 1)
@@ -215,7 +275,7 @@ class ObjectCache:
             os.close(fd)
         payload = self._unpack(blob)
         if payload is None:
-            self._skip(f"{self.path} is damaged or was stored under another key")
+            self.skip(f"{self.path} is damaged or was stored under another key")
         return payload
 
     def _unpack(self, blob: bytes) -> bytes | None:

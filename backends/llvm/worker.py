@@ -8,8 +8,8 @@ its own process. One long-lived child (started on first use, restarted after it 
 
 and answers ``{"obj": bytes, "ir": optimised text, "asm": text}`` (what was asked), or ``{"error": text}``
 when LLVM reported an error it survived. When the child dies instead, ``request`` raises ``CompilerCrash``
-holding LLVM's last words (the assertion text) from the child's stderr. The parent only parses IR and
-links the returned object into MCJIT (``jit.Module``).
+holding LLVM's last words (the assertion text) from the child's stderr. The parent only links the returned
+object into MCJIT (``jit.Module``): it neither parses nor optimises IR.
 
 Messages are length-prefixed pickles between this process and its own child over pipes. This file runs as
 a script in the child (``python worker.py``) and imports nothing from ladder there, so the child starts in
