@@ -151,3 +151,26 @@ def test_libgomp_spin_is_bounded_unless_the_user_chose(env, want):
     out = subprocess.run([sys.executable, "-c", code], env={**base, **env}, capture_output=True, text=True,
                          check=True).stdout.strip()
     assert out == str(want)
+
+
+def test_only_kernels_worth_a_parallel_region_get_one():
+    from ladder.backends.llvm.compiler import PARALLEL_MIN_COST, step_cost
+
+    g = ladder.parse("""graph @g(%x: f32[64, 512], %w: f32[512, 512], %s: f32[64, 256]) -> (f32[64, 512], f32[64, 256]) {
+  %y = matmul %x, %w : f32[64, 512]
+  %r = relu %s : f32[64, 256]
+  return %y, %r
+}""")
+    ops = {op.kind: op for op in g.ops()}
+    assert step_cost(ops["matmul"], g) >= PARALLEL_MIN_COST > step_cost(ops["relu"], g)
+    m = ladder.compile(g, "cpu", threads=2)
+    if not m.backend.use_gomp:
+        pytest.skip("no libgomp here: every kernel runs on the calling thread")
+    ir_text = m.backend.ir_text
+    tramps = [line for line in ir_text.splitlines() if line.startswith("define") and "_par_" in line]
+    assert len(tramps) == 1 and "matmul" in tramps[0], tramps
+    x = np.random.default_rng(0).standard_normal((64, 512)).astype(np.float32)
+    w = np.random.default_rng(1).standard_normal((512, 512)).astype(np.float32)
+    out = m({"x": x, "w": w, "s": x[:, :256]})
+    np.testing.assert_allclose(out["y"], x @ w, rtol=1e-4, atol=1e-3)
+    assert np.array_equal(out["r"], np.maximum(x[:, :256], 0))
