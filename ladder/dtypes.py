@@ -141,12 +141,12 @@ class DType:
     def check(self, arr: np.ndarray, what: str, loc: Location | None = None) -> None:
         """Raise TypeRangeError naming ``what`` if ``arr`` holds a value this type cannot encode."""
         arr = np.asarray(arr)
-        if self.kind == "float" or arr.size == 0:
+        if self.kind == "float" or arr.size == 0 or self._in_range(arr):
             return
         if self.kind == "table":
             ok = (arr >= 0) & (arr < 2**self.bits)
         elif self.kind in ("binary", "ternary"):
-            ok = np.isin(arr, np.asarray(self.values, dtype=arr.dtype))
+            ok = np.isin(arr, np.asarray(self.values))  # compared as numbers: -1 is no uint8
         else:
             lo, hi = self.value_range
             if arr.dtype.kind == "f":
@@ -166,6 +166,17 @@ class DType:
             raise TypeRangeError(
                 f"{what} holds {bad!r} at index {list(idx)}, outside {self.name}'s values {allowed}", loc
             )
+
+    def _in_range(self, arr: np.ndarray) -> bool:
+        """True when the integers ``arr`` holds are all this type's, decided from their minimum and maximum
+        (no copy: a weight of a billion codes is checked in one pass); False when that cannot tell, and
+        ``check`` then finds the first bad value."""
+        if arr.dtype.kind not in "iu":
+            return False
+        lo, hi = self.value_range if self.kind != "table" else (0, 2**self.bits - 1)
+        if not (lo <= int(arr.min()) and int(arr.max()) <= hi):
+            return False
+        return self.kind != "binary" or not (arr == 0).any()
 
     def from_storage(self, arr: np.ndarray, what: str, loc: Location | None = None) -> np.ndarray:
         """A weights-file array (``storage_dtype``) -> the in-memory ``np_dtype``, range-checked."""

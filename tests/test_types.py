@@ -357,3 +357,23 @@ def test_unknown_dtype_lists_known_names():
     with pytest.raises(ladder.LadderError) as ei:
         dtype("int3")
     assert "int3" in str(ei.value) and "ternary" in str(ei.value) and "nf4" in str(ei.value)
+
+
+@pytest.mark.parametrize("name", ["ternary", "i1", "i2", "u2", "i4", "u4", "u1", "nf4", "i8", "u8"])
+@settings(max_examples=40, deadline=None)
+@given(data=st.data())
+def test_range_check_of_integer_arrays_names_the_first_bad_value(name, data):
+    """check decides from min and max (one pass, no copy); a bad value is still named with its index."""
+    dt = DTYPES[name]
+    lo, hi = (0, 2**dt.bits - 1) if dt.kind == "table" else dt.value_range
+    store = data.draw(st.sampled_from([np.int8, np.int16, np.uint8, np.int64]))
+    info = np.iinfo(store)
+    vals = data.draw(st.lists(st.integers(max(info.min, -300), min(info.max, 300)), min_size=1, max_size=40))
+    arr = np.asarray(vals, store)
+    legal = set(range(int(lo), int(hi) + 1)) - ({0} if dt.kind == "binary" else set())
+    bad = [i for i, v in enumerate(vals) if v not in legal]
+    if not bad:
+        dt.check(arr, "w")
+        return
+    with pytest.raises(TypeRangeError, match=rf"w holds .*{vals[bad[0]]}\)? at index \[{bad[0]}\]"):
+        dt.check(arr, "w")
