@@ -101,6 +101,7 @@ class Graph:
         self._ids = itertools.count()
         # value name -> (node id or None for graph inputs, result index)
         self._defs: dict[str, tuple[int | None, int]] = {}
+        self._order: list[int] | None = []  # nodes() of the graph as it is (None: to sort again)
         for i, v in enumerate(self.inputs):
             self._define(v.name, None, i, loc)
 
@@ -122,6 +123,8 @@ class Graph:
             self._define(r.name, node, i, op.loc)
         self.nx.add_node(node, op=op)
         self._connect(node, op)
+        if self._order is not None:  # appended after every op it reads: still a topological order, ties kept
+            self._order.append(node)
         return node
 
     def _connect(self, node: int, op: Op) -> None:
@@ -150,7 +153,9 @@ class Graph:
         return [self.op(n) for n in self.nodes()]
 
     def nodes(self) -> list[int]:
-        return list(nx.lexicographical_topological_sort(self.nx))
+        if self._order is None:
+            self._order = list(nx.lexicographical_topological_sort(self.nx))
+        return list(self._order)
 
     def __iter__(self) -> Iterator[Op]:
         return iter(self.ops())
@@ -204,6 +209,7 @@ class Graph:
             self.nx.remove_edge(src, node)
         self.nx.nodes[node]["op"] = new
         self._connect(node, new)
+        self._order = None
 
     def replace_uses(self, old: str, new: str) -> None:
         """Make every op that uses value ``old`` use ``new`` instead. Graph outputs are the graph's
@@ -222,6 +228,8 @@ class Graph:
         for r in op.results:
             del self._defs[r.name]
         self.nx.remove_node(node)
+        if self._order is not None:
+            self._order.remove(node)
 
     def copy(self) -> "Graph":
         g = Graph(self.name, self.inputs, self.loc)

@@ -653,3 +653,38 @@ def test_default_pipeline_reads_tuning_records_only_when_given():
         default_pipeline("cpu", None, "/data/a,b.json")
     with pytest.raises(ladder.LadderError, match="has none to choose"):
         default_pipeline("asic:lut-tc", None, "/data/tune.json")
+
+
+def test_the_graphs_op_order_is_kept_up_to_date_through_rewrites():
+    """Graph.nodes() keeps its topological order between changes: equal to a fresh sort after appends,
+    replacements and removals (a pipeline asks for it many times)."""
+    import networkx as nx
+
+    from ladder.ir import Op
+
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        g = ladder.parse(SMALL)
+        for step in range(30):
+            ops = g.ops()
+            kind = rng.integers(3)
+            if kind == 0:  # append a relu of a random value
+                src = ops[rng.integers(len(ops))].results[0]
+                if src.type.dtype.name == "f32":
+                    g.add_op(Op("relu", (src.name,), (), (type(src)(g.fresh_name("r"), src.type),)))
+            elif kind == 1:  # rewire an op of one operand to read another value of its type
+                relus = [n for n in g.nodes() if len(g.op(n).operands) == 1]
+                if relus:
+                    n = relus[rng.integers(len(relus))]
+                    op = g.op(n)
+                    after = nx.descendants(g.nx, n) | {n}  # any other value, later ones too (no cycle)
+                    same = [v for v in [g.op(m).results[0] for m in g.nodes() if m not in after] + list(g.inputs)
+                            if v.type == g.type_of(op.operands[0])]
+                    if same:
+                        g.replace_op(n, op.with_(operands=(same[rng.integers(len(same))].name,)))
+            else:  # remove an unused op
+                dead = [n for n in g.nodes() if not any(g.users(r.name) or r.name in g.outputs
+                                                        for r in g.op(n).results)]
+                if dead:
+                    g.remove_op(dead[rng.integers(len(dead))])
+            assert g.nodes() == list(nx.lexicographical_topological_sort(g.nx)), step
