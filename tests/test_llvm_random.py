@@ -166,8 +166,9 @@ def test_movement_any_shape(shape, seed, data):
 @given(lead=st.lists(st.integers(1, 4), max_size=2), M=dims, N=st.integers(1, 1100), K=depth,
        tb=st.booleans(), seed=st.integers(0, 2**32 - 1))
 def test_float_matmul_any_shape(lead, M, N, K, tb, seed):
-    """The dense f32 kernels (transpose_b: vector dots over tiles of rows; [K, N]: the output rows as
-    accumulators, DCOLS columns at a time, so N up to 1100 crosses a column chunk) within 1e-4 sum |x||w|."""
+    """The dense f32 kernels (transpose_b: vector dots over tiles of rows; [K, N]: blocks of output columns in
+    registers over tiles of rows, the weight read in row chunks when large, so N up to 1100 crosses blocks and
+    a masked tail) within 1e-4 sum |x||w|."""
     rng = np.random.default_rng(seed)
     gb = G()
     x = rng.standard_normal(tuple(lead) + (M, K)).astype(np.float32)

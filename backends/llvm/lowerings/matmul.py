@@ -29,7 +29,8 @@ Three tiers, chosen per op at lowering time:
 
 * the same fast kernel for ``qmatmul_i8`` over **unpacked int8** weights (matmul_plan.py ``_raw_i8_plan``);
 * a **dense f32** kernel for float matmuls with 2-D f32 weights (either orientation): vector dot products
-  over tiles of rows, or the output rows as accumulators for ``[K, N]`` weights (matmul_dense.py).
+  over tiles of rows, or for ``[K, N]`` weights an outer-product micro-kernel (a block of output columns in
+  registers, x broadcast a row at a time; matmul_dense.py).
 
 The last < 32 codes of K not a multiple of the block are finished by the scalar decode (never reading past a
 row); no kernel reads or writes outside its buffers. Epilogues run in f64 (libm) and round to the result type
