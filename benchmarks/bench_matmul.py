@@ -4,13 +4,14 @@ same shapes, at 1 and 2 threads, as microseconds per op and ratios peer/ladder (
 
     python benchmarks/bench_matmul.py [--repeat 10] [--quick] [--hot] [--threads 1,2]
                                       [--llama-cpp PATH/TO/test-backend-ops] [--no-ort]
-    python benchmarks/bench_matmul.py --gguf [--shapes MxNxK,...] [--threads 1,2] [--act f32,q8_0]
+    python benchmarks/bench_matmul.py --gguf [--shapes MxNxK,...] [--threads 1,2] [--act f32,q8] [--types ...]
 
-``--gguf`` times Q8_0 and Q4_0 projections as the GGUF importer builds them (codes + f16 scales per 32 +
-dequant + matmul, through the default pipeline), with float activations (the importer's form before
-llama.cpp's Q8_0 activations) and with them (``qmatmul_q8``), as microseconds and GB/s of the file's weight
-bytes (34 bytes per 32 Q8_0 weights, 18 for Q4_0) and GFLOP/s (2 m n k per op). A 125M llama's prefill:
-``--gguf --hot --act q8_0 --shapes 64x768x768,64x2048x768,1x768x768,1x2048x768``.
+``--gguf`` times Q8_0, Q4_0 and TQ2_0 projections as the GGUF importer builds them (codes + f16 scales per
+block + dequant + matmul, through the default pipeline), with float activations (the importer's form before
+llama.cpp's int8 activations) and with them (``qmatmul_q8``: Q8_0 blocks for Q8_0 / Q4_0, Q8_K for TQ2_0), as
+microseconds and GB/s of the file's weight bytes (34 bytes per 32 Q8_0 weights, 18 for Q4_0, 66 per 256 TQ2_0)
+and GFLOP/s (2 m n k per op). A 125M llama's prefill: ``--gguf --hot --act q8 --shapes
+64x768x768,64x2048x768,1x768x768,1x2048x768``; its decode: ``--shapes 1x768x768,1x2048x768,1x768x2048,1x32000x768``.
 
 Shapes are (m tokens, n outputs, k): GEMV m = 1 with k = 4096 and 14336, GEMM m = 32, k = 4096, n = 4096
 (llama.cpp's notation swaps the names: its m = 4096 outputs, n = tokens).
@@ -155,29 +156,34 @@ def build(op, dname, layout, m, n, k, rng, hot=False):
 
 # -- GGUF Q8_0 / Q4_0 weights as the GGUF importer builds them ---------------------------------------------
 
-GGUF_CASES = {"Q8_0": ("i8", 34), "Q4_0": ("i4", 18)}  # ggml type -> (ladder code dtype, bytes per 32 weights)
+# ggml type -> (ladder code dtype, bytes per block, weights per block, the activations its dot product takes)
+GGUF_CASES = {"Q8_0": ("i8", 34, 32, "q8_0"), "Q4_0": ("i4", 18, 32, "q8_0"), "TQ2_0": ("ternary", 66, 256, "q8_k")}
 GGUF_SHAPES = [(1, 2048, 2048), (1, 768, 2048), (32, 2048, 2048), (32, 768, 2048)]
 
 
 def gguf_text(qtype: str, act: str, m: int, n: int, k: int, copies: int) -> str:
-    """The graph frontends/gguf.py makes for ``copies`` projections of one x by Q8_0/Q4_0 weights: codes +
-    f16 scales per 32 + dequant + matmul{transpose_b}; ``act = "q8_0"`` feeds x through llama.cpp's Q8_0
-    activation quantization first (absmax i8 per 32, the scale rounded to f16), once per copy (equal work to a
-    peer's op, which quantizes its input itself); ``act = "f32"`` keeps float activations."""
-    dname, _ = GGUF_CASES[qtype]
-    nb = k // 32
+    """The graph frontends/gguf.py makes for ``copies`` projections of one x by Q8_0/Q4_0/TQ2_0 weights: codes
+    + f16 scales per block + dequant + matmul{transpose_b}; ``act = "q8_0"`` feeds x through llama.cpp's Q8_0
+    activation quantization first (absmax i8 per 32, the scale rounded to f16), ``act = "q8_k"`` through its Q8_K
+    one (absmax i8 per 256, an f32 scale), once per copy (equal work to a peer's op, which quantizes its input
+    itself); ``act = "f32"`` keeps float activations."""
+    dname, _, blk, _ = GGUF_CASES[qtype]
+    nb = k // blk
     lines = []
     for c in range(copies):
         lines.append(f"%w{c} = param @w{c} : {dname}[{n}, {k}]")
         lines.append(f"%s{c} = param @s{c} : f16[{n}, {nb}]")
-        lines.append(f"%d{c} = dequant %w{c}, %s{c} {{group = 32, dtype = f32}} : f32[{n}, {k}]")
+        lines.append(f"%d{c} = dequant %w{c}, %s{c} {{group = {blk}, dtype = f32}} : f32[{n}, {k}]")
         xin = "%x"
-        if act == "q8_0":
-            lines.append(f"%xq{c}, %xs{c} = quantize %x {{scheme = \"absmax\", dtype = i8, group = 32}} "
+        if act in ("q8_0", "q8_k"):
+            lines.append(f"%xq{c}, %xs{c} = quantize %x {{scheme = \"absmax\", dtype = i8, group = {blk}}} "
                          f": i8[{m}, {k}], f32[{m}, {nb}]")
-            lines.append(f"%xh{c} = cast %xs{c} {{dtype = f16}} : f16[{m}, {nb}]")
-            lines.append(f"%xr{c} = cast %xh{c} {{dtype = f32}} : f32[{m}, {nb}]")
-            lines.append(f"%xd{c} = dequant %xq{c}, %xr{c} {{group = 32, dtype = f32}} : f32[{m}, {k}]")
+            xr = f"%xs{c}"
+            if act == "q8_0":  # Q8_0's scale is f16
+                lines.append(f"%xh{c} = cast %xs{c} {{dtype = f16}} : f16[{m}, {nb}]")
+                lines.append(f"%xr{c} = cast %xh{c} {{dtype = f32}} : f32[{m}, {nb}]")
+                xr = f"%xr{c}"
+            lines.append(f"%xd{c} = dequant %xq{c}, {xr} {{group = {blk}, dtype = f32}} : f32[{m}, {k}]")
             xin = f"%xd{c}"
         lines.append(f"%y{c} = matmul {xin}, %d{c} {{transpose_b = true}} : f32[{m}, {n}]")
     outs = ", ".join(f"f32[{m}, {n}]" for _ in range(copies))
@@ -188,21 +194,22 @@ def gguf_text(qtype: str, act: str, m: int, n: int, k: int, copies: int) -> str:
 def build_gguf(qtype, act, m, n, k, rng, hot=False, pipeline=None):
     """One GGUF case compiled with the default pipeline (or ``pipeline``): (module, feeds, copies, weight bytes
     in the file's format)."""
-    dname, blk_bytes = GGUF_CASES[qtype]
-    wbytes = n * k // 32 * blk_bytes
+    dname, blk_bytes, blk, _ = GGUF_CASES[qtype]
+    wbytes = n * k // blk * blk_bytes
     copies = n_copies(wbytes, hot)
     weights = {}
     for c in range(copies):
-        lo, hi = (-127, 128) if dname == "i8" else (-8, 8)
+        lo, hi = {"i8": (-127, 128), "i4": (-8, 8), "ternary": (-1, 2)}[dname]
         weights[f"w{c}"] = rng.integers(lo, hi, (n, k)).astype(DTYPES[dname].np_dtype)
-        weights[f"s{c}"] = (rng.random((n, k // 32)) * 0.01 + 0.001).astype(np.float16)
+        weights[f"s{c}"] = (rng.random((n, k // blk)) * 0.01 + 0.001).astype(np.float16)
     g = ladder.parse(gguf_text(qtype, act, m, n, k, copies))
     feeds = {"x": rng.standard_normal((m, k)).astype(np.float32)}
     return compile_graph(g, weights, pipeline=pipeline), feeds, copies, wbytes
 
 
 def gguf_main(args, thread_counts, bw) -> None:
-    """``--gguf``: Q8_0 and Q4_0 projections as imported from a GGUF file, float or Q8_0 activations."""
+    """``--gguf``: Q8_0, Q4_0 and TQ2_0 projections as imported from a GGUF file, float activations or the ones
+    llama.cpp's dot product takes (Q8_0 for Q8_0 / Q4_0, Q8_K for TQ2_0: ``--act q8``)."""
     rng = np.random.default_rng(0)
     shapes = GGUF_SHAPES
     if args.shapes:
@@ -212,8 +219,11 @@ def gguf_main(args, thread_counts, bw) -> None:
     print(hdr)
     print("-" * len(hdr))
     for m, n, k in shapes:
-        for qtype in GGUF_CASES:
+        for qtype in args.types.split(","):
             for act in args.act.split(","):
+                act = GGUF_CASES[qtype][3] if act == "q8" else act
+                if act not in ("f32", GGUF_CASES[qtype][3]):
+                    continue
                 cg, feeds, copies, wbytes = build_gguf(qtype, act, m, n, k, rng, args.hot)
                 kinds = sorted({op.kind for op in cg.graph.ops() if "matmul" in op.kind})
                 for threads in thread_counts:
@@ -359,7 +369,9 @@ def main(argv=None) -> None:
     ap.add_argument("--gguf", action="store_true",
                     help="Q8_0 and Q4_0 weights as the GGUF importer builds them (n k = 2048 2048 and 768 2048, m = 1 "
                          "and 32), float activations and llama.cpp's Q8_0 ones, through the default pipeline")
-    ap.add_argument("--act", default="f32,q8_0", help="--gguf activations: f32 and/or q8_0 (qmatmul_q8)")
+    ap.add_argument("--act", default="f32,q8", help="--gguf activations: f32 and/or q8 (the int8 blocks of each type's "
+                    "llama.cpp dot product, qmatmul_q8: q8_0 for Q8_0 and Q4_0, q8_k for TQ2_0; or name q8_0 / q8_k)")
+    ap.add_argument("--types", default="Q8_0,Q4_0,TQ2_0", help="--gguf weight types, comma separated")
     args = ap.parse_args(argv)
     ROUNDS = max(1, args.rounds)
     thread_counts = [int(t) for t in args.threads.split(",")]

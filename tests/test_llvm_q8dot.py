@@ -322,3 +322,67 @@ def test_the_crumb_plan_follows_the_target_and_the_layout():
     # codes 0..31: tq2's lowest bit field of bytes 0..31 (llama.cpp's order), crumb64's highest
     crumb64 = plan_of("cpu:avx2", "crumb64+f16", 256)
     assert (0, 0, 0) in tq2.pieces and (0, 6, 0) in crumb64.pieces and (0, 0, 0) not in crumb64.pieces
+
+
+# -- the GEMV (one row of x: decode) ---------------------------------------------------------------------------
+
+GEMV_WEIGHTS = [("i8", None, "f16", 32), ("i4", "nib16+f16", None, 32), ("i4", "nib16", "f32", 32),
+                ("u4", "nib16+bf16", None, 32), ("u4", "nib16", "f16", 32), ("ternary", "tq2+f16", None, 256),
+                ("ternary", "crumb64", "f32", 256), ("i2", "crumb64+f16", None, 256)]
+GEMV_IDS = [f"{d}-{p or 'raw'}" for d, p, _, _ in GEMV_WEIGHTS]
+
+
+def _one_op_graph(rng, dname, layout, sdt, group, M, N, K):
+    gb = G()
+    _case(gb, rng, dname, layout, sdt, (), M, N, K, group=group)
+    return gb
+
+
+@pytest.mark.parametrize("target", ["cpu", "cpu:avx2", "cpu:generic"])
+@pytest.mark.parametrize("dname,layout,sdt,group", GEMV_WEIGHTS, ids=GEMV_IDS)
+def test_gemv_gives_the_bits_of_a_leftover_row(target, dname, layout, sdt, group):
+    """One row of x takes the GEMV kernel (several weight rows a step); the last row of 5 (left over from a tile
+    of 4) takes the row-at-a-time loop. The same x there gives the same bits: N on and off multiples of the
+    GEMV's row group, K from one block to whole groups of 8 and a tail."""
+    rng = np.random.default_rng(len(GEMV_IDS) + len(target) + group)
+    for N, K in [(1, group), (3, 2 * group), (5, 9 * 32 if group == 32 else 3 * group), (13, 24 * 32), (9, 2048)]:
+        gb = _one_op_graph(rng, dname, layout, sdt, group, 5, N, K)
+        one = _one_op_graph(rng, dname, layout, sdt, group, 1, N, K)
+        cg5 = compile_graph(gb.graph(), gb.weights, target=target, pipeline="")
+        x5, s5 = (gb.feeds[k] for k in sorted(gb.feeds))
+        x1, s1 = sorted(one.feeds)
+        w5 = dict(zip(sorted(gb.weights), [gb.weights[k] for k in sorted(gb.weights)]))
+        cg1 = compile_graph(one.graph(), {k1: w5[k5] for k1, k5 in zip(sorted(one.weights), sorted(gb.weights))},
+                            target=target, pipeline="")
+        feeds1 = {x1: x5[4:5], s1: s5[4:5]}
+        got5 = next(iter(cg5.run(gb.feeds).values()))
+        got1 = [next(iter(cg1.run(feeds1, threads=t).values())) for t in (1, 2)]
+        assert np.array_equal(got1[0], got1[1]), f"{N}x{K}: threads differ"
+        assert np.array_equal(got1[0][0].view(np.uint32), got5[4].view(np.uint32)), f"{N}x{K}"
+
+
+@pytest.mark.parametrize("target", ["cpu", "cpu:avx2", "cpu:generic"])
+def test_gemv_matches_the_reference_and_stays_inside_its_buffers(target):
+    """The GEMV on guarded buffers (a read past the end faults, a write outside is seen; the prefetch hints stay
+    inside the weights), split between two work ranges at an odd row as two threads take it."""
+    rng = np.random.default_rng(17)
+    for N, K in [(1, 256), (6, 512), (7, 768), (13, 2048)]:
+        gb = G()
+        for dname, layout, sdt, group in GEMV_WEIGHTS:
+            _case(gb, rng, dname, layout, sdt, (), 1, N, K, group=group)
+        g = gb.graph()
+        cg = compile_graph(g, gb.weights, target=target, pipeline="")
+        ref = ladder.run(g, gb.feeds, weights=gb.weights)
+        from ladder.interpreter import Session
+        fixed = Session(cg.graph, gb.weights).fixed
+        steps = [step for step in cg.steps if step.op.kind == "qmatmul_q8"]
+        assert len(steps) == len(GEMV_WEIGHTS)
+        for step in steps:
+            ins = [Guarded(fixed[o] if o in fixed else gb.feeds[o]) for o in step.op.operands]
+            r = step.op.results[0]
+            out = Guarded(np.full(r.type.storage_shape, np.nan, r.type.storage_np_dtype))
+            cut = step.spec.work // 2 | 1 if step.spec.work > 1 else 0
+            for lo, hi in ((0, cut), (cut, step.spec.work)):
+                step.fn(*[a.ptr for a in ins], out.ptr, lo, hi)
+            assert all(a.canary_ok() for a in ins + [out]), step.op.describe()
+            assert np.all(np.abs(out.arr - ref[r.name]) <= gb.meta[r.name]), step.op.describe()

@@ -19,9 +19,12 @@ Two tiers, chosen per op at lowering time:
   - elsewhere (no AVX2): i16 products of signed values.
 
   The 8 lanes of partial sums become f32 and are multiplied by (w's scale * x's scale) into f32 accumulators.
-  A GEMV (one row of x) takes blocks 8 at a time, their scales as one vector (one conversion and one multiply
-  per 8 blocks), with two accumulators (the add's latency does not bound the stream), one weight row at a
-  time (interleaved rows defeat the hardware prefetcher) and a prefetch a cache line ahead. Several rows of x
+  A GEMV (one row of x: decode) takes GEMV_ROWS weight rows at a time (nibbles; int8 weights one: see
+  GEMV_ROWS_I8), each block of x, its offset's products and its scale loaded once for them, blocks 8 at a
+  time into two accumulators per output (the add's latency does not bound the stream), each block's f16 scale
+  broadcast as stored and converted as a vector, and prefetch hints a row group ahead. Rows of x left over
+  from a tile of MTILE take the same sums one weight row at a time (``tile``): the GEMV gives their bits.
+  Several rows of x
   (VNNI or AVX2 dots) take register tiles: MTILE rows of x by NTILE weight rows (NTILE_WIDE with 32 vector
   registers), the accumulators in registers, each weight block decoded once and each block of x loaded once
   per tile; int8 weights there take x + 128 (unsigned) times w less 128 times w's sums (per weight block, not
@@ -58,6 +61,10 @@ MCHUNK = 64  # rows of x per pass over the weight rows, at most
 SCRATCH = 128 << 10  # bytes of stack for a pass's rows of x (clipped codes, and the offset's products)
 MTILE = 4  # rows of x sharing one decoded weight block
 NTILE, NTILE_WIDE = 2, 4  # weight rows sharing each block of x (MTILE x NTILE accumulators: 16 vector registers, 32)
+# weight rows sharing each block of x in a GEMV (one row of x): 4 for nibbles; int8 weights take one (4 or 2
+# interleaved 768-byte rows streamed from L3/DRAM ran 2-3x slower at 32000 x 768 on Zen 4, the prefetch hints
+# 3-8 KB ahead or none alike, though 2048 x 768 in L2 gained 10%)
+GEMV_ROWS, GEMV_ROWS_I8 = 4, 1
 GROUP = 8  # blocks per step: their scales are one vector of 8 (both scales multiplied once per 8 blocks)
 
 
@@ -82,6 +89,7 @@ class Q8Plan:
     dot: str  # "vnni" (vpdpbusd), "madd" (vpmaddubsw + vpmaddwd) or "i16" (portable products)
     f16c: bool  # fpext half -> float is one instruction (else integer arithmetic, as codegen does)
     fma: bool
+    gfni: bool = False  # nibbles decode in one vgf2p8affineqb (GFNI + AVX; both nibbles' XORs alike)
 
 
 def plan(ctx, op, ins) -> Q8Plan | None:
@@ -115,7 +123,8 @@ def plan(ctx, op, ins) -> Q8Plan | None:
         inline_scale=inline,
         sw=None if inline is not None else ins[3].dtype, sx=sx.dtype,
         dot="vnni" if madd and t.supports("i8-dot") else ("madd" if madd else "i16"),
-        f16c="f16c" in feats or "avx512f" in feats, fma=t.supports("f32-fma"))
+        f16c="f16c" in feats or "avx512f" in feats, fma=t.supports("f32-fma"),
+        gfni=nibbles and "gfni" in feats and "avx" in feats and nib_xor >> 4 == nib_xor & 15)
 
 
 def _nib_blocks(L) -> bool:
@@ -156,6 +165,8 @@ def _lower_blocks(ctx, op, ins, outs, p: Q8Plan):
     vsum = ctx.declare("llvm.vector.reduce.fadd.v8f32", F32, [F32, v8f])
     fence = ctx.declare("llvm.arithmetic.fence.v8f32", v8f, [v8f])
     prefetch = ctx.declare("llvm.prefetch.p0", ir.VoidType(), [ir.PointerType(), I32, I32, I32])
+    if p.gfni:
+        affine = ctx.declare("llvm.x86.vgf2p8affineqb.256", v32i8, [v32i8, v32i8, I8])
     if p.dot != "i16":
         vabs = ctx.declare("llvm.abs.v32i8", v32i8, [v32i8, ir.IntType(1)])
         psign = ctx.declare("llvm.x86.avx2.psign.b", v32i8, [v32i8, v32i8])
@@ -183,14 +194,22 @@ def _lower_blocks(ctx, op, ins, outs, p: Q8Plan):
         blk = b.add(wrow, b.mul(j, C64(p.stride)))
         if not p.nibbles:
             return b.load(gep8(b, pw, blk), typ=v32i8, align=1)
-        # codes 0-15 in the low nibbles, 16-31 in the high ones: the bytes, and the bytes shifted right by 4 in
-        # 16-bit lanes, side by side; one AND keeps the nibbles. Two's complement nibbles (i4) are made offset
-        # binary first (c ^ 8, both nibbles at once): the value is the nibble - 8.
+        # codes 0-15 in the low nibbles, 16-31 in the high ones: the 16 bytes in both halves (one broadcast
+        # load), the upper half shifted right by 4 in 32-bit lanes (the bits shifted in from the next byte are
+        # masked off), one AND keeps the nibbles. Two's complement nibbles (i4) are then made offset binary (XOR
+        # 8, with the AND one vpternlog): the value is the nibble - 8. With GFNI, shift, mask and XOR are one
+        # affine map per byte.
         packed = b.load(gep8(b, pw, b.add(blk, C64(p.codes_at))), typ=v16i8, align=1)
+        if p.gfni:  # an affine map over GF(2) per byte, one matrix a half: bits 0-3 or 4-7 to bits 0-3, then the XOR
+            rows = [[0, 0, 0, 0, 8, 4, 2, 1], [0, 0, 0, 0, 128, 64, 32, 16]]  # matrix byte 7 - i gives result bit i
+            matrix = ir.Constant(v32i8, rows[0] * 2 + rows[1] * 2)
+            wv = b.call(affine, [b.shuffle_vector(packed, packed, ir.Constant(v32i32, list(range(16)) * 2)), matrix,
+                                 ir.Constant(I8, p.nib_xor & 15)])
+            return b.sub(wv, splat8(8)) if p.signed and not offset else wv
+        both = b.bitcast(b.shuffle_vector(packed, packed, ir.Constant(v32i32, list(range(16)) * 2)), v8i32)
+        wv = b.and_(b.bitcast(b.lshr(both, ir.Constant(v8i32, [0] * 4 + [4] * 4)), v32i8), splat8(15))
         if p.nib_xor:
-            packed = b.xor(packed, ir.Constant(v16i8, [p.nib_xor] * 16))
-        hi = b.bitcast(b.lshr(b.bitcast(packed, v8i16), ir.Constant(v8i16, [4] * 8)), v16i8)
-        wv = b.and_(b.shuffle_vector(packed, hi, ir.Constant(v32i32, list(range(32)))), splat8(15))
+            wv = b.xor(wv, ir.Constant(v32i8, [p.nib_xor & 15] * 16 + [p.nib_xor >> 4] * 16))
         return b.sub(wv, splat8(8)) if p.signed and not offset else wv
 
     def scales(b, n, wrow, j, count):
@@ -279,6 +298,16 @@ def _lower_blocks(ctx, op, ins, outs, p: Q8Plan):
                     b.store(b.bitcast(b.sub(ir.Constant(c.type, None), c), v32i8),
                             vec_at(b, b.add(b.add(dst, C64(K)), at)), align=32)
 
+    def by_groups(b, G, blocks, name):
+        """Blocks 0 .. NB-1 of a row: ``blocks(b, j0, G)`` on whole groups of G, then ``blocks(b, j, 1)``."""
+        full = NB - NB % G
+        if full:
+            with for_range(b, 0, full, step=G, name=name, vectorize=False) as j0:
+                blocks(b, j0, G)
+        if full < NB:
+            with for_range(b, full, NB, name=f"{name}1", vectorize=False) as j:
+                blocks(b, j, 1)
+
     def tile(b, n, m0, mc, T):
         """Rows m0 .. m0+T-1 of x (of the pass starting at row mc) against weight row n."""
         wrow = b.mul(n, C64(p.row_bytes))
@@ -319,14 +348,8 @@ def _lower_blocks(ctx, op, ins, outs, p: Q8Plan):
                 for s_, v in zip(row, vals):
                     b.store(v, s_)
 
-        G = GROUP if T == 1 else 1  # several rows of x: 8 vectors of scales a row would not stay in registers
-        full = NB - NB % G
-        if full:
-            with for_range(b, 0, full, step=G, name="blk", vectorize=False) as j0:
-                blocks(b, j0, G)
-        if full < NB:
-            with for_range(b, full, NB, name="blk1", vectorize=False) as j:
-                blocks(b, j, 1)
+        # several rows of x: 8 vectors of scales a row would not stay in registers
+        by_groups(b, GROUP if T == 1 else 1, blocks, "blk")
         for t in range(T):
             acc = b.load(slots[t][0], typ=v8f)
             for s_ in slots[t][1:]:
@@ -386,7 +409,74 @@ def _lower_blocks(ctx, op, ins, outs, p: Q8Plan):
                 acc = b.call(vsum, [ir.Constant(F32, -0.0), b.load(slots[t][c], typ=v8f)])
                 store_epilogue(ctx, b, op, outs[0], py, acc, b.add(b.mul(ms[t], C64(N)), ns[c]))
 
-    if p.dot == "i16" or CH < MTILE:
+    gemv_rows = GEMV_ROWS if p.nibbles else GEMV_ROWS_I8
+
+    def w_scale_splat(b, n, wrow, j):
+        """Block j's weight scale in 8 lanes: f16 broadcast as stored and converted as a vector (one broadcast load
+        and one vcvtph2ps), else converted and broadcast."""
+        if (p.inline_scale or p.sw).name != "f16" or not p.f16c:
+            return splat(b, scales(b, n, wrow, j, 1))
+        if p.inline_scale is not None:
+            at = gep8(b, pw, b.add(b.add(wrow, b.mul(j, C64(p.stride))), C64(p.scale_at)))
+        else:
+            at = b.gep(psw, [b.add(b.mul(n, C64(NB)), j)], source_etype=I16)
+        raw = b.insert_element(ir.Constant(v8i16, None), b.load(at, typ=I16, align=1), C32(0))
+        raw = b.shuffle_vector(raw, ir.Constant(v8i16, None), ir.Constant(v8i32, [0] * 8))
+        return b.call(fence, [b.fpext(b.bitcast(raw, ir.VectorType(ir.HalfType(), 8)), v8f)])
+
+    def gemv(b, n0, C):
+        """The one row of x against weight rows n0 .. n0+C-1 (a GEMV): each block of x (and its offset's
+        products, its scale) loaded once for the C rows. Per output the sums and order of ``tile(b, n, 0, 0, 1)``
+        (blocks 8 at a time into two alternating accumulators, the rest into the first), so the same bits."""
+        ns = [b.add(n0, C64(c)) for c in range(C)]
+        wrows = [b.mul(n, C64(p.row_bytes)) for n in ns]
+        slots = [[entry_alloca(b, v8f) for _ in range(2)] for _ in range(C)]
+        for row in slots:
+            for s_ in row:
+                b.store(ir.Constant(v8f, None), s_)
+        ahead = gemv_rows * p.row_bytes * -(-PREFETCH // (gemv_rows * p.row_bytes))  # whole row groups ahead
+
+        def blocks(b, j0, count):
+            if count > 1:  # hints one group of rows ahead: what the loop reads after this group
+                for c in range(C):
+                    here = b.add(wrows[c], b.mul(j0, C64(p.stride)))
+                    for line in range(0, count * p.stride, 64):
+                        off = b.add(here, C64(ahead + line))
+                        off = b.select(b.icmp_signed("<", off, C64(w_bytes)), off, C64(w_bytes - 1))
+                        b.call(prefetch, [gep8(b, pw, off), C32(0), C32(3), C32(1)])
+            accs = [[b.load(s_, typ=v8f) for s_ in row] for row in slots]
+            # scales beside the codes (contiguous per row): both as vectors of 8, one multiply, lanes broadcast
+            ds = None
+            if p.inline_scale is None and count > 1:
+                xs8 = x_scales(b, C64(0), j0, count)
+                ds = [b.fmul(scales(b, ns[c], wrows[c], j0, count), xs8) for c in range(C)]
+            for a in range(count):
+                j = b.add(j0, C64(a))
+                at = b.mul(j, C64(BLOCK))
+                xv = b.load(vec_at(b, at), typ=v32i8, align=32)
+                corr = b.bitcast(b.load(vec_at(b, b.add(C64(K), at)), typ=v32i8, align=32), corr_t) if offset else None
+                xsv = splat(b, x_scales(b, C64(0), j, 1)) if ds is None else None
+                for c in range(C):
+                    wv = codes(b, wrows[c], j)
+                    wabs = b.call(vabs, [wv, ir.Constant(ir.IntType(1), 0)]) if p.dot != "i16" and not offset else None
+                    pf = b.sitofp(dot(b, wv, wabs, xv, corr), v8f)
+                    d = b.fmul(w_scale_splat(b, ns[c], wrows[c], j), xsv) if ds is None else b.shuffle_vector(
+                        ds[c], ir.Constant(v8f, None), ir.Constant(v8i32, [a] * 8))
+                    acc = accs[c][a % 2]
+                    accs[c][a % 2] = b.call(muladd, [pf, d, acc]) if p.fma else b.fadd(b.fmul(pf, d), acc)
+            for row, vals in zip(slots, accs):
+                for s_, v in zip(row, vals):
+                    b.store(v, s_)
+
+        by_groups(b, GROUP, blocks, "gblk")
+        for c in range(C):
+            acc = b.fadd(b.load(slots[c][0], typ=v8f), b.load(slots[c][1], typ=v8f))
+            store_epilogue(ctx, b, op, outs[0], py, b.call(vsum, [ir.Constant(F32, -0.0), acc]), ns[c])
+
+    if R == 1:
+        fill(b, C64(0), C64(1))
+        in_tiles(b, begin, end, gemv_rows, gemv, name="n")
+    elif p.dot == "i16" or CH < MTILE:
         passes_over_weights(b, R, CH, begin, end, min(MTILE, CH) if CH > 1 else 1, fill, tile)
     else:
         NT = NTILE_WIDE if "avx512f" in ctx.target.features() else NTILE  # 32 vector registers, or 16

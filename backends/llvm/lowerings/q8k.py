@@ -14,7 +14,9 @@ them offset codes: value = code - zero, zero 1 for ternary) are multiplied unsig
 8 int32 lanes (``vpdpbusd`` with VNNI, ``vpmaddubsw`` + ``vpmaddwd`` on AVX2, i16 products elsewhere); the
 block's lanes become f32 once and are multiplied by both scales into f32 accumulators, and the offset is taken
 off once per block as zero times x's block sum times both scales. Rows of x are taken 4 at a time against each
-decoded block.
+decoded block; one row of x (a GEMV: decode) against GEMV_ROWS weight rows at a time, each piece of x loaded
+once for them, the same float sums per output as a row at a time. With GFNI a field (shift, mask and XOR) is
+one ``vgf2p8affineqb``.
 
 Only the summation order differs from the reference's (integers exactly, then one product per block), so the
 results agree to float rounding (tests/test_llvm_q8dot.py).
@@ -35,12 +37,13 @@ from ladder.types import DType
 from .decode import gep8, scale_to_f32
 
 from .epilogue import store_epilogue
-from .tiling import PREFETCH, passes_over_weights
+from .tiling import PREFETCH, in_tiles, passes_over_weights
 
 SUB = 32  # codes per integer dot product step: one 256-bit vector of int8
 MCHUNK = 64  # rows of x per pass over the weight rows, at most
 SCRATCH = 128 << 10  # bytes of stack for a pass's rows of x
 MTILE = 4  # rows of x sharing one decoded block
+GEMV_ROWS = 4  # weight rows sharing each block of x in a GEMV (one row of x)
 
 
 @dataclass(frozen=True)
@@ -63,6 +66,7 @@ class CrumbPlan:
     sx: DType
     dot: str  # "vnni", "madd" or "i16"
     f16c: bool
+    gfni: bool = False  # a field (shifted down, masked, XORed) is one vgf2p8affineqb
 
 
 def pieces_of(layout) -> tuple[tuple[int, int, int], ...] | None:
@@ -106,7 +110,8 @@ def plan(ctx, op, ins) -> CrumbPlan | None:
                      scale_at=p.scale_offset(0) if inline else 0, inline_scale=p.scale if inline else None,
                      sw=None if inline else ins[3].dtype, sx=sx.dtype,
                      dot="vnni" if madd and t.supports("i8-dot") else ("madd" if madd else "i16"),
-                     f16c="f16c" in feats or "avx512f" in feats)
+                     f16c="f16c" in feats or "avx512f" in feats,
+                     gfni="gfni" in feats and "avx" in feats and base.bits == 2 and base.mask == 3)
 
 
 def lower(ctx, op, ins, outs, p: CrumbPlan):
@@ -164,8 +169,21 @@ def lower(ctx, op, ins, outs, p: CrumbPlan):
                                             [b.sext(xv, v32i32)]))
                 b.store(tot, bsum_at(b, dst, j))
 
+    if p.gfni:
+        affine = ctx.declare("llvm.x86.vgf2p8affineqb.256", v32i8, [v32i8, v32i8, ir.IntType(8)])
+
+    def piece(b, at):
+        """A 32-byte piece of codes as loaded: with GFNI its XOR is left to ``field``."""
+        chunk = b.load(gep8(b, pw, at), typ=v32i8, align=1)
+        return b.xor(chunk, splat8(p.xor)) if p.xor and not p.gfni else chunk
+
     def field(b, chunk, shift):
         """One bit field of each byte of a 32-byte piece: 32 offset codes."""
+        if p.gfni:  # an affine map over GF(2) per byte: bits shift, shift + 1 to bits 0, 1, the XOR its constant
+            rows = [0] * 8
+            rows[7], rows[6] = 1 << shift, 1 << (shift + 1)  # matrix byte 7 - i gives result bit i
+            matrix = ir.Constant(v32i8, rows * 4)
+            return b.call(affine, [chunk, matrix, ir.Constant(ir.IntType(8), (p.xor >> shift) & p.mask)])
         v = chunk
         if shift:
             v = b.bitcast(b.lshr(b.bitcast(chunk, v16i16), ir.Constant(v16i16, [shift] * 16)), v32i8)
@@ -218,8 +236,7 @@ def lower(ctx, op, ins, outs, p: CrumbPlan):
             chunks = {}
             for at_byte, shift, first in p.pieces:
                 if at_byte not in chunks:
-                    chunk = b.load(gep8(b, pw, b.add(blk, C64(p.codes_at + at_byte))), typ=v32i8, align=1)
-                    chunks[at_byte] = b.xor(chunk, splat8(p.xor)) if p.xor else chunk
+                    chunks[at_byte] = piece(b, b.add(blk, C64(p.codes_at + at_byte)))
                 wv = field(b, chunks[at_byte], shift)
                 at = b.add(b.mul(j, C64(G)), C64(first))
                 for t in range(T):
@@ -237,7 +254,50 @@ def lower(ctx, op, ins, outs, p: CrumbPlan):
             store_epilogue(ctx, b, op, outs[0], py, b.fsub(total, b.load(corrs[t], typ=F32)),
                       b.add(b.mul(ms[t], C64(N)), n))
 
-    passes_over_weights(b, R, CH, begin, end, min(MTILE, CH) if CH > 1 else 1, fill, tile)
+    def gemv(b, n0, C):
+        """The one row of x against weight rows n0 .. n0+C-1 (a GEMV): each 32 codes of x loaded once for the C
+        rows, each row's 8 dot products a block in two chains (integers: exact in any order). Per output the
+        float sums and order of ``tile(b, n, 0, 0, 1)``, so the same bits."""
+        ns = [b.add(n0, C64(c)) for c in range(C)]
+        wrows = [b.mul(n, C64(p.row_bytes)) for n in ns]
+        accs = [entry_alloca(b, v8f) for _ in range(C)]
+        corrs = [entry_alloca(b, F32) for _ in range(C)]
+        for c in range(C):
+            b.store(ir.Constant(v8f, None), accs[c])
+            b.store(ir.Constant(F32, 0.0), corrs[c])
+        ahead = GEMV_ROWS * p.row_bytes * -(-PREFETCH // (GEMV_ROWS * p.row_bytes))  # whole row groups ahead
+        with for_range(b, 0, NB, name="gblk", vectorize=False) as j:
+            xs = x_scale(b, C64(0), j)
+            bs = b.sitofp(b.mul(x_bsum(b, C64(0), j), ir.Constant(I32, p.zero)), F32) if p.zero else None
+            xv = {first: x_vec(b, C64(0), b.add(b.mul(j, C64(G)), C64(first))) for _, _, first in p.pieces}
+            for c in range(C):
+                blk = b.add(wrows[c], b.mul(j, C64(p.stride)))
+                for line in range(0, p.stride, 64):
+                    off = b.add(blk, C64(ahead + line))
+                    off = b.select(b.icmp_signed("<", off, C64(w_bytes)), off, C64(w_bytes - 1))
+                    b.call(prefetch, [gep8(b, pw, off), C32(0), C32(3), C32(1)])
+                d = b.fmul(w_scale(b, ns[c], blk, j), xs)
+                ints = [ir.Constant(v8i32, None)] * 2
+                chunks = {}
+                for i, (at_byte, shift, first) in enumerate(p.pieces):
+                    if at_byte not in chunks:
+                        chunks[at_byte] = piece(b, b.add(blk, C64(p.codes_at + at_byte)))
+                    ints[i % 2] = dot(b, ints[i % 2], field(b, chunks[at_byte], shift), xv[first])
+                dv = b.shuffle_vector(b.insert_element(ir.Constant(v8f, None), d, C32(0)), ir.Constant(v8f, None),
+                                      ir.Constant(v8i32, [0] * 8))
+                total = b.sitofp(b.add(ints[0], ints[1]), v8f)
+                b.store(b.call(muladd, [total, dv, b.load(accs[c], typ=v8f)]), accs[c])
+                if p.zero:
+                    b.store(b.call(fmuladd, [bs, d, b.load(corrs[c], typ=F32)]), corrs[c])
+        for c in range(C):
+            total = b.call(vsum, [ir.Constant(F32, -0.0), b.load(accs[c], typ=v8f)])
+            store_epilogue(ctx, b, op, outs[0], py, b.fsub(total, b.load(corrs[c], typ=F32)), ns[c])
+
+    if R == 1:
+        fill(b, C64(0), C64(1))
+        in_tiles(b, begin, end, GEMV_ROWS, gemv, name="n")
+    else:
+        passes_over_weights(b, R, CH, begin, end, min(MTILE, CH) if CH > 1 else 1, fill, tile)
     b.ret_void()
     return KernelSpec(fn, N, 1)
 
