@@ -85,7 +85,7 @@ from ladder.builder import Builder
 from ladder.errors import LadderError
 from ladder.ir import Graph, Value
 from ladder.models import (BITNET_B158, BITNET_GGUF, LLAMA_GGUF, Arch, BitNetConfig, bitlinear, check_kv_cache,
-                           decoder)
+                           decoder, step_shapes)
 from ladder.quant import dequantize as _dequantize
 from ladder.types import DTYPES, DType
 
@@ -812,35 +812,13 @@ def _check_tensors(f: GGUFFile, h: Hyper) -> tuple[int, dict[str, tuple[int, ...
     return vocab, {**want, **{n: s for n, s in optional.items() if n in f.infos}}
 
 
-def _context_and_seq(h: Hyper, shapes: Mapping[str, Any] | None) -> tuple[int, int]:
-    c = h.cfg
-    seq, context = 1, c.context
-    for name, shape in (shapes or {}).items():
-        name = name.lstrip("%")
-        dims = tuple(shape) if shape is not None else None
-        if name in ("tokens", "pos"):
-            if dims is None or len(dims) != 1 or not 1 <= int(dims[0]) <= 1 << 20:
-                raise GGUFError(f"shape of '{name}' must be (S,) with S >= 1, got {shape}")
-            seq = int(dims[0])
-        elif name.startswith(("k_cache", "v_cache")) and name[7:].isdigit() and int(name[7:]) < c.layers:
-            if dims is None or len(dims) != 3 or dims[0] != c.kv_heads or dims[2] != c.head_dim or dims[1] < 1:
-                raise GGUFError(f"shape of '{name}' must be ({c.kv_heads}, CONTEXT, {c.head_dim}), got {shape}")
-            context = int(dims[1])
-        else:
-            raise GGUFError(f"no input '{name}' to give a shape to; the inputs are tokens, pos, start, kv_len, "
-                            f"k_cacheN, v_cacheN (N < {c.layers})")
-    if seq > context:
-        raise GGUFError(f"a step of {seq} tokens does not fit the cache of {context} positions")
-    return seq, context
-
-
 def config(path: str | os.PathLike, shapes: Mapping[str, Any] | None = None) -> BitNetConfig:
     """The decoder's dimensions (what ``ladder.demo.generate`` needs), with the context that ``load`` with
     the same ``shapes`` uses."""
     f = open_file(path)
     h = _hyper(f)
     vocab, _ = _check_tensors(f, h)
-    _, context = _context_and_seq(h, shapes)
+    _, context = step_shapes(h.cfg, shapes, GGUFError)
     c = h.cfg
     return BitNetConfig(vocab=vocab, hidden=c.hidden, layers=c.layers, heads=c.heads, kv_heads=c.kv_heads,
                         ffn=c.ffn, context=context, rope_theta=c.rope_theta, eps=c.eps)
@@ -1005,7 +983,7 @@ def load_steps(path: str | os.PathLike, steps: Sequence[tuple[Mapping[str, tuple
     src = _Source(f, h, used)
     graphs = []
     for shapes, last_logits in steps:
-        seq, context = _context_and_seq(h, shapes)
+        seq, context = step_shapes(h.cfg, shapes, GGUFError)
         dims = BitNetConfig(vocab=vocab, hidden=c.hidden, layers=c.layers, heads=c.heads, kv_heads=c.kv_heads,
                             ffn=c.ffn, context=context, rope_theta=c.rope_theta, eps=c.eps,
                             kv_cache=check_kv_cache(kv_cache))

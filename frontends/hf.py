@@ -33,7 +33,8 @@ import numpy as np
 from ladder.builder import Builder
 from ladder.errors import LadderError
 from ladder.ir import Graph, Value
-from ladder.models import BITNET_B158, LLAMA_HF, Arch, BitNetConfig, bitlinear, check_kv_cache, decoder
+from ladder.models import (BITNET_B158, LLAMA_HF, Arch, BitNetConfig, bitlinear, check_kv_cache, decoder,
+                           step_shapes)
 
 
 class HFError(LadderError):
@@ -181,26 +182,7 @@ def unpack_ternary(packed: np.ndarray) -> np.ndarray:
 def config(path: str | os.PathLike, shapes: Mapping[str, Any] | None = None) -> BitNetConfig:
     """The decoder's dimensions (context: the cache capacity that ``load`` with the same ``shapes`` uses)."""
     m = read_model(path)
-    return replace(m.cfg, context=_context_and_seq(m, shapes)[1])
-
-
-def _context_and_seq(m: HFModel, shapes) -> tuple[int, int]:
-    c = m.cfg
-    seq, context = 1, c.context
-    for name, shape in (shapes or {}).items():
-        name = name.lstrip("%")
-        dims = tuple(shape) if shape is not None else None
-        if name in ("tokens", "pos") and dims is not None and len(dims) == 1 and dims[0] >= 1:
-            seq = int(dims[0])
-        elif name.startswith(("k_cache", "v_cache")) and dims is not None and len(dims) == 3 \
-                and dims[0] == c.kv_heads and dims[2] == c.head_dim and dims[1] >= 1:
-            context = int(dims[1])
-        else:
-            raise HFError(f"cannot give input '{name}' the shape {shape}; the inputs are tokens, pos (S,), "
-                          f"k_cacheN, v_cacheN ({c.kv_heads}, CONTEXT, {c.head_dim})")
-    if seq > context:
-        raise HFError(f"a step of {seq} tokens does not fit the cache of {context} positions")
-    return seq, context
+    return replace(m.cfg, context=step_shapes(m.cfg, shapes, HFError)[1])
 
 
 class _Source:
@@ -267,7 +249,7 @@ def load(path: str | os.PathLike, shapes: Mapping[str, tuple[int, ...]] | None =
     """(one decoder step graph, its weights by param name) from a Hugging Face model folder (``last_logits``:
     see ladder.models.decoder; ``kv_cache``: the cache's element type, f16 by default, or f32 / bf16)."""
     m = read_model(path)
-    seq, context = _context_and_seq(m, shapes)
+    seq, context = step_shapes(m.cfg, shapes, HFError)
     src = _Source(m, _safetensors(m.path))
     graph = decoder(m.wiring, replace(m.cfg, context=context, kv_cache=check_kv_cache(kv_cache)), src, seq,
                     m.architecture.lower() + "_step", last_logits)

@@ -19,7 +19,7 @@ these names to its own.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Mapping, Protocol
 
 from .builder import Builder
 from .errors import LadderError
@@ -132,6 +132,32 @@ def check_kv_cache(name: str) -> str:
     if name not in KV_CACHE_TYPES:
         raise LadderError(f"kv_cache must be one of {', '.join(KV_CACHE_TYPES)}, not {name!r}")
     return name
+
+
+def step_shapes(cfg: BitNetConfig, shapes: Mapping[str, Any] | None, error: type[LadderError] = LadderError
+                ) -> tuple[int, int]:
+    """(tokens per step, cache capacity) of an imported model's step graph from input shapes given by name
+    (``tokens``/``pos``: (S,); any ``k_cacheN``/``v_cacheN``: (kv_heads, C, head_dim)); by default 1 and
+    ``cfg.context``. Anything else is an ``error`` (the importer's class) naming the input."""
+    c = cfg
+    seq, context = 1, c.context
+    for name, shape in (shapes or {}).items():
+        name = name.lstrip("%")
+        dims = tuple(shape) if shape is not None else None
+        if name in ("tokens", "pos"):
+            if dims is None or len(dims) != 1 or not 1 <= int(dims[0]) <= 1 << 20:
+                raise error(f"shape of '{name}' must be (S,) with S >= 1, got {shape}")
+            seq = int(dims[0])
+        elif name.startswith(("k_cache", "v_cache")) and name[7:].isdigit() and int(name[7:]) < c.layers:
+            if dims is None or len(dims) != 3 or dims[0] != c.kv_heads or dims[2] != c.head_dim or dims[1] < 1:
+                raise error(f"shape of '{name}' must be ({c.kv_heads}, CONTEXT, {c.head_dim}), got {shape}")
+            context = int(dims[1])
+        else:
+            raise error(f"no input '{name}' to give a shape to; the inputs are tokens, pos, start, kv_len, "
+                        f"k_cacheN, v_cacheN (N < {c.layers})")
+    if seq > context:
+        raise error(f"a step of {seq} tokens does not fit the cache of {context} positions")
+    return seq, context
 
 
 def bitlinear(b: Builder, xq: Value, xs: Value, w: Value, ws: Value) -> Value:
