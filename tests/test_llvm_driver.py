@@ -174,3 +174,21 @@ def test_only_kernels_worth_a_parallel_region_get_one():
     out = m({"x": x, "w": w, "s": x[:, :256]})
     np.testing.assert_allclose(out["y"], x @ w, rtol=1e-4, atol=1e-3)
     assert np.array_equal(out["r"], np.maximum(x[:, :256], 0))
+
+
+def test_ops_of_one_kind_attributes_and_types_share_a_kernel():
+    g = ladder.parse("""graph @g(%a: f32[8, 16], %b: f32[8, 16], %c: f32[4, 16]) -> (f32[8, 16], f32[8, 16], f32[4, 16]) {
+  %x = relu %a : f32[8, 16]
+  %y = relu %b : f32[8, 16]
+  %z = relu %c : f32[4, 16]
+  return %x, %y, %z
+}""")
+    m = ladder.compile(g, "cpu", cache=False)
+    steps = {s.op.results[0].name: s for s in m.backend.steps}
+    assert steps["x"].spec.fn is steps["y"].spec.fn and steps["z"].spec.fn is not steps["x"].spec.fn
+    assert sum(line.startswith("define") and "k_relu" in line for line in m.backend.ir_text.splitlines()) == 2
+    rng = np.random.default_rng(0)
+    x = {k: rng.standard_normal(s).astype(np.float32) for k, s in (("a", (8, 16)), ("b", (8, 16)), ("c", (4, 16)))}
+    out = m(x)
+    for k, v in (("x", "a"), ("y", "b"), ("z", "c")):
+        assert np.array_equal(out[k], np.maximum(x[v], 0))

@@ -292,8 +292,22 @@ class CompiledGraph:
         """Every op lowered to its kernel, the entry and the call wrapper: the module's IR text and its steps."""
         g = self.graph
         ctx = KernelContext(self.target, name=f"ladder_{g.name}")
-        steps = [_Step(op, LOWERINGS[op.kind](ctx, op, [g.type_of(o) for o in op.operands],
-                                              [r.type for r in op.results])) for op in ops]
+        # ops of one kind, attributes and types get one kernel: a lowering sees only those (its errors too), and
+        # a decoder repeats each layer's ops (a 12-layer model: ~580 ops, ~40 kernels)
+        kernels: dict = {}
+        steps = []
+        for op in ops:
+            ins, outs = [g.type_of(o) for o in op.operands], [r.type for r in op.results]
+            key = (op.kind, op.attrs, tuple(ins), tuple(outs))
+            try:
+                spec = kernels.get(key)
+            except TypeError:  # an unhashable attribute value: this op gets its own kernel
+                key, spec = None, None
+            if spec is None:
+                spec = LOWERINGS[op.kind](ctx, op, ins, outs)
+                if key is not None:
+                    kernels[key] = spec
+            steps.append(_Step(op, spec))
         self._emit_entry(ctx, steps)
         self._emit_call(ctx, len(steps))
         seal_loops(ctx.module)
