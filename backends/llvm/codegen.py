@@ -294,6 +294,20 @@ def load_f32(b: ir.IRBuilder, ptr, dt: DType, ctx: KernelContext | None = None) 
     return to_f32(b, v, dt)
 
 
+def has_f16c(target: Target) -> bool:
+    """Whether the target converts f16 <-> f32 in one instruction (F16C; every AVX-512 CPU has it)."""
+    feats = target.features()
+    return "f16c" in feats or "avx512f" in feats
+
+
+def stored_to_f32(b: ir.IRBuilder, v: ir.Value, dt: DType, f16c: bool) -> ir.Value:
+    """``to_f32``, with an f16 converted by one instruction where the target has F16C (``has_f16c``): exact
+    either way; only a signalling NaN comes out quieted."""
+    if dt.name == "f16" and f16c:
+        return b.fpext(b.bitcast(v, ir.HalfType()), F32)
+    return to_f32(b, v, dt)
+
+
 def to_f32(b: ir.IRBuilder, v: ir.Value, dt: DType) -> ir.Value:
     name = dt.name
     if name == "f32":

@@ -32,14 +32,6 @@ def int_value(b, ptr, dt):
     return b.zext(v, I32) if dt.kind == "uint" else b.sext(v, I32)
 
 
-def scale_to_f32(b, v, dt, f16c: bool):
-    """A loaded block scale (its storage) -> f32: one conversion instruction for f16 where the target has F16C,
-    else ``to_f32``."""
-    if dt.name == "f16" and f16c:
-        return b.fpext(b.bitcast(v, ir.HalfType()), F32)
-    return to_f32(b, v, dt)
-
-
 class Decoder:
     """Scalar decode of element k of a packed row (any packing of ladder.packing, block-scaled or not), derived
     from the packing's declaration: the byte and slot of a code (``Packing.place``), its field (shift and mask)

@@ -21,7 +21,8 @@ import numpy as np
 from llvmlite import ir
 
 from ladder.backends.llvm.codegen import (C32, C64, F32, F32C, F64, I8, I32, I64, PTR, KernelSpec, elem_ptr,
-                                          entry_alloca, for_range, from_f32, lowers, report, storage_type, to_f32)
+                                          entry_alloca, for_range, from_f32, has_f16c, lowers, report, storage_type,
+                                          stored_to_f32, to_f32)
 from ladder.ops import OPS
 from ladder.ops.base import norm_axis
 from ladder.types import dtype as _dtype
@@ -58,12 +59,9 @@ def _load(b, ptr, idx, dt):
 
 
 def _load_fast(b, ptr, idx, dt, f16c: bool):
-    """``_load``, with an f16 element converted by one instruction where the target has F16C (the conversion is
-    exact either way; a signalling NaN comes out quieted)."""
-    if dt.name == "f16" and f16c:
-        raw = b.load(elem_ptr(b, ptr, idx, storage_type(dt)), typ=storage_type(dt))
-        return b.fpext(b.bitcast(raw, ir.HalfType()), F32)
-    return _load(b, ptr, idx, dt)
+    """``_load`` through ``stored_to_f32``: an f16 element in one instruction where the target has F16C."""
+    st = storage_type(dt)
+    return stored_to_f32(b, b.load(elem_ptr(b, ptr, idx, st), typ=st), dt, f16c)
 
 
 def _store(b, v, ptr, idx, dt):
@@ -449,8 +447,7 @@ def lower_attention(ctx, op, ins, outs):
     exp = None if keep else ctx.math_f32("expf")
     scores = _var(b, F32, size=max(skv, 1)) if keep else None
     dt = q.dtype
-    feats = ctx.target.features()
-    f16c = "f16c" in feats or "avx512f" in feats  # a f16 KV cache read by one conversion per 8 elements
+    f16c = has_f16c(ctx.target)  # a f16 KV cache read by one conversion per vector
 
     def dot(qbase, kbase):
         s = _var(b, F32, F32C(0))

@@ -45,14 +45,14 @@ from dataclasses import dataclass
 
 from llvmlite import ir
 
-from ladder.backends.llvm.codegen import (C32, C64, F32, I8, I16, I32, KernelSpec, entry_alloca, for_range, lowers,
-                                          storage_type, to_f32)
+from ladder.backends.llvm.codegen import (C32, C64, F32, I8, I16, I32, KernelSpec, entry_alloca, for_range, has_f16c,
+                                          lowers, storage_type, stored_to_f32, to_f32)
 from ladder.ops import OPS
 from ladder.ops.lowbit import block_scales
 from ladder.types import DType
 
 from . import q8k
-from .decode import Decoder, gep8, int_value, scale_to_f32
+from .decode import Decoder, gep8, int_value
 from .epilogue import store_epilogue
 from .tiling import PREFETCH, in_tiles, passes_over_weights
 
@@ -123,7 +123,7 @@ def plan(ctx, op, ins) -> Q8Plan | None:
         inline_scale=inline,
         sw=None if inline is not None else ins[3].dtype, sx=sx.dtype,
         dot="vnni" if madd and t.supports("i8-dot") else ("madd" if madd else "i16"),
-        f16c="f16c" in feats or "avx512f" in feats, fma=t.supports("f32-fma"),
+        f16c=has_f16c(t), fma=t.supports("f32-fma"),
         gfni=nibbles and "gfni" in feats and "avx" in feats and nib_xor >> 4 == nib_xor & 15)
 
 
@@ -258,7 +258,7 @@ def _lower_blocks(ctx, op, ins, outs, p: Q8Plan):
     def _scales_f32(b, raws, dt, count):
         """Scales as stored (a list of scalars, or a vector) -> f32 (a scalar, or a vector of ``count``)."""
         if count == 1:
-            return scale_to_f32(b, raws[0], dt, p.f16c)
+            return stored_to_f32(b, raws[0], dt, p.f16c)
         vt = ir.VectorType(F32, count)
         if isinstance(raws, list):
             st = raws[0].type

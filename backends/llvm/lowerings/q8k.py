@@ -29,12 +29,13 @@ from dataclasses import dataclass
 
 from llvmlite import ir
 
-from ladder.backends.llvm.codegen import C32, C64, F32, I8, I16, I32, KernelSpec, entry_alloca, for_range, storage_type
+from ladder.backends.llvm.codegen import (C32, C64, F32, I8, I16, I32, KernelSpec, entry_alloca, for_range, has_f16c,
+                                          storage_type, stored_to_f32)
 from ladder.ops import OPS
 from ladder.ops.lowbit import block_scales
 from ladder.types import DType
 
-from .decode import gep8, scale_to_f32
+from .decode import gep8
 
 from .epilogue import store_epilogue
 from .tiling import PREFETCH, in_tiles, passes_over_weights
@@ -110,7 +111,7 @@ def plan(ctx, op, ins) -> CrumbPlan | None:
                      scale_at=p.scale_offset(0) if inline else 0, inline_scale=p.scale if inline else None,
                      sw=None if inline else ins[3].dtype, sx=sx.dtype,
                      dot="vnni" if madd and t.supports("i8-dot") else ("madd" if madd else "i16"),
-                     f16c="f16c" in feats or "avx512f" in feats,
+                     f16c=has_f16c(t),
                      gfni="gfni" in feats and "avx" in feats and base.bits == 2 and base.mask == 3)
 
 
@@ -205,14 +206,14 @@ def lower(ctx, op, ins, outs, p: CrumbPlan):
         if p.inline_scale is not None:
             st = storage_type(p.inline_scale)
             at = gep8(b, pw, b.add(blk_off, C64(p.scale_at)))
-            return scale_to_f32(b, b.load(at, typ=st, align=1), p.inline_scale, p.f16c)
+            return stored_to_f32(b, b.load(at, typ=st, align=1), p.inline_scale, p.f16c)
         st = storage_type(p.sw)
-        return scale_to_f32(b, b.load(b.gep(psw, [b.add(b.mul(n, C64(NB)), j)], source_etype=st), typ=st), p.sw,
+        return stored_to_f32(b, b.load(b.gep(psw, [b.add(b.mul(n, C64(NB)), j)], source_etype=st), typ=st), p.sw,
                           p.f16c)
 
     def x_scale(b, m, j):
         st = storage_type(p.sx)
-        return scale_to_f32(b, b.load(b.gep(psx, [b.add(b.mul(m, C64(NB)), j)], source_etype=st), typ=st), p.sx,
+        return stored_to_f32(b, b.load(b.gep(psx, [b.add(b.mul(m, C64(NB)), j)], source_etype=st), typ=st), p.sx,
                           p.f16c)
 
     def tile(b, n, m0, mc, T):
