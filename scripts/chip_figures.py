@@ -17,7 +17,8 @@ CHIPS = ("slim-llama", "pim-llm", "taalas-hc1", "lut-tc")
 def condition(spec: dict) -> str:
     parts = [spec.get("model", "")]
     if spec.get("metric") in UNIT_METRICS:
-        parts.append(f"unit vs MAC, W{spec.get('weight_bits', 1)} A{spec.get('act_bits', 8)}")
+        mac = "FP16 MAC" if spec.get("mac") == "fp16" else "INT MAC"
+        parts.append(f"unit vs {mac}, W{spec.get('weight_bits', 1)} A{spec.get('act_bits', 8)}")
     if spec.get("context"):
         parts.append(f"context {spec['context']}")
     if spec.get("point"):

@@ -93,13 +93,30 @@ def test_validation_reaches_a_published_floor(rows, chip, name):
 
 def test_lut_tensor_core_figures_are_held_out_and_at_its_synthesis_point():
     """LUT Tensor Core's density and efficiency over a MAC unit are validation figures only (no [fit] in
-    lut-tc), compared at the paper's synthesis point (28 nm, 1 GHz), per 1-bit weight plane."""
+    lut-tc), compared at the paper's synthesis point (28 nm, 1 GHz), per 1-bit weight plane, with the types
+    its Table 1 states: the LUT unit on int8 activations (BitNet b1.58, W_INT2 A_INT8) against the A100's
+    W_FP16 A_FP16 Tensor Core (20.9x, 11.2x) and its INT8 Tensor Core (61.84 / 17.73 TOPs/mm2)."""
     cfg = load_config("lut-tc")
     figs = figures(cfg)
     assert {f.metric for f in figs.values()} == {"density_vs_mac", "efficiency_vs_mac"}
     assert all(f.use == "validate" for f in figs.values()) and not fit_specs(cfg)
+    assert all(f.spec["act_bits"] == 8 and f.spec["weight_bits"] == 1 for f in figs.values())
+    assert {n: f.spec["mac"] for n, f in figs.items() if f.value in (20.9, 11.2)} == \
+        {"density_vs_mac": "fp16", "efficiency_vs_mac": "fp16"}
+    assert figs["density_vs_int8_tc"].value == pytest.approx(61.84 / 17.73, abs=0.005)
+    assert figs["density_vs_int8_tc"].spec["mac"] == figs["efficiency_vs_int8_tc"].spec["mac"] == "int"
     model = costsim.CostModel.of(cfg)
     assert model.energy.node_nm == 28 and cfg.clock_mhz == 1000
+
+
+def test_a_unit_figure_names_a_known_mac_baseline(tmp_path):
+    from ladder.backends.asic.config import ConfigError
+
+    text = open(load_config("lut-tc").source).read().replace(', mac = "fp16",', ', mac = "bf16",')
+    path = tmp_path / "lut-tc.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match="mac must be one of int, fp16, got 'bf16'"):
+        figures(load_config(str(path)))
 
 
 def test_pim_llm_energy_figures_count_what_the_paper_prices(evaluators):

@@ -365,6 +365,26 @@ def test_zero_fraction_defaults_to_a_third_for_ternary_weights():
     assert skipping.energy["lut"] == pytest.approx(dense.energy["lut"] * (1 - 1 / 27))   # all-zero triples
 
 
+def test_lut_vs_mac_prices_the_baseline_mac_from_horowitz():
+    """The MAC PE a LUT unit is compared with: "int" widens the weights to the activations (an 8x8 multiply
+    and a 32-bit add for int8); "fp16" is Horowitz's fp16 multiply and fp32 add, area and energy, with the
+    same PE overhead. The LUT side does not depend on the baseline."""
+    from ladder.backends.asic.area import HOROWITZ_45NM_UM2, PE_OVERHEAD, logic_scale, lut_vs_mac, mult_um2, add_um2
+
+    m = costsim.CostModel.of("lut-tc")
+    node = m.energy.node_nm
+    i8, f16 = lut_vs_mac(m, 1, 8), lut_vs_mac(m, 1, 8, "fp16")
+    assert i8.mac == "int" and f16.mac == "fp16"
+    assert i8.mac_um2_per_mac == pytest.approx((mult_um2(8, 8, node) + add_um2(32, node)) * PE_OVERHEAD)
+    assert i8.mac_pj_per_mac == pytest.approx(m.table.mult(8) + m.table.add(32))
+    assert f16.mac_um2_per_mac == pytest.approx((1640.0 + 4184.0) * logic_scale(node) * PE_OVERHEAD)
+    assert HOROWITZ_45NM_UM2["fp16_mult"] == 1640.0 and HOROWITZ_45NM_UM2["fp32_add"] == 4184.0
+    assert f16.mac_pj_per_mac == pytest.approx((1.1 + 0.9) * m.table.scale)
+    assert (f16.lut_um2_per_mac, f16.lut_pj_per_mac) == (i8.lut_um2_per_mac, i8.lut_pj_per_mac)
+    with pytest.raises(ValueError, match="unknown MAC baseline 'bf16'"):
+        lut_vs_mac(m, 1, 8, "bf16")
+
+
 def test_a_table_lookup_is_priced_from_the_cells_it_switches():
     """A lookup is a multiplexer tree over the table registers (plus sign XORs with mirror consolidation),
     priced at Horowitz's energy per µm² of integer logic, in energy and area alike; no chip figure sets it."""

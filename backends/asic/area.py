@@ -40,6 +40,10 @@ LOGIC_DENSITY_MTR_MM2 = {45: 3.33, 32: 7.11, 22: 15.3, 16: 28.9, 14: 37.5, 10: 5
 SRAM_BITCELL_UM2 = {45: 0.346, 32: 0.171, 28: 0.127, 22: 0.092, 16: 0.074, 14: 0.0588, 10: 0.042, 7: 0.027,
                     6: 0.027, 5: 0.021}
 SRAM_ARRAY_EFFICIENCY = 0.6
+# The MAC PE ``lut_vs_mac`` compares a LUT unit with: "int" multiplies the weights widened to the activations
+# (an act_bits x act_bits integer multiply, a 32-bit integer accumulate); "fp16" is a W_FP16 A_FP16 tensor
+# core's PE (Horowitz's fp16 multiply and fp32 add: the 32-bit accumulator every MAC PE here has).
+MAC_BASELINES = {"int": None, "fp16": ("fp16_mult", "fp32_add")}
 PE_OVERHEAD = 1.5
 LATCH_BITCELLS = 4.0
 ISAAC_NODE_NM = 32
@@ -112,11 +116,13 @@ def chip_area(model, hardwired_weights: int = 0, xbar_weight_bits: int = 0) -> A
 @dataclass(frozen=True)
 class LutVsMac:
     """A config's LUT unit against a MAC unit doing the same matmul at the same node, per MAC of
-    ``weight_bits``-bit weights and ``act_bits``-bit activations: the comparison LUT Tensor Core publishes
-    (compute density and energy efficiency of its LUT-based unit over a MAC-based tensor core)."""
+    ``weight_bits``-bit weights and ``act_bits``-bit activations on the LUT side, the MAC unit's operands being
+    ``mac`` (a key of ``MAC_BASELINES``): the comparison LUT Tensor Core publishes (compute density and energy
+    efficiency of its LUT-based tensor core over a MAC-based one)."""
 
     weight_bits: int
     act_bits: int
+    mac: str
     lut_um2_per_mac: float
     mac_um2_per_mac: float
     lut_pj_per_mac: float
@@ -133,11 +139,15 @@ class LutVsMac:
         return self.mac_pj_per_mac / self.lut_pj_per_mac
 
 
-def lut_vs_mac(model, weight_bits: int = 1, act_bits: int = 8) -> LutVsMac:
+def lut_vs_mac(model, weight_bits: int = 1, act_bits: int = 8, mac: str = "int") -> LutVsMac:
     """The model's own units, nothing added for the comparison: the LUT unit as ``chip_area`` sizes it and
     the cost simulator prices it, against a MAC-array PE as ``chip_area`` sizes it (multiplier + 32-bit
-    accumulator, times ``PE_OVERHEAD``) and the simulator prices an mma (a multiply and a 32-bit add), with the
-    weights widened to the activations' ``act_bits`` (dequantized) on the MAC side.
+    accumulator, times ``PE_OVERHEAD``) and the simulator prices an mma (a multiply and a 32-bit add).
+
+    ``mac`` says what the MAC PE multiplies (``MAC_BASELINES``): ``"int"``, the weights widened to the
+    activations' ``act_bits`` (dequantized) and an integer multiply; ``"fp16"``, an fp16 x fp16 multiply into
+    an fp32 accumulator (a W_FP16 A_FP16 tensor core's PE), priced from Horowitz's fp16 multiply and fp32 add
+    (area ``HOROWITZ_45NM_UM2``, energy ``energy.HOROWITZ_45NM_PJ``) like every other unit of the model.
 
     The LUT side per MAC: a lookup (``cells.LookupPath``) and a 32-bit accumulate per ``group`` MACs and weight
     bit plane, plus the table's build (its adds, as the simulator prices a ``lut.build``) shared by the
@@ -146,6 +156,8 @@ def lut_vs_mac(model, weight_bits: int = 1, act_bits: int = 8) -> LutVsMac:
     from .costsim import lookup_pj   # costsim does not import this module; report does
     from .units import lut_precompute
 
+    if mac not in MAC_BASELINES:
+        raise ValueError(f"unknown MAC baseline '{mac}'; known: {', '.join(MAC_BASELINES)}")
     cfg, node, table = model.cfg, model.energy.node_nm, model.table
     lut = cfg.lut
     planes = weight_bits if model.cost.bit_serial else 1
@@ -155,10 +167,15 @@ def lut_vs_mac(model, weight_bits: int = 1, act_bits: int = 8) -> LutVsMac:
     build = lut_precompute(1, lut.group, lut.group, 1, act_bits=act_bits).actions
     build_pj = build[f"add{act_bits + lut.group}"] * table.add(act_bits + lut.group)
     lut_pj = (lookup_pj(model) + table.add(32)) / lut.group * planes + build_pj / (lut.group * lut.tile.n)
-    mac_um2 = (mult_um2(act_bits, act_bits, node) + add_um2(32, node)) * PE_OVERHEAD
-    mac_pj = table.mult(act_bits) + table.add(32)
-    return LutVsMac(weight_bits, act_bits, lut_um2, mac_um2, lut_pj, mac_pj)
+    if mac == "int":
+        mac_um2 = (mult_um2(act_bits, act_bits, node) + add_um2(32, node)) * PE_OVERHEAD
+        mac_pj = table.mult(act_bits) + table.add(32)
+    else:
+        mult, acc = MAC_BASELINES[mac]
+        mac_um2 = (HOROWITZ_45NM_UM2[mult] + HOROWITZ_45NM_UM2[acc]) * logic_scale(node) * PE_OVERHEAD
+        mac_pj = table.op(mult) + table.op(acc)
+    return LutVsMac(weight_bits, act_bits, mac, lut_um2, mac_um2, lut_pj, mac_pj)
 
 
-__all__ = ["AreaBreakdown", "LutVsMac", "chip_area", "logic_scale", "lut_vs_mac", "sram_mm2_per_byte", "add_um2",
-           "mult_um2"]
+__all__ = ["AreaBreakdown", "LutVsMac", "MAC_BASELINES", "chip_area", "logic_scale", "lut_vs_mac",
+           "sram_mm2_per_byte", "add_um2", "mult_um2"]

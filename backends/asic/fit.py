@@ -47,7 +47,7 @@ from typing import Any
 from ladder.errors import LadderError
 
 from .config import ConfigError, HwConfig, load_config, with_overrides
-from .area import lut_vs_mac
+from .area import MAC_BASELINES, lut_vs_mac
 from .costsim import COMPONENTS, CostModel, operating_point
 from .report import Report
 
@@ -90,10 +90,17 @@ METRICS = {
 }
 
 # Figures of the config's units alone (no workload): a LUT unit against a MAC unit (``area.lut_vs_mac``), at
-# the figure's ``weight_bits`` and ``act_bits``.
+# the figure's ``weight_bits`` and ``act_bits``, against the MAC PE its ``mac`` names (``area.MAC_BASELINES``:
+# "int", the default, multiplies the weights widened to the activations; "fp16" is an fp16 x fp16 PE).
+
+
+def _lut_vs_mac(m, f: dict):
+    return lut_vs_mac(m, f.get("weight_bits", 1), f.get("act_bits", 8), f.get("mac", "int"))
+
+
 UNIT_METRICS = {
-    "density_vs_mac": lambda m, f: lut_vs_mac(m, f.get("weight_bits", 1), f.get("act_bits", 8)).density,
-    "efficiency_vs_mac": lambda m, f: lut_vs_mac(m, f.get("weight_bits", 1), f.get("act_bits", 8)).efficiency,
+    "density_vs_mac": lambda m, f: _lut_vs_mac(m, f).density,
+    "efficiency_vs_mac": lambda m, f: _lut_vs_mac(m, f).efficiency,
 }
 
 
@@ -153,6 +160,8 @@ def figures(cfg: HwConfig) -> dict[str, Figure]:
                               f"or 2")
         if "source" not in spec:
             raise ConfigError(f"{where}: a published figure needs its source")
+        if metric in UNIT_METRICS and spec.get("mac", "int") not in MAC_BASELINES:
+            raise ConfigError(f"{where}: mac must be one of {', '.join(MAC_BASELINES)}, got {spec.get('mac')!r}")
         counts = spec.get("energy_counts")
         if counts is not None and (not isinstance(counts, list) or not set(counts) <= set(COMPONENTS)):
             raise ConfigError(f"{where}: energy_counts must list energy components ({', '.join(COMPONENTS)}), "
