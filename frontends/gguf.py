@@ -39,7 +39,10 @@ the dimensions. ``shapes={"tokens": (S,)}`` sets the step's length (default 1); 
 The graphs are checked against llama.cpp itself (tests/test_parity_llamacpp.py).
 
 * Quantized weights become ``param`` codes + ``param`` scales (+ zeros) + ``dequant`` + ``matmul
-  {transpose_b}``, which ``legalize-types,fuse`` turn into one ``qmatmul`` over packed weights.
+  {transpose_b}``, which ``legalize-types,fuse`` turn into one ``qmatmul`` over packed weights. Q4_0 and TQ2_0
+  blocks are ladder's ``q4+f16`` and ``tq2+f16`` byte for byte: their codes params say so (``stored``), and
+  their weights are the file's bytes (``ladder.weights.Blocks``, a view of the memory map), which become the
+  packed weight as they are; they are decoded only where a graph needs codes (an embedding's rows).
 * Activations are quantized where llama.cpp quantizes them: into a Q8_0, Q4_0 or Q5_0 projection (whose
   llama.cpp dot product takes Q8_0 activations) x goes through llama.cpp's Q8_0 blocks, ``quantize {absmax, i8,
   group = 32}`` (q = rint(x * 127 / max|x|), as its x86 ``quantize_row_q8_0``) with the scale rounded to f16
@@ -88,6 +91,7 @@ from ladder.models import (BITNET_B158, BITNET_GGUF, LLAMA_GGUF, Arch, BitNetCon
                            decoder, step_shapes)
 from ladder.quant import dequantize as _dequantize
 from ladder.types import DTYPES, DType
+from ladder.weights import Blocks
 
 from gguf import GGMLQuantizationType as QT
 from gguf import GGUFReader, GGUFValueType, ReaderTensor
@@ -118,6 +122,7 @@ class GGUFTensor:
     group: int = 0
     zero_mode: str = "none"
     axis: int = -1
+    stored: str = ""  # the block packing codes and scales are kept in (``STORED``; ladder.weights.Blocks)
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -130,8 +135,8 @@ class GGUFTensor:
     def values(self) -> np.ndarray:
         """The tensor's values as float32 (ladder.quant's dequantize, the reference of the dequant op)."""
         if self.scale is None:
-            return self.codes.astype(np.float32)
-        return _dequantize(self.codes, self.dtype, self.scale.astype(np.float32),
+            return np.asarray(self.codes).astype(np.float32)
+        return _dequantize(np.asarray(self.codes), self.dtype, np.asarray(self.scale).astype(np.float32),
                            None if self.zero is None else self.zero.astype(np.float32),
                            self.codes.ndim - 1, self.group, self.zero_mode)
 
@@ -285,6 +290,43 @@ MAX_DIMS = 4  # GGML_MAX_DIMS
 
 def supported_types() -> list[str]:
     return [t.name for t in SUPPORTED]
+
+
+# GGUF types whose blocks are a ladder block packing byte for byte (ladder.packing: q4 is Q4_0's nibbles, tq2
+# TQ2_0's crumbs, each followed or preceded by the block's f16 scale as the file has it)
+STORED = {QT.Q4_0: "q4+f16", QT.TQ2_0: "tq2+f16"}
+_CHECK_ROWS = 4096  # rows of blocks checked at a time for TQ2_0's unused code (bounded temporaries)
+
+
+def _stored(name: str, t: QT, data: np.ndarray, shape: tuple[int, ...]) -> GGUFTensor | None:
+    """A Q4_0 or TQ2_0 tensor kept as the file's bytes (ladder.weights.Blocks: no decode, no copy), or None for
+    the other types and for data of the wrong size (which ``_convert`` then reports)."""
+    layout = STORED.get(t)
+    block, size = GGML_QUANT_SIZES.get(t, (1, 1))
+    if layout is None or not shape or shape[-1] % block or not isinstance(data, np.ndarray) \
+            or data.dtype != np.uint8 or data.size != math.prod(shape) // block * size:
+        return None
+    storage = np.ascontiguousarray(data).reshape(tuple(shape[:-1]) + (shape[-1] // block * size,))
+    if t == QT.TQ2_0:  # the 2-bit code 3 is no ternary value: refuse it as the decode would
+        blocks = storage.reshape(-1, size)
+        for i in range(0, blocks.shape[0], _CHECK_ROWS):
+            qs = blocks[i:i + _CHECK_ROWS, :64]
+            if np.any(qs & (qs >> 1) & 0x55):
+                raise GGUFError(f"tensor '{name}' ({t.name}) holds the unused 2-bit code 3, which is not a "
+                                f"ternary value")
+    decoded: dict[str, GGUFTensor] = {}
+
+    def decode(which: int) -> np.ndarray:
+        if which == 1:  # the scales alone: the f16 of each block
+            at = 0 if t == QT.Q4_0 else 64
+            return storage.reshape(-1, size)[:, at:at + 2].copy().view(np.float16).reshape(
+                tuple(shape[:-1]) + (shape[-1] // block,))
+        if not decoded:
+            decoded["t"] = _convert(name, t, data, shape)
+        return decoded["t"].codes
+
+    b = Blocks(name, layout, "i4" if t == QT.Q4_0 else "ternary", shape, storage, decode)
+    return GGUFTensor(name, t.name, DTYPES[b.dtype], b.codes, b.scales, None, block, "none", stored=layout)
 
 
 def _convert(name: str, t: QT, data: np.ndarray, shape: tuple[int, ...]) -> GGUFTensor:
@@ -547,12 +589,14 @@ class GGUFFile:
     metadata: dict[str, Any]
     infos: dict[str, Any]  # name -> gguf ReaderTensor
 
-    def tensor(self, name: str) -> GGUFTensor:
+    def tensor(self, name: str, keep_blocks: bool = False) -> GGUFTensor:
+        """A tensor decoded to codes + scales; ``keep_blocks``: Q4_0 and TQ2_0 kept as the file's blocks
+        (``STORED``), their codes and scales ``ladder.weights.BlockPart``s."""
         info = self.infos[name]
-        return _tensor_of(self.path, info)
+        return _tensor_of(self.path, info, keep_blocks)
 
 
-def _tensor_of(path: str, info) -> GGUFTensor:
+def _tensor_of(path: str, info, keep_blocks: bool = False) -> GGUFTensor:
     t = ggml_type(int(info.tensor_type))
     shape = tuple(int(d) for d in reversed([int(x) for x in info.shape]))
     if t not in SUPPORTED:
@@ -561,7 +605,8 @@ def _tensor_of(path: str, info) -> GGUFTensor:
     try:
         if t is I2_S_TYPE:
             return decode_i2s(info.name, info.data, shape)
-        return _convert(info.name, t, info.data, shape)
+        return (_stored(info.name, t, info.data, shape) if keep_blocks else None) or \
+            _convert(info.name, t, info.data, shape)
     except GGUFError as e:
         raise GGUFError(f"{path}: {e.message}") from None
     except (ValueError, TypeError, IndexError) as e:  # data of the wrong size for its shape
@@ -841,14 +886,14 @@ class _Source:
 
     def tensor(self, name: str) -> GGUFTensor:
         if name not in self._tensors:
-            self._tensors[name] = self.f.tensor(name)
+            self._tensors[name] = self.f.tensor(name, keep_blocks=True)
         return self._tensors[name]
 
-    def _param(self, b: Builder, ref: str, arr: np.ndarray, dt: DType) -> Value:
+    def _param(self, b: Builder, ref: str, arr: np.ndarray, dt: DType, stored: str = "") -> Value:
         if ref in self.weights and self.weights[ref] is not arr:
             raise GGUFError(f"{self.f.path}: weight name '{ref}' is used twice")
         self.weights[ref] = arr
-        return b.param(ref, f"{dt.name}[{', '.join(map(str, arr.shape))}]")
+        return b.param(ref, f"{dt.name}[{', '.join(map(str, arr.shape))}]", stored=stored)
 
     def _vector(self, b: Builder, name: str) -> Value:
         """A 1-D weight (norms, scales), as f32 values."""
@@ -861,7 +906,7 @@ class _Source:
     def _matrix(self, b: Builder, name: str) -> Value:
         """A 2-D weight as f32 values: a float param (cast to f32), or codes + scales (+ zeros) + dequant."""
         t = self.tensor(name)
-        codes = self._param(b, name, t.codes, t.dtype)
+        codes = self._param(b, name, t.codes, t.dtype, t.stored)
         if not t.quantized:
             return codes if t.dtype.name == "f32" else b.cast(codes, dtype="f32")
         scale = self._param(b, f"{name}.scales", t.scale, _np_dtype_ladder(t.scale))
@@ -950,16 +995,16 @@ def _shared_ternary_scale(t: GGUFTensor):
     zeros whatever their codes, so their codes become 0); else None."""
     if t.dtype.name != "ternary" or not t.quantized:
         return None
-    s = t.scale.astype(np.float32)
+    s = np.asarray(t.scale).astype(np.float32)
     nz = s[s != 0]
     if nz.size == 0:  # every block is zero
-        return np.zeros_like(t.codes), np.zeros(1, np.float32)
+        return np.zeros(t.shape, t.dtype.np_dtype), np.zeros(1, np.float32)
     if not np.all(np.isfinite(nz)) or not np.all(nz == nz.flat[0]):
         return None
     codes = t.codes
     if nz.size != s.size:
         keep = np.repeat(s != 0, t.group, axis=-1)[..., :codes.shape[-1]]
-        codes = np.where(keep, codes, 0).astype(codes.dtype)
+        codes = np.where(keep, np.asarray(codes), 0).astype(codes.dtype)
     return codes, np.array([nz.flat[0]], np.float32)
 
 

@@ -51,14 +51,15 @@ class Builder:
         return v
 
     def param(self, ref: str, type: str | TensorType, shape: Sequence[int] | None = None, *,
-              name: str | None = None) -> Value:
+              name: str | None = None, stored: str = "") -> Value:
         t = tensor_type(type, shape)
         ref = ref.lstrip("@")
         if name is None:  # name the value after the weight, made unique if the weight is used twice
             base = re.sub(r"[^A-Za-z0-9_.$]", "_", ref) or "w"
             candidates = itertools.chain([base], (f"{base}.{k}" for k in itertools.count(1)))
             name = next(n for n in candidates if not self.graph.defines(n))
-        return self._add("param", [], {"ref": ref}, [self._name(name)], [t])[0]
+        attrs = {"ref": ref, **({"stored": stored} if stored else {})}
+        return self._add("param", [], attrs, [self._name(name)], [t])[0]
 
     def const(self, array, type: str | TensorType | None = None, *, name: str | None = None) -> Value:
         arr = np.asarray(array)

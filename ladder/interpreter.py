@@ -51,11 +51,19 @@ class Session:
         self._rest = []
         for op in graph.ops():
             if op.kind == "param":
-                self._store(self.fixed, op, [bound[op.attr["ref"]]])
+                v = bound[op.attr["ref"]]
+                if isinstance(v, weights_mod.BlockPart):  # a file's blocks, decoded only if some op needs it
+                    self.fixed[op.result.name] = v
+                else:
+                    self._store(self.fixed, op, [v])
             elif op.operands and all(o in self.fixed for o in op.operands) or op.kind == "const":
-                self._store(self.fixed, op, _compute(op, graph, self.fixed))
+                self._store(self.fixed, op, self._fixed_result(op, graph))
             else:
                 self._rest.append(op)
+        read = [o for op in self._rest for o in op.operands] + list(graph.outputs)
+        for o in read:  # runtime ops and callers read arrays: decode the file blocks they read
+            if isinstance(self.fixed.get(o), weights_mod.BlockPart):
+                self.fixed[o] = np.asarray(self.fixed[o])
         # what run may drop after each op: values read for the last time (outputs and fixed values stay)
         last_use = {o: i for i, op in enumerate(self._rest) for o in op.operands}
         stay = set(graph.outputs) | set(self.fixed)
@@ -65,6 +73,18 @@ class Session:
         for name, i in last_use.items():
             if name not in stay:
                 self._drop[i].append(name)
+
+    def _fixed_result(self, op, graph: Graph) -> list[np.ndarray]:
+        """An op of params and consts alone, computed once. Packing a file's blocks into the packing the file
+        stores them in is the file's bytes (ladder.weights.Blocks); any other op decodes them first."""
+        args = [self.fixed[o] for o in op.operands]
+        if not any(isinstance(a, weights_mod.BlockPart) for a in args):
+            return _compute(op, graph, self.fixed)
+        if op.kind == "pack":
+            stored = weights_mod.stored_pack(op.attr["layout"], args)
+            if stored is not None:
+                return [stored]
+        return _compute(op, graph, {o: np.asarray(a) for o, a in zip(op.operands, args)})
 
     @property
     def runtime_ops(self) -> tuple:

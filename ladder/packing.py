@@ -23,6 +23,8 @@ crumb{B}    i2 u2 ternary        blocks of 4B codes in B bytes: byte j = c[j] <<
 tq2         i2 u2 ternary        blocks of 256 codes in 64 bytes, two 32-byte halves of 128 codes: byte j of
                                  half h = c[128h+j] | c[128h+j+32] << 2 | c[128h+j+64] << 4 | c[128h+j+96] << 6;
                                  with ``+f16`` the scale *follows* the block (llama.cpp's TQ2_0, byte for byte)
+q4          i4 u4                nib16's bytes holding offset-binary codes (value - min: i4's -8..7 as 0..15);
+                                 with ``+f16`` llama.cpp's Q4_0, byte for byte
 trit5       ternary              blocks of 160 in 32 bytes: byte m = ceil(256 q / 243),
                                  q = sum_n t[m + 32n] 3^(4-n), t = value + 1; trit n of byte b is
                                  ((b * 3^n) mod 256) * 3 >> 8 (llama.cpp TQ1_0)                  (1.6 bits/w)
@@ -356,6 +358,8 @@ def _declare() -> list[Packing]:
         Packing("bit", ONE_BIT, "eight codes per byte", block=8, block_bytes=1, bits=1),
         Packing("planes", ONE_BIT | TWO_BIT | frozenset({"i4", "u4"}), "T-MAC bit planes, 4-bit indices of 4 "
                 "positions", block=8, block_bytes=1, bits=1, planes=True, codes="offset"),
+        Packing("q4", frozenset({"i4", "u4"}), "two offset-binary codes per byte, halves of 32-code blocks (Q4_0)",
+                block=32, block_bytes=16, bits=4, codes="offset"),
         Packing("tq2", TWO_BIT, "four 2-bit codes per byte, quarters of 128-code halves of 256-code blocks, "
                 "scale after the block (TQ2_0)", block=256, block_bytes=64, chunk=32, bits=2, scale_at="end"),
     ]

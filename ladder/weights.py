@@ -7,6 +7,13 @@ dtype; errors name the param with the expected and found type and shape.
 
 ``load`` is lazy: it checks the file's header against the file's size (every length, shape and byte range,
 before anything is allocated) and reads a tensor only when it is asked for, so a graph reads only its params.
+
+**Weights kept as their file stores them.** An importer whose file already holds a weight in one of ladder's
+block packings (GGUF's Q4_0 is ``nib16+f16`` byte for byte) gives ``Blocks``: the file's bytes (a view of
+its memory map) and a way to decode them. Its ``codes``, ``scales`` (and ``zeros``) stand for the params
+``pack`` takes; ``bind`` checks their type and shape without decoding, and where a compile packs exactly
+those params into exactly that packing the file's bytes are the result (ladder.interpreter.Session): no
+decode, no copy, no second image of the weight in memory. Any other use decodes them (``np.asarray``), once.
 """
 
 from __future__ import annotations
@@ -17,7 +24,7 @@ import math
 import os
 import struct
 import zlib
-from typing import Iterator, Mapping
+from typing import Callable, Iterator, Mapping
 
 import numpy as np
 
@@ -30,6 +37,69 @@ MAX_HEADER_BYTES = 100_000_000
 # bytes per element of each safetensors dtype ladder reads (the numpy ones)
 ITEM_BYTES = {"BOOL": 1, "U8": 1, "I8": 1, "U16": 2, "I16": 2, "F16": 2, "U32": 4, "I32": 4, "F32": 4,
               "U64": 8, "I64": 8, "F64": 8}
+
+
+class Blocks:
+    """One quantized weight as its file stores it: ``storage`` (uint8[..., row bytes], C-contiguous, usually a
+    view of the file's memory map) is the weight's codes (``dtype`` name, ``shape``) and block scales (and
+    zeros) in the block packing ``layout`` (ladder.packing, e.g. ``q4+f16``). ``decode(which)`` returns the
+    codes (0), scales (1) or zeros (2) as a numpy array, for any use other than that packing; each is decoded
+    at most once. ``codes``, ``scales``, ``zeros`` are the parts to put in a weights mapping, one per param."""
+
+    def __init__(self, name: str, layout: str, dtype: str, shape: tuple[int, ...], storage: np.ndarray,
+                 decode: Callable[[int], np.ndarray]):
+        from .dtypes import DTYPES
+        from .packing import get_packing
+
+        self.name, self.layout, self.dtype, self.shape = name, layout, dtype, tuple(shape)
+        p = get_packing(layout)
+        want = tuple(self.shape[:-1]) + (p.row_bytes(self.shape[-1], None),)
+        if storage.dtype != np.uint8 or tuple(storage.shape) != want or not storage.flags.c_contiguous:
+            raise LadderError(f"internal: blocks of '{name}' in {layout} are uint8{list(want)} (C order), got "
+                              f"{storage.dtype}{list(storage.shape)}")
+        self.storage = storage
+        self._decode = decode
+        self._decoded: dict[int, np.ndarray] = {}
+        scale_shape, scale_dtype = p.scale_shape(self.shape), np.dtype(p.scale.np_dtype)
+        self.codes = BlockPart(self, 0, self.shape, np.dtype(DTYPES[dtype].np_dtype))
+        self.scales = BlockPart(self, 1, scale_shape, scale_dtype)
+        self.zeros = BlockPart(self, 2, scale_shape, scale_dtype) if p.zero else None
+
+    def decoded(self, which: int) -> np.ndarray:
+        if which not in self._decoded:
+            self._decoded[which] = np.ascontiguousarray(self._decode(which))
+        return self._decoded[which]
+
+    def __repr__(self) -> str:
+        return f"Blocks({self.name!r}, {self.layout}, {self.dtype}{list(self.shape)})"
+
+
+class BlockPart:
+    """The codes (0), scales (1) or zeros (2) of a ``Blocks`` weight, as a weights mapping holds them: their
+    ``shape`` and ``dtype`` are known without decoding; ``np.asarray`` decodes."""
+
+    def __init__(self, blocks: Blocks, which: int, shape: tuple[int, ...], dtype: np.dtype):
+        self.blocks, self.which, self.shape, self.dtype = blocks, which, tuple(shape), dtype
+        self.ndim = len(self.shape)
+
+    def __array__(self, dtype=None, copy=None):
+        arr = self.blocks.decoded(self.which)
+        return arr if dtype is None else arr.astype(dtype)
+
+    def __repr__(self) -> str:
+        return f"the {('codes', 'scales', 'zeros')[self.which]} of {self.blocks!r}"
+
+
+def stored_pack(layout: str, parts) -> np.ndarray | None:
+    """The file's bytes when ``pack(parts...) {layout}`` is exactly the packing they are stored in: the codes,
+    scales (and zeros) of one ``Blocks``, in that order; else None."""
+    if not parts or not all(isinstance(p, BlockPart) for p in parts):
+        return None
+    b = parts[0].blocks
+    want = [b.codes, b.scales] + ([b.zeros] if b.zeros is not None else [])
+    if b.layout != layout or len(parts) != len(want) or any(p is not w for p, w in zip(parts, want)):
+        return None
+    return b.storage
 
 
 def params(graph: Graph) -> dict[str, Op]:
@@ -158,7 +228,7 @@ def save(path: str | os.PathLike, graph: Graph, weights: Mapping[str, np.ndarray
     """Write in-memory weights (as ``bind`` returns them) in the storage format described above."""
     from safetensors.numpy import save_file
 
-    bound = bind(graph, weights)
+    bound = {ref: np.asarray(v) for ref, v in bind(graph, weights).items()}
     # np.require keeps a 0-d weight 0-d (np.ascontiguousarray makes it [1], which then no longer binds)
     out = {ref: np.require(op.result.type.dtype.to_storage(bound[ref]), requirements="C")
            for ref, op in params(graph).items()}
@@ -197,6 +267,11 @@ def _names_held(missing: list[str], unused: list[str], weights) -> tuple[str, ..
 
 def convert(ref: str, t: TensorType, arr, op: Op | None = None) -> np.ndarray:
     loc = op.loc if op is not None else None
+    if isinstance(arr, BlockPart):  # kept as the file's blocks: checked without decoding (see Blocks)
+        if tuple(arr.shape) != t.shape or arr.dtype != np.dtype(t.dtype.np_dtype) or \
+                (arr.which == 0 and arr.blocks.dtype != t.dtype.name):
+            raise WeightsError(f"weight @{ref} should be {t} but is {arr!r} ({arr.dtype}{list(arr.shape)})", loc)
+        return arr
     arr = np.asarray(arr)
     found = f"{arr.dtype}{list(arr.shape)}"
     if tuple(arr.shape) != t.shape:

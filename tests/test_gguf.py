@@ -752,7 +752,7 @@ def test_a_prefill_and_a_decode_step_decode_each_tensor_once(tmp_path, monkeypat
     path = model_file(tmp_path / "m.gguf", arch, types, tied=arch != "llama")
     decoded = []
     real = lg._tensor_of
-    monkeypatch.setattr(lg, "_tensor_of", lambda p, info: decoded.append(info.name) or real(p, info))
+    monkeypatch.setattr(lg, "_tensor_of", lambda p, info, *a: decoded.append(info.name) or real(p, info, *a))
     m = load_model(path, prompt_len=3, max_new=4)
     assert sorted(decoded) == sorted(set(decoded))  # once each, for both graphs
     assert (signature(m.prefill).seq, signature(m.decode).seq, signature(m.prefill).last_only) == (3, 1, True)
@@ -761,3 +761,47 @@ def test_a_prefill_and_a_decode_step_decode_each_tensor_once(tmp_path, monkeypat
     # the same graphs as two separate loads
     one, _ = lg.load(path, {"tokens": (3,), "k_cache0": (2, 7, 64)}, last_logits=True)
     assert ladder.printer.print_graph(one) == ladder.printer.print_graph(m.prefill)
+
+
+def test_q4_0_and_tq2_0_weights_are_the_files_bytes(tmp_path):
+    """A Q4_0 or TQ2_0 projection is packed as the file stores it (q4+f16, tq2+f16): the compiled module reads
+    the file's memory map itself, no decoded or repacked copy; the embedding's rows (gathered codes) are decoded,
+    and the logits are those of the same model read with every tensor decoded."""
+    import mmap
+
+    def in_file(a):
+        while a is not None:
+            if isinstance(a, mmap.mmap):
+                return True
+            a = getattr(a, "base", None)
+        return False
+
+    for qt in (QT.Q4_0, QT.TQ2_0):
+        path = model_file(tmp_path / f"{qt.name}.gguf", types={k: qt for k in ("token_embd", "attn_q", "attn_k",
+                          "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down")}, seed=3)
+        g, w = lg.load(path)
+        assert isinstance(w["blk.0.attn_q.weight"], ladder.weights.BlockPart)
+        m = ladder.compile(g, "cpu", w, cache=False)
+        backed = {n for n, a in zip(m.backend.weight_names, m.backend.weights) if in_file(a)}
+        projections = {f"blk.{i}.{p}.weight.packed" for i in range(DIMS["layers"]) for p in
+                       ("attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down")}
+        assert projections <= backed and "token_embd.weight" not in backed
+        layout = {QT.Q4_0: "q4+f16", QT.TQ2_0: "tq2+f16"}[qt]
+        assert {m.graph.type_of(n).layout for n in projections} == {layout}
+        decoded = {k: np.asarray(v) for k, v in w.items()}  # every param as arrays: packed by legalize-types
+        ref = ladder.compile(g, "cpu", decoded, cache=False)
+        feed = {"tokens": np.array([5], np.int32), "kv_len": np.array([1], np.int32)}
+        feed = {v.name: feed.get(v.name, np.zeros(v.type.shape, v.type.dtype.np_dtype)) for v in g.inputs}
+        np.testing.assert_array_equal(m(feed)["logits"], ref(feed)["logits"])
+
+
+def test_a_tq2_0_code_3_is_refused_without_decoding(tmp_path):
+    path = model_file(tmp_path / "m.gguf", types={"attn_q": QT.TQ2_0})
+    raw = bytearray(path.read_bytes())
+    f = lg.open_file(path)
+    info = f.infos["blk.0.attn_q.weight"]
+    raw[int(info.data_offset) + 5] = 0xFF  # four 2-bit codes 3 in one byte of the first block
+    bad = tmp_path / "bad.gguf"
+    bad.write_bytes(bytes(raw))
+    with pytest.raises(LadderError, match="blk.0.attn_q.weight.*unused 2-bit code 3"):
+        lg.load(bad)

@@ -86,7 +86,7 @@ def test_existing_packings_keep_their_bytes(case):
 
 def test_every_pinned_packing_is_still_declared():
     bases = {c.split("/")[0].split("+")[0] for c in PINS}
-    assert bases == set(PACKINGS) - {"tq2"}
+    assert bases == set(PACKINGS) - {"tq2", "q4"}
     assert {c for c in PINS if "+" in c} == {f"{b}+{s}/{sorted(PACKINGS[b].dtypes)[0]}" for b in bases
                                              if not PACKINGS[b].planes for s in ("f16", "bf16z", "f32")}
 
@@ -128,15 +128,16 @@ def test_vector_constants_come_from_the_declarations():
     old_offsets = {"ternary": (0, 1), "i2": (2, 2), "u2": (0, 0), "i4": (8, 8), "u4": (0, 0)}
     for name, p in PACKINGS.items():
         for dname in p.dtypes:
-            if dname in old_offsets and fast_layout(p):
+            if dname in old_offsets and fast_layout(p) and p.codes == "type":
                 assert p.value_offset(DTYPES[dname]) == old_offsets[dname], (name, dname)
     assert PACKINGS["crumb32"].byte_xor(DTYPES["i2"]) == 0xAA and PACKINGS["nib64"].byte_xor(DTYPES["i4"]) == 0x88
     assert PACKINGS["tq2"].byte_xor(DTYPES["i2"]) == 0xAA and PACKINGS["trit5"].byte_xor(DTYPES["ternary"]) == 0
     assert PACKINGS["nib16"].byte_xor(DTYPES["u4"]) == 0
     # the kernels take exactly the layouts they took when they tested names
     assert {n for n, p in PACKINGS.items() if fast_layout(p)} == {
-        "crumb16", "crumb32", "crumb64", "nib16", "nib32", "nib64", "trit5", "tq2"}
-    assert {n for n, p in PACKINGS.items() if _nib_blocks(p)} == {"nib16"}
+        "crumb16", "crumb32", "crumb64", "nib16", "nib32", "nib64", "trit5", "tq2", "q4"}
+    assert {n for n, p in PACKINGS.items() if _nib_blocks(p)} == {"nib16", "q4"}
+    assert PACKINGS["q4"].byte_xor(DTYPES["i4"]) == 0 and PACKINGS["q4"].value_offset(DTYPES["i4"]) == (0, 8)
     assert PACKINGS["planes"].index_shifts(4) == (0, 4) and PACKINGS["planes"].index_shifts(2) == (0, 2, 4, 6)
 
 
@@ -178,6 +179,23 @@ def test_tq2_is_llama_cpp_tq2_0_byte_for_byte():
                     for m in range(32):
                         out.append((((int(qs[j + m]) >> (l * 2)) & 3) - 1) * float(scale))
         assert out == (v[r].astype(np.float32) * np.repeat(d[r].astype(np.float32), 256)).tolist()
+
+
+def test_q4_is_llama_cpp_q4_0_byte_for_byte():
+    """q4+f16 against llama.cpp's dequantize_row_q4_0 (ggml-quants.c), written out here as a loop: per 18-byte
+    block an f16 d, then byte j holds code j (low nibble) and code j + 16 (high), each value + 8."""
+    p, dt = get_packing("q4+f16"), DTYPES["i4"]
+    v = _values(dt, (2, 64), np.random.default_rng(11))
+    d = np.array([[0.5, -2.0], [0.25, 3.0]], np.float16)
+    storage = p.pack(v, dt, d)
+    assert storage.shape == (2, 2 * 18) and p.bits_per_weight(dt) == pytest.approx(4.5)
+    for r in range(2):
+        out = []
+        for blk in range(2):
+            x = storage[r, 18 * blk:18 * (blk + 1)]
+            scale, qs = float(x[:2].view(np.float16)[0]), x[2:]
+            out += [((int(q) & 0x0F) - 8) * scale for q in qs] + [((int(q) >> 4) - 8) * scale for q in qs]
+        assert out == (v[r].astype(np.float32) * np.repeat(d[r].astype(np.float32), 32)).tolist()
 
 
 @pytest.mark.parametrize("layout", ["tq2", "tq2+f16", "tq2+bf16z", "tq2+f32"])

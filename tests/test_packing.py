@@ -34,6 +34,7 @@ DOC_TYPES = {
     "crumb32": {"i2", "u2", "ternary"},
     "crumb64": {"i2", "u2", "ternary"},
     "tq2": {"i2", "u2", "ternary"},
+    "q4": {"i4", "u4"},
     "trit5": {"ternary"},
     "bit": {"i1", "u1"},
     "planes": {"i1", "u1", "i2", "u2", "ternary", "i4", "u4"},
@@ -92,6 +93,8 @@ def expected_row_bytes(packing: str, k: int, bits: int) -> int:
         return math.ceil(k / 160) * 32
     if packing == "tq2":
         return math.ceil(k / 256) * 64
+    if packing == "q4":
+        return math.ceil(k / 32) * 16
     if packing == "bit":
         return math.ceil(k / 8)
     assert packing == "planes"
@@ -141,6 +144,12 @@ def ref_pack_row(packing: str, name: str, codes: list[int]) -> list[int]:
         out = []
         for s in range(0, len(c), 128):  # two 128-code halves a block
             out += [c[s + j] | c[s + j + 32] << 2 | c[s + j + 64] << 4 | c[s + j + 96] << 6 for j in range(32)]
+        return out
+    if packing == "q4":  # nib16's bytes of offset codes: value - min (i4: the two's-complement code ^ 8)
+        c = pad_to([v ^ 8 if name == "i4" else v for v in codes], 32, fill ^ 8 if name == "i4" else fill)
+        out = []
+        for s in range(0, len(c), 32):
+            out += [c[s + j] | c[s + j + 16] << 4 for j in range(16)]
         return out
     if packing == "bit":
         c = pad_to(codes, 8, fill)
@@ -373,7 +382,7 @@ def test_padding_holds_the_code_of_zero(packing, name):
 # -- sizes -------------------------------------------------------------------------------------------
 
 BPW = {"nib": 4.0, "nib16": 4.0, "nib32": 4.0, "nib64": 4.0, "crumb": 2.0, "crumb16": 2.0, "crumb32": 2.0,
-       "crumb64": 2.0, "tq2": 2.0, "trit5": 1.6, "bit": 1.0}
+       "crumb64": 2.0, "tq2": 2.0, "q4": 4.0, "trit5": 1.6, "bit": 1.0}
 
 
 @pytest.mark.parametrize("packing,name", PAIRS)

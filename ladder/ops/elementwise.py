@@ -7,16 +7,19 @@ import math
 import numpy as np
 
 from ..errors import LadderError
+from ..packing import ScaledPacking, get_packing
 from ..types import TensorType
 from .base import AttrSpec, InferError, OpDef, broadcast, need_float, need_same_dtype, register, to_f32
 
 
 @register
 class Param(OpDef):
-    """A weight held outside the program, looked up by ``ref`` in the weights."""
+    """A weight held outside the program, looked up by ``ref`` in the weights. ``stored`` (optional): the block
+    packing its file holds it in (``q4+f16`` for a GGUF Q4_0 tensor); legalize-types packs it in that one where
+    its block scales fit, so that the file's bytes are the packed weight (ladder.weights.Blocks)."""
 
     name = "param"
-    attrs = {"ref": AttrSpec("str")}
+    attrs = {"ref": AttrSpec("str"), "stored": AttrSpec("str", "")}
     declares_result = True
 
     def check_declared(self, t, attrs):
@@ -24,6 +27,14 @@ class Param(OpDef):
             raise InferError("a param needs a non-empty name")
         if t.layout:
             raise InferError(f"a param holds logical values, not {t}; legalize-types packs it with a 'pack' op")
+        if attrs["stored"]:  # the block packing its file stores it in (legalize-types keeps that one)
+            try:
+                p = get_packing(attrs["stored"])
+            except LadderError as e:
+                raise InferError(f"stored: {e.message}") from None
+            if not isinstance(p, ScaledPacking) or not p.accepts(t.dtype):
+                raise InferError(f"stored = \"{attrs['stored']}\" is not a block packing of {t.dtype} "
+                                 f"(BASE+SCALE, e.g. nib16+f16)")
 
     def compute(self, args, attrs, out, ins):  # the interpreter binds params from the weights
         raise InferError("param values come from the weights, not from compute")

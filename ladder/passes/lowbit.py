@@ -25,7 +25,7 @@ from ..errors import PipelineError, VerifyError
 from ..ir import Graph, Op, Value
 from ..ops import OPS, make_op
 from ..ops.lowbit import EPILOGUES, block_scales
-from ..packing import PACKINGS, packings_for
+from ..packing import PACKINGS, get_packing, packings_for
 from ..target import get_target
 from ..types import DTYPES
 from .canonicalize import remove_dead
@@ -104,9 +104,10 @@ class LegalizeTypes(Pass):
                 # (an embedding's gather of the same codes) read the codes too: those keep the plain codes
                 dequants_only = False
                 if scales is not None:
-                    base = _packing_with_block(target, t.dtype, scales[0], overrides.get(t.dtype.name))
+                    s_t = g.type_of(scales[1][0])
+                    base = _stored_base(op, target, t.dtype, scales, s_t, overrides.get(t.dtype.name)) or \
+                        _packing_with_block(target, t.dtype, scales[0], overrides.get(t.dtype.name))
                     if base is not None:
-                        s_t = g.type_of(scales[1][0])
                         layout = f"{base}+{s_t.dtype.name}{'z' if len(scales[1]) == 2 else ''}"
                         pack_operands += scales[1]
                         dequants_only = True
@@ -144,6 +145,21 @@ def _shared_block_scales(g: Graph, name: str, weights: set[str]):
             return None
         found = key
     return found
+
+
+def _stored_base(op: Op, target, dt, scales, s_t, override: str | None) -> str | None:
+    """The base packing of a param's ``stored`` block packing when its blocks are these scales' groups (same
+    group, scale type and zeros) and no ``prefer`` overrides it: packing the weight in it is then the file's
+    own bytes (ladder.weights.Blocks). Every cpu kernel that takes a packing's geometry takes it; a table-lookup
+    target keeps its bit planes."""
+    stored = op.attr.get("stored") if op.kind == "param" else None
+    prefs = target.preferred_packings(dt)
+    if not stored or override or (prefs and PACKINGS[prefs[0]].planes):
+        return None
+    p = get_packing(stored)
+    if p.block != scales[0] or p.scale != s_t.dtype or p.zero != (len(scales[1]) == 2) or not p.accepts(dt):
+        return None
+    return p.base.name
 
 
 def _packing_with_block(target, dt, group: int, override: str | None):

@@ -129,10 +129,11 @@ def plan(ctx, op, ins) -> Q8Plan | None:
 
 def _nib_blocks(L) -> bool:
     """Whether a layout (ladder.packing.Packing) is what the block kernel decodes: blocks of 32 4-bit codes in 16
-    bytes, code j in the low nibble of byte j and code j + 16 in its high nibble (nib16, Q4_0's order)."""
+    bytes, code j in the low nibble of byte j and code j + 16 in its high nibble (nib16, and q4: Q4_0's bytes),
+    codes as the type's or offset binary (``Packing.byte_xor`` makes either the offset code)."""
     return (not L.planes and not L.radix and L.bits == 4 and L.block == BLOCK and L.block_bytes == 16
             and [L.place(i) for i in (0, 15, 16, 31)] == [(0, 0), (15, 0), (0, 1), (15, 1)]
-            and L.slot_shifts == (0, 4) and L.codes == "type")
+            and L.slot_shifts == (0, 4))
 
 
 @lowers("qmatmul_q8")
