@@ -393,23 +393,84 @@ SCORES_MAX = 16384  # keys whose scores an attention row keeps on the stack (64 
 def exp_f32(ctx, b, x):
     """exp(x) in f32 without a libm call, so that a loop of it vectorises: Cephes' expf (x = n ln2 + r,
     |r| <= ln2 / 2, a degree-6 polynomial, 2^n by the exponent bits), within 2 ulp of expf. Below -87.3 it is 0
-    (expf's result there is subnormal or 0, at most 1.2e-38), above 88.7 +inf, NaN stays NaN."""
-    fl = _intr(ctx, "llvm.floor.f32")
-    xc = b.select(b.fcmp_ordered(">", x, F32C(88.7)), F32C(88.7), x)
-    xc = b.select(b.fcmp_ordered("<", xc, F32C(-87.3)), F32C(-87.3), xc)
-    n = b.call(fl, [b.fadd(b.fmul(xc, F32C(1.44269504088896341)), F32C(0.5))])
-    r = b.fsub(b.fsub(xc, b.fmul(n, F32C(0.693359375))), b.fmul(n, F32C(-2.12194440e-4)))
-    y = F32C(1.9875691500e-4)
+    (expf's result there is subnormal or 0, at most 1.2e-38), above 88.7 +inf, NaN stays NaN. ``x`` is a f32
+    or a vector of them (the same operations, lane by lane)."""
+    ty = x.type
+    lanes = ty.count if isinstance(ty, ir.VectorType) else 0
+    ity = ir.VectorType(I32, lanes) if lanes else I32
+
+    def f(v):
+        return ir.Constant(ty, [float(v)] * lanes) if lanes else F32C(v)
+
+    def i(v):
+        return ir.Constant(ity, [int(v)] * lanes) if lanes else C32(v)
+
+    fl = ctx.declare(f"llvm.floor.v{lanes}f32" if lanes else "llvm.floor.f32", ty, [ty])
+    xc = b.select(b.fcmp_ordered(">", x, f(88.7)), f(88.7), x)
+    xc = b.select(b.fcmp_ordered("<", xc, f(-87.3)), f(-87.3), xc)
+    n = b.call(fl, [b.fadd(b.fmul(xc, f(1.44269504088896341)), f(0.5))])
+    r = b.fsub(b.fsub(xc, b.fmul(n, f(0.693359375))), b.fmul(n, f(-2.12194440e-4)))
+    y = f(1.9875691500e-4)
     for cst in (1.3981999507e-3, 8.3334519073e-3, 4.1665795894e-2, 1.6666665459e-1, 5.0000001201e-1):
-        y = b.fadd(b.fmul(y, r), F32C(cst))
-    y = b.fadd(b.fadd(b.fmul(b.fmul(y, r), r), r), F32C(1.0))
-    ni = b.fptosi(n, I32)
-    up = b.select(b.icmp_signed(">", ni, C32(0)), C32(1), C32(0))  # 2^n as 2^(n - up) 2^up: n = 128 fits
-    two_n = b.bitcast(b.shl(b.add(b.sub(ni, up), C32(127)), C32(23)), F32)
-    out = b.fmul(b.fmul(y, two_n), b.bitcast(b.shl(b.add(up, C32(127)), C32(23)), F32))
-    out = b.select(b.fcmp_ordered("<", x, F32C(-87.3)), F32C(0.0), out)
-    out = b.select(b.fcmp_ordered(">", x, F32C(88.7)), F32C(np.inf), out)
+        y = b.fadd(b.fmul(y, r), f(cst))
+    y = b.fadd(b.fadd(b.fmul(b.fmul(y, r), r), r), f(1.0))
+    ni = b.fptosi(n, ity)
+    up = b.select(b.icmp_signed(">", ni, i(0)), i(1), i(0))  # 2^n as 2^(n - up) 2^up: n = 128 fits
+    two_n = b.bitcast(b.shl(b.add(b.sub(ni, up), i(127)), i(23)), ty)
+    out = b.fmul(b.fmul(y, two_n), b.bitcast(b.shl(b.add(up, i(127)), i(23)), ty))
+    out = b.select(b.fcmp_ordered("<", x, f(-87.3)), f(0.0), out)
+    out = b.select(b.fcmp_ordered(">", x, f(88.7)), f(np.inf), out)
     return b.select(_is_nan(b, x), x, out)
+
+
+class _VectorRow:
+    """Dot products of a D-long f32 row held in vector registers (``load_row``) with rows of a cache, VW lanes at
+    a time (one multiply-add a vector, one reassociated reduction a dot product, the D % VW tail in scalars).
+    ``ok``: every type involved loads as whole vectors (f32, bf16, and f16 where the target has F16C)."""
+
+    def __init__(self, ctx, b, d: int, dtypes, f16c: bool):
+        self.b, self.d, self.f16c = b, d, f16c
+        self.vw = vw = max(4, min(16, ctx.target.vector_bits // 32))
+        self.nv = d // vw
+        self.ok = self.nv > 0 and all(t.name in ("f32", "bf16") or (t.name == "f16" and f16c) for t in dtypes)
+        self.vt = vt = ir.VectorType(F32, vw)
+        if self.ok:
+            self.fma = ctx.declare(f"llvm.fmuladd.v{vw}f32", vt, [vt, vt, vt])
+            self.sum = self.sum_decl(ctx)
+
+    def sum_decl(self, ctx):
+        """llvm.vector.reduce.fadd of VW lanes (called with reassoc: a tree of shuffles and adds)."""
+        return ctx.declare(f"llvm.vector.reduce.fadd.v{self.vw}f32", F32, [F32, self.vt])
+
+    def load(self, ptr, idx, dt):
+        """VW elements from ptr[idx] as f32 (a f16 vector by one conversion, a bf16 by a shift)."""
+        b, vw = self.b, self.vw
+        if dt.name == "f32":
+            return b.load(elem_ptr(b, ptr, idx, F32), typ=self.vt, align=4)
+        raw = b.load(elem_ptr(b, ptr, idx, ir.IntType(16)), typ=ir.VectorType(ir.IntType(16), vw), align=2)
+        if dt.name == "f16":
+            return b.fpext(b.bitcast(raw, ir.VectorType(ir.HalfType(), vw)), self.vt)
+        wide = b.shl(b.zext(raw, ir.VectorType(I32, vw)), ir.Constant(ir.VectorType(I32, vw), [16] * vw))
+        return b.bitcast(wide, self.vt)
+
+    def load_row(self, ptr, base, dt):
+        """The row at ptr[base:base + D]: its whole vectors and its tail's scalars."""
+        b = self.b
+        vecs = [self.load(ptr, b.add(base, C64(c * self.vw)), dt) for c in range(self.nv)]
+        tail = [_load(b, ptr, b.add(base, C64(t)), dt) for t in range(self.nv * self.vw, self.d)]
+        return vecs, tail
+
+    def dot(self, row, ptr, base, dt):
+        b = self.b
+        vecs, tail = row
+        acc = None
+        for c, qv in enumerate(vecs):
+            kv = self.load(ptr, b.add(base, C64(c * self.vw)), dt)
+            acc = b.fmul(qv, kv) if acc is None else b.call(self.fma, [qv, kv, acc])
+        s = b.call(self.sum, [F32C(-0.0), acc], fastmath=("reassoc",))
+        for t, qs in enumerate(tail, start=self.nv * self.vw):
+            s = b.fadd(s, b.fmul(qs, _load(b, ptr, b.add(base, C64(t)), dt)))
+        return s
 
 
 @lowers("attention")
@@ -449,7 +510,13 @@ def lower_attention(ctx, op, ins, outs):
     dt = q.dtype
     f16c = has_f16c(ctx.target)  # a f16 KV cache read by one conversion per vector
 
-    def dot(qbase, kbase):
+    vec = _VectorRow(ctx, b, d, (dt, k.dtype), f16c)
+    vvec = _VectorRow(ctx, b, dv, (v.dtype,), f16c)
+    vacc = [entry_alloca(b, vvec.vt) for _ in range(vvec.nv)] if vvec.ok else None
+
+    def dot(qbase, kbase, qv=None):
+        if vec.ok:  # vectors of the row, one reduction a key (the scalar chain was 1 add a lane, in order)
+            return b.fmul(vec.dot(qv, pk, kbase, k.dtype), scale)
         s = _var(b, F32, F32C(0))
         with for_range(b, 0, d, name="t") as t:
             prod = b.fmul(_load(b, pq, b.add(qbase, t), dt), _load_fast(b, pk, b.add(kbase, t), k.dtype, f16c))
@@ -468,9 +535,10 @@ def lower_attention(ctx, op, ins, outs):
         limit = length
         if a["causal"]:
             limit = b.add(b.sub(length, C64(sq)), b.add(i, C64(1)))  # keys j <= L - Sq + i (always < L)
+        qv = vec.load_row(pq, qrow, dt) if vec.ok else None  # the query row, held in registers
         m = _var(b, F32, F32C(-np.inf))
         with for_range(b, 0, limit, name="j", vectorize=False) as j:
-            sc = dot(qrow, b.mul(b.add(b.mul(kvh, C64(skv)), j), C64(d)))
+            sc = dot(qrow, b.mul(b.add(b.mul(kvh, C64(skv)), j), C64(d)), qv)
             if keep:
                 b.store(sc, b.gep(scores, [j], source_etype=F32))
             b.store(_max_nan(b, b.load(m), sc), m)
@@ -478,9 +546,22 @@ def lower_attention(ctx, op, ins, outs):
         shift = b.select(_finite(ctx, b, mv), mv, F32C(0))
         with for_range(b, 0, dv, name="c") as c:
             b.store(F32C(0), b.gep(accp, [c], source_etype=F32))
+        for slot in vacc or ():
+            b.store(ir.Constant(vvec.vt, [0.0] * vvec.vw), slot)
         total = _var(b, F32, F32C(0))
-        if keep:  # e_j = exp(s_j - shift) in place, a vector loop (a polynomial exp, no libm call a key)
-            with for_range(b, 0, limit, name="e") as j:
+        if keep:  # e_j = exp(s_j - shift) in place, vectors of lanes (a polynomial exp, no libm call a key)
+            vt, vw = vec.vt, vec.vw
+            vtot = _var(b, vt, ir.Constant(vt, [0.0] * vw))
+            vshift = b.shuffle_vector(b.insert_element(ir.Constant(vt, None), shift, C32(0)), ir.Constant(vt, None),
+                                      ir.Constant(ir.VectorType(I32, vw), [0] * vw))
+            whole = b.sub(limit, b.srem(limit, C64(vw)))
+            with for_range(b, 0, whole, step=vw, name="ev", vectorize=False) as j:
+                slot = b.bitcast(b.gep(scores, [j], source_etype=F32), vt.as_pointer())
+                e = exp_f32(ctx, b, b.fsub(b.load(slot, typ=vt, align=4), vshift))
+                b.store(e, slot, align=4)
+                b.store(b.fadd(b.load(vtot, typ=vt), e), vtot)
+            b.store(b.call(vec.sum_decl(ctx), [F32C(-0.0), b.load(vtot, typ=vt)], fastmath=("reassoc",)), total)
+            with for_range(b, whole, limit, name="e", vectorize=False) as j:
                 slot = b.gep(scores, [j], source_etype=F32)
                 e = exp_f32(ctx, b, b.fsub(b.load(slot, typ=F32), shift))
                 b.store(e, slot)
@@ -489,13 +570,25 @@ def lower_attention(ctx, op, ins, outs):
             if keep:
                 e = b.load(b.gep(scores, [j], source_etype=F32), typ=F32)
             else:
-                e = b.call(exp, [b.fsub(dot(qrow, b.mul(b.add(b.mul(kvh, C64(skv)), j), C64(d))), shift)])
+                e = b.call(exp, [b.fsub(dot(qrow, b.mul(b.add(b.mul(kvh, C64(skv)), j), C64(d)), qv), shift)])
                 b.store(b.fadd(b.load(total), e), total)
             vrow = b.mul(b.add(b.mul(vvh, C64(skv)), j), C64(dv))
-            with for_range(b, 0, dv, name="c") as c:
+            if vacc is not None:  # the row's sums in registers: e_j * v_j a vector at a time (same rounding)
+                es = b.shuffle_vector(b.insert_element(ir.Constant(vvec.vt, None), e, C32(0)),
+                                      ir.Constant(vvec.vt, None), ir.Constant(ir.VectorType(I32, vvec.vw), [0] * vvec.vw))
+                for ci, slot in enumerate(vacc):
+                    vc = vvec.load(pv, b.add(vrow, C64(ci * vvec.vw)), v.dtype)
+                    b.store(b.fadd(b.load(slot, typ=vvec.vt), b.fmul(es, vc)), slot)
+                c_from = len(vacc) * vvec.vw
+            else:
+                c_from = 0
+            with for_range(b, c_from, dv, name="c") as c:
                 slot = b.gep(accp, [c], source_etype=F32)
                 vc = _load_fast(b, pv, b.add(vrow, c), v.dtype, f16c)
                 b.store(b.fadd(b.load(slot, typ=F32), b.fmul(e, vc)), slot)
+        for ci, slot in enumerate(vacc or ()):
+            at = b.bitcast(b.gep(accp, [C64(ci * vvec.vw)], source_etype=F32), vvec.vt.as_pointer())
+            b.store(b.load(slot, typ=vvec.vt), at, align=4)
         tot = b.load(total)
         orow = b.mul(w, C64(dv))
         with for_range(b, 0, dv, name="c") as c:
