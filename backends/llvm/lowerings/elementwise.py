@@ -7,8 +7,9 @@ Each description says how one element is computed, in the domain the reference i
   reference; the unary ops neg/relu/relu2/round/clamp compute in float64 there, but their f64 result is exact
   in f32 for every float type, so f32 gives the same bits.
 * ``f64``: the transcendental ops (gelu, silu, sigmoid, tanh, erf, exp), computed in float64 in the same
-  operation order as the reference, with libm's double functions (exp, erf, pow) and Cephes' tanh written out
-  here (``tanh_f64``: a few float64 ulp, and a loop of it vectorises), then rounded to the result type as
+  operation order as the reference, with libm's double functions (erf, pow) and Cephes' tanh and exp written
+  out here (``tanh_f64``, ``exp_f64_full``: a few float64 ulp, and a loop of them vectorises; exp, silu and
+  sigmoid use the exp), then rounded to the result type as
   numpy/ml_dtypes do (f16 directly, i.e. through a round-to-odd f32; bf16/fp8/fp4 through f32).
 * ``int``: integer types in their storage width (add/sub/mul/neg wrap around, as numpy does).
 * ``convert``: cast, which maps an operand element to a result element directly.
@@ -276,7 +277,7 @@ def _poly(b, x, coeffs, lead_one: bool = False):
 
 
 def _exp_f64(ctx, b, x):
-    """exp(x) for 0 <= x <= 40 (Cephes' exp; 2^n by the exponent bits)."""
+    """exp(x) for EXP_LO <= x <= EXP_HI (Cephes' exp; 2^n by the exponent bits)."""
     n = b.call(ctx.declare("llvm.floor.f64", F64, [F64]), [b.fadd(b.fmul(x, _cf(F64, 1 / math.log(2))),
                                                                   _cf(F64, 0.5))])
     r = b.fsub(b.fsub(x, b.fmul(n, _cf(F64, _LN2_HI))), b.fmul(n, _cf(F64, _LN2_LO)))
@@ -362,8 +363,35 @@ def _gelu(b, ctx, attrs, x):
     return b.fmul(b.fmul(half, x), b.fadd(one, _call(ctx, b, "erf", b.fdiv(x, _cf(F64, _SQRT2)))))
 
 
+# exp over every float64 a f32 operand gives, for results rounded to f32 or narrower: below EXP_LO the result
+# is below 2^-1021 (0 in f32; silu and sigmoid take exp(EXP_LO), 1 + e being exactly 1 in float64 either way);
+# above EXP_HI it is +inf (it is far past f32's range from 88.8 on). Between them Cephes' exp (``_exp_f64``,
+# 2^n by the exponent bits, n in [-1021, 1023]).
+EXP_LO, EXP_HI = -708.0, 709.0
+
+
+def exp_f64_full(ctx, b, x, tiny_as_zero: bool = True):
+    """exp(x) in float64, straight-line code (a loop of it vectorises): Cephes' exp inside [EXP_LO, EXP_HI],
+    +inf above, 0 below (or exp(EXP_LO) with ``tiny_as_zero`` false); NaN stays NaN (as it came)."""
+    xc = b.select(b.fcmp_ordered("<", x, _cf(F64, EXP_LO)), _cf(F64, EXP_LO), x)
+    xc = b.select(b.fcmp_ordered(">", xc, _cf(F64, EXP_HI)), _cf(F64, EXP_HI), xc)
+    e = _exp_f64(ctx, b, xc)
+    e = b.select(b.fcmp_ordered(">", x, _cf(F64, EXP_HI)), _cf(F64, math.inf), e)
+    if tiny_as_zero:
+        e = b.select(b.fcmp_ordered("<", x, _cf(F64, EXP_LO)), _cf(F64, 0.0), e)
+    return b.select(b.fcmp_unordered("uno", x, x), x, e)
+
+
+def _nan_kept(b, x, y, negated: bool = False):
+    """y, or x where x is NaN: the NaN that came in (negated: -x, the NaN of exp(-x) that the reference's sum
+    passes on), whichever operand order the vectoriser picks."""
+    return b.select(b.fcmp_unordered("uno", x, x), b.fneg(x) if negated else x, y)
+
+
 def _exp_neg(b, ctx, x):
-    return _call(ctx, b, "exp", b.fneg(x))
+    """exp(-x) for silu and sigmoid: 1 + exp(-x) is 1 in float64 wherever exp(-x) < 2^-53, so a tiny exp need
+    not be exact; NaN comes out as it came in (the op's result is then x itself)."""
+    return exp_f64_full(ctx, b, b.fneg(x), tiny_as_zero=False)
 
 
 def _nan_first(op):
@@ -390,12 +418,14 @@ ELEMENTWISE: dict[str, Elementwise] = {
     "round": Elementwise(1, f32=lambda b, c, a, x, t: _round_even(b, c, x)),
     "clamp": Elementwise(1, f32=lambda b, c, a, x, t: _clamp_f32(b, c, a, x, t),
                          int=lambda b, c, a, x, t: _clamp_int(b, c, a, x, t)),
-    "exp": Elementwise(1, f64=lambda b, c, a, x: _call(c, b, "exp", x)),
+    "exp": Elementwise(1, f64=lambda b, c, a, x: exp_f64_full(c, b, x)),
     "tanh": Elementwise(1, f64=lambda b, c, a, x: tanh_f64(c, b, x)),
     "erf": Elementwise(1, f64=lambda b, c, a, x: _call(c, b, "erf", x)),
     "sqrt": Elementwise(1, f64=lambda b, c, a, x: _call(c, b, "sqrt", x)),
-    "sigmoid": Elementwise(1, f64=lambda b, c, a, x: b.fdiv(_cf(F64, 1.0), b.fadd(_cf(F64, 1.0), _exp_neg(b, c, x)))),
-    "silu": Elementwise(1, f64=lambda b, c, a, x: b.fdiv(x, b.fadd(_cf(F64, 1.0), _exp_neg(b, c, x)))),
+    "sigmoid": Elementwise(1, f64=lambda b, c, a, x: _nan_kept(b, x, b.fdiv(_cf(F64, 1.0),
+                                                                           b.fadd(_cf(F64, 1.0), _exp_neg(b, c, x))),
+                                                               negated=True)),
+    "silu": Elementwise(1, f64=lambda b, c, a, x: _nan_kept(b, x, b.fdiv(x, b.fadd(_cf(F64, 1.0), _exp_neg(b, c, x))))),
     "gelu": Elementwise(1, f64=_gelu),
     "cast": Elementwise(1, convert=lambda b, raw, src, to: _cast(b, raw, src, to)),
 }

@@ -340,6 +340,8 @@ def _const_table(ctx, hint, ty, values):
 
 @lowers("rope")
 def lower_rope(ctx, op, ins, outs):
+    """Work item = one position s: its cos and sin (float64, libm, as the reference) computed once into a stack
+    table, then every row at that position (each head, each batch entry) rotated by a loop over the table."""
     (x, pos), (y,) = ins, outs
     a = _attrs(op)
     s_len, d = x.shape[-2], x.shape[-1]
@@ -352,27 +354,31 @@ def lower_rope(ctx, op, ins, outs):
         return KernelSpec(fn, 0)
     table, arr_t = _const_table(ctx, "rope_inv_freq", F64, inv_freq)
     cos, sin = ctx.declare("cos", F64, [F64]), ctx.declare("sin", F64, [F64])
-    with for_range(b, begin, end, name="r") as r:
-        p = _load_int64(b, pp, b.srem(r, C64(s_len)), pos.dtype)
-        pf = b.sitofp(p, F64)
-        base = b.mul(r, C64(d))
-        with for_range(b, 0, half, name="i") as i:
-            f = b.load(b.gep(table, [C64(0), i], source_etype=arr_t), typ=F64)
-            ang = b.fmul(pf, f)
-            c, s = b.call(cos, [ang]), b.call(sin, [ang])
-            if a["style"] == "half":
-                i1, i2 = b.add(base, i), b.add(base, b.add(i, C64(half)))
-            else:
-                i1 = b.add(base, b.mul(i, C64(2)))
-                i2 = b.add(i1, C64(1))
-            x1 = b.fpext(_load(b, px, i1, x.dtype), F64)
-            x2 = b.fpext(_load(b, px, i2, x.dtype), F64)
-            y1 = b.fsub(b.fmul(x1, c), b.fmul(x2, s))
-            y2 = b.fadd(b.fmul(x2, c), b.fmul(x1, s))
-            _store(b, b.fptrunc(y1, F32), py, i1, y.dtype)
-            _store(b, b.fptrunc(y2, F32), py, i2, y.dtype)
+    cs, sn = _var(b, F64, size=half), _var(b, F64, size=half)
+    with for_range(b, begin, end, name="s", vectorize=False) as s:
+        pf = b.sitofp(_load_int64(b, pp, s, pos.dtype), F64)
+        with for_range(b, 0, half, name="i", vectorize=False) as i:
+            ang = b.fmul(pf, b.load(b.gep(table, [C64(0), i], source_etype=arr_t), typ=F64))
+            b.store(b.call(cos, [ang]), b.gep(cs, [i], source_etype=F64))
+            b.store(b.call(sin, [ang]), b.gep(sn, [i], source_etype=F64))
+        with for_range(b, 0, rows // s_len, name="l", vectorize=False) as lead:
+            base = b.mul(b.add(b.mul(lead, C64(s_len)), s), C64(d))
+            with for_range(b, 0, half, name="i") as i:
+                c = b.load(b.gep(cs, [i], source_etype=F64), typ=F64)
+                sv = b.load(b.gep(sn, [i], source_etype=F64), typ=F64)
+                if a["style"] == "half":
+                    i1, i2 = b.add(base, i), b.add(base, b.add(i, C64(half)))
+                else:
+                    i1 = b.add(base, b.mul(i, C64(2)))
+                    i2 = b.add(i1, C64(1))
+                x1 = b.fpext(_load(b, px, i1, x.dtype), F64)
+                x2 = b.fpext(_load(b, px, i2, x.dtype), F64)
+                y1 = b.fsub(b.fmul(x1, c), b.fmul(x2, sv))
+                y2 = b.fadd(b.fmul(x2, c), b.fmul(x1, sv))
+                _store(b, b.fptrunc(y1, F32), py, i1, y.dtype)
+                _store(b, b.fptrunc(y2, F32), py, i2, y.dtype)
     b.ret_void()
-    return KernelSpec(fn, rows)
+    return KernelSpec(fn, s_len)
 
 
 # -- attention -------------------------------------------------------------------------------------------
