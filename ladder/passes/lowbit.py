@@ -95,8 +95,9 @@ class LegalizeTypes(Pass):
                 t = r.type
                 if r.name not in weights or not t.dtype.is_low_bit or t.layout or not t.shape:
                     continue
-                if not any(g.op(u).kind != "pack" for u in g.users(r.name)):
-                    continue
+                users = [g.op(u).kind for u in g.users(r.name)]
+                if all(k == "pack" for k in users) or all(k == "gather" for k in users):
+                    continue  # packed already; or only rows are read (an embedding), which the codes give as they are
                 layout = overrides.get(t.dtype.name) or target.packing_for(t.dtype).name
                 scales = _shared_block_scales(g, r.name, weights) if self.block_scales else None
                 pack_operands = [r.name]
