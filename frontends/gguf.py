@@ -39,10 +39,11 @@ the dimensions. ``shapes={"tokens": (S,)}`` sets the step's length (default 1); 
 The graphs are checked against llama.cpp itself (tests/test_parity_llamacpp.py).
 
 * Quantized weights become ``param`` codes + ``param`` scales (+ zeros) + ``dequant`` + ``matmul
-  {transpose_b}``, which ``legalize-types,fuse`` turn into one ``qmatmul`` over packed weights. Q4_0 and TQ2_0
-  blocks are ladder's ``q4+f16`` and ``tq2+f16`` byte for byte: their codes params say so (``stored``), and
-  their weights are the file's bytes (``ladder.weights.Blocks``, a view of the memory map), which become the
-  packed weight as they are; they are decoded only where a graph needs codes (an embedding's rows).
+  {transpose_b}``, which ``legalize-types,fuse`` turn into one ``qmatmul`` over packed weights. The weights
+  are the file's blocks (``ladder.weights.Blocks``, a view of the memory map), decoded when a compile first
+  reads them and packed once for every module compiled from them. Q4_0 and TQ2_0 blocks are ladder's
+  ``q4+f16`` and ``tq2+f16`` byte for byte: their codes params say so (``stored``), and the file's bytes
+  become the packed weight as they are, never decoded unless a graph reads their codes (an embedding's rows).
 * Activations are quantized where llama.cpp quantizes them: into a Q8_0, Q4_0 or Q5_0 projection (whose
   llama.cpp dot product takes Q8_0 activations) x goes through llama.cpp's Q8_0 blocks, ``quantize {absmax, i8,
   group = 32}`` (q = rint(x * 127 / max|x|), as its x86 ``quantize_row_q8_0``) with the scale rounded to f16
@@ -91,6 +92,7 @@ from ladder.models import (BITNET_B158, BITNET_GGUF, LLAMA_GGUF, Arch, BitNetCon
                            decoder, step_shapes)
 from ladder.quant import dequantize as _dequantize
 from ladder.types import DTYPES, DType
+from ladder.packing import get_packing
 from ladder.weights import Blocks
 
 from gguf import GGMLQuantizationType as QT
@@ -298,35 +300,39 @@ STORED = {QT.Q4_0: "q4+f16", QT.TQ2_0: "tq2+f16"}
 _CHECK_ROWS = 4096  # rows of blocks checked at a time for TQ2_0's unused code (bounded temporaries)
 
 
-def _stored(name: str, t: QT, data: np.ndarray, shape: tuple[int, ...]) -> GGUFTensor | None:
-    """A Q4_0 or TQ2_0 tensor kept as the file's bytes (ladder.weights.Blocks: no decode, no copy), or None for
-    the other types and for data of the wrong size (which ``_convert`` then reports)."""
-    layout = STORED.get(t)
-    block, size = GGML_QUANT_SIZES.get(t, (1, 1))
-    if layout is None or not shape or shape[-1] % block or not isinstance(data, np.ndarray) \
-            or data.dtype != np.uint8 or data.size != math.prod(shape) // block * size:
+def _lazy(name: str, t: QT, data: np.ndarray, shape: tuple[int, ...]) -> GGUFTensor | None:
+    """A quantized tensor decoded only when read (ladder.weights.Blocks; its type, group and scale type from
+    its first block), Q4_0 and TQ2_0 kept as the file's bytes (``STORED``); None for a float type and for data
+    of the wrong size (which ``_convert`` then reports)."""
+    if t in FLOATS or t not in GGML_QUANT_SIZES:
         return None
-    storage = np.ascontiguousarray(data).reshape(tuple(shape[:-1]) + (shape[-1] // block * size,))
+    block, size = GGML_QUANT_SIZES[t]
+    if not shape or shape[-1] % block or not isinstance(data, np.ndarray) or data.dtype != np.uint8 \
+            or data.size != math.prod(shape) // block * size or data.size == 0:
+        return None
+    lead, k = tuple(shape[:-1]), shape[-1]
+    storage = np.ascontiguousarray(data).reshape(lead + (k // block * size,))
+    blocks = storage.reshape(-1, size)
+    with np.errstate(invalid="ignore", over="ignore"):
+        _, scale, zero, group, dtname, zm = _decode_blocks(t, blocks[:1])
     if t == QT.TQ2_0:  # the 2-bit code 3 is no ternary value: refuse it as the decode would
-        blocks = storage.reshape(-1, size)
         for i in range(0, blocks.shape[0], _CHECK_ROWS):
             qs = blocks[i:i + _CHECK_ROWS, :64]
             if np.any(qs & (qs >> 1) & 0x55):
                 raise GGUFError(f"tensor '{name}' ({t.name}) holds the unused 2-bit code 3, which is not a "
                                 f"ternary value")
-    decoded: dict[str, GGUFTensor] = {}
+    layout = STORED.get(t, "")
 
     def decode(which: int) -> np.ndarray:
-        if which == 1:  # the scales alone: the f16 of each block
-            at = 0 if t == QT.Q4_0 else 64
-            return storage.reshape(-1, size)[:, at:at + 2].copy().view(np.float16).reshape(
-                tuple(shape[:-1]) + (shape[-1] // block,))
-        if not decoded:
-            decoded["t"] = _convert(name, t, data, shape)
-        return decoded["t"].codes
+        if which == 1 and layout:  # the scales alone: the f16 of each block, where the packing says
+            at = get_packing(layout).scale_offset(0)
+            return blocks[:, at:at + 2].copy().view(np.float16).reshape(lead + (k // block,))
+        g = _convert(name, t, data, shape)
+        return (g.codes, g.scale, g.zero)[which]
 
-    b = Blocks(name, layout, "i4" if t == QT.Q4_0 else "ternary", shape, storage, decode)
-    return GGUFTensor(name, t.name, DTYPES[b.dtype], b.codes, b.scales, None, block, "none", stored=layout)
+    b = Blocks(name, dtname, shape, decode, layout=layout, storage=storage if layout else None,
+               scale_shape=lead + (k // group,), scale_dtype=np.asarray(scale).dtype, zero=zero is not None)
+    return GGUFTensor(name, t.name, DTYPES[dtname], b.codes, b.scales, b.zeros, group, zm, stored=layout)
 
 
 def _convert(name: str, t: QT, data: np.ndarray, shape: tuple[int, ...]) -> GGUFTensor:
@@ -613,8 +619,8 @@ class GGUFFile:
     infos: dict[str, Any]  # name -> gguf ReaderTensor
 
     def tensor(self, name: str, keep_blocks: bool = False) -> GGUFTensor:
-        """A tensor decoded to codes + scales; ``keep_blocks``: Q4_0 and TQ2_0 kept as the file's blocks
-        (``STORED``), their codes and scales ``ladder.weights.BlockPart``s."""
+        """A tensor decoded to codes + scales; ``keep_blocks``: a quantized one decoded only when read, Q4_0 and
+        TQ2_0 kept as the file's blocks (``STORED``), its codes, scales (and zeros) ladder.weights.BlockParts."""
         info = self.infos[name]
         return _tensor_of(self.path, info, keep_blocks)
 
@@ -628,7 +634,7 @@ def _tensor_of(path: str, info, keep_blocks: bool = False) -> GGUFTensor:
     try:
         if t is I2_S_TYPE:
             return decode_i2s(info.name, info.data, shape)
-        return (_stored(info.name, t, info.data, shape) if keep_blocks else None) or \
+        return (_lazy(info.name, t, info.data, shape) if keep_blocks else None) or \
             _convert(info.name, t, info.data, shape)
     except GGUFError as e:
         raise GGUFError(f"{path}: {e.message}") from None

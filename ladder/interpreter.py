@@ -76,7 +76,8 @@ class Session:
 
     def _fixed_result(self, op, graph: Graph) -> list[np.ndarray]:
         """An op of params and consts alone, computed once. Packing a file's blocks into the packing the file
-        stores them in is the file's bytes (ladder.weights.Blocks); any other op decodes them first."""
+        stores them in is the file's bytes, and into another one is computed once for every module compiled
+        from those weights (ladder.weights.Blocks); any other op decodes them first."""
         args = [self.fixed[o] for o in op.operands]
         if not any(isinstance(a, weights_mod.BlockPart) for a in args):
             return _compute(op, graph, self.fixed)
@@ -84,7 +85,10 @@ class Session:
             stored = weights_mod.stored_pack(op.attr["layout"], args)
             if stored is not None:
                 return [stored]
-        return _compute(op, graph, {o: np.asarray(a) for o, a in zip(op.operands, args)})
+        out = _compute(op, graph, {o: np.asarray(a) for o, a in zip(op.operands, args)})
+        if op.kind == "pack":
+            weights_mod.keep_pack(op.attr["layout"], args, out[0])
+        return out
 
     @property
     def runtime_ops(self) -> tuple:

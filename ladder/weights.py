@@ -23,6 +23,7 @@ import json
 import math
 import os
 import struct
+import weakref
 import zlib
 from typing import Callable, Iterator, Mapping
 
@@ -40,38 +41,54 @@ ITEM_BYTES = {"BOOL": 1, "U8": 1, "I8": 1, "U16": 2, "I16": 2, "F16": 2, "U32": 
 
 
 class Blocks:
-    """One quantized weight as its file stores it: ``storage`` (uint8[..., row bytes], C-contiguous, usually a
-    view of the file's memory map) is the weight's codes (``dtype`` name, ``shape``) and block scales (and
-    zeros) in the block packing ``layout`` (ladder.packing, e.g. ``q4+f16``). ``decode(which)`` returns the
-    codes (0), scales (1) or zeros (2) as a numpy array, for any use other than that packing; each is decoded
-    at most once. ``codes``, ``scales``, ``zeros`` are the parts to put in a weights mapping, one per param."""
+    """One quantized weight as its file holds it, decoded only when needed: ``decode(which)`` returns its codes
+    (0: ``dtype`` name, ``shape``), block scales (1) or zeros (2) as numpy arrays (``scale_shape``,
+    ``scale_dtype``). ``codes``, ``scales``, ``zeros`` are the parts to put in a weights mapping, one per param.
 
-    def __init__(self, name: str, layout: str, dtype: str, shape: tuple[int, ...], storage: np.ndarray,
-                 decode: Callable[[int], np.ndarray]):
+    ``storage`` (optional): the file's bytes (uint8[..., row bytes], C-contiguous, usually a view of its memory
+    map) when they are the codes and scales (and zeros) in the block packing ``layout`` (ladder.packing, e.g.
+    ``q4+f16``); packing the parts in that layout is then those bytes. A packing into any other layout is
+    computed once and kept here (``packed``), so the modules compiled from one weights mapping (a prefill and
+    a decode step) share it. Scales stay once decoded; codes only while something else holds them (a
+    compiled module that reads them): a weight that is packed is not kept decoded besides."""
+
+    def __init__(self, name: str, dtype: str, shape: tuple[int, ...], decode: Callable[[int], np.ndarray], *,
+                 layout: str = "", storage: np.ndarray | None = None, scale_shape: tuple[int, ...] = (),
+                 scale_dtype=np.float16, zero: bool = False):
         from .dtypes import DTYPES
         from .packing import get_packing
 
         self.name, self.layout, self.dtype, self.shape = name, layout, dtype, tuple(shape)
-        p = get_packing(layout)
-        want = tuple(self.shape[:-1]) + (p.row_bytes(self.shape[-1], None),)
-        if storage.dtype != np.uint8 or tuple(storage.shape) != want or not storage.flags.c_contiguous:
-            raise LadderError(f"internal: blocks of '{name}' in {layout} are uint8{list(want)} (C order), got "
-                              f"{storage.dtype}{list(storage.shape)}")
+        if layout:
+            p = get_packing(layout)
+            want = tuple(self.shape[:-1]) + (p.row_bytes(self.shape[-1], None),)
+            if storage is None or storage.dtype != np.uint8 or tuple(storage.shape) != want or \
+                    not storage.flags.c_contiguous:
+                raise LadderError(f"internal: blocks of '{name}' in {layout} are uint8{list(want)} (C order), got "
+                                  f"{None if storage is None else (storage.dtype, list(storage.shape))}")
+            scale_shape, scale_dtype, zero = p.scale_shape(self.shape), p.scale.np_dtype, p.zero
         self.storage = storage
         self._decode = decode
-        self._decoded: dict[int, np.ndarray] = {}
-        scale_shape, scale_dtype = p.scale_shape(self.shape), np.dtype(p.scale.np_dtype)
+        self._kept: dict[int, np.ndarray] = {}  # scales and zeros
+        self._codes = None  # a weak reference to the decoded codes
+        self.packed: dict[str, np.ndarray] = {}  # layout -> the weight packed in it (ladder.interpreter.Session)
         self.codes = BlockPart(self, 0, self.shape, np.dtype(DTYPES[dtype].np_dtype))
-        self.scales = BlockPart(self, 1, scale_shape, scale_dtype)
-        self.zeros = BlockPart(self, 2, scale_shape, scale_dtype) if p.zero else None
+        self.scales = BlockPart(self, 1, tuple(scale_shape), np.dtype(scale_dtype))
+        self.zeros = BlockPart(self, 2, tuple(scale_shape), np.dtype(scale_dtype)) if zero else None
 
     def decoded(self, which: int) -> np.ndarray:
-        if which not in self._decoded:
-            self._decoded[which] = np.ascontiguousarray(self._decode(which))
-        return self._decoded[which]
+        if which:
+            if which not in self._kept:
+                self._kept[which] = np.ascontiguousarray(self._decode(which))
+            return self._kept[which]
+        codes = self._codes() if self._codes is not None else None
+        if codes is None:
+            codes = np.ascontiguousarray(self._decode(0))
+            self._codes = weakref.ref(codes)
+        return codes
 
     def __repr__(self) -> str:
-        return f"Blocks({self.name!r}, {self.layout}, {self.dtype}{list(self.shape)})"
+        return f"Blocks({self.name!r}, {self.layout or 'decoded when read'}, {self.dtype}{list(self.shape)})"
 
 
 class BlockPart:
@@ -90,16 +107,34 @@ class BlockPart:
         return f"the {('codes', 'scales', 'zeros')[self.which]} of {self.blocks!r}"
 
 
-def stored_pack(layout: str, parts) -> np.ndarray | None:
-    """The file's bytes when ``pack(parts...) {layout}`` is exactly the packing they are stored in: the codes,
-    scales (and zeros) of one ``Blocks``, in that order; else None."""
+def _one_weight(parts) -> Blocks | None:
+    """The Blocks whose codes, scales (and zeros) ``parts`` are, in that order (or its codes alone)."""
     if not parts or not all(isinstance(p, BlockPart) for p in parts):
         return None
     b = parts[0].blocks
-    want = [b.codes, b.scales] + ([b.zeros] if b.zeros is not None else [])
-    if b.layout != layout or len(parts) != len(want) or any(p is not w for p, w in zip(parts, want)):
+    want = [b.codes, b.scales, b.zeros]
+    if any(p is not w for p, w in zip(parts, want)):
         return None
-    return b.storage
+    return b
+
+
+def stored_pack(layout: str, parts) -> np.ndarray | None:
+    """``pack(parts...) {layout}`` without computing it: the file's bytes when that is the packing they are
+    stored in (the codes, scales and zeros of one ``Blocks``), or the packing computed before; else None."""
+    b = _one_weight(parts)
+    if b is None:
+        return None
+    whole = len(parts) == 2 + (b.zeros is not None)
+    if b.layout == layout and whole:
+        return b.storage
+    return b.packed.get(f"{layout}/{len(parts)}")
+
+
+def keep_pack(layout: str, parts, packed: np.ndarray) -> None:
+    """Remember ``pack(parts...) {layout}`` on the weight, for the next module compiled from it."""
+    b = _one_weight(parts)
+    if b is not None:
+        b.packed[f"{layout}/{len(parts)}"] = packed
 
 
 def params(graph: Graph) -> dict[str, Op]:
