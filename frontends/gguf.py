@@ -908,10 +908,12 @@ class _Source:
         self._tensors: dict[str, GGUFTensor] = {}
         self._rounded: dict[tuple[str, Any], Value] = {}  # (x's name, how) -> x as a dot product takes it
         self._shared: dict[str, Any] = {}  # weight name -> _shared_ternary_scale's answer (decided once)
+        self._values: dict[str, Value] = {}  # weight name -> its param in the graph being built
 
     def next_graph(self) -> None:
         """Start another step graph over the same weights (each tensor stays decoded once)."""
         self._rounded.clear()  # its Values belong to the previous graph's builder
+        self._values.clear()
 
     def tensor(self, name: str) -> GGUFTensor:
         if name not in self._tensors:
@@ -922,7 +924,9 @@ class _Source:
         if ref in self.weights and self.weights[ref] is not arr:
             raise GGUFError(f"{self.f.path}: weight name '{ref}' is used twice")
         self.weights[ref] = arr
-        return b.param(ref, f"{dt.name}[{', '.join(map(str, arr.shape))}]", stored=stored)
+        if ref not in self._values:  # one value a weight: a tied head and the embedding read the same one
+            self._values[ref] = b.param(ref, f"{dt.name}[{', '.join(map(str, arr.shape))}]", stored=stored)
+        return self._values[ref]
 
     def _vector(self, b: Builder, name: str) -> Value:
         """A 1-D weight (norms, scales), as f32 values."""
@@ -946,7 +950,7 @@ class _Source:
 
     def embed(self, b: Builder, tokens: Value) -> Value:
         t = self.tensor("token_embd.weight")
-        rows = b.gather(self._param(b, "token_embd.weight", t.codes, t.dtype), tokens)
+        rows = b.gather(self._param(b, "token_embd.weight", t.codes, t.dtype, t.stored), tokens)
         if not t.quantized:
             return rows if t.dtype.name == "f32" else b.cast(rows, dtype="f32")
         scale = b.gather(self._param(b, "token_embd.weight.scales", t.scale, _np_dtype_ladder(t.scale)), tokens)

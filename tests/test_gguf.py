@@ -805,3 +805,24 @@ def test_a_tq2_0_code_3_is_refused_without_decoding(tmp_path):
     bad.write_bytes(bytes(raw))
     with pytest.raises(LadderError, match="blk.0.attn_q.weight.*unused 2-bit code 3"):
         lg.load(bad)
+
+
+@pytest.mark.parametrize("qt", [QT.Q4_0, QT.TQ2_0, QT.Q8_0])
+def test_a_tied_embedding_gathers_rows_of_the_packed_weight(tmp_path, qt):
+    """With the head tied to a quantized token_embd (which legalize-types packs with its block scales), the
+    embedding gathers rows of that packed weight and unpacks them when the step runs: no decoded copy of the
+    table (a 128,256 x 2,560 vocabulary is 328 MB of codes). The logits are the interpreter's on the decoded
+    weights (to the block dot products' rounding), on the cpu and in the interpreter of the compiled graph."""
+    path = model_file(tmp_path / "m.gguf", types={"token_embd": qt}, tied=True, seed=5)
+    g, w = lg.load(path)
+    m = ladder.compile(g, "cpu", w, cache=False)
+    kinds = {op.kind for op in m.graph.ops() if "token_embd" in " ".join(op.operands)}
+    feed = {v.name: np.zeros(v.type.shape, v.type.dtype.np_dtype) for v in g.inputs}
+    feed.update(tokens=np.array([7], np.int32), kv_len=np.array([1], np.int32))
+    want = ladder.run(g, feed, {k: np.asarray(v) for k, v in w.items()})["logits"]
+    if qt != QT.Q8_0:  # int8 codes are not packed: the gather reads them as they are
+        gathers = [op for op in m.graph.ops() if op.kind == "gather" and m.graph.type_of(op.operands[0]).layout]
+        assert len(gathers) == 1 and "token_embd.weight" not in m.backend.weight_names, kinds
+        np.testing.assert_allclose(ladder.run(m.graph, feed, {k: np.asarray(v) for k, v in w.items()})["logits"],
+                                   want, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(m(feed)["logits"], want, rtol=1e-4, atol=1e-4)

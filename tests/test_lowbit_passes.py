@@ -259,11 +259,12 @@ def test_legalize_packs_a_weight_once_for_several_users():
     assert_runs_like(out, g, 2)
 
 
-def test_tied_embedding_and_head_the_head_gets_the_block_packing_the_gather_the_plain_codes():
+def test_tied_embedding_and_head_the_head_gets_the_block_packing_the_gather_its_rows():
     """A GGUF model's tied token_embd: its codes are gathered (the embedding, then dequantized) and dequantized
     whole by its block scales (the head). The head's dequant reads a packing with the scales inside (what the
-    block kernels take: nib16+f16 for i4 in blocks of 32) and the gather reads the codes as they are; both
-    compute what the unlegalized graph computes, on ref and cpu."""
+    block kernels take: nib16+f16 for i4 in blocks of 32) and the gather reads rows of that packed weight,
+    unpacked after (no decoded copy of the table); both compute what the unlegalized graph computes, on ref and
+    cpu."""
     b = Builder()
     tok = b.input("tok", "i32[3]")
     x = b.input("x", "f32[1, 64]")
@@ -276,7 +277,9 @@ def test_tied_embedding_and_head_the_head_gets_the_block_packing_the_gather_the_
     (pk,) = ops_of(out, "pack")
     assert pk.attr["layout"] == "nib16+f16" and list(pk.operands) == ["w", "s"]
     (ga,) = [op for op in ops_of(out, "gather") if op.operands[1] == "tok" and out.type_of(op.operands[0]).dtype.name == "i4"]
-    assert ga.operands[0] == "w"  # the plain codes
+    assert ga.operands[0] == pk.name and out.type_of(ga.results[0].name).layout == "nib16+f16"  # packed rows
+    (up,) = [op for op in ops_of(out, "unpack") if op.operands[0] == ga.results[0].name]
+    assert out.type_of(up.results[0].name) == g.type_of(g.op(g.producer(rows.name)).operands[0])
     (q,) = ops_of(out, "qmatmul")
     assert q.operands[1] == pk.name
     wts = weights.random(g, 3)

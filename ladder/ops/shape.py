@@ -116,18 +116,25 @@ class Slice(OpDef):
 @register
 class Gather(OpDef):
     """``take(table, indices, axis)``: an embedding lookup when table is [V, D] and axis is 0.
-    An index outside [-size, size) is a runtime error."""
+    An index outside [-size, size) is a runtime error. A packed table (a weight in its packing) is gathered
+    along an axis before the last: the rows of its storage, as packed (``unpack`` then gives their codes)."""
 
     name = "gather"
     operands = ("table", "indices")
     attrs = {"axis": AttrSpec("int", 0)}
+    packed_operands = ("table",)  # along an axis before the last: whole rows of its storage, packed as they were
 
     def infer(self, types, attrs):
         table, idx = types
         if idx.dtype.kind not in ("int", "uint") or idx.dtype.bits < 8:
             raise InferError(f"indices must be i32, i16, i8 or u8, got {idx}")
         axis = norm_axis(attrs["axis"], table.rank)
-        return [table.with_shape(table.shape[:axis] + idx.shape + table.shape[axis + 1:])]
+        shape = table.shape[:axis] + idx.shape + table.shape[axis + 1:]
+        if table.layout:
+            if axis == table.rank - 1:
+                raise InferError(f"a packed table ({table}) is gathered along an axis before its last")
+            return [TensorType(table.dtype, shape, table.layout)]
+        return [table.with_shape(shape)]
 
     def compute(self, args, attrs, out, ins):
         table, idx = args

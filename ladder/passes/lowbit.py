@@ -113,14 +113,35 @@ class LegalizeTypes(Pass):
                         pack_operands += scales[1]
                         dequants_only = True
                 packed = _add(g, "pack", pack_operands, {"layout": layout}, f"{r.name}.packed", op.loc)
-                logical = _add(g, "unpack", [packed.name], {}, f"{r.name}.unpacked", op.loc)
+                logical = None
                 for user in g.users(r.name):
                     uop = g.op(user)
-                    if uop.kind == "pack" or dequants_only and uop.kind != "dequant":
+                    if uop.kind == "pack":
                         continue
+                    if dequants_only and uop.kind == "gather" and _rows_of(g, uop, r.name):
+                        _gather_packed(g, user, uop, packed)  # the rows of the packed weight, unpacked after
+                        continue
+                    if dequants_only and uop.kind != "dequant":
+                        continue
+                    if logical is None:
+                        logical = _add(g, "unpack", [packed.name], {}, f"{r.name}.unpacked", op.loc)
                     g.replace_op(user, uop.with_(operands=tuple(
                         logical.name if o == r.name else o for o in uop.operands)))
         return g
+
+
+def _rows_of(g: Graph, op: Op, name: str) -> bool:
+    """Whether ``op`` gathers rows of ``name`` (its table, along an axis before the last)."""
+    t = g.type_of(name)
+    return op.operands[0] == name and int(op.attr.get("axis", 0)) % t.rank < t.rank - 1
+
+
+def _gather_packed(g: Graph, node: int, op: Op, packed: Value) -> None:
+    """gather(codes, i) -> unpack(gather(packed, i)): an embedding reads the rows it needs from the weight as
+    packed (a file's blocks as they are), decoded when the step runs, instead of a decoded copy of the table."""
+    out = op.results[0]
+    rows = _add(g, "gather", [packed.name, op.operands[1]], dict(op.attr), f"{out.name}.packed", op.loc)
+    g.replace_op(node, make_op("unpack", [rows.name], [rows.type], {}, [out.name], [out.type], op.loc))
 
 
 def _shared_block_scales(g: Graph, name: str, weights: set[str]):

@@ -321,12 +321,12 @@ def _load_int(b: ir.IRBuilder, ptr, t: TensorType, index):
 @lowers("gather")
 def lower_gather(ctx, op, ins, outs):
     (table, idx), (y,) = ins, outs
-    _unpacked(op, [table, idx, y])
+    _unpacked(op, [idx])
     axis = int(op.attr.get("axis", 0)) % table.rank
     E = _itemsize(table)
     P = math.prod(table.shape[:axis])
     N = table.shape[axis]
-    QE = math.prod(table.shape[axis + 1:]) * E
+    QE = math.prod(table.storage_shape[axis + 1:]) * E  # a packed table (axis before the last): its row bytes
     nI = idx.size
     fn, b, (pt, pi, py, pst), begin, end = ctx.kernel(f"gather_{op.name}", 3, status=True)
     # one item per (outer index, index); with no outer elements the indices are still checked
