@@ -3,7 +3,7 @@
 their ratio (ladder / llama.cpp: > 1 means ladder is faster), ladder's compile time and both peak RSS.
 
     python benchmarks/bench_e2e.py [--llama-cpp BUILD] [--models small] [--types TQ2_0,Q4_0]
-                                   [--threads 1,2] [--pp 64] [--tg 32] [--keep DIR] [--kv state|copy]
+                                   [--threads 1,2] [--pp 64,512] [--tg 32] [--keep DIR] [--kv state|copy]
 
 The files are made here: seeded random weights written as an F32 GGUF by the ``gguf`` writer (laid out as
 llama.cpp's converter lays them out, with a SentencePiece-style vocabulary so llama.cpp loads them), then
@@ -16,9 +16,23 @@ Models (``--models``, comma separated):
 * ``bitnet-2b``: BitNet b1.58 2B4T's shape (hidden 2560, FFN 6912, 30 layers, 20 / 5 heads, vocab 128256);
   only when asked, it needs ~10 GB and a long compile.
 
+The peer: llama.cpp built from the ``llama-cpp-python`` source package (its ``vendor/llama.cpp``), ``cmake
+-DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE=ON -DLLAMA_CURL=OFF``, targets ``llama-bench llama-quantize``. On a
+Xeon with AMX whose virtual machine faults on AMX tile loads (llama-bench dies of SIGILL in
+``ggml_backend_amx_mul_mat``), build it instead with ``-DGGML_NATIVE=OFF`` and the host's other extensions
+named (``-DGGML_AVX512=ON -DGGML_AVX512_VBMI=ON -DGGML_AVX512_VNNI=ON -DGGML_AVX512_BF16=ON -DGGML_AVX_VNNI=ON
+-DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON``, AMX off): ladder uses no AMX either.
+
 ``small`` means both small models. Each ladder run happens in a child process so its peak RSS is its own.
-ladder's decode rate is ``ladder.generate``'s (the Python loop included) after a prompt of ``--pp`` tokens;
-llama-bench's tg runs from an empty cache, its pp is one batch of ``--pp`` tokens. ``--kv copy`` runs ladder
+ladder's decode rate is ``ladder.generate``'s (the Python loop included) after a prompt of the first ``--pp``
+tokens; its prefill rate for each ``--pp`` is one chunk of that many tokens; llama-bench's tg runs from an
+empty cache, its pp is one batch of ``--pp`` tokens.
+
+Also printed: the % of the bandwidth bound of each decode rate (the bytes a decode step reads, every weight
+tensor but the embedding table (which a tied head reads whole) and the KV cache at the decode's average
+length, against this machine's read bandwidth measured here, numpy sums over 1 GiB in 1 or 2 threads, in a
+child process), and
+ladder's load + compile time cold (an empty compiled-code cache) and from the cache (a second process). ``--kv copy`` runs ladder
 with the KV cache passed through Python every step (``ModuleRunner(state=False)``: each step copies every
 cache) instead of held in the compiled modules and updated in place (``state``, the default).
 """
@@ -138,33 +152,47 @@ def quantize(src: Path, dst: Path, qtype: str, llama_cpp: Path | None) -> None:
 
 
 # -- ladder, in a child process -----------------------------------------------------------------------------
-def ladder_child(path: str, threads: list[int], pp: int, tg: int, kv: str = "state") -> dict:
-    """Compile and run ``path``; the result (times, rates, peak RSS) as a dict."""
-    import resource
-
+def ladder_child(path: str, threads: list[int], pps: list[int], tg: int, kv: str = "state",
+                 compile_only: bool = False) -> dict:
+    """Load, compile and run ``path``; the result (times, rates, peak RSS) as a dict. ``compile_only``: load
+    and compile the first prompt's prefill step and the decode step, nothing more."""
     from ladder.generate import ModuleRunner, generate, load_model
 
-    prompt = [int(t) for t in np.random.default_rng(1).integers(3, 200, pp)]
-    model = load_model(path, prompt_len=pp, context=pp + tg + 1)
-    runner = ModuleRunner("cpu", model.weights, max(threads), state=kv == "state")
-    compile_s = runner.prepare(model.prefill, model.decode)
-    out = {"compile_s": compile_s, "rates": {}}
+    context = max(pps) + tg + 1
+    prompts = {pp: [int(t) for t in np.random.default_rng(1).integers(3, 200, pp)] for pp in pps}
+    t0 = time.perf_counter()
+    models = {pps[0]: load_model(path, prompt_len=pps[0], context=context)}
+    load_s = time.perf_counter() - t0
+    runner = ModuleRunner("cpu", models[pps[0]].weights, max(threads), state=kv == "state")
+    compile_s = runner.prepare(models[pps[0]].prefill, models[pps[0]].decode)
+    out = {"load_s": load_s, "compile_s": compile_s, "rates": {}}
+    if compile_only:
+        return out
+    decode = models[pps[0]].decode  # one decode module (and KV cache) for every prompt length
+    for pp in pps[1:]:
+        models[pp] = load_model(path, prompt_len=pp, context=context)
+        runner.weights = models[pp].weights
+        runner.prepare(models[pp].prefill)
     for t in threads:
         runner.threads = t
-        generate(model.prefill, model.decode, prompt, 3, runner)  # warm up
-        best_pp, best_tg = 0.0, 0.0
-        for _ in range(2):
-            gen = generate(model.prefill, model.decode, prompt, tg + 1, runner)
-            best_pp = max(best_pp, gen.prefill_tokens_per_s)
-            best_tg = max(best_tg, gen.decode_tokens_per_s or 0.0)
-        out["rates"][str(t)] = {"pp": best_pp, "tg": best_tg}
-    out["rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        rates = out["rates"][str(t)] = {}
+        for i, pp in enumerate(pps):
+            m = models[pp]
+            generate(m.prefill, decode, prompts[pp], 3, runner)  # warm up
+            best_pp, best_tg = 0.0, 0.0
+            for _ in range(2):
+                gen = generate(m.prefill, decode, prompts[pp], (tg if i == 0 else 0) + 1, runner)
+                best_pp = max(best_pp, gen.prefill_tokens_per_s)
+                best_tg = max(best_tg, gen.decode_tokens_per_s or 0.0)
+            rates[f"pp{pp}"] = best_pp
+            if i == 0:
+                rates["tg"] = best_tg
     return out
 
 
-def run_child(cmd: list[str]) -> tuple[str, float]:
+def run_child(cmd: list[str], env: dict | None = None) -> tuple[str, float]:
     """Run ``cmd``; its stdout and its own peak RSS in MB."""
-    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     out, err = p.stdout.read(), p.stderr.read()  # (the child is small-output; wait4 below gives its rusage)
     _, status, usage = os.wait4(p.pid, 0)
     p.returncode = os.waitstatus_to_exitcode(status)
@@ -173,23 +201,66 @@ def run_child(cmd: list[str]) -> tuple[str, float]:
     return out, usage.ru_maxrss / 1024
 
 
-def run_ladder(path: Path, threads: list[int], pp: int, tg: int, kv: str = "state") -> dict:
-    out, rss = run_child([sys.executable, __file__, "--child", str(path), "--threads", ",".join(map(str, threads)),
-                          "--pp", str(pp), "--tg", str(tg), "--kv", kv])
-    res = json.loads(out.strip().splitlines()[-1])
-    res["rss_mb"] = rss
+def run_ladder(path: Path, threads: list[int], pps: list[int], tg: int, kv: str = "state") -> dict:
+    """ladder in a child process with an empty compiled-code cache, then (the rates' run done) a second child
+    that loads and compiles again from that cache."""
+    with tempfile.TemporaryDirectory() as cache:
+        env = {**os.environ, "XDG_CACHE_HOME": cache}
+        cmd = [sys.executable, __file__, "--child", str(path), "--threads", ",".join(map(str, threads)),
+               "--pp", ",".join(map(str, pps)), "--tg", str(tg), "--kv", kv]
+        out, rss = run_child(cmd, env)
+        res = json.loads(out.strip().splitlines()[-1])
+        res["rss_mb"] = rss
+        again, _ = run_child(cmd + ["--compile-only"], env)
+        cached = json.loads(again.strip().splitlines()[-1])
+        res["cached_s"] = cached["load_s"] + cached["compile_s"]
     return res
 
 
-def run_llama_bench(path: Path, llama_cpp: Path, threads: list[int], pp: int, tg: int) -> dict:
+def run_llama_bench(path: Path, llama_cpp: Path, threads: list[int], pps: list[int], tg: int) -> dict:
     exe = llama_cpp / "bin" / "llama-bench"
-    out, rss = run_child([str(exe), "-m", str(path), "-t", ",".join(map(str, threads)), "-p", str(pp),
-                          "-n", str(tg), "-r", "3", "-o", "json"])
+    out, rss = run_child([str(exe), "-m", str(path), "-t", ",".join(map(str, threads)),
+                          "-p", ",".join(map(str, pps)), "-n", str(tg), "-r", "3", "-o", "json"])
     rates: dict[str, dict] = {str(t): {} for t in threads}
     for row in json.loads(out):
-        kind = "pp" if row["n_gen"] == 0 else "tg"
+        kind = f"pp{row['n_prompt']}" if row["n_gen"] == 0 else "tg"
         rates[str(row["n_threads"])][kind] = row["avg_ts"]
     return {"rates": rates, "rss_mb": rss}
+
+
+# -- the bandwidth bound ------------------------------------------------------------------------------------
+def read_bandwidth(threads: list[int], gib: float = 1.0) -> dict[str, float]:
+    """This machine's read bandwidth in GB/s at each thread count: the best of 5 numpy sums over ``gib`` GiB of
+    int64 split between the threads (numpy releases the GIL in a sum)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    a = np.ones(int(gib * 2**30) // 8, np.int64)
+    out = {}
+    for t in threads:
+        parts = np.array_split(a, t)
+        with ThreadPoolExecutor(t) as pool:
+            best = min(_timed(lambda: list(pool.map(np.sum, parts))) for _ in range(5))
+        out[str(t)] = a.nbytes / best / 1e9
+    return out
+
+
+def _timed(fn) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def decode_bytes(path: Path, s: Shape, positions: float) -> float:
+    """Bytes a decode step reads: every tensor of the file but the embedding table (unless the head is tied to
+    it), one embedding row aside, and a f16 KV cache of ``positions`` positions."""
+    from gguf import GGUFReader
+
+    r = GGUFReader(str(path))
+    sizes = {t.name: int(t.n_bytes) for t in r.tensors}
+    tied = "output.weight" not in sizes
+    weights = sum(n for name, n in sizes.items() if tied or name != "token_embd.weight")
+    kv = s.layers * 2 * s.kv_heads * (s.hidden // s.heads) * 2 * positions
+    return weights + kv
 
 
 # -- the table ----------------------------------------------------------------------------------------------
@@ -203,7 +274,7 @@ def cpu_name() -> str:
     return platform.processor() or "unknown cpu"
 
 
-def table(rows: list[dict], threads: list[int]) -> str:
+def table(rows: list[dict], threads: list[int], pps: list[int], bandwidth: dict[str, float]) -> str:
     def rates(r, kind):
         return " / ".join(f"{r['rates'][str(t)][kind]:.1f}" if r else "-" for t in threads)
 
@@ -213,17 +284,29 @@ def table(rows: list[dict], threads: list[int]) -> str:
         return " / ".join(f"{row['ladder']['rates'][str(t)][kind] / row['peer']['rates'][str(t)][kind]:.2f}x"
                           for t in threads)
 
+    def bound(row, who):
+        r = row[who]
+        if not r:
+            return "-"
+        return " / ".join(f"{100 * r['rates'][str(t)]['tg'] * row['step_bytes'] / (bandwidth[str(t)] * 1e9):.0f}%"
+                          for t in threads)
+
     th = " / ".join(map(str, threads))
-    head = (f"| file (MiB) | llama.cpp tg | ladder tg | ratio tg | llama.cpp pp | ladder pp | ratio pp | "
-            f"ladder compile | RSS ladder / llama.cpp (MB) |")
-    lines = [f"tokens/s at {th} threads; ratio = ladder / llama.cpp", head, "|" + "---|" * 9]
+    kinds = ["tg"] + [f"pp{p}" for p in pps]
+    head = "| file (MiB) | " + " | ".join(f"llama.cpp {k} | ladder {k} | ratio {k}" for k in kinds) + \
+        " | % of bandwidth bound tg, llama.cpp / ladder | ladder load + compile, cold / cached | " \
+        "RSS ladder / llama.cpp (MB) |"
+    lines = [f"tokens/s at {th} threads; ratio = ladder / llama.cpp", head,
+             "|" + "---|" * (3 * len(kinds) + 4)]
     for row in rows:
         p, lad = row["peer"], row["ladder"]
-        lines.append(f"| {row['name']} ({row['mib']:.0f}) | {rates(p, 'tg')} | {rates(lad, 'tg')} | "
-                     f"{ratio(row, 'tg')} | {rates(p, 'pp')} | {rates(lad, 'pp')} | {ratio(row, 'pp')} | "
-                     f"{lad['compile_s']:.1f} s | {lad['rss_mb']:.0f} / {p['rss_mb']:.0f} |" if p else
-                     f"| {row['name']} ({row['mib']:.0f}) | - | {rates(lad, 'tg')} | - | - | {rates(lad, 'pp')} | - | "
-                     f"{lad['compile_s']:.1f} s | {lad['rss_mb']:.0f} / - |")
+        cells = [f"{row['name']} ({row['mib']:.0f})"]
+        for k in kinds:
+            cells += [rates(p, k), rates(lad, k), ratio(row, k)]
+        cells += [f"{bound(row, 'peer')} // {bound(row, 'ladder')}",
+                  f"{lad['load_s'] + lad['compile_s']:.1f} / {lad['cached_s']:.1f} s",
+                  f"{lad['rss_mb']:.0f} / {p['rss_mb']:.0f}" if p else f"{lad['rss_mb']:.0f} / -"]
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -235,16 +318,31 @@ def main(argv=None) -> int:
     ap.add_argument("--models", default="small", help=f"comma separated: {', '.join([*GROUPS, *MODELS])}")
     ap.add_argument("--types", default=",".join(TYPES))
     ap.add_argument("--threads", default="1,2")
-    ap.add_argument("--pp", type=int, default=64, help="prompt tokens (prefill rate)")
+    ap.add_argument("--pp", default="64,512", help="prompt tokens (prefill rates), comma separated; the decode "
+                    "rate is measured after the first")
     ap.add_argument("--tg", type=int, default=32, help="decoded tokens (decode rate)")
     ap.add_argument("--keep", type=Path, help="keep the GGUF files in this folder (and reuse them)")
     ap.add_argument("--kv", choices=("state", "copy"), default="state",
                     help="ladder's KV cache: held in the modules (state) or passed through Python (copy)")
     ap.add_argument("--child", help=argparse.SUPPRESS)
+    ap.add_argument("--compile-only", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--bandwidth", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--write-f32", help=argparse.SUPPRESS)
+    ap.add_argument("--step-bytes", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     threads = [int(t) for t in args.threads.split(",")]
+    pps = [int(p) for p in args.pp.split(",")]
+    if args.bandwidth:
+        print(json.dumps(read_bandwidth(threads)))
+        return 0
+    if args.step_bytes:
+        print(decode_bytes(Path(args.step_bytes), MODELS[args.models], pps[0] + args.tg / 2))
+        return 0
+    if args.write_f32:
+        write_f32(Path(args.write_f32), MODELS[args.models])
+        return 0
     if args.child:
-        print(json.dumps(ladder_child(args.child, threads, args.pp, args.tg, args.kv)))
+        print(json.dumps(ladder_child(args.child, threads, pps, args.tg, args.kv, args.compile_only)))
         return 0
     names = [m for g in args.models.split(",") for m in GROUPS.get(g, [g])]
     unknown = [m for m in names if m not in MODELS]
@@ -252,29 +350,36 @@ def main(argv=None) -> int:
         raise SystemExit(f"unknown model {unknown[0]}; known: {', '.join([*GROUPS, *MODELS])}")
     types = args.types.split(",")
     print(f"cpu: {cpu_name()}; llama.cpp: {args.llama_cpp or 'not given (ladder only)'}", flush=True)
+    # in a child: a child's peak RSS starts from this process's (Linux keeps it across fork and exec), so
+    # whatever is big is done in children
+    bandwidth = json.loads(run_child([sys.executable, __file__, "--bandwidth", "--threads", args.threads])[0])
+    print("read bandwidth: " + ", ".join(f"{bw:.1f} GB/s at {t} thread(s)" for t, bw in bandwidth.items()),
+          flush=True)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         folder = args.keep or Path(tmp)
         folder.mkdir(parents=True, exist_ok=True)
         for name in names:
             f32 = folder / f"{name}-F32.gguf"
-            if not f32.exists():
+            if not f32.exists():  # in a child too: this process stays small (see the bandwidth above)
                 t0 = time.perf_counter()
-                write_f32(f32, MODELS[name])
+                run_child([sys.executable, __file__, "--write-f32", str(f32), "--models", name])
                 print(f"wrote {f32.name} in {time.perf_counter() - t0:.1f} s", flush=True)
             for qtype in types:
                 path = folder / f"{name}-{qtype}.gguf"
                 if not path.exists():
                     quantize(f32, path, qtype, args.llama_cpp)
-                row = {"name": f"{name} {qtype}", "mib": path.stat().st_size / 2**20}
-                row["peer"] = run_llama_bench(path, args.llama_cpp, threads, args.pp, args.tg) \
+                step = run_child([sys.executable, __file__, "--step-bytes", str(path), "--models", name,
+                                  "--pp", args.pp, "--tg", str(args.tg)])[0]
+                row = {"name": f"{name} {qtype}", "mib": path.stat().st_size / 2**20, "step_bytes": float(step)}
+                row["peer"] = run_llama_bench(path, args.llama_cpp, threads, pps, args.tg) \
                     if args.llama_cpp else None
-                row["ladder"] = run_ladder(path, threads, args.pp, args.tg, args.kv)
+                row["ladder"] = run_ladder(path, threads, pps, args.tg, args.kv)
                 rows.append(row)
                 print(json.dumps(row), flush=True)
             if not args.keep:
                 f32.unlink()
-    print(table(rows, threads))
+    print(table(rows, threads, pps, bandwidth))
     return 0
 
 
