@@ -300,6 +300,24 @@ STORED = {QT.Q4_0: "q4+f16", QT.TQ2_0: "tq2+f16"}
 _CHECK_ROWS = 4096  # rows of blocks checked at a time for TQ2_0's unused code (bounded temporaries)
 
 
+def _release(data: np.ndarray) -> None:
+    """Drop the whole pages of ``data`` (a view of the file's read-only memory map) from this process's resident
+    set once it is decoded (madvise DONTNEED: clean file pages, read again from the page cache if touched)."""
+    base = data
+    while base is not None and not isinstance(base, mmap.mmap):
+        base = getattr(base, "base", None)
+    if base is None or not hasattr(mmap, "MADV_DONTNEED") or not data.nbytes:
+        return
+    try:
+        start = data.ctypes.data - np.frombuffer(base, np.uint8).ctypes.data
+        page = mmap.PAGESIZE
+        lo, hi = -(-start // page) * page, (start + data.nbytes) // page * page
+        if hi > lo:
+            base.madvise(mmap.MADV_DONTNEED, lo, hi - lo)
+    except (OSError, ValueError, TypeError):  # advice only: a refusal changes nothing
+        pass
+
+
 def _lazy(name: str, t: QT, data: np.ndarray, shape: tuple[int, ...]) -> GGUFTensor | None:
     """A quantized tensor decoded only when read (ladder.weights.Blocks; its type, group and scale type from
     its first block), Q4_0 and TQ2_0 kept as the file's bytes (``STORED``); None for a float type and for data
@@ -328,6 +346,8 @@ def _lazy(name: str, t: QT, data: np.ndarray, shape: tuple[int, ...]) -> GGUFTen
             at = get_packing(layout).scale_offset(0)
             return blocks[:, at:at + 2].copy().view(np.float16).reshape(lead + (k // block,))
         g = _convert(name, t, data, shape)
+        if not layout:
+            _release(data)  # decoded: its file pages need not stay in this process's resident set
         return (g.codes, g.scale, g.zero)[which]
 
     b = Blocks(name, dtname, shape, decode, layout=layout, storage=storage if layout else None,
@@ -350,7 +370,7 @@ def _convert(name: str, t: QT, data: np.ndarray, shape: tuple[int, ...]) -> GGUF
     if dtname == "ternary" and codes.size and codes.max() > 1:
         raise GGUFError(f"tensor '{name}' ({t.name}) holds the unused 2-bit code 3, which is not a ternary value")
     per_block = block // group
-    codes = codes.reshape(shape).astype(dt.np_dtype)
+    codes = np.ascontiguousarray(codes.reshape(shape), dtype=dt.np_dtype)  # Q8_0: one copy, not two
     scale = np.ascontiguousarray(scale).reshape(*lead, (k // block) * per_block).copy()
     if zero is not None:
         zero = np.ascontiguousarray(zero).reshape(scale.shape).copy()
@@ -857,6 +877,9 @@ def _check_tensors(f: GGUFFile, h: Hyper) -> tuple[int, dict[str, tuple[int, ...
         raise GGUFError(f"{f.path}: tensor 'token_embd.weight' should be [vocab, {h.cfg.hidden}], "
                         f"got {list(eshape)}")
     vocab = eshape[0]
+    if h.cfg.layers > len(f.infos):  # each layer has 9 tensors: the name lists below would never end
+        raise GGUFError(f"{f.path}: metadata '{h.arch}.block_count' is {h.cfg.layers}, but the file holds only "
+                        f"{len(f.infos)} tensors (a layer has 9)")
     want = _expected_tensors(h, vocab, "output.weight" in f.infos)
     optional = _optional_tensors(h)
     problems = []

@@ -183,3 +183,10 @@ def test_open_reads_tensors_lazily(tmp_path):
         tracemalloc.stop()
     assert peak < 4 << 20, f"opening the file and reading a 16-byte tensor allocated {peak} bytes"
     assert small.codes.tolist() == [0, 1, 2, 3] and f.tensor("big").shape == (1024, 4096)
+
+
+def test_a_block_count_past_the_tensors_is_refused_at_once(tmp_path):
+    """A block_count of 167,772,161 (one fuzzed byte) once made the importer list 1.5 billion tensor names."""
+    from test_gguf import model_file
+    path = model_file(tmp_path / "m.gguf", extra_meta={"llama.block_count": 0x0A000001})
+    refused(lg.load, path, lg.GGUFError, r"'llama.block_count' is 167772161, but the file holds only \d+ tensors")
