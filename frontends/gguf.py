@@ -178,11 +178,14 @@ def _bits(qh: np.ndarray) -> np.ndarray:
 
 
 def _trits(qs: np.ndarray, pows) -> np.ndarray:
-    """llama.cpp's base-3 packing: byte x, for each power p, gives trit ((x * p mod 256) * 3) >> 8."""
+    """llama.cpp's base-3 packing: byte x, for each power p, gives trit ((x * p mod 256) * 3) >> 8, which is
+    (v > 85) + (v > 170) for v = x * p mod 256: all in bytes (uint8 products wrap mod 256), nothing widened."""
     n = qs.shape[0]
-    p = np.asarray(pows, np.uint16).reshape(1, -1, 1)
-    v = (qs.astype(np.uint16).reshape(n, 1, -1) * p) & 0xFF
-    return ((v * 3) >> 8).reshape(n, -1).astype(np.uint8)
+    out = np.empty((n, len(pows), qs.shape[1]), np.uint8)
+    for i, p in enumerate(pows):
+        v = qs * np.uint8(p)
+        np.add(v > 85, v > 170, out=out[:, i], dtype=np.uint8)
+    return out.reshape(n, -1)
 
 
 def _k_scale_min(scales: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -348,7 +351,7 @@ def _lazy(name: str, t: QT, data: np.ndarray, shape: tuple[int, ...]) -> GGUFTen
         g = _convert(name, t, data, shape)
         if not layout:
             _release(data)  # decoded: its file pages need not stay in this process's resident set
-        return (g.codes, g.scale, g.zero)[which]
+        return g.codes, g.scale, g.zero  # every part of one decode (Blocks keeps the scales)
 
     b = Blocks(name, dtname, shape, decode, layout=layout, storage=storage if layout else None,
                scale_shape=lead + (k // group,), scale_dtype=np.asarray(scale).dtype, zero=zero is not None)

@@ -43,7 +43,8 @@ ITEM_BYTES = {"BOOL": 1, "U8": 1, "I8": 1, "U16": 2, "I16": 2, "F16": 2, "U32": 
 class Blocks:
     """One quantized weight as its file holds it, decoded only when needed: ``decode(which)`` returns its codes
     (0: ``dtype`` name, ``shape``), block scales (1) or zeros (2) as numpy arrays (``scale_shape``,
-    ``scale_dtype``). ``codes``, ``scales``, ``zeros`` are the parts to put in a weights mapping, one per param.
+    ``scale_dtype``), or all three as a tuple (one decode giving every part). ``codes``, ``scales``, ``zeros``
+    are the parts to put in a weights mapping, one per param.
 
     ``storage`` (optional): the file's bytes (uint8[..., row bytes], C-contiguous, usually a view of its memory
     map) when they are the codes and scales (and zeros) in the block packing ``layout`` (ladder.packing, e.g.
@@ -77,15 +78,21 @@ class Blocks:
         self.zeros = BlockPart(self, 2, tuple(scale_shape), np.dtype(scale_dtype)) if zero else None
 
     def decoded(self, which: int) -> np.ndarray:
-        if which:
-            if which not in self._kept:
-                self._kept[which] = np.ascontiguousarray(self._decode(which))
-            return self._kept[which]
         codes = self._codes() if self._codes is not None else None
-        if codes is None:
-            codes = np.ascontiguousarray(self._decode(0))
-            self._codes = weakref.ref(codes)
-        return codes
+        if (codes if which == 0 else self._kept.get(which)) is None:
+            got = self._decode(which)
+            if isinstance(got, tuple):  # one decode gave every part: keep the scales (and zeros) it gave too
+                parts = {i: p for i, p in enumerate(got) if p is not None}
+            else:
+                parts = {which: got}
+            for i, part in parts.items():
+                part = np.ascontiguousarray(part)
+                if i == 0:
+                    codes = part
+                    self._codes = weakref.ref(codes)
+                elif i not in self._kept:
+                    self._kept[i] = part
+        return codes if which == 0 else self._kept[which]
 
     def __repr__(self) -> str:
         return f"Blocks({self.name!r}, {self.layout or 'decoded when read'}, {self.dtype}{list(self.shape)})"
