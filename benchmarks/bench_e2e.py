@@ -169,9 +169,8 @@ def ladder_child(path: str, threads: list[int], pps: list[int], tg: int, kv: str
     if compile_only:
         return out
     decode = models[pps[0]].decode  # one decode module (and KV cache) for every prompt length
-    for pp in pps[1:]:
+    for pp in pps[1:]:  # its prefill graph compiled with the first load's weights (the same names): one copy
         models[pp] = load_model(path, prompt_len=pp, context=context)
-        runner.weights = models[pp].weights
         runner.prepare(models[pp].prefill)
     for t in threads:
         runner.threads = t
