@@ -8,12 +8,12 @@ dtype; errors name the param with the expected and found type and shape.
 ``load`` is lazy: it checks the file's header against the file's size (every length, shape and byte range,
 before anything is allocated) and reads a tensor only when it is asked for, so a graph reads only its params.
 
-**Weights kept as their file stores them.** An importer whose file already holds a weight in one of ladder's
-block packings (GGUF's Q4_0 is ``nib16+f16`` byte for byte) gives ``Blocks``: the file's bytes (a view of
-its memory map) and a way to decode them. Its ``codes``, ``scales`` (and ``zeros``) stand for the params
-``pack`` takes; ``bind`` checks their type and shape without decoding, and where a compile packs exactly
-those params into exactly that packing the file's bytes are the result (ladder.interpreter.Session): no
-decode, no copy, no second image of the weight in memory. Any other use decodes them (``np.asarray``), once.
+**Weights kept as their file stores them.** An importer gives ``Blocks``: a quantized weight as its file holds
+it and a way to decode it. Its ``codes``, ``scales`` (and ``zeros``) stand for the params ``pack`` takes;
+``bind`` checks their type and shape without decoding. Where the file's bytes are already one of ladder's block
+packings (GGUF's Q4_0 is ``q4+f16`` byte for byte) and a compile packs exactly those params into exactly that
+packing, the bytes are the result (ladder.interpreter.Session): no decode, no copy, no second image of the
+weight in memory. Any other use decodes them (``np.asarray``); see ``Blocks`` for what is kept.
 """
 
 from __future__ import annotations
@@ -107,8 +107,8 @@ class BlockPart:
         self.ndim = len(self.shape)
 
     def __array__(self, dtype=None, copy=None):
-        arr = self.blocks.decoded(self.which)
-        return arr if dtype is None else arr.astype(dtype)
+        arr = self.blocks.decoded(self.which)  # shared with the Blocks' other readers: copied when asked
+        return arr.astype(dtype) if dtype is not None else (arr.copy() if copy else arr)
 
     def __repr__(self) -> str:
         return f"the {('codes', 'scales', 'zeros')[self.which]} of {self.blocks!r}"

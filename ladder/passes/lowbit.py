@@ -175,8 +175,7 @@ def _stored_base(op: Op, target, dt, scales, s_t, override: str | None) -> str |
     own bytes (ladder.weights.Blocks). Every cpu kernel that takes a packing's geometry takes it; a table-lookup
     target keeps its bit planes."""
     stored = op.attr.get("stored") if op.kind == "param" else None
-    prefs = target.preferred_packings(dt)
-    if not stored or override or (prefs and PACKINGS[prefs[0]].planes):
+    if not stored or override or _keeps_planes(target, dt):
         return None
     p = get_packing(stored)
     if p.block != scales[0] or p.scale != s_t.dtype or p.zero != (len(scales[1]) == 2) or not p.accepts(dt):
@@ -184,9 +183,16 @@ def _stored_base(op: Op, target, dt, scales, s_t, override: str | None) -> str |
     return p.base.name
 
 
+def _keeps_planes(target, dt) -> bool:
+    """Whether the target's first packing for ``dt`` is bit planes (a table-lookup target), whose scales stay a
+    separate tensor: no block packing then."""
+    prefs = target.preferred_packings(dt)
+    return bool(prefs) and PACKINGS[prefs[0]].planes
+
+
 def _packing_with_block(target, dt, group: int, override: str | None):
     prefs = list(target.preferred_packings(dt))
-    if not override and prefs and PACKINGS[prefs[0]].planes:
+    if not override and _keeps_planes(target, dt):
         return None  # a table-lookup target keeps bit planes; their scales stay a separate tensor
     names = [override] if override else prefs + list(PACKINGS)  # an explicit choice is kept as it is
     for n in names:
