@@ -362,6 +362,37 @@ def test_gemv_gives_the_bits_of_a_leftover_row(target, dname, layout, sdt, group
         assert np.array_equal(got1[0][0].view(np.uint32), got5[4].view(np.uint32)), f"{N}x{K}"
 
 
+WIDE_WEIGHTS = [w for w in GEMV_WEIGHTS if w[3] == 32] + [("i8", None, "f32", 32), ("u4", "q4", "f32", 32)]
+
+
+@pytest.mark.parametrize("dname,layout,sdt,group", WIDE_WEIGHTS, ids=[f"{d}-{p or 'raw'}-{s or 'inline'}"
+                                                                       for d, p, s, _ in WIDE_WEIGHTS])
+def test_512_bit_tiles_give_every_row_the_bits_of_its_gemv(dname, layout, sdt, group):
+    """On AVX-512 VNNI the register tiles take two blocks a 512-bit vector and sum them as the GEMV does, and the
+    rows left over from a tile take the GEMV's loop: every row of a prefill is bit for bit the decode of that
+    row. M on and off tiles of 4, N on and off tiles of 4, K in whole groups of 8 blocks, with a tail, and a
+    single block. Runs where the host has AVX-512 VNNI (compiled for every CPU by the compile matrix)."""
+    target = "cpu:avx512"
+    if get_target(target).runs_here():
+        pytest.skip("this CPU lacks AVX-512 VNNI")
+    rng = np.random.default_rng(len(dname + (layout or "") + (sdt or "")))
+    for M, N, K in [(9, 7, 9 * 32), (4, 8, 16 * 32), (6, 5, 32), (13, 4, 2048)]:
+        gb = _one_op_graph(rng, dname, layout, sdt, group, M, N, K)
+        one = _one_op_graph(rng, dname, layout, sdt, group, 1, N, K)
+        cgm = compile_graph(gb.graph(), gb.weights, target=target, pipeline="")
+        xm, sm = (gb.feeds[k] for k in sorted(gb.feeds))
+        wm = [gb.weights[k] for k in sorted(gb.weights)]
+        cg1 = compile_graph(one.graph(), dict(zip(sorted(one.weights), wm)), target=target, pipeline="")
+        x1, s1 = sorted(one.feeds)
+        got = next(iter(cgm.run(gb.feeds).values()))
+        ref = ladder.run(gb.graph(), gb.feeds, weights=gb.weights)
+        tol = next(iter(gb.meta.values()))
+        assert np.all(np.abs(got - next(iter(ref.values()))) <= tol), f"{M}x{N}x{K}"
+        for m in range(M):
+            row = next(iter(cg1.run({x1: xm[m:m + 1], s1: sm[m:m + 1]}).values()))
+            assert np.array_equal(row[0].view(np.uint32), got[m].view(np.uint32)), f"{M}x{N}x{K} row {m}"
+
+
 @pytest.mark.parametrize("target", ["cpu", "cpu:avx2", "cpu:generic"])
 def test_gemv_matches_the_reference_and_stays_inside_its_buffers(target):
     """The GEMV on guarded buffers (a read past the end faults, a write outside is seen; the prefetch hints stay

@@ -30,7 +30,11 @@ Two tiers, chosen per op at lowering time:
   per tile; int8 weights there take x + 128 (unsigned) times w less 128 times w's sums (per weight block, not
   a sign per product). Each output still has one accumulator taking its blocks in order, as a row tile of
   the GEMV-style loop did, so the results are those bits; rows left over from a tile of MTILE keep the
-  GEMV's two accumulators.
+  GEMV's two accumulators. With AVX-512 VNNI (32 zmm registers) the tiles take two blocks a 512-bit vector
+  (block j in lanes 0-7, j + 1 in lanes 8-15: half the conversions, scale products and FMAs of 256-bit
+  tiles; +25-30% GEMM throughput measured at 512 x 2560 x 2560 on a Xeon), and as the two halves are the
+  GEMV's two accumulators, every row of a prefill gets the bits of its decode (the rows left over from a
+  tile take the GEMV's loop there too).
 * a **generic** kernel for everything else the op takes: work item = one weight row, each element dequantized
   as the reference does (x's code * x's scale, w's value * w's scale) and the products summed in f32.
 
@@ -280,6 +284,8 @@ def _lower_blocks(ctx, op, ins, outs, p: Q8Plan):
         return out
 
     corr_t = v8i32 if p.dot == "vnni" else v16i16
+    # 512-bit register tiles: two blocks a vector (AVX-512 with VNNI; BW for the byte arithmetic)
+    wide = p.dot == "vnni" and R > 1 and {"avx512f", "avx512bw", "avx512vnni"} <= ctx.target.features()
 
     def fill(b, mc, mend):
         """The scratch for rows [mc, mend) of x."""
@@ -410,6 +416,133 @@ def _lower_blocks(ctx, op, ins, outs, p: Q8Plan):
                 acc = b.call(vsum, [ir.Constant(F32, -0.0), b.load(slots[t][c], typ=v8f)])
                 store_epilogue(ctx, b, op, outs[0], py, acc, b.add(b.mul(ms[t], C64(N)), ns[c]))
 
+    if wide:
+        v64i8, v16i32, v16f = ir.VectorType(I8, 64), ir.VectorType(I32, 16), ir.VectorType(F32, 16)
+        dpbusd16 = ctx.declare("llvm.x86.avx512.vpdpbusd.512", v16i32, [v16i32, v16i32, v16i32])
+        muladd16 = ctx.declare("llvm.fmuladd.v16f32", v16f, [v16f, v16f, v16f])
+        fence16 = ctx.declare("llvm.arithmetic.fence.v16f32", v16f, [v16f])
+        if p.gfni:
+            affine16 = ctx.declare("llvm.x86.vgf2p8affineqb.512", v64i8, [v64i8, v64i8, I8])
+        halves = ir.Constant(ir.VectorType(I32, 16), [0] * 8 + [1] * 8)
+
+    def codes2(b, wrow, j):
+        """Blocks j and j + 1 of a weight row: 64 bytes, block j's 32 in the low half (as ``codes`` gives each)."""
+        blk = b.add(wrow, b.mul(j, C64(p.stride)))
+        if not p.nibbles:
+            if p.stride == BLOCK:  # the two blocks are adjacent
+                return b.load(gep8(b, pw, blk), typ=v64i8, align=1)
+            two = [b.load(gep8(b, pw, b.add(blk, C64(a * p.stride))), typ=v32i8, align=1) for a in (0, 1)]
+            return b.shuffle_vector(two[0], two[1], ir.Constant(ir.VectorType(I32, 64), list(range(64))))
+        two = [b.load(gep8(b, pw, b.add(blk, C64(a * p.stride + p.codes_at))), typ=v16i8, align=1) for a in (0, 1)]
+        # each block's 16 bytes in both quarters of its half (low nibbles, then high ones)
+        packed = b.shuffle_vector(two[0], two[1], ir.Constant(ir.VectorType(I32, 64),
+                                                               (list(range(16)) * 2) + (list(range(16, 32)) * 2)))
+        if p.gfni:
+            rows = [[0, 0, 0, 0, 8, 4, 2, 1], [0, 0, 0, 0, 128, 64, 32, 16]]
+            wv = b.call(affine16, [packed, ir.Constant(v64i8, (rows[0] * 2 + rows[1] * 2) * 2),
+                                   ir.Constant(I8, p.nib_xor & 15)])
+            return b.sub(wv, ir.Constant(v64i8, [8] * 64)) if p.signed and not offset else wv
+        both = b.bitcast(packed, v16i32)
+        wv = b.and_(b.bitcast(b.lshr(both, ir.Constant(v16i32, ([0] * 4 + [4] * 4) * 2)), v64i8),
+                    ir.Constant(v64i8, [15] * 64))
+        if p.nib_xor:
+            wv = b.xor(wv, ir.Constant(v64i8, ([p.nib_xor & 15] * 16 + [p.nib_xor >> 4] * 16) * 2))
+        return b.sub(wv, ir.Constant(v64i8, [8] * 64)) if p.signed and not offset else wv
+
+    def pair_scales(b, raws, dt):
+        """Two blocks' scales as stored (a list of two scalars, or a vector of two) -> 16 f32 lanes, the first
+        block's in lanes 0-7."""
+        two = _scales_f32(b, raws, dt, 2)
+        return b.shuffle_vector(two, ir.Constant(two.type, None), halves)
+
+    def w_scales2(b, n, wrow, j):
+        if p.inline_scale is not None:
+            st = storage_type(p.inline_scale)
+            raws = [b.load(gep8(b, pw, b.add(b.add(wrow, b.mul(b.add(j, C64(a)), C64(p.stride))), C64(p.scale_at))),
+                           typ=st, align=1) for a in (0, 1)]
+            return pair_scales(b, raws, p.inline_scale)
+        st = storage_type(p.sw)
+        at = b.gep(psw, [b.add(b.mul(n, C64(NB)), j)], source_etype=st)
+        al = st.width // 8 if isinstance(st, ir.IntType) else 4
+        return pair_scales(b, b.load(at, typ=ir.VectorType(st, 2), align=al), p.sw)
+
+    def x_scales2(b, m, j):
+        st = storage_type(p.sx)
+        at = b.gep(psx, [b.add(b.mul(m, C64(NB)), j)], source_etype=st)
+        al = st.width // 8 if isinstance(st, ir.IntType) else 4
+        return pair_scales(b, b.load(at, typ=ir.VectorType(st, 2), align=al), p.sx)
+
+    def reg_tile_wide(b, n0, C, m0, mc):
+        """``reg_tile`` in 512-bit vectors (AVX-512 VNNI), two blocks a step: block j in lanes 0-7, j + 1 in
+        lanes 8-15. Each output's accumulator is the GEMV's two (even blocks of the whole groups of 8 in the low
+        half, odd ones in the high half, the blocks after the last whole group in the low half, in order) and is
+        summed as the GEMV sums them: every row of x gets the bits a GEMV of that row gives."""
+        ns = [b.add(n0, C64(c)) for c in range(C)]
+        wrows = [b.mul(n, C64(p.row_bytes)) for n in ns]
+        ms = [b.add(m0, C64(t)) for t in range(MTILE)]
+        xrows = [b.mul(b.sub(m, mc), C64(per_row)) for m in ms]
+        slots = [[entry_alloca(b, v16f) for _ in range(C)] for _ in range(MTILE)]
+        for row in slots:
+            for s_ in row:
+                b.store(ir.Constant(v16f, None), s_)
+        full = NB - NB % GROUP
+        if full:
+            with for_range(b, 0, full, step=2, name="wblk", vectorize=False) as j:
+                at = b.mul(j, C64(BLOCK))
+                ws = [b.call(fence16, [w_scales2(b, ns[c], wrows[c], j)]) for c in range(C)]
+                wv = [codes2(b, wrows[c], j) for c in range(C)]
+                if not offset:  # x + 128 (u8) times w, less 128 w
+                    wops = [b.sub(ir.Constant(v16i32, None), b.call(dpbusd16, [
+                        ir.Constant(v16i32, None), ir.Constant(v16i32, [0x80808080 - (1 << 32)] * 16),
+                        b.bitcast(w, v16i32)])) for w in wv]
+                accs = [[b.load(s_, typ=v16f) for s_ in row] for row in slots]
+                for t in range(MTILE):
+                    xv = b.load(vec_at(b, b.add(xrows[t], at)), typ=v64i8, align=32)
+                    xs = x_scales2(b, ms[t], j)
+                    if offset:
+                        corr = b.load(vec_at(b, b.add(b.add(xrows[t], C64(K)), at)),
+                                      typ=v16i32, align=32)
+                    else:
+                        xu = b.bitcast(b.xor(xv, ir.Constant(v64i8, [-128] * 64)), v16i32)
+                    for c in range(C):
+                        if offset:
+                            s_ = b.call(dpbusd16, [corr, b.bitcast(wv[c], v16i32), b.bitcast(xv, v16i32)])
+                        else:
+                            s_ = b.call(dpbusd16, [wops[c], xu, b.bitcast(wv[c], v16i32)])
+                        d = b.fmul(ws[c], xs)
+                        pf = b.sitofp(s_, v16f)
+                        accs[t][c] = b.call(muladd16, [pf, d, accs[t][c]]) if p.fma else b.fadd(b.fmul(pf, d),
+                                                                                                  accs[t][c])
+                for row, vals in zip(slots, accs):
+                    for s_, v in zip(row, vals):
+                        b.store(v, s_)
+        lo_i, hi_i = ir.Constant(v8i32, list(range(8))), ir.Constant(v8i32, list(range(8, 16)))
+        if full < NB:  # the blocks after the last whole group: one at a time into the low halves
+            with for_range(b, full, NB, name="wblk1", vectorize=False) as j:
+                at = b.mul(j, C64(BLOCK))
+                for c in range(C):
+                    wv = codes(b, wrows[c], j)
+                    wabs = b.call(vabs, [wv, ir.Constant(ir.IntType(1), 0)]) if not offset else None
+                    wsc = w_scale_splat(b, ns[c], wrows[c], j)
+                    for t in range(MTILE):
+                        xv = b.load(vec_at(b, b.add(xrows[t], at)), typ=v32i8, align=32)
+                        corr = b.bitcast(b.load(vec_at(b, b.add(b.add(xrows[t], C64(K)), at)), typ=v32i8,
+                                                align=32), corr_t) if offset else None
+                        pf = b.sitofp(dot(b, wv, wabs, xv, corr), v8f)
+                        d = b.fmul(wsc, splat(b, x_scales(b, ms[t], j, 1)))
+                        acc = b.load(slots[t][c], typ=v16f)
+                        lo, hi = (b.shuffle_vector(acc, ir.Constant(v16f, None), i) for i in (lo_i, hi_i))
+                        lo = b.call(muladd, [pf, d, lo]) if p.fma else b.fadd(b.fmul(pf, d), lo)
+                        b.store(b.shuffle_vector(lo, hi, ir.Constant(ir.VectorType(I32, 16), list(range(16)))),
+                                slots[t][c])
+        for t in range(MTILE):
+            for c in range(C):
+                acc = b.load(slots[t][c], typ=v16f)
+                two = b.fadd(b.shuffle_vector(acc, ir.Constant(v16f, None), lo_i),
+                             b.shuffle_vector(acc, ir.Constant(v16f, None), hi_i))
+                store_epilogue(ctx, b, op, outs[0], py, b.call(vsum, [ir.Constant(F32, -0.0), two]),
+                               b.add(b.mul(ms[t], C64(N)), ns[c]))
+
     gemv_rows = GEMV_ROWS if p.nibbles else GEMV_ROWS_I8
 
     def w_scale_splat(b, n, wrow, j):
@@ -485,7 +618,11 @@ def _lower_blocks(ctx, op, ins, outs, p: Q8Plan):
         def cols(b, n0, C, mc, mend):
             def rows(b, m0, T):
                 if T == MTILE:
-                    reg_tile(b, n0, C, m0, mc)
+                    (reg_tile_wide if wide else reg_tile)(b, n0, C, m0, mc)
+                elif wide:  # the GEMV's bits, as the tiles give them
+                    for c in range(C):
+                        for t in range(T):
+                            tile(b, b.add(n0, C64(c)), b.add(m0, C64(t)), mc, 1)
                 else:
                     for c in range(C):
                         tile(b, b.add(n0, C64(c)), m0, mc, T)
