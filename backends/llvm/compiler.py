@@ -364,6 +364,10 @@ class CompiledGraph:
     def _emit_entry(self, ctx: KernelContext, steps: "list[_Step]") -> None:
         mod = ctx.module
         fn = ir.Function(mod, ir.FunctionType(VOID, [PTR] * 5 + [I32]), ENTRY)
+        # a call per step, thousands in a large model's graph: not worth LLVM's optimiser (it spent most of a
+        # 2B model's compile on it), and nothing is inlined into it
+        fn.attributes.add("optnone")
+        fn.attributes.add("noinline")
         inputs, outputs, weights, scratch, status, nthreads = fn.args
         for a, n in zip(fn.args, ("inputs", "outputs", "weights", "scratch", "status", "threads")):
             a.name = n
@@ -398,14 +402,27 @@ class CompiledGraph:
         if step_cost(s.op, self.graph) < PARALLEL_MIN_COST:
             b.call(s.spec.fn, ptrs + [ir.Constant(I64, 0), ir.Constant(I64, s.spec.work)])
             return
-        mod = ctx.module
         gomp = ctx.declare("GOMP_parallel", VOID, [PTR, PTR, I32, I32])
+        tramp = self._trampoline(ctx, s, len(ptrs))
+        frame_ptr = b.alloca(PTR, size=len(ptrs))
+        for j, p in enumerate(ptrs):
+            b.store(p, b.gep(frame_ptr, [ir.Constant(I64, j)], source_etype=PTR))
+        b.call(gomp, [tramp, frame_ptr, nthreads, ir.Constant(I32, 0)])
+
+    def _trampoline(self, ctx: KernelContext, s: _Step, n_ptrs: int) -> ir.Function:
+        """The function each of libgomp's threads runs for a step: its share of the kernel's range, the kernel's
+        pointers from the frame. Steps of one kernel and range share it (a decoder's layers: ~40, not ~1,000)."""
+        key = ("par", s.spec.fn.name, s.spec.work, s.spec.grain, n_ptrs)
+        tramps = ctx.__dict__.setdefault("_trampolines", {})
+        if key in tramps:
+            return tramps[key]
+        mod = ctx.module
         tid_fn = ctx.declare("omp_get_thread_num", I32, [])
         nth_fn = ctx.declare("omp_get_num_threads", I32, [])
-        tramp = ir.Function(mod, ir.FunctionType(VOID, [PTR]), ctx.unique(f"par_{s.spec.fn.name}"))
+        tramp = tramps[key] = ir.Function(mod, ir.FunctionType(VOID, [PTR]), ctx.unique(f"par_{s.spec.fn.name}"))
         tb = ir.IRBuilder(tramp.append_basic_block("entry"))
         frame = tramp.args[0]
-        args = [tb.load(tb.gep(frame, [ir.Constant(I64, j)], source_etype=PTR), typ=PTR) for j in range(len(ptrs))]
+        args = [tb.load(tb.gep(frame, [ir.Constant(I64, j)], source_etype=PTR), typ=PTR) for j in range(n_ptrs)]
         tid = tb.sext(tb.call(tid_fn, []), I64)
         nth = tb.sext(tb.call(nth_fn, []), I64)
         work, grain = ir.Constant(I64, s.spec.work), ir.Constant(I64, s.spec.grain)
@@ -419,10 +436,7 @@ class CompiledGraph:
         with tb.if_then(tb.icmp_signed("<", lo, hi)):
             tb.call(s.spec.fn, args + [lo, hi])
         tb.ret_void()
-        frame_ptr = b.alloca(PTR, size=len(ptrs))
-        for j, p in enumerate(ptrs):
-            b.store(p, b.gep(frame_ptr, [ir.Constant(I64, j)], source_etype=PTR))
-        b.call(gomp, [tramp, frame_ptr, nthreads, ir.Constant(I32, 0)])
+        return tramp
 
     def _emit_call(self, ctx: KernelContext, n_steps: int) -> None:
         """``i64 ladder_call(ptr frame)``: the entry on frame[0..4] (inputs, outputs, weights, scratch, status)
