@@ -298,8 +298,8 @@ def supported_types() -> list[str]:
 
 
 # GGUF types whose blocks are a ladder block packing byte for byte (ladder.packing: q4 is Q4_0's nibbles, tq2
-# TQ2_0's crumbs, each followed or preceded by the block's f16 scale as the file has it)
-STORED = {QT.Q4_0: "q4+f16", QT.TQ2_0: "tq2+f16"}
+# TQ2_0's crumbs, q8 Q8_0's bytes, each followed or preceded by the block's f16 scale as the file has it)
+STORED = {QT.Q4_0: "q4+f16", QT.TQ2_0: "tq2+f16", QT.Q8_0: "q8+f16"}
 _CHECK_ROWS = 4096  # rows of blocks checked at a time for TQ2_0's unused code (bounded temporaries)
 
 
@@ -323,7 +323,7 @@ def _release(data: np.ndarray) -> None:
 
 def _lazy(name: str, t: QT, data: np.ndarray, shape: tuple[int, ...]) -> GGUFTensor | None:
     """A quantized tensor decoded only when read (ladder.weights.Blocks; its type, group and scale type from
-    its first block), Q4_0 and TQ2_0 kept as the file's bytes (``STORED``); None for a float type and for data
+    its first block), Q4_0, Q8_0 and TQ2_0 kept as the file's bytes (``STORED``); None for a float type and for data
     of the wrong size (which ``_convert`` then reports)."""
     if t in FLOATS or t not in GGML_QUANT_SIZES:
         return None
@@ -642,8 +642,8 @@ class GGUFFile:
     infos: dict[str, Any]  # name -> gguf ReaderTensor
 
     def tensor(self, name: str, keep_blocks: bool = False) -> GGUFTensor:
-        """A tensor decoded to codes + scales; ``keep_blocks``: a quantized one decoded only when read, Q4_0 and
-        TQ2_0 kept as the file's blocks (``STORED``), its codes, scales (and zeros) ladder.weights.BlockParts."""
+        """A tensor decoded to codes + scales; ``keep_blocks``: a quantized one decoded only when read, Q4_0,
+        Q8_0 and TQ2_0 kept as the file's blocks (``STORED``), its codes, scales (and zeros) ladder.weights.BlockParts."""
         info = self.infos[name]
         return _tensor_of(self.path, info, keep_blocks)
 

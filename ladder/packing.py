@@ -25,6 +25,9 @@ tq2         i2 u2 ternary        blocks of 256 codes in 64 bytes, two 32-byte ha
                                  with ``+f16`` the scale *follows* the block (llama.cpp's TQ2_0, byte for byte)
 q4          i4 u4                nib16's bytes holding offset-binary codes (value - min: i4's -8..7 as 0..15);
                                  with ``+f16`` llama.cpp's Q4_0, byte for byte
+q8          i8                   one byte a code, in blocks of 32 (the unit of a block scale); with ``+f16``
+                                 llama.cpp's Q8_0, byte for byte (the one layout of a type that is not low-bit:
+                                 it exists so that a Q8_0 file's blocks are the weight as stored)   (8 bits/w)
 trit5       ternary              blocks of 160 in 32 bytes: byte m = ceil(256 q / 243),
                                  q = sum_n t[m + 32n] 3^(4-n), t = value + 1; trit n of byte b is
                                  ((b * 3^n) mod 256) * 3 >> 8 (llama.cpp TQ1_0)                  (1.6 bits/w)
@@ -360,6 +363,8 @@ def _declare() -> list[Packing]:
                 "positions", block=8, block_bytes=1, bits=1, planes=True, codes="offset"),
         Packing("q4", frozenset({"i4", "u4"}), "two offset-binary codes per byte, halves of 32-code blocks (Q4_0)",
                 block=32, block_bytes=16, bits=4, codes="offset"),
+        Packing("q8", frozenset({"i8"}), "one two's complement code per byte, 32-code blocks (Q8_0's codes)",
+                block=32, block_bytes=32, bits=8),
         Packing("tq2", TWO_BIT, "four 2-bit codes per byte, quarters of 128-code halves of 256-code blocks, "
                 "scale after the block (TQ2_0)", block=256, block_bytes=64, chunk=32, bits=2, scale_at="end"),
     ]

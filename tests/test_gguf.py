@@ -763,8 +763,9 @@ def test_a_prefill_and_a_decode_step_decode_each_tensor_once(tmp_path, monkeypat
     assert ladder.printer.print_graph(one) == ladder.printer.print_graph(m.prefill)
 
 
-def test_q4_0_and_tq2_0_weights_are_the_files_bytes(tmp_path):
-    """A Q4_0 or TQ2_0 projection is packed as the file stores it (q4+f16, tq2+f16): the compiled module reads
+def test_q4_0_q8_0_and_tq2_0_weights_are_the_files_bytes(tmp_path):
+    """A Q4_0, Q8_0 or TQ2_0 projection is packed as the file stores it (q4+f16, q8+f16, tq2+f16): the compiled
+    module reads
     the file's memory map itself, no decoded or repacked copy; the embedding's rows (gathered codes) are decoded,
     and the logits are those of the same model read with every tensor decoded."""
     import mmap
@@ -776,7 +777,7 @@ def test_q4_0_and_tq2_0_weights_are_the_files_bytes(tmp_path):
             a = getattr(a, "base", None)
         return False
 
-    for qt in (QT.Q4_0, QT.TQ2_0):
+    for qt in (QT.Q4_0, QT.Q8_0, QT.TQ2_0):
         path = model_file(tmp_path / f"{qt.name}.gguf", types={k: qt for k in ("token_embd", "attn_q", "attn_k",
                           "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down")}, seed=3)
         g, w = lg.load(path)
@@ -786,7 +787,7 @@ def test_q4_0_and_tq2_0_weights_are_the_files_bytes(tmp_path):
         projections = {f"blk.{i}.{p}.weight.packed" for i in range(DIMS["layers"]) for p in
                        ("attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down")}
         assert projections <= backed and "token_embd.weight" not in backed
-        layout = {QT.Q4_0: "q4+f16", QT.TQ2_0: "tq2+f16"}[qt]
+        layout = {QT.Q4_0: "q4+f16", QT.Q8_0: "q8+f16", QT.TQ2_0: "tq2+f16"}[qt]
         assert {m.graph.type_of(n).layout for n in projections} == {layout}
         decoded = {k: np.asarray(v) for k, v in w.items()}  # every param as arrays: packed by legalize-types
         ref = ladder.compile(g, "cpu", decoded, cache=False)
@@ -820,9 +821,9 @@ def test_a_tied_embedding_gathers_rows_of_the_packed_weight(tmp_path, qt):
     feed = {v.name: np.zeros(v.type.shape, v.type.dtype.np_dtype) for v in g.inputs}
     feed.update(tokens=np.array([7], np.int32), kv_len=np.array([1], np.int32))
     want = ladder.run(g, feed, {k: np.asarray(v) for k, v in w.items()})["logits"]
-    if qt != QT.Q8_0:  # int8 codes are not packed: the gather reads them as they are
-        gathers = [op for op in m.graph.ops() if op.kind == "gather" and m.graph.type_of(op.operands[0]).layout]
-        assert len(gathers) == 1 and "token_embd.weight" not in m.backend.weight_names, kinds
-        np.testing.assert_allclose(ladder.run(m.graph, feed, {k: np.asarray(v) for k, v in w.items()})["logits"],
-                                   want, rtol=1e-5, atol=1e-5)
+    # Q8_0's int8 codes too, in their q8+f16 blocks
+    gathers = [op for op in m.graph.ops() if op.kind == "gather" and m.graph.type_of(op.operands[0]).layout]
+    assert len(gathers) == 1 and "token_embd.weight" not in m.backend.weight_names, kinds
+    np.testing.assert_allclose(ladder.run(m.graph, feed, {k: np.asarray(v) for k, v in w.items()})["logits"],
+                               want, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(m(feed)["logits"], want, rtol=1e-4, atol=1e-4)

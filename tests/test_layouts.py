@@ -86,7 +86,7 @@ def test_existing_packings_keep_their_bytes(case):
 
 def test_every_pinned_packing_is_still_declared():
     bases = {c.split("/")[0].split("+")[0] for c in PINS}
-    assert bases == set(PACKINGS) - {"tq2", "q4"}
+    assert bases == set(PACKINGS) - {"tq2", "q4", "q8"}  # declared after the pins (their bytes: test_packing's oracle)
     assert {c for c in PINS if "+" in c} == {f"{b}+{s}/{sorted(PACKINGS[b].dtypes)[0]}" for b in bases
                                              if not PACKINGS[b].planes for s in ("f16", "bf16z", "f32")}
 

@@ -27,7 +27,8 @@ TARGETS = ["cpu", "cpu:generic"]
 # (weight dtype, layout or None for unpacked, scale dtype)
 WEIGHTS = [("i8", None, "f16"), ("i8", None, "f32"), ("i8", None, "bf16"), ("i4", "nib16+f16", None),
            ("i4", "nib16", "f32"), ("u4", "nib16+bf16", None), ("u4", "nib16", "f16"),
-           ("i4", None, "f16"), ("ternary", "crumb32", "f32"), ("i4", "q4+f16", None), ("u4", "q4", "f32")]
+           ("i4", None, "f16"), ("ternary", "crumb32", "f32"), ("i4", "q4+f16", None), ("u4", "q4", "f32"),
+           ("i8", "q8+f16", None), ("i8", "q8", "f32")]
 F16 = {"f16": np.float16, "f32": np.float32, "bf16": DTYPES["bf16"].np_dtype}
 
 
@@ -104,7 +105,7 @@ def test_qmatmul_q8_many_rows_and_long_rows(M):
 
 
 TILE_WEIGHTS = [("i8", None, "f16"), ("i4", "nib16+f16", None), ("i4", "nib16", "f32"), ("u4", "nib16+bf16", None),
-                ("i4", "q4+f16", None)]
+                ("i4", "q4+f16", None), ("i8", "q8+f16", None)]
 
 
 @pytest.mark.parametrize("target", ["cpu", "cpu:avx2"])  # 32 vector registers (4 x 4 tiles) or 16 (4 x 2)
@@ -329,7 +330,8 @@ def test_the_crumb_plan_follows_the_target_and_the_layout():
 
 GEMV_WEIGHTS = [("i8", None, "f16", 32), ("i4", "nib16+f16", None, 32), ("i4", "nib16", "f32", 32),
                 ("u4", "nib16+bf16", None, 32), ("u4", "nib16", "f16", 32), ("ternary", "tq2+f16", None, 256),
-                ("ternary", "crumb64", "f32", 256), ("i2", "crumb64+f16", None, 256), ("i4", "q4+f16", None, 32)]
+                ("ternary", "crumb64", "f32", 256), ("i2", "crumb64+f16", None, 256), ("i4", "q4+f16", None, 32),
+                ("i8", "q8+f16", None, 32)]
 GEMV_IDS = [f"{d}-{p or 'raw'}" for d, p, _, _ in GEMV_WEIGHTS]
 
 

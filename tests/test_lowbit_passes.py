@@ -180,7 +180,7 @@ def test_legalize_fuse_is_exact_for_every_dtype_and_packing(dt, packing, shape):
 
 def test_dtype_packing_table_covers_every_packing():
     # every packing is exercised by the differential test above, and every low-bit type has several
-    assert {p for _, p in DT_PACKINGS} == set(PACKINGS)
+    assert {p for _, p in DT_PACKINGS} == set(PACKINGS) - {"q8"}  # i8 only as a Q8_0 file's blocks: test_gguf
     assert {d for d, _ in DT_PACKINGS} == set(LOWBIT)
     assert len(DT_PACKINGS) >= 30
 

@@ -35,6 +35,7 @@ DOC_TYPES = {
     "crumb64": {"i2", "u2", "ternary"},
     "tq2": {"i2", "u2", "ternary"},
     "q4": {"i4", "u4"},
+    "q8": {"i8"},
     "trit5": {"ternary"},
     "bit": {"i1", "u1"},
     "planes": {"i1", "u1", "i2", "u2", "ternary", "i4", "u4"},
@@ -56,9 +57,10 @@ CODE_VALUE = {
     "ternary": (3, lambda c: c - 1, np.int8),
     "nf4": (16, lambda c: c, np.uint8),  # nf4 tensors hold their codes
     "fp4": (16, lambda c: FP4[c], ml_dtypes.float4_e2m1fn),
+    "i8": (256, lambda c: c - 256 if c >= 128 else c, np.int8),
 }
 # The code of 0 (None when the type has no 0) and the minimum value (for offset-binary planes).
-ZERO_CODE = {"i4": 0, "u4": 0, "i2": 0, "u2": 0, "u1": 0, "i1": None, "ternary": 1, "nf4": 7, "fp4": 0}
+ZERO_CODE = {"i8": 0, "i4": 0, "u4": 0, "i2": 0, "u2": 0, "u1": 0, "i1": None, "ternary": 1, "nf4": 7, "fp4": 0}
 MIN_VALUE = {"i4": -8, "u4": 0, "i2": -2, "u2": 0, "u1": 0, "ternary": -1}
 
 
@@ -95,6 +97,8 @@ def expected_row_bytes(packing: str, k: int, bits: int) -> int:
         return math.ceil(k / 256) * 64
     if packing == "q4":
         return math.ceil(k / 32) * 16
+    if packing == "q8":
+        return math.ceil(k / 32) * 32
     if packing == "bit":
         return math.ceil(k / 8)
     assert packing == "planes"
@@ -151,6 +155,8 @@ def ref_pack_row(packing: str, name: str, codes: list[int]) -> list[int]:
         for s in range(0, len(c), 32):
             out += [c[s + j] | c[s + j + 16] << 4 for j in range(16)]
         return out
+    if packing == "q8":  # the two's complement byte of each code, blocks of 32
+        return pad_to(codes, 32, fill)
     if packing == "bit":
         c = pad_to(codes, 8, fill)
         return [sum(c[8 * j + i] << i for i in range(8)) for j in range(len(c) // 8)]
@@ -382,7 +388,7 @@ def test_padding_holds_the_code_of_zero(packing, name):
 # -- sizes -------------------------------------------------------------------------------------------
 
 BPW = {"nib": 4.0, "nib16": 4.0, "nib32": 4.0, "nib64": 4.0, "crumb": 2.0, "crumb16": 2.0, "crumb32": 2.0,
-       "crumb64": 2.0, "tq2": 2.0, "q4": 4.0, "trit5": 1.6, "bit": 1.0}
+       "crumb64": 2.0, "tq2": 2.0, "q4": 4.0, "q8": 8.0, "trit5": 1.6, "bit": 1.0}
 
 
 @pytest.mark.parametrize("packing,name", PAIRS)
@@ -408,7 +414,9 @@ PACKABLE = sorted(set().union(*(p.dtypes for p in PACKINGS.values())))
 
 
 def test_packable_types_are_the_low_bit_ones():
-    assert set(PACKABLE) == set(LOW_BIT)
+    """Every low-bit type, and i8 only as Q8_0's blocks (q8, whose one type it is)."""
+    assert set(PACKABLE) == set(LOW_BIT) | {"i8"}
+    assert [p.name for p in PACKINGS.values() if "i8" in p.dtypes] == ["q8"]
 
 
 @pytest.mark.parametrize("name", PACKABLE)

@@ -37,8 +37,8 @@ class Pack(OpDef):
 
     def infer(self, types, attrs):
         x = types[0]
-        if not x.dtype.is_low_bit:
-            raise InferError(f"only low-bit tensors are packed, got {x}")
+        if not x.dtype.is_low_bit and x.dtype.name != "i8":  # i8: only as Q8_0's blocks (q8)
+            raise InferError(f"only low-bit tensors (and i8 in q8 blocks) are packed, got {x}")
         from ..errors import LadderError
 
         try:

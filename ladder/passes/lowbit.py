@@ -93,17 +93,23 @@ class LegalizeTypes(Pass):
         for op in g.ops():
             for r in op.results:
                 t = r.type
-                if r.name not in weights or not t.dtype.is_low_bit or t.layout or not t.shape:
+                if r.name not in weights or t.layout or not t.shape:
+                    continue
+                wide = not t.dtype.is_low_bit  # packed only as its stored blocks (a Q8_0 file's i8)
+                if wide and not (op.kind == "param" and op.attr.get("stored")):
                     continue
                 users = [g.op(u).kind for u in g.users(r.name)]
                 if all(k == "pack" for k in users) or all(k == "gather" for k in users):
                     continue  # packed already; or only rows are read (an embedding), which the codes give as they are
-                layout = overrides.get(t.dtype.name) or target.packing_for(t.dtype).name
+                layout = overrides.get(t.dtype.name) or (None if wide else target.packing_for(t.dtype).name)
                 scales = _shared_block_scales(g, r.name, weights) if self.block_scales else None
                 pack_operands = [r.name]
                 # only the dequants read the packed copy when their block scales go inside it and other ops
                 # (an embedding's gather of the same codes) read the codes too: those keep the plain codes
                 dequants_only = False
+                if wide and (scales is None or _stored_base(op, target, t.dtype, scales, g.type_of(scales[1][0]),
+                                                            overrides.get(t.dtype.name)) is None):
+                    continue
                 if scales is not None:
                     s_t = g.type_of(scales[1][0])
                     base = _stored_base(op, target, t.dtype, scales, s_t, overrides.get(t.dtype.name)) or \

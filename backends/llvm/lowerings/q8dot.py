@@ -3,7 +3,8 @@
 Two tiers, chosen per op at lowering time:
 
 * a **block** kernel for blocks of 32 along K (``group = 32``, K a whole number of blocks: what GGUF's Q8_0,
-  Q5_0 and Q4_0 give) over int8 weights as numpy holds them (one byte a code, the scales a separate tensor) or
+  Q5_0 and Q4_0 give) over int8 weights as numpy holds them (one byte a code, the scales a separate tensor) or in
+  ``q8`` blocks (``q8+f16``: Q8_0's bytes, each block's f16 scale before its 32 codes), or
   4-bit weights in 32-code nibble blocks (``nib16``, the scales inside each block as ``nib16+f16`` does, or
   beside them). Work item = one weight row n. Each thread first copies the rows of x of a pass (as many as
   fit SCRATCH bytes of stack, at most MCHUNK) to a scratch, clipped to -127 (the op's definition; absmax
@@ -118,14 +119,18 @@ def plan(ctx, op, ins) -> Q8Plan | None:
     else:
         p = w.packing
         base = p.base if block_scales(w) else p
-        if not _nib_blocks(base) or w.dtype.name not in ("i4", "u4"):
+        if _byte_blocks(base) and w.dtype.name == "i8":
+            nibbles = False
+        elif _nib_blocks(base) and w.dtype.name in ("i4", "u4"):
+            nibbles = True
+        else:
             return None
-        nibbles, row_bytes = True, w.storage_shape[-1]
+        row_bytes = w.storage_shape[-1]
         inline = p.scale if block_scales(w) else None
         codes_at = p.codes_offset if inline is not None else 0
         scale_at = p.scale_offset(0) if inline is not None else 0
         stride = p.stride if inline is not None else base.block_bytes
-        nib_xor = base.byte_xor(w.dtype)
+        nib_xor = base.byte_xor(w.dtype) if nibbles else 0
     feats = t.features()
     madd = t.supports("i8-madd")
     return Q8Plan(
@@ -145,6 +150,12 @@ def _nib_blocks(L) -> bool:
     return (not L.planes and not L.radix and L.bits == 4 and L.block == BLOCK and L.block_bytes == 16
             and [L.place(i) for i in (0, 15, 16, 31)] == [(0, 0), (15, 0), (0, 1), (15, 1)]
             and L.slot_shifts == (0, 4))
+
+
+def _byte_blocks(L) -> bool:
+    """Whether a layout is int8 codes a byte each in blocks of 32 (q8: Q8_0's codes, their scale beside them)."""
+    return (not L.planes and not L.radix and L.bits == 8 and L.block == BLOCK and L.block_bytes == BLOCK
+            and L.codes == "type")
 
 
 @lowers("qmatmul_q8")
@@ -212,7 +223,7 @@ def _lower_blocks(ctx, op, ins, outs, p: Q8Plan):
         """Block j of the weight row at byte offset ``wrow``: 32 bytes (signed values, or offset nibbles)."""
         blk = b.add(wrow, b.mul(j, C64(p.stride)))
         if not p.nibbles:
-            return b.load(gep8(b, pw, blk), typ=v32i8, align=1)
+            return b.load(gep8(b, pw, b.add(blk, C64(p.codes_at))), typ=v32i8, align=1)
         # codes 0-15 in the low nibbles, 16-31 in the high ones: the 16 bytes in both halves (one broadcast
         # load), the upper half shifted right by 4 in 32-bit lanes (the bits shifted in from the next byte are
         # masked off), one AND keeps the nibbles. Two's complement nibbles (i4) are then made offset binary (XOR
