@@ -7,7 +7,9 @@ Nothing else should escape to a user; the CLI turns these into a message and a n
 
 from __future__ import annotations
 
+import functools
 import inspect
+import linecache
 import os
 from dataclasses import dataclass, field
 
@@ -49,20 +51,27 @@ class Location:
         ladder's builder machinery."""
         frame = inspect.currentframe()
         try:
-            while frame is not None and os.path.abspath(frame.f_code.co_filename) in _BUILDER_FILES:
+            while frame is not None and _is_builder(frame.f_code.co_filename):
                 frame = frame.f_back
             if frame is None:
                 return Location("<python>")
-            info = inspect.getframeinfo(frame, context=1)
-            text = info.code_context[0] if info.code_context else ""
+            # the line through linecache (inspect.getframeinfo also works out the column span of the
+            # instruction: a tenth of a millisecond per op, most of a 2B model's graph building)
+            filename, lineno = frame.f_code.co_filename, frame.f_lineno
+            text = linecache.getline(filename, lineno, frame.f_globals)
             col = len(text) - len(text.lstrip()) + 1 if text else 0
-            return Location(info.filename, info.lineno, col, text)
+            return Location(filename, lineno, col, text)
         finally:
             del frame
 
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 _BUILDER_FILES = {os.path.join(_HERE, f) for f in ("errors.py", "builder.py")}
+
+
+@functools.lru_cache(maxsize=4096)
+def _is_builder(filename: str) -> bool:
+    return os.path.abspath(filename) in _BUILDER_FILES
 UNKNOWN = Location()
 
 

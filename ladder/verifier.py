@@ -14,9 +14,18 @@ from .ops import OPS, InferError, check_arity, describe, infer_results, normaliz
 def verify(graph: Graph) -> Graph:
     diags: list[LadderError] = []
     refs: dict[str, tuple] = {}
+    passed: set = set()  # what _verify_op reads of ops that verified: a decoder repeats its layers' ops
     for op in graph.ops():
         try:
-            _verify_op(graph, op)
+            key = (op.kind, op.attrs, tuple(graph.type_of(o) for o in op.operands), tuple(r.type for r in op.results))
+            hash(key)
+        except (TypeError, KeyError, LadderError):  # an unhashable attribute, an operand with no type: alone
+            key = None
+        try:
+            if key is None or key not in passed:
+                _verify_op(graph, op)
+                if key is not None:
+                    passed.add(key)
         except VerifyError as e:
             diags.extend(e.diagnostics)
         except LadderError as e:
