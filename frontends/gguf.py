@@ -177,15 +177,19 @@ def _bits(qh: np.ndarray) -> np.ndarray:
     return ((qh.reshape(n, 1, -1) >> _SHIFT1.reshape(1, 8, 1)) & 0x01).reshape(n, -1)
 
 
-def _trits(qs: np.ndarray, pows) -> np.ndarray:
+def _trits(qs: np.ndarray, pows, out: np.ndarray | None = None) -> np.ndarray:
     """llama.cpp's base-3 packing: byte x, for each power p, gives trit ((x * p mod 256) * 3) >> 8, which is
-    (v > 85) + (v > 170) for v = x * p mod 256: all in bytes (uint8 products wrap mod 256), nothing widened."""
-    n = qs.shape[0]
-    out = np.empty((n, len(pows), qs.shape[1]), np.uint8)
+    (v > 85) + (v > 170) for v = x * p mod 256: all in bytes (uint8 products wrap mod 256), nothing widened.
+    ``out``: uint8 (n, len(pows) * m) to write them into (a column range of a larger array will do)."""
+    n, m = qs.shape
+    out = np.empty((n, len(pows) * m), np.uint8) if out is None else out
+    by_power = out.reshape(n, len(pows), m)  # a view: each row's trits are contiguous
+    if n and not np.shares_memory(by_power[:1], out[:1]):
+        raise GGUFError("internal: the trits' output must hold each row's trits contiguously")
     for i, p in enumerate(pows):
         v = qs * np.uint8(p)
-        np.add(v > 85, v > 170, out=out[:, i], dtype=np.uint8)
-    return out.reshape(n, -1)
+        np.add(v > 85, v > 170, out=by_power[:, i], dtype=np.uint8)
+    return out
 
 
 def _k_scale_min(scales: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -227,9 +231,13 @@ def _decode_blocks(t: QT, b: np.ndarray):
         return _crumbs(b[:, :64], 32).astype(np.int8) - 1, _f16(b[:, 64:66]), None, 256, "ternary", "none"
     if t == QT.TQ1_0:
         pw5 = (1, 3, 9, 27, 81)
-        q = np.concatenate([_trits(b[:, :32], pw5), _trits(b[:, 32:48], pw5), _trits(b[:, 48:52], pw5[:4])],
-                           axis=-1)
-        return q.astype(np.int8) - 1, _f16(b[:, 52:54]), None, 256, "ternary", "none"
+        q = np.empty((b.shape[0], 256), np.uint8)  # the trits written in place, then less 1 in place
+        _trits(b[:, :32], pw5, q[:, :160])
+        _trits(b[:, 32:48], pw5, q[:, 160:240])
+        _trits(b[:, 48:52], pw5[:4], q[:, 240:])
+        q = q.view(np.int8)
+        q -= 1
+        return q, _f16(b[:, 52:54]), None, 256, "ternary", "none"
     if t == QT.Q2_K:
         sc, qs = b[:, :16], b[:, 16:80]
         d, dmin = _f16(b[:, 80:82]).astype(f32), _f16(b[:, 82:84]).astype(f32)
@@ -370,7 +378,7 @@ def _convert(name: str, t: QT, data: np.ndarray, shape: tuple[int, ...]) -> GGUF
         codes, scale, zero, group, dtname, zm = _decode_blocks(t, blocks)
     lead, k = shape[:-1], shape[-1]
     dt = DTYPES[dtname]
-    if dtname == "ternary" and codes.size and codes.max() > 1:
+    if dtname == "ternary" and t != QT.TQ1_0 and codes.size and codes.max() > 1:  # base-3 digits cannot be 3
         raise GGUFError(f"tensor '{name}' ({t.name}) holds the unused 2-bit code 3, which is not a ternary value")
     per_block = block // group
     codes = np.ascontiguousarray(codes.reshape(shape), dtype=dt.np_dtype)  # Q8_0: one copy, not two

@@ -89,8 +89,8 @@ def to_codes(values: np.ndarray, dt: DType) -> np.ndarray:
     v = np.asarray(values)
     if dt.kind == "table":
         return v.astype(np.uint8)
-    if dt.kind == "ternary":
-        return (v.astype(np.int8) + 1).astype(np.uint8)
+    if dt.kind == "ternary":  # value + 1 in one pass (int8's bytes + 1 wrap to the code)
+        return np.add((v if v.dtype == np.int8 else v.astype(np.int8)).view(np.uint8), np.uint8(1))
     if dt.kind == "binary":
         return ((v.astype(np.int8) + 1) >> 1).astype(np.uint8)
     if dt.name == "fp4":
