@@ -183,12 +183,9 @@ def _trits(qs: np.ndarray, pows, out: np.ndarray | None = None) -> np.ndarray:
     ``out``: uint8 (n, len(pows) * m) to write them into (a column range of a larger array will do)."""
     n, m = qs.shape
     out = np.empty((n, len(pows) * m), np.uint8) if out is None else out
-    by_power = out.reshape(n, len(pows), m)  # a view: each row's trits are contiguous
-    if n and not np.shares_memory(by_power[:1], out[:1]):
-        raise GGUFError("internal: the trits' output must hold each row's trits contiguously")
     for i, p in enumerate(pows):
         v = qs * np.uint8(p)
-        np.add(v > 85, v > 170, out=by_power[:, i], dtype=np.uint8)
+        np.add(v > 85, v > 170, out=out[:, i * m:(i + 1) * m], dtype=np.uint8)
     return out
 
 
@@ -331,8 +328,8 @@ def _release(data: np.ndarray) -> None:
 
 def _lazy(name: str, t: QT, data: np.ndarray, shape: tuple[int, ...]) -> GGUFTensor | None:
     """A quantized tensor decoded only when read (ladder.weights.Blocks; its type, group and scale type from
-    its first block), Q4_0, Q8_0 and TQ2_0 kept as the file's bytes (``STORED``); None for a float type and for data
-    of the wrong size (which ``_convert`` then reports)."""
+    its first block), Q4_0, Q8_0 and TQ2_0 kept as the file's bytes (``STORED``); None for a float type and
+    for data of the wrong size (which ``_convert`` then reports)."""
     if t in FLOATS or t not in GGML_QUANT_SIZES:
         return None
     block, size = GGML_QUANT_SIZES[t]
@@ -651,7 +648,8 @@ class GGUFFile:
 
     def tensor(self, name: str, keep_blocks: bool = False) -> GGUFTensor:
         """A tensor decoded to codes + scales; ``keep_blocks``: a quantized one decoded only when read, Q4_0,
-        Q8_0 and TQ2_0 kept as the file's blocks (``STORED``), its codes, scales (and zeros) ladder.weights.BlockParts."""
+        Q8_0 and TQ2_0 kept as the file's blocks (``STORED``), its codes, scales (and zeros)
+        ladder.weights.BlockParts."""
         info = self.infos[name]
         return _tensor_of(self.path, info, keep_blocks)
 

@@ -72,6 +72,8 @@ _BUILDER_FILES = {os.path.join(_HERE, f) for f in ("errors.py", "builder.py")}
 @functools.lru_cache(maxsize=4096)
 def _is_builder(filename: str) -> bool:
     return os.path.abspath(filename) in _BUILDER_FILES
+
+
 UNKNOWN = Location()
 
 

@@ -11,9 +11,10 @@ before anything is allocated) and reads a tensor only when it is asked for, so a
 **Weights kept as their file stores them.** An importer gives ``Blocks``: a quantized weight as its file holds
 it and a way to decode it. Its ``codes``, ``scales`` (and ``zeros``) stand for the params ``pack`` takes;
 ``bind`` checks their type and shape without decoding. Where the file's bytes are already one of ladder's block
-packings (GGUF's Q4_0, Q8_0 and TQ2_0 are ``q4+f16``, ``q8+f16`` and ``tq2+f16`` byte for byte) and a compile packs exactly those params into exactly that
-packing, the bytes are the result (ladder.interpreter.Session): no decode, no copy, no second image of the
-weight in memory. Any other use decodes them (``np.asarray``); see ``Blocks`` for what is kept.
+packings (GGUF's Q4_0, Q8_0 and TQ2_0 are ``q4+f16``, ``q8+f16`` and ``tq2+f16`` byte for byte) and a compile
+packs exactly those params into exactly that packing, the bytes are the result (ladder.interpreter.Session):
+no decode, no copy, no second image of the weight in memory. Any other use decodes them (``np.asarray``); see
+``Blocks`` for what is kept.
 """
 
 from __future__ import annotations

@@ -153,6 +153,29 @@ def test_libgomp_spin_is_bounded_unless_the_user_chose(env, want):
     assert out == str(want)
 
 
+def test_steps_of_one_kernel_share_its_parallel_trampoline_and_the_entry_is_not_optimised():
+    """Two matmuls of one shape share a kernel and the trampoline libgomp's threads run for it (a decoder's
+    layers: one each, not one per step); the entry, a call per step, is left out of LLVM's optimiser."""
+    g = ladder.parse("""graph @g(%x: f32[64, 512], %w: f32[512, 512], %v: f32[512, 512]) -> (f32[64, 512], f32[64, 512]) {
+  %y = matmul %x, %w : f32[64, 512]
+  %z = matmul %x, %v : f32[64, 512]
+  return %y, %z
+}""")
+    m = ladder.compile(g, "cpu", threads=2, cache=False)
+    defines = [line for line in m.backend.ir_text.splitlines() if line.startswith("define")]
+    entry = [line for line in defines if '@"ladder_main"' in line]
+    assert len(entry) == 1 and "optnone" in entry[0] and "noinline" in entry[0], entry
+    if not m.backend.use_gomp:
+        pytest.skip("no libgomp here: every kernel runs on the calling thread")
+    assert len([line for line in defines if "_par_" in line]) == 1, defines
+    assert m.backend.ir_text.count("call void @\"GOMP_parallel\"") == 2
+    x, w, v = (np.random.default_rng(i).standard_normal(s).astype(np.float32)
+               for i, s in enumerate([(64, 512), (512, 512), (512, 512)]))
+    out = m({"x": x, "w": w, "v": v})
+    np.testing.assert_allclose(out["y"], x @ w, rtol=1e-4, atol=1e-3)
+    np.testing.assert_allclose(out["z"], x @ v, rtol=1e-4, atol=1e-3)
+
+
 def test_only_kernels_worth_a_parallel_region_get_one():
     from ladder.backends.llvm.compiler import PARALLEL_MIN_COST, step_cost
 

@@ -411,15 +411,14 @@ class CompiledGraph:
 
     def _trampoline(self, ctx: KernelContext, s: _Step, n_ptrs: int) -> ir.Function:
         """The function each of libgomp's threads runs for a step: its share of the kernel's range, the kernel's
-        pointers from the frame. Steps of one kernel and range share it (a decoder's layers: ~40, not ~1,000)."""
-        key = ("par", s.spec.fn.name, s.spec.work, s.spec.grain, n_ptrs)
-        tramps = ctx.__dict__.setdefault("_trampolines", {})
-        if key in tramps:
-            return tramps[key]
-        mod = ctx.module
+        pointers from the frame. Steps of one kernel and range share it (a decoder's layers: ~40, not ~1,000):
+        its name says which, and the module holds it once, as ``declare`` holds a declaration."""
+        name = f"k_par_{s.spec.fn.name}_{s.spec.work}_{s.spec.grain}"  # kernel-made names begin k_
+        if name in ctx.module.globals:
+            return ctx.module.globals[name]
         tid_fn = ctx.declare("omp_get_thread_num", I32, [])
         nth_fn = ctx.declare("omp_get_num_threads", I32, [])
-        tramp = tramps[key] = ir.Function(mod, ir.FunctionType(VOID, [PTR]), ctx.unique(f"par_{s.spec.fn.name}"))
+        tramp = ir.Function(ctx.module, ir.FunctionType(VOID, [PTR]), name)
         tb = ir.IRBuilder(tramp.append_basic_block("entry"))
         frame = tramp.args[0]
         args = [tb.load(tb.gep(frame, [ir.Constant(I64, j)], source_etype=PTR), typ=PTR) for j in range(n_ptrs)]

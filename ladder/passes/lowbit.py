@@ -107,17 +107,17 @@ class LegalizeTypes(Pass):
                 # only the dequants read the packed copy when their block scales go inside it and other ops
                 # (an embedding's gather of the same codes) read the codes too: those keep the plain codes
                 dequants_only = False
-                if wide and (scales is None or _stored_base(op, target, t.dtype, scales, g.type_of(scales[1][0]),
-                                                            overrides.get(t.dtype.name)) is None):
-                    continue
+                base = None
                 if scales is not None:
                     s_t = g.type_of(scales[1][0])
-                    base = _stored_base(op, target, t.dtype, scales, s_t, overrides.get(t.dtype.name)) or \
-                        _packing_with_block(target, t.dtype, scales[0], overrides.get(t.dtype.name))
+                    base = _stored_base(op, target, t.dtype, scales, s_t, overrides.get(t.dtype.name)) or (
+                        None if wide else _packing_with_block(target, t.dtype, scales[0], overrides.get(t.dtype.name)))
                     if base is not None:
                         layout = f"{base}+{s_t.dtype.name}{'z' if len(scales[1]) == 2 else ''}"
                         pack_operands += scales[1]
                         dequants_only = True
+                if wide and base is None:
+                    continue  # not its file's blocks: the weight stays as it is
                 packed = _add(g, "pack", pack_operands, {"layout": layout}, f"{r.name}.packed", op.loc)
                 logical = None
                 for user in g.users(r.name):

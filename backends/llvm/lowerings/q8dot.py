@@ -279,7 +279,7 @@ def _lower_blocks(ctx, op, ins, outs, p: Q8Plan):
         return b.shuffle_vector(vec, ir.Constant(v8f, None), ir.Constant(v8i32, [0] * 8))
 
     def x_scales(b, m, j, count):
-        """x's f32 scales of blocks j .. j+count-1 of row m: a scalar (count 1) or a vector of 8."""
+        """x's f32 scales of blocks j .. j+count-1 of row m: a scalar (count 1) or a vector of count."""
         st = storage_type(p.sx)
         at = b.gep(psx, [b.add(b.mul(m, C64(NB)), j)], source_etype=st)
         raws = [b.load(at, typ=st)] if count == 1 else b.load(at, typ=ir.VectorType(st, count), align=2)
@@ -315,6 +315,7 @@ def _lower_blocks(ctx, op, ins, outs, p: Q8Plan):
         muladd16 = ctx.declare("llvm.fmuladd.v16f32", v16f, [v16f, v16f, v16f])
         # the dwords of blocks j and j + 1 alternate: dword i of block j in lane 2i, of block j + 1 in 2i + 1
         weave = ir.Constant(ir.VectorType(I32, 16), [i // 2 + 8 * (i % 2) for i in range(16)])
+        bytes128 = ir.Constant(v16i32, [0x80808080 - (1 << 32)] * 16)  # 128 (unsigned) in every byte
         evens, odds = (ir.Constant(v8i32, list(range(h, 16, 2))) for h in (0, 1))
         npairs = full // 2
         cbuf = entry_alloca(b, v64i8, NT * npairs)  # a column tile's codes, woven, [pair][c]
@@ -334,14 +335,15 @@ def _lower_blocks(ctx, op, ins, outs, p: Q8Plan):
             if wide:
                 with for_range(b, 0, full, step=2, name="xw", vectorize=False) as j:
                     at = b.mul(j, C64(BLOCK))
-                    two = [b.bitcast(b.call(smax, [b.load(gep8(b, px, b.add(src, b.add(at, C64(32 * a)))), typ=v32i8,
-                                                          align=1), splat8(-127)]), v8i32) for a in (0, 1)]
+                    two = [b.load(gep8(b, px, b.add(src, b.add(at, C64(BLOCK * a)))), typ=v32i8, align=1)
+                           for a in (0, 1)]
+                    two = [b.bitcast(b.call(smax, [x, splat8(-127)]), v8i32) for x in two]
                     xw = b.shuffle_vector(two[0], two[1], weave)
                     b.store(xw, b.bitcast(vec_at(b, b.add(dst, at)), v16i32.as_pointer()), align=32)
-                    if offset:
+                    if offset:  # -8 x, woven as x is
                         c = b.call(dpbusd16, [ir.Constant(v16i32, None), ir.Constant(v16i32, [0x08080808] * 16), xw])
-                        b.store(b.sub(ir.Constant(v16i32, None), c), b.bitcast(vec_at(b, b.add(b.add(dst, C64(K)), at)), v16i32.as_pointer()),
-                                align=32)
+                        corr_at = b.bitcast(vec_at(b, b.add(b.add(dst, C64(K)), at)), v16i32.as_pointer())
+                        b.store(b.sub(ir.Constant(v16i32, None), c), corr_at, align=32)
             with for_range(b, full if wide else 0, NB, name="xb", vectorize=False) as j:
                 at = b.mul(j, C64(BLOCK))
                 xv = b.call(smax, [b.load(gep8(b, px, b.add(src, at)), typ=v32i8, align=1), splat8(-127)])
@@ -479,8 +481,7 @@ def _lower_blocks(ctx, op, ins, outs, p: Q8Plan):
                 at = b.add(b.mul(q, C64(C)), C64(c))
                 b.store(b.bitcast(wv, v64i8), b.gep(cbuf, [at], source_etype=v64i8), align=64)
                 if obuf is not None:  # x + 128 (u8) times w, less 128 w
-                    sums = b.call(dpbusd16, [ir.Constant(v16i32, None), ir.Constant(v16i32, [0x80808080 - (1 << 32)] * 16),
-                                             wv])
+                    sums = b.call(dpbusd16, [ir.Constant(v16i32, None), bytes128, wv])
                     b.store(b.sub(ir.Constant(v16i32, None), sums), b.gep(obuf, [at], source_etype=v16i32), align=64)
                 two = [scales(b, ns[c], wrows[c], b.add(j, C64(a)), 1) for a in (0, 1)]
                 for a in (0, 1):
@@ -505,10 +506,9 @@ def _lower_blocks(ctx, op, ins, outs, p: Q8Plan):
             q = b.udiv(j, C64(2))
             ws = b.load(b.gep(wsf, [b.mul(j, C64(C))], source_etype=F32), typ=wvec, align=4)
             for t in range(MTILE):
-                st = storage_type(p.sx)
-                xs = _scales_f32(b, b.load(b.gep(psx, [b.add(b.mul(ms[t], C64(NB)), j)], source_etype=st),
-                                           typ=ir.VectorType(st, 2), align=st.width // 8 if isinstance(st, ir.IntType) else 4), p.sx, 2)
-                xs = b.shuffle_vector(xs, ir.Constant(xs.type, None), ir.Constant(ir.VectorType(I32, 2 * C), [0, 1] * C))
+                xs = x_scales(b, ms[t], j, 2)  # blocks j and j + 1, once for each of the C weight rows
+                xs = b.shuffle_vector(xs, ir.Constant(xs.type, None), ir.Constant(ir.VectorType(I32, 2 * C),
+                                                                                  [0, 1] * C))
                 at = b.gep(dbuf, [b.mul(b.add(b.mul(q, C64(MTILE)), C64(t)), C64(C))], source_etype=ir.DoubleType())
                 b.store(b.fmul(ws, xs), b.bitcast(at, wvec.as_pointer()), align=8)
         slots = [[entry_alloca(b, v16f) for _ in range(C)] for _ in range(MTILE)]
@@ -526,7 +526,7 @@ def _lower_blocks(ctx, op, ins, outs, p: Q8Plan):
                 if offset:
                     corr = b.load(vec_at(b, b.add(b.add(xrows[t], C64(K)), at)), typ=v16i32, align=32)
                 else:
-                    xu = b.xor(xv, ir.Constant(v16i32, [0x80808080 - (1 << 32)] * 16))
+                    xu = b.xor(xv, bytes128)
                 for c in range(C):
                     if offset:
                         s_ = b.call(dpbusd16, [corr, wv[c], xv])
