@@ -254,3 +254,29 @@ def test_const_out_of_range_keeps_location():
     loc = Location("c.lir", 2, 8, "  %k = const [2, 0] : ternary[2]")
     g = graph(Op.make("const", [], {"value": np.array([2, 0], np.int8)}, [V("k", "ternary[2]")], loc))
     assert verify_error(g).loc == loc
+
+
+@pytest.mark.parametrize("src_type,layout,msg", [
+    ("f32[2, 32]", "q8", "only low-bit tensors (and i8 in q8 blocks) are packed"),
+    ("i8[2, 32]", "nib16", "packing nib16 cannot hold i8"),
+])
+def test_pack_refuses_what_its_layout_cannot_hold_at_its_line(src_type, layout, msg):
+    """i8 is packed only in q8 (a Q8_0 file's blocks); every other wide type is refused, and a layout is refused
+    for a type it cannot hold, each at the op's line in the text."""
+    src = (f"graph @g(%w: {src_type}) -> i8<q8>[2, 32] {{\n"
+           f'  %p = pack %w {{layout = "{layout}"}} : i8<q8>[2, 32]\n'
+           "  return %p\n"
+           "}\n")
+    with pytest.raises(ladder.LadderError) as ei:
+        ladder.parse(src, filename="p.lir")
+    s = str(ei.value)
+    assert "p.lir:2:" in s and msg in s, s
+
+
+def test_pack_takes_i8_in_q8_blocks():
+    src = ('graph @g(%w: i8[2, 40]) -> i8<q8>[2, 40] {\n'
+           '  %p = pack %w {layout = "q8"} : i8<q8>[2, 40]\n'
+           "  return %p\n"
+           "}\n")
+    g = ladder.parse(src)
+    assert g.type_of("p").storage_shape == (2, 64)  # 40 codes padded to two blocks of 32
