@@ -54,6 +54,7 @@ import numpy as np
 from ladder.backends.llvm.compiler import compile_graph
 
 import ladder
+from ladder.frontends.gguf import STORED
 from ladder.packing import from_codes, get_packing
 from ladder.target import get_target
 from ladder.types import DTYPES
@@ -125,7 +126,9 @@ def build(op, dname, layout, m, n, k, rng, hot=False):
         else:
             codes = rng.integers(0, 3 if dname == "ternary" else 2 ** dt.bits, (n, k)).astype(np.uint8)
             weights[f"w{c}"] = from_codes(codes, dt)
-        lines.append(f"%w{c} = param @w{c} : {dname}[{n}, {k}]")
+        stored = {t.name: v for t, v in STORED.items()}.get(qtype)  # the packing the importer keeps the bytes in
+        attr = f' {{stored = "{stored}"}}' if stored else ""
+        lines.append(f"%w{c} = param @w{c}{attr} : {dname}[{n}, {k}]")
         if p is not None and "+" in layout:
             weights[f"bs{c}"] = (rng.random((n, p.blocks(k))) + 0.5).astype(np.float16)
             lines.append(f"%bs{c} = param @bs{c} : f16[{n}, {p.blocks(k)}]")
@@ -157,7 +160,8 @@ def build(op, dname, layout, m, n, k, rng, hot=False):
 # -- GGUF Q8_0 / Q4_0 weights as the GGUF importer builds them ---------------------------------------------
 
 # ggml type -> (ladder code dtype, bytes per block, weights per block, the activations its dot product takes)
-GGUF_CASES = {"Q8_0": ("i8", 34, 32, "q8_0"), "Q4_0": ("i4", 18, 32, "q8_0"), "TQ2_0": ("ternary", 66, 256, "q8_k")}
+GGUF_CASES = {"Q8_0": ("i8", 34, 32, "q8_0"), "Q4_0": ("i4", 18, 32, "q8_0"), "TQ2_0": ("ternary", 66, 256, "q8_k"),
+              "TQ1_0": ("ternary", 54, 256, "q8_k")}
 GGUF_SHAPES = [(1, 2048, 2048), (1, 768, 2048), (32, 2048, 2048), (32, 768, 2048)]
 
 
@@ -171,7 +175,9 @@ def gguf_text(qtype: str, act: str, m: int, n: int, k: int, copies: int) -> str:
     nb = k // blk
     lines = []
     for c in range(copies):
-        lines.append(f"%w{c} = param @w{c} : {dname}[{n}, {k}]")
+        stored = {t.name: v for t, v in STORED.items()}.get(qtype)  # the packing the importer keeps the bytes in
+        attr = f' {{stored = "{stored}"}}' if stored else ""
+        lines.append(f"%w{c} = param @w{c}{attr} : {dname}[{n}, {k}]")
         lines.append(f"%s{c} = param @s{c} : f16[{n}, {nb}]")
         lines.append(f"%d{c} = dequant %w{c}, %s{c} {{group = {blk}, dtype = f32}} : f32[{n}, {k}]")
         xin = "%x"

@@ -286,8 +286,8 @@ def ggml_type(raw: int) -> QT | ExtraType:
 # weight types whose llama.cpp dot product takes activations in Q8_0 blocks (its type_traits' vec_dot_type)
 Q8_0_ACTIVATIONS = ("Q8_0", "Q4_0", "Q5_0")
 # weight types whose llama.cpp dot product takes Q8_K activations (int8 per 256, an f32 scale) and that ladder
-# has a block kernel for (backends/llvm/lowerings/q8k.py: legalize-types lays TQ1_0's trits out as crumb64+f16
-# blocks, 2.06 bits a weight instead of 1.69, which decode in a shift and a mask); the K-quants keep f32 x
+# has a block kernel for (backends/llvm/lowerings/q8k.py: TQ2_0's crumbs, and TQ1_0's base-3 digits as the
+# file stores them); the K-quants keep f32 x
 Q8_K_ACTIVATIONS = ("TQ2_0", "TQ1_0")
 # float weight types whose llama.cpp dot product takes x rounded to the weight's own type
 ROUNDED_ACTIVATIONS = {"F16": "f16", "BF16": "bf16"}
@@ -303,8 +303,9 @@ def supported_types() -> list[str]:
 
 
 # GGUF types whose blocks are a ladder block packing byte for byte (ladder.packing: q4 is Q4_0's nibbles, tq2
-# TQ2_0's crumbs, q8 Q8_0's bytes, each followed or preceded by the block's f16 scale as the file has it)
-STORED = {QT.Q4_0: "q4+f16", QT.TQ2_0: "tq2+f16", QT.Q8_0: "q8+f16"}
+# TQ2_0's crumbs, tq1 TQ1_0's base-3 digits, q8 Q8_0's bytes, each followed or preceded by the block's f16 scale
+# as the file has it)
+STORED = {QT.Q4_0: "q4+f16", QT.TQ2_0: "tq2+f16", QT.TQ1_0: "tq1+f16", QT.Q8_0: "q8+f16"}
 _CHECK_ROWS = 4096  # rows of blocks checked at a time for TQ2_0's unused code (bounded temporaries)
 
 
@@ -328,7 +329,7 @@ def _release(data: np.ndarray) -> None:
 
 def _lazy(name: str, t: QT, data: np.ndarray, shape: tuple[int, ...]) -> GGUFTensor | None:
     """A quantized tensor decoded only when read (ladder.weights.Blocks; its type, group and scale type from
-    its first block), Q4_0, Q8_0 and TQ2_0 kept as the file's bytes (``STORED``); None for a float type and
+    its first block), Q4_0, Q8_0, TQ1_0 and TQ2_0 kept as the file's bytes (``STORED``); None for a float type and
     for data of the wrong size (which ``_convert`` then reports)."""
     if t in FLOATS or t not in GGML_QUANT_SIZES:
         return None

@@ -31,6 +31,11 @@ q8          i8                   one byte a code, in blocks of 32 (the unit of a
 trit5       ternary              blocks of 160 in 32 bytes: byte m = ceil(256 q / 243),
                                  q = sum_n t[m + 32n] 3^(4-n), t = value + 1; trit n of byte b is
                                  ((b * 3^n) mod 256) * 3 >> 8 (llama.cpp TQ1_0)                  (1.6 bits/w)
+tq1         ternary              blocks of 256 in 52 bytes: trit5's bytes in three chunks, bytes 0-31 holding
+                                 codes 0-159 (byte m: t[m + 32n], n = 0..4), 32-47 codes 160-239 (byte
+                                 32 + m: t[160 + m + 16n]), 48-51 codes 240-255 (byte 48 + m: t[240 + m + 4n],
+                                 n = 0..3, its fifth digit 0); with ``+f16`` the scale *follows* the block
+                                 (llama.cpp's TQ1_0, byte for byte)                            (1.625 bits/w)
 bit         i1 u1                bit i of byte j = c[8j + i]                                     (1 bit/w)
 planes      i1 u1 i2 u2          T-MAC bit planes: a row is P planes of ceil(K/8) bytes (P = bits, plane b
             ternary i4 u4        first for b = 0); in plane b, byte j's low nibble is the 4-bit index of bits b
@@ -47,7 +52,8 @@ geometry alone:
 * ``block`` codes in ``block_bytes`` bytes (per plane for bit planes); a byte holds ``slots = block //
   block_bytes`` codes;
 * the order of the codes in a block: the block is cut into ``chunk``-byte chunks (the whole block by default);
-  code i of a chunk sits in byte ``i % chunk``, slot ``i // chunk`` (``place``);
+  code i of a chunk sits in byte ``i % chunk``, slot ``i // chunk`` (``place``); chunks of differing sizes are
+  ``parts``, (bytes, slots used) each (a byte's unused slots hold 0: TQ1_0's last chunk);
 * how a slot sits in its byte: a ``bits``-wide field at ``shifts[slot]`` (0, bits, 2 bits, ... by default), or,
   with ``radix``, a base-``radix`` digit (slot 0 the most significant; the byte holds ceil(256 q / radix^slots));
 * ``planes``: one plane per code bit, plane-major in the row, each plane the 1-bit layout of the declaration;
@@ -148,6 +154,8 @@ class Packing:
     shifts: tuple[int, ...] = ()  # bit offset of slot h's field (default: h * bits)
     chunk: int = 0  # bytes per chunk (0: the whole block); code i of a chunk: byte i % chunk, slot i // chunk
     radix: int = 0  # > 0: a byte holds its slots as base-radix digits, slot 0 most significant
+    parts: tuple[tuple[int, int], ...] = ()  # chunks of differing sizes, in order: (bytes, slots used) each;
+    #   a byte's unused slots (past its chunk's) hold 0; with parts, slots = the most any chunk uses
     planes: bool = False  # one plane per code bit (bytes per block scale with the type's bits)
     codes: str = "type"  # "type": the type's codes; "offset": offset binary (value - min)
     scale_at: str = "front"  # where +SCALE puts a block's scale (and zero): "front" or "end"
@@ -155,9 +163,13 @@ class Packing:
     def __post_init__(self):
         def bad(why):
             raise LadderError(f"internal: packing {self.name}: {why}")
-        if self.block <= 0 or self.block_bytes <= 0 or self.block % self.block_bytes:
+        if self.parts:
+            if (self.chunk or self.planes or sum(nb for nb, _ in self.parts) != self.block_bytes
+                    or sum(nb * u for nb, u in self.parts) != self.block or any(u < 1 or nb < 1 for nb, u in self.parts)):
+                bad("parts are (bytes, slots used) chunks that fill the block's bytes and codes (no chunk, no planes)")
+        elif self.block <= 0 or self.block_bytes <= 0 or self.block % self.block_bytes:
             bad("block must be a whole number of codes per byte")
-        if self.block_bytes % self.chunk_bytes:
+        elif self.block_bytes % self.chunk_bytes:
             bad("chunk must divide block_bytes")
         h = self.slots
         if self.radix:
@@ -182,12 +194,31 @@ class Packing:
 
     @property
     def slots(self) -> int:
-        """Codes per byte (per plane)."""
+        """Codes per byte (per plane); with ``parts``, the most a chunk's bytes hold."""
+        if self.parts:
+            return max(u for _, u in self.parts)
         return self.block // self.block_bytes
 
     @property
     def chunk_bytes(self) -> int:
+        if self.parts:
+            raise LadderError(f"internal: packing {self.name}: its chunks differ in size (see segments)")
         return self.chunk or self.block_bytes
+
+    @property
+    def segments(self) -> tuple[tuple[int, int, int, int], ...]:
+        """The chunks of a block, in order: (first byte, bytes, slots used, first code) each; code i of a chunk
+        sits in byte first byte + i % bytes, slot i // bytes."""
+        if self.parts:
+            sizes = self.parts
+        else:
+            ch = self.chunk or self.block_bytes
+            sizes = ((ch, self.slots),) * (self.block_bytes // ch)
+        out, byte, code = [], 0, 0
+        for nb, u in sizes:
+            out.append((byte, nb, u, code))
+            byte, code = byte + nb, code + nb * u
+        return tuple(out)
 
     @property
     def mask(self) -> int:
@@ -203,6 +234,11 @@ class Packing:
 
     def place(self, i: int) -> tuple[int, int]:
         """Code i of a block -> (its byte in the block, its slot in that byte)."""
+        if self.parts:
+            for byte, nb, u, code in self.segments:
+                if i < code + nb * u:
+                    return byte + (i - code) % nb, (i - code) // nb
+            raise LadderError(f"internal: packing {self.name}: code {i} is past its block of {self.block}")
         ch = self.chunk_bytes
         c, r = divmod(i, ch * self.slots)
         return c * ch + r % ch, r // ch
@@ -315,31 +351,62 @@ class Packing:
         nb = a.shape[-1] // per_block
         return a.reshape(a.shape[:-1] + (nb, self.block_bytes // self.chunk_bytes) + inner)
 
+    def _digits_to_bytes(self, d: np.ndarray) -> np.ndarray:
+        """Codes [..., slot, byte] (every slot of the byte) -> the bytes [..., byte]."""
+        h = d.shape[-2]
+        if self.radix:
+            q = sum(d[..., s, :].astype(np.uint16) * np.uint16(self.radix ** (h - 1 - s)) for s in range(h))
+            top = self.radix ** h  # ceiling division: digit s decodes as ((byte * radix^s) mod 256) * radix >> 8
+            return ((q * np.uint16(256) + np.uint16(top - 1)) // np.uint16(top)).astype(np.uint8)
+        out = np.zeros(d.shape[:-2] + d.shape[-1:], np.uint8)
+        for s, sh in enumerate(self.slot_shifts):
+            out |= d[..., s, :] << np.uint8(sh)
+        return out
+
+    def _bytes_to_digits(self, blk: np.ndarray) -> np.ndarray:
+        """Bytes [..., byte] -> every slot's code [..., slot, byte]."""
+        if self.radix:
+            wide = blk.astype(np.uint16)
+            parts = [((((wide * np.uint16(self.radix ** n)) & np.uint16(0xFF)) * np.uint16(self.radix)) >> 8)
+                     .astype(np.uint8) for n in range(self.slots)]
+        else:
+            parts = [(blk >> np.uint8(sh)) & np.uint8(self.mask) for sh in self.slot_shifts]
+        return np.stack(parts, axis=-2)
+
+    def _pack_parts(self, c: np.ndarray) -> np.ndarray:
+        nb = c.shape[-1] // self.block
+        blk = c.reshape(c.shape[:-1] + (nb, self.block))
+        out = np.empty(c.shape[:-1] + (nb, self.block_bytes), np.uint8)
+        for byte, n, u, code in self.segments:
+            d = np.zeros(blk.shape[:-1] + (self.slots, n), np.uint8)  # unused slots hold 0
+            d[..., :u, :] = blk[..., code:code + n * u].reshape(blk.shape[:-1] + (u, n))
+            out[..., byte:byte + n] = self._digits_to_bytes(d)
+        return out.reshape(c.shape[:-1] + (nb * self.block_bytes,))
+
+    def _unpack_parts(self, s: np.ndarray) -> np.ndarray:
+        nb = s.shape[-1] // self.block_bytes
+        blk = s.reshape(s.shape[:-1] + (nb, self.block_bytes))
+        out = np.empty(s.shape[:-1] + (nb, self.block), np.uint8)
+        for byte, n, u, code in self.segments:
+            d = self._bytes_to_digits(blk[..., byte:byte + n])
+            out[..., code:code + n * u] = d[..., :u, :].reshape(blk.shape[:-1] + (n * u,))
+        return out.reshape(s.shape[:-1] + (nb * self.block,))
+
     def _pack_bytes(self, c: np.ndarray) -> np.ndarray:
         """Stored codes [..., whole blocks] -> bytes (one plane)."""
+        if self.parts:
+            return self._pack_parts(c)
         h, ch = self.slots, self.chunk_bytes
         blk = self._blocked(c, self.block, (h, ch))  # [..., block, chunk, slot, byte of the chunk]
-        if self.radix:
-            q = sum(blk[..., s, :].astype(np.uint16) * np.uint16(self.radix ** (h - 1 - s)) for s in range(h))
-            top = self.radix ** h  # ceiling division: digit s decodes as ((byte * radix^s) mod 256) * radix >> 8
-            out = ((q * np.uint16(256) + np.uint16(top - 1)) // np.uint16(top)).astype(np.uint8)
-        else:
-            out = np.zeros(blk.shape[:-2] + (ch,), np.uint8)
-            for s, sh in enumerate(self.slot_shifts):
-                out |= blk[..., s, :] << np.uint8(sh)
+        out = self._digits_to_bytes(blk)
         return out.reshape(c.shape[:-1] + (c.shape[-1] // self.block * self.block_bytes,))
 
     def _unpack_bytes(self, s: np.ndarray) -> np.ndarray:
         """Bytes (one plane, whole blocks) -> stored codes."""
-        h, ch = self.slots, self.chunk_bytes
-        blk = self._blocked(s, self.block_bytes, (ch,))
-        if self.radix:
-            wide = blk.astype(np.uint16)
-            parts = [((((wide * np.uint16(self.radix ** n)) & np.uint16(0xFF)) * np.uint16(self.radix)) >> 8)
-                     .astype(np.uint8) for n in range(h)]
-        else:
-            parts = [(blk >> np.uint8(sh)) & np.uint8(self.mask) for sh in self.slot_shifts]
-        return np.stack(parts, axis=-2).reshape(s.shape[:-1] + (s.shape[-1] // self.block_bytes * self.block,))
+        if self.parts:
+            return self._unpack_parts(s)
+        blk = self._blocked(s, self.block_bytes, (self.chunk_bytes,))
+        return self._bytes_to_digits(blk).reshape(s.shape[:-1] + (s.shape[-1] // self.block_bytes * self.block,))
 
 
 FOUR_BIT = frozenset({"i4", "u4", "nf4", "fp4"})
@@ -365,6 +432,9 @@ def _declare() -> list[Packing]:
                 block=32, block_bytes=16, bits=4, codes="offset"),
         Packing("q8", frozenset({"i8"}), "one two's complement code per byte, 32-code blocks (Q8_0's codes)",
                 block=32, block_bytes=32, bits=8),
+        Packing("tq1", frozenset({"ternary"}), "five trits per byte in 32- and 16-byte chunks, four in a 4-byte "
+                "chunk, of 256-code blocks, scale after the block (TQ1_0)", block=256, block_bytes=52, radix=3,
+                parts=((32, 5), (16, 5), (4, 4)), scale_at="end"),
         Packing("tq2", TWO_BIT, "four 2-bit codes per byte, quarters of 128-code halves of 256-code blocks, "
                 "scale after the block (TQ2_0)", block=256, block_bytes=64, chunk=32, bits=2, scale_at="end"),
     ]

@@ -763,8 +763,9 @@ def test_a_prefill_and_a_decode_step_decode_each_tensor_once(tmp_path, monkeypat
     assert ladder.printer.print_graph(one) == ladder.printer.print_graph(m.prefill)
 
 
-def test_q4_0_q8_0_and_tq2_0_weights_are_the_files_bytes(tmp_path):
-    """A Q4_0, Q8_0 or TQ2_0 projection is packed as the file stores it (q4+f16, q8+f16, tq2+f16): the compiled
+def test_q4_0_q8_0_tq1_0_and_tq2_0_weights_are_the_files_bytes(tmp_path):
+    """A Q4_0, Q8_0, TQ1_0 or TQ2_0 projection is packed as the file stores it (q4+f16, q8+f16, tq1+f16, tq2+f16):
+    the compiled
     module reads
     the file's memory map itself, no decoded or repacked copy; the embedding's rows (gathered codes) are decoded,
     and the logits are those of the same model read with every tensor decoded."""
@@ -777,7 +778,7 @@ def test_q4_0_q8_0_and_tq2_0_weights_are_the_files_bytes(tmp_path):
             a = getattr(a, "base", None)
         return False
 
-    for qt in (QT.Q4_0, QT.Q8_0, QT.TQ2_0):
+    for qt in (QT.Q4_0, QT.Q8_0, QT.TQ1_0, QT.TQ2_0):
         path = model_file(tmp_path / f"{qt.name}.gguf", types={k: qt for k in ("token_embd", "attn_q", "attn_k",
                           "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down")}, seed=3)
         g, w = lg.load(path)
@@ -787,7 +788,7 @@ def test_q4_0_q8_0_and_tq2_0_weights_are_the_files_bytes(tmp_path):
         projections = {f"blk.{i}.{p}.weight.packed" for i in range(DIMS["layers"]) for p in
                        ("attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down")}
         assert projections <= backed and "token_embd.weight" not in backed
-        layout = {QT.Q4_0: "q4+f16", QT.Q8_0: "q8+f16", QT.TQ2_0: "tq2+f16"}[qt]
+        layout = {QT.Q4_0: "q4+f16", QT.Q8_0: "q8+f16", QT.TQ1_0: "tq1+f16", QT.TQ2_0: "tq2+f16"}[qt]
         assert {m.graph.type_of(n).layout for n in projections} == {layout}
         decoded = {k: np.asarray(v) for k, v in w.items()}  # every param as arrays: packed by legalize-types
         ref = ladder.compile(g, "cpu", decoded, cache=False)
@@ -808,7 +809,7 @@ def test_a_tq2_0_code_3_is_refused_without_decoding(tmp_path):
         lg.load(bad)
 
 
-@pytest.mark.parametrize("qt", [QT.Q4_0, QT.TQ2_0, QT.Q8_0])
+@pytest.mark.parametrize("qt", [QT.Q4_0, QT.TQ2_0, QT.TQ1_0, QT.Q8_0])
 def test_a_tied_embedding_gathers_rows_of_the_packed_weight(tmp_path, qt):
     """With the head tied to a quantized token_embd (which legalize-types packs with its block scales), the
     embedding gathers rows of that packed weight and unpacks them when the step runs: no decoded copy of the

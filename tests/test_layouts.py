@@ -1,7 +1,8 @@
 """Packed layouts as declarations (ladder.packing): the bytes of every packing pinned to what the hand-written
 packers produced before the layouts became declarations, the facts the kernels derive from a declaration
 checked against numpy's pack, and ``tq2`` (llama.cpp's TQ2_0 byte order), the layout added by one declaration,
-through numpy, the reference interpreter and the compiled cpu kernels (fast and generic decode)."""
+through numpy, the reference interpreter and the compiled cpu kernels (fast and generic decode); ``tq1``
+(TQ1_0: chunks of differing sizes, ``parts``) the same way through the kernels that decode one code at a time."""
 
 from __future__ import annotations
 
@@ -86,7 +87,7 @@ def test_existing_packings_keep_their_bytes(case):
 
 def test_every_pinned_packing_is_still_declared():
     bases = {c.split("/")[0].split("+")[0] for c in PINS}
-    assert bases == set(PACKINGS) - {"tq2", "q4", "q8"}  # declared after the pins (their bytes: test_packing's oracle)
+    assert bases == set(PACKINGS) - {"tq1", "tq2", "q4", "q8"}  # declared after the pins (their bytes: test_packing's oracle)
     assert {c for c in PINS if "+" in c} == {f"{b}+{s}/{sorted(PACKINGS[b].dtypes)[0]}" for b in bases
                                              if not PACKINGS[b].planes for s in ("f16", "bf16z", "f32")}
 
@@ -300,3 +301,76 @@ def test_tq2_pack_and_unpack_kernels(target):
         inputs[f"u{n}"] = rng.integers(0, 256, t.storage_shape).astype(np.uint8)  # every code, random padding
     outs = [b.pack(*operands, layout=layout) for operands, layout in packs] + [b.unpack(u) for u in unpacks]
     check_bytes(b.build(*outs), inputs, targets=[target])
+
+
+# -- tq1: chunks of differing sizes (parts), decoded one code at a time ---------------------------------------
+
+def _tq1_matmuls(M: int, N: int, K: int, seed: int) -> G:
+    """qmatmul / qmatmul_i8 over tq1 and tq1+SCALE, both orientations and batched weights: all in the generic
+    kernel's scalar decode (the fast kernel declines chunks of differing sizes)."""
+    rng = np.random.default_rng(seed)
+    gb = G()
+    x = rng.standard_normal((M, K)).astype(np.float32)
+    xn = gb.input(x, "f32")
+    _float_case(gb, rng, x, xn, "ternary", "tq1", N, K)
+    _float_case(gb, rng, x, xn, "ternary", "tq1+f16", N, K)
+    _float_case(gb, rng, x, xn, "ternary", "tq1+bf16z", N, K)
+    xi = gb.input(rng.integers(-128, 128, (M, K)).astype(np.int8), "i8")
+    s1 = gb.input((rng.random((M, 1)) + 0.1).astype(np.float32), "f32")
+    s2 = gb.param((rng.random(N) + 0.5).astype(np.float32), "f32")
+    w = gb.param(rand_w(rng, DTYPES["ternary"], (2, N, K)), "ternary")
+    gb.lines.append(f'%p{w} = pack %{w} {{layout = "tq1"}} : ternary<tq1>[2, {N}, {K}]')
+    gb.op(f"qmatmul_i8 %{xi}, %p{w}, %{s1}, %{s2} {{transpose_b = true}}", f"f32[2, {M}, {N}]")
+    wk = gb.param(rand_w(rng, DTYPES["ternary"], (K, N)), "ternary")  # packed along N
+    gb.lines.append(f'%p{wk} = pack %{wk} {{layout = "tq1"}} : ternary<tq1>[{K}, {N}]')
+    gb.op(f"qmatmul_i8 %{xi}, %p{wk}, %{s1}, %{s2} {{transpose_b = false}}", f"f32[{M}, {N}]")
+    return gb
+
+
+def test_tq1_qmatmul_interpreter_and_cpu_agree():
+    """Against the interpreter, 1 and 2 threads: a full 256-code block and a partial one (K = 300, N = 300 for
+    the weights packed along N)."""
+    assert not fast_layout(PACKINGS["tq1"])  # declined by the fast kernel, not an internal error
+    check(_tq1_matmuls(2, 300, 300, 31), targets=["cpu"])
+
+
+def test_tq1_kernels_stay_inside_their_buffers():
+    """Every kernel over tq1 on guarded buffers (as for tq2), at K ending in each of the three chunks."""
+    for M, N, K in [(1, 1, 1), (2, 3, 250), (1, 2, 512)]:
+        gb = _tq1_matmuls(M, N, K, K)
+        g = gb.graph()
+        cg = compile_graph(g, gb.weights, target="cpu", pipeline="")
+        ref = ladder.run(g, gb.feeds, weights=gb.weights)
+        env = dict(gb.feeds)
+        env.update(cg.fixed_outputs)
+        env.update(Session(cg.graph, gb.weights).fixed)
+        for step in cg.steps:
+            ins = [Guarded(env[o]) for o in step.op.operands]
+            r = step.op.results[0]
+            out = Guarded(np.full(r.type.storage_shape, np.nan, r.type.storage_np_dtype))
+            step.fn(*[a.ptr for a in ins], out.ptr, 0, step.spec.work)
+            assert all(a.canary_ok() for a in ins + [out]), step.op.describe()
+            tol = gb.meta[r.name]
+            assert np.all(np.abs(out.arr - ref[r.name]) <= (0 if tol is None else tol)), step.op.describe()
+
+
+def test_tq1_pack_and_unpack_kernels():
+    """pack (unused slots of the last chunk's bytes written as digit 0) and unpack against numpy, at K ending
+    in each chunk; unpack of random bytes reads every byte value (past 242 too) as numpy does."""
+    rng = np.random.default_rng(23)
+    b = Builder("tq1")
+    inputs, packs, unpacks = {}, [], []
+    for n, (layout, k) in enumerate([("tq1", 300), ("tq1", 100), ("tq1", 250), ("tq1+f16", 512), ("tq1+f32z", 1)]):
+        p = get_packing(layout)
+        operands = [b.input(f"x{n}", f"ternary[2, {k}]")]
+        inputs[f"x{n}"] = rand_values("ternary", (2, k), rng)
+        if "+" in layout:
+            for role in ("s", "z")[:1 + p.zero]:
+                operands.append(b.input(f"{role}{n}", TensorType(p.scale, p.scale_shape((2, k)))))
+                inputs[f"{role}{n}"] = rand_values(p.scale.name, p.scale_shape((2, k)), rng)
+        packs.append((operands, layout))
+        t = TensorType(DTYPES["ternary"], (2, k), layout)
+        unpacks.append(b.input(f"u{n}", t))
+        inputs[f"u{n}"] = rng.integers(0, 256, t.storage_shape).astype(np.uint8)
+    outs = [b.pack(*operands, layout=layout) for operands, layout in packs] + [b.unpack(u) for u in unpacks]
+    check_bytes(b.build(*outs), inputs, targets=["cpu"])

@@ -263,7 +263,9 @@ def test_fuse_without_int8_blocks_and_the_asic_pipeline():
 # -- ternary crumb blocks with Q8_K activations (TQ2_0: backends/llvm/lowerings/q8k.py) --------------------------
 
 CRUMBS = [("crumb64+f16", None, 256), ("crumb64", "f32", 256), ("crumb32+f16", None, 128), ("crumb32", "f16", 128),
-          ("tq2+f16", None, 256)]  # tq2: llama.cpp's TQ2_0 bytes, the scale after the codes
+          ("tq2+f16", None, 256),  # tq2: llama.cpp's TQ2_0 bytes, the scale after the codes
+          ("tq1+f16", None, 256), ("tq1", "f16", 256),  # tq1: TQ1_0's bytes, base-3 digits in three chunks
+          ("trit5", "f32", 160)]  # five digits a byte, one 32-byte chunk
 
 
 @pytest.mark.parametrize("layout,sdt,group", CRUMBS, ids=[c[0] for c in CRUMBS])
@@ -324,6 +326,13 @@ def test_the_crumb_plan_follows_the_target_and_the_layout():
     # codes 0..31: tq2's lowest bit field of bytes 0..31 (llama.cpp's order), crumb64's highest
     crumb64 = plan_of("cpu:avx2", "crumb64+f16", 256)
     assert (0, 0, 0) in tq2.pieces and (0, 6, 0) in crumb64.pieces and (0, 0, 0) not in crumb64.pieces
+    # tq1 (TQ1_0's bytes): eight pieces of 32 digits; codes 0..31 are bytes 0..31 as they are, codes 32..63
+    # the same bytes times 3; codes 224..255 are digit 4 of bytes 32..47 beside the four digits of bytes 48..51
+    tq1 = plan_of("cpu:avx2", "tq1+f16", 256)
+    assert (tq1.radix, tq1.codes_at, tq1.scale_at, tq1.stride, len(tq1.pieces)) == (3, 0, 52, 54, 8)
+    assert tq1.pieces[0] == (tuple(range(32)), (1,) * 32, 0) and tq1.pieces[1] == (tuple(range(32)), (3,) * 32, 32)
+    assert tq1.pieces[7] == (tuple(range(32, 48)) + (48, 49, 50, 51) * 4, (81,) * 16 + (1,) * 4 + (3,) * 4
+                             + (9,) * 4 + (27,) * 4, 224)
 
 
 # -- the GEMV (one row of x: decode) ---------------------------------------------------------------------------
@@ -331,7 +340,7 @@ def test_the_crumb_plan_follows_the_target_and_the_layout():
 GEMV_WEIGHTS = [("i8", None, "f16", 32), ("i4", "nib16+f16", None, 32), ("i4", "nib16", "f32", 32),
                 ("u4", "nib16+bf16", None, 32), ("u4", "nib16", "f16", 32), ("ternary", "tq2+f16", None, 256),
                 ("ternary", "crumb64", "f32", 256), ("i2", "crumb64+f16", None, 256), ("i4", "q4+f16", None, 32),
-                ("i8", "q8+f16", None, 32)]
+                ("i8", "q8+f16", None, 32), ("ternary", "tq1+f16", None, 256)]
 GEMV_IDS = [f"{d}-{p or 'raw'}" for d, p, _, _ in GEMV_WEIGHTS]
 
 

@@ -37,6 +37,7 @@ DOC_TYPES = {
     "q4": {"i4", "u4"},
     "q8": {"i8"},
     "trit5": {"ternary"},
+    "tq1": {"ternary"},
     "bit": {"i1", "u1"},
     "planes": {"i1", "u1", "i2", "u2", "ternary", "i4", "u4"},
 }
@@ -93,6 +94,8 @@ def expected_row_bytes(packing: str, k: int, bits: int) -> int:
         return math.ceil(k / (4 * b)) * b
     if packing == "trit5":
         return math.ceil(k / 160) * 32
+    if packing == "tq1":
+        return math.ceil(k / 256) * 52
     if packing == "tq2":
         return math.ceil(k / 256) * 64
     if packing == "q4":
@@ -142,6 +145,15 @@ def ref_pack_row(packing: str, name: str, codes: list[int]) -> list[int]:
             for m in range(32):
                 q = sum(t[s + m + 32 * n] * 3 ** (4 - n) for n in range(5))
                 out.append(-(-256 * q // 243))
+        return out
+    if packing == "tq1":  # llama.cpp's quantize_row_tq1_0_ref: 32 bytes of 5 trits, 16 of 5, 4 of 4 (then * 3)
+        t = pad_to(codes, 256, fill)
+        out = []
+        for s in range(0, len(t), 256):
+            qs0 = [sum(t[s + m + 32 * n] * 3 ** (4 - n) for n in range(5)) for m in range(32)]
+            qs1 = [sum(t[s + 160 + m + 16 * n] * 3 ** (4 - n) for n in range(5)) for m in range(16)]
+            qh = [3 * sum(t[s + 240 + m + 4 * n] * 3 ** (3 - n) for n in range(4)) for m in range(4)]
+            out += [-(-256 * q // 243) for q in qs0 + qs1 + qh]
         return out
     if packing == "tq2":
         c = pad_to(codes, 256, fill)
@@ -344,6 +356,25 @@ def test_trit5_all_243_combinations():
     assert len(seen) == 243  # every combination gets its own byte
 
 
+def test_tq1_is_gguf_tq1_0_byte_for_byte():
+    """tq1+f16 against gguf-py's TQ1_0 quantizer (what writes GGUF files): ternary values times a per-block d
+    exactly representable in f16, every block holding a nonzero (gguf takes d = max |x| as the scale)."""
+    from gguf import GGMLQuantizationType
+    from gguf.quants import quantize
+    p, dt = get_packing("tq1+f16"), DTYPES["ternary"]
+    rng = np.random.default_rng(17)
+    for rows, blocks in ((1, 1), (3, 4)):
+        v = (rng.integers(0, 3, (rows, 256 * blocks)) - 1).astype(np.int8)
+        v[:, 255::256] = rng.choice([-1, 1], (rows, blocks))  # a nonzero in every block (in its 4-trit chunk)
+        d = rng.choice([0.125, 0.5, 1.0, 1.5, 3.0, 2.0 ** -7, 1024.0], (rows, blocks)).astype(np.float16)
+        x = v.astype(np.float32) * np.repeat(d.astype(np.float32), 256, axis=-1)
+        storage = p.pack(v, dt, d)
+        assert storage.shape == (rows, 54 * blocks)
+        assert storage.tobytes() == quantize(x, GGMLQuantizationType.TQ1_0).tobytes()
+        np.testing.assert_array_equal(p.unpack(storage, v.shape, dt), v)
+        np.testing.assert_array_equal(p.unpack_scales(storage, v.shape)[0].view(np.uint16), d.view(np.uint16))
+
+
 @pytest.mark.parametrize("packing", sorted(PACKINGS))
 def test_packing_works_on_last_axis_only(packing):
     p = PACKINGS[packing]
@@ -388,7 +419,8 @@ def test_padding_holds_the_code_of_zero(packing, name):
 # -- sizes -------------------------------------------------------------------------------------------
 
 BPW = {"nib": 4.0, "nib16": 4.0, "nib32": 4.0, "nib64": 4.0, "crumb": 2.0, "crumb16": 2.0, "crumb32": 2.0,
-       "crumb64": 2.0, "tq2": 2.0, "q4": 4.0, "q8": 8.0, "trit5": 1.6, "bit": 1.0}
+       "crumb64": 2.0, "tq2": 2.0, "q4": 4.0, "q8": 8.0, "trit5": 1.6, "tq1": 1.625,
+       "bit": 1.0}
 
 
 @pytest.mark.parametrize("packing,name", PAIRS)

@@ -52,6 +52,8 @@ class Decoder:
     def _place(self, b, k):
         """(byte offset in the row or plane (i64), slot (i32)) of position k, from the declaration."""
         L = self.base
+        if L.parts:
+            return self._place_parts(b, k)
         H, ch = L.slots, L.chunk_bytes
         if L.block_bytes == 1:  # codes in order: byte k / H, slot k mod H
             return b.udiv(k, C64(H)), b.trunc(b.urem(k, C64(H)), I32)
@@ -61,6 +63,23 @@ class Decoder:
             byte = b.add(byte, b.mul(b.udiv(j, C64(ch * H)), C64(ch)))
             j = b.urem(j, C64(ch * H))
         return b.add(byte, b.urem(j, C64(ch))), b.trunc(b.udiv(j, C64(ch)), I32)
+
+    def _place_parts(self, b, k):
+        """``_place`` for chunks of differing sizes (``Packing.segments``): code j of the block taken as a code of
+        each chunk in turn, a select chain over the chunks' first codes keeping the last chunk starting at or
+        before j."""
+        L = self.base
+        blk, j = b.udiv(k, C64(L.block)), b.urem(k, C64(L.block))
+        off = slot = None
+        for first_byte, nb, _used, first_code in L.segments:
+            i = b.sub(j, C64(first_code)) if first_code else j
+            o, s = b.add(b.urem(i, C64(nb)), C64(first_byte)), b.trunc(b.udiv(i, C64(nb)), I32)
+            if off is None:
+                off, slot = o, s
+            else:
+                past = b.icmp_unsigned(">=", j, C64(first_code))
+                off, slot = b.select(past, o, off), b.select(past, s, slot)
+        return b.add(b.mul(blk, C64(L.block_bytes)), off), slot
 
     def _field(self, b, v, slot):
         """Slot ``slot`` (i32) of byte v (i32): a bit field, or a base-radix digit."""

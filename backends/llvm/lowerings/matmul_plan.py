@@ -91,8 +91,8 @@ class FastPlan:
 def fast_layout(L) -> bool:
     """Whether the fast kernel decodes this layout (ladder.packing.Packing): 32-byte vectors of bit fields of at
     most 4 bits (shift + AND each) or base-3 digits, in blocks of 16 bytes (two blocks a vector) or in chunks
-    (and blocks) of whole 32-byte vectors."""
-    if L.planes or L.radix not in (0, 3) or (not L.radix and L.bits > 4):
+    (and blocks) of whole 32-byte vectors; not chunks of differing sizes (``parts``: TQ1_0)."""
+    if L.parts or L.planes or L.radix not in (0, 3) or (not L.radix and L.bits > 4):
         return False
     return (L.block_bytes == L.chunk_bytes == 16) or (L.chunk_bytes % 32 == 0 and L.block_bytes % 32 == 0)
 

@@ -396,16 +396,17 @@ INTERLEAVED_RUN = 256  # bytes per work item for the in-order layouts (nib, crum
 @dataclass(frozen=True)
 class _Layout:
     """A packed row of K codes as ``nb`` blocks, read off the packing's declaration (``decl``, ladder.packing).
-    Block ``blk`` starts at byte ``blk * S``; its codes start ``at`` bytes in, as ``U`` units (the declaration's
-    chunks) of ``B`` byte positions (per plane: plane p of position j is at ``j + p * plane_stride``); position
-    j of unit u holds ``H`` codes, code h being the row's code ``blk * C + u * B * H + (j + h * B if split else
-    j * H + h)``. A scaled layout keeps its blocks' scale (and zero) at ``scale_at`` bytes from their start.
-    In-order layouts (one-byte blocks, no scales) take ``runs`` of up to INTERLEAVED_RUN bytes as blocks."""
+    Block ``blk`` starts at byte ``blk * S``; its codes start ``at`` bytes in, as units (the declaration's
+    chunks, ``Packing.segments``), unit u being ``chunks[u] = (first byte, B, used, first code)``: B byte
+    positions from the first byte (per plane: plane p of position j is at ``j + p * plane_stride``), position j
+    holding ``used`` codes, code h < used being the row's code ``blk * C + first code + (j + h * B if split else
+    j * used + h)``. A byte holds ``H`` slots; those past its unit's ``used`` hold 0 (TQ1_0's last chunk). A
+    scaled layout keeps its blocks' scale (and zero) at ``scale_at`` bytes from their start. In-order layouts
+    (one-byte blocks, no scales) take ``runs`` of up to INTERLEAVED_RUN bytes as blocks."""
 
     decl: Packing
-    B: int
+    chunks: tuple[tuple[int, int, int, int], ...]
     H: int
-    U: int
     split: bool
     runs: bool
     S: int
@@ -420,29 +421,29 @@ class _Layout:
 
     @property
     def C(self) -> int:
-        return self.U * self.B * self.H
+        return sum(nb * used for _, nb, used, _ in self.chunks)
 
     def pos(self, b: ir.IRBuilder, u: int, j, h: int):
         """The code (in its block) at position j (i64) of unit u, slot h."""
-        base = u * self.B * self.H
+        _, nb, used, first = self.chunks[u]
         if self.split:
-            return b.add(j, C64(base + h * self.B))
-        return b.add(b.mul(j, C64(self.H)), C64(base + h))
+            return b.add(j, C64(first + h * nb))
+        return b.add(b.mul(j, C64(used)), C64(first + h))
 
     def units(self, last: bool) -> list[tuple[list[int], int]]:
         """For each unit of a block (the last block when ``last``): how many byte positions j hold a real (not
-        padding) code h, for each h, and how many byte positions the unit stores."""
+        padding) code h, for each used slot h, and how many byte positions the unit stores."""
         if not last:
-            return [([self.B] * self.H, self.B)] * self.U
+            return [([nb] * used, nb) for _, nb, used, _ in self.chunks]
         rem = self.K - (self.nb - 1) * self.C
         out = []
-        for u in range(self.U):
-            r = rem - u * self.B * self.H
+        for _, nb, used, first in self.chunks:
+            r = rem - first
             if self.split:  # a split unit is stored whole (its tail is padding)
-                cnt = [max(0, min(self.B, r - h * self.B)) for h in range(self.H)]
+                cnt = [max(0, min(nb, r - h * nb)) for h in range(used)]
             else:
-                cnt = [max(0, min(self.B, -(-(r - h) // self.H))) for h in range(self.H)]
-            out.append((cnt, max(0, -(-r // self.H)) if self.runs else self.B))
+                cnt = [max(0, min(nb, -(-(r - h) // used))) for h in range(used)]
+            out.append((cnt, max(0, -(-r // used)) if self.runs else nb))
         return out
 
 
@@ -459,14 +460,16 @@ def _layout(t: TensorType) -> _Layout:
     runs = not scaled and base.block_bytes == 1
     if runs:  # codes run in order along the row: take runs of INTERLEAVED_RUN byte positions as blocks
         B = max(1, min(INTERLEAVED_RUN, -(-K // H)))
-        U, S, at, scale_at = 1, B, 0, ()
+        chunks, S, at, scale_at = ((0, B, H, 0),), B, 0, ()
     else:
-        B, U = base.chunk_bytes, base.block_bytes // base.chunk_bytes
+        chunks = base.segments
         S = p.stride if scaled else base.block_bytes
         at = p.codes_offset if scaled else 0
         scale_at = tuple(p.scale_offset(w) for w in range(1 + p.zero)) if scaled else ()
-    nb = -(-K // (U * B * H)) if K else 0
-    lay = _Layout(base, B, H, U, B > 1 and not runs, runs, S, at, scale_at, planes,
+    C = sum(nb * used for _, nb, used, _ in chunks)
+    nb = -(-K // C) if K else 0
+    # split unless runs: a one-byte chunk's codes sit the same either way
+    lay = _Layout(base, chunks, H, not runs, runs, S, at, scale_at, planes,
                   R // planes if planes > 1 else 0, nb, K, R, base._pad(t.dtype))
     if K:  # the description covers the row exactly
         last = lay.units(True)
@@ -548,7 +551,8 @@ def lower_unpack(ctx, op, ins, outs):
     def emit_block(b, ptrs, row, blk, units):
         pin, pout = ptrs
         for u, (cnt, _) in enumerate(units):
-            ib = _byte_at(b, pin, b.add(b.mul(row, C64(lay.R)), b.add(b.mul(blk, C64(lay.S)), C64(lay.at + u * lay.B))))
+            first = lay.at + lay.chunks[u][0]
+            ib = _byte_at(b, pin, b.add(b.mul(row, C64(lay.R)), b.add(b.mul(blk, C64(lay.S)), C64(first))))
             ob = _byte_at(b, pout, b.add(b.mul(row, C64(lay.K)), b.mul(blk, C64(lay.C))))
 
             def body(j, hs):
@@ -561,8 +565,8 @@ def lower_unpack(ctx, op, ins, outs):
             jall = min(cnt)
             if jall:
                 with for_range(b, 0, jall, name="j") as j:
-                    body(j, range(lay.H))
-            for h in range(lay.H):
+                    body(j, range(len(cnt)))
+            for h in range(len(cnt)):
                 if cnt[h] > jall:
                     with for_range(b, jall, cnt[h], name=f"j{h}") as j:
                         body(j, [h])
@@ -630,7 +634,7 @@ def lower_pack(ctx, op, ins, outs):
             src = _byte_at(b, ptrs[1 + s], b.mul(b.add(b.mul(row, C64(lay.nb)), blk), C64(sb)))
             _copy(ctx, b, _byte_at(b, pout, b.add(rb, C64(lay.scale_at[s]))), src, sb)
         for u, (cnt, jb) in enumerate(units):
-            ob = _byte_at(b, pout, b.add(rb, C64(lay.at + u * lay.B)))
+            ob = _byte_at(b, pout, b.add(rb, C64(lay.at + lay.chunks[u][0])))
             ib = _byte_at(b, pin, b.add(b.mul(row, C64(lay.K)), b.mul(blk, C64(lay.C))))
             # byte positions in runs where each code h is either real or padding throughout (no selects)
             cuts = sorted({0, jb} | {min(max(c, 0), jb) for c in cnt})
@@ -638,6 +642,9 @@ def lower_pack(ctx, op, ins, outs):
                 with for_range(b, lo, hi, name="j") as j:
                     codes = []
                     for h in range(lay.H):
+                        if h >= len(cnt):  # a slot this unit does not use holds 0
+                            codes.append(ir.Constant(I8, 0))
+                            continue
                         if cnt[h] < hi:  # (then cnt[h] <= lo) a padding position
                             codes.append(ir.Constant(I8, lay.pad))
                             continue

@@ -3,9 +3,15 @@ Q8_K activations (int8 codes, one f32 scale per 256).
 
 Taken where ``qmatmul_q8``'s weights are 2-bit codes (ternary, i2, u2) in a layout whose block is the op's group
 (K a whole number of blocks) and whose every 32-byte piece holds, in each of its four bit fields, 32 consecutive
-codes (read off the layout's declaration, ``ladder.packing``: ``crumb32``, ``crumb64``, ``tq2``...), with the
-scales inside the blocks (``crumb64+f16``, ``tq2+f16``: before or after the codes) or beside them.
-``q8dot.lower_qmatmul_q8`` hands such ops here.
+codes (read off the layout's declaration, ``ladder.packing``: ``crumb32``, ``crumb64``, ``tq2``...), or ternary
+codes as base-3 digits (``trit5``, ``tq1``: TQ1_0), with the scales inside the blocks (``crumb64+f16``,
+``tq2+f16``, ``tq1+f16``: before or after the codes) or beside them. ``q8dot.lower_qmatmul_q8`` hands such ops
+here.
+
+Base-3 digits: each 32 consecutive codes of a block are 32 bytes (a 32-byte load, or two of the layout's chunks
+put side by side: TQ1_0's 16-byte chunk twice, or with its 4-byte chunk four times) times a constant per byte,
+radix^slot, wrapping (mod 256), then each byte's top digit, (byte * 3) >> 8: llama.cpp's TQ1_0 decode, 0..2 =
+value + 1, offset codes as a field gives them. The weights stay the file's bytes (1.69 bits a weight).
 
 Work item = one weight row n. Each thread first copies the rows of x of a pass to a scratch, clipped to -127 (the
 op's definition; absmax codes never hold -128), with the sum of each block's codes beside them. Per block, per
@@ -54,7 +60,10 @@ class CrumbPlan:
     n: int
     group: int  # codes per block (one scale each)
     nblocks: int
-    pieces: tuple[tuple[int, int, int], ...]  # (byte of a block's 32-byte piece, field shift, its first code)
+    # per 32 codes: (where its bytes are, how its codes come out of them, its first code). Bit fields: (byte of
+    # a block's 32-byte piece, field shift, first); base-``radix`` digits: (each lane's byte in the block, each
+    # lane's multiplier radix^slot, first)
+    pieces: tuple[tuple, ...]
     mask: int  # a field's mask
     xor: int  # the byte XOR that makes every field an offset code
     zero: int  # value = offset code - zero
@@ -68,13 +77,36 @@ class CrumbPlan:
     dot: str  # "vnni", "madd" or "i16"
     f16c: bool
     gfni: bool = False  # a field (shifted down, masked, XORed) is one vgf2p8affineqb
+    radix: int = 0  # codes are base-radix digits (pieces give lanes' bytes and multipliers)
+    segments: tuple[tuple[int, int, int, int], ...] = ()  # radix: the layout's chunks (Packing.segments)
+
+
+def digit_pieces(layout) -> tuple[tuple, ...] | None:
+    """Base-3 digits: for each 32 consecutive codes of a block, (each code's byte in the block, radix^its slot,
+    the first code), from the layout's declaration; None unless the block is whole 32-code vectors whose bytes
+    come from at most two of the layout's chunks (two loads put side by side)."""
+    if layout.radix != 3 or layout.planes or layout.block % SUB:
+        return None
+    out = []
+    for first in range(0, layout.block, SUB):
+        lanes = [layout.place(first + m) for m in range(SUB)]
+        if len({_segment_of(layout, byte) for byte, _ in lanes}) > 2:
+            return None
+        out.append((tuple(byte for byte, _ in lanes), tuple(layout.radix ** slot for _, slot in lanes), first))
+    return tuple(out)
+
+
+def _segment_of(layout, byte: int) -> int:
+    return next(i for i, (at, nb, _, _) in enumerate(layout.segments) if at <= byte < at + nb)
 
 
 def pieces_of(layout) -> tuple[tuple[int, int, int], ...] | None:
     """For each 32-byte piece of a block and each bit field: (the piece's byte, the field's shift, the first of
     the 32 consecutive codes it holds), from the layout's declaration; None unless every piece and field holds
     32 consecutive codes."""
-    if layout.planes or layout.radix or layout.bits != 2 or layout.block_bytes % SUB:
+    if layout.radix:
+        return digit_pieces(layout)
+    if layout.planes or layout.bits != 2 or layout.block_bytes % SUB:
         return None
     where = {layout.place(i): i for i in range(layout.block)}
     out = []
@@ -112,7 +144,8 @@ def plan(ctx, op, ins) -> CrumbPlan | None:
                      sw=None if inline else ins[3].dtype, sx=sx.dtype,
                      dot="vnni" if madd and t.supports("i8-dot") else ("madd" if madd else "i16"),
                      f16c=has_f16c(t),
-                     gfni="gfni" in feats and "avx" in feats and base.bits == 2 and base.mask == 3)
+                     gfni="gfni" in feats and "avx" in feats and base.bits == 2 and base.mask == 3,
+                     radix=base.radix, segments=base.segments if base.radix else ())
 
 
 def lower(ctx, op, ins, outs, p: CrumbPlan):
@@ -170,16 +203,50 @@ def lower(ctx, op, ins, outs, p: CrumbPlan):
                                             [b.sext(xv, v32i32)]))
                 b.store(tot, bsum_at(b, dst, j))
 
+    if p.radix:
+        usubsat = ctx.declare("llvm.usub.sat.v32i8", v32i8, [v32i8, v32i8])
     if p.gfni:
         affine = ctx.declare("llvm.x86.vgf2p8affineqb.256", v32i8, [v32i8, v32i8, ir.IntType(8)])
 
-    def piece(b, at):
-        """A 32-byte piece of codes as loaded: with GFNI its XOR is left to ``field``."""
-        chunk = b.load(gep8(b, pw, at), typ=v32i8, align=1)
-        return b.xor(chunk, splat8(p.xor)) if p.xor and not p.gfni else chunk
+    def piece(b, codes, src, loads):
+        """The 32 bytes of a piece: bit fields, the block's 32 bytes at ``src`` as loaded (with GFNI its XOR is
+        left to ``field``); digits, each lane's byte (``src``) from the block's chunks, each chunk loaded once
+        a block (``loads``) and two of them put side by side by one shuffle."""
+        if not p.radix:
+            chunk = b.load(gep8(b, pw, b.add(codes, C64(src))), typ=v32i8, align=1)
+            return b.xor(chunk, splat8(p.xor)) if p.xor and not p.gfni else chunk
+        segs = sorted({next(i for i, (at, nb, _, _) in enumerate(p.segments) if at <= byte < at + nb)
+                       for byte in src})
+        width = max(p.segments[i][1] for i in segs)
+        vecs = []
+        for i in segs:
+            at, nb, _, _ = p.segments[i]
+            if i not in loads:
+                loads[i] = b.load(gep8(b, pw, b.add(codes, C64(at))), typ=ir.VectorType(I8, nb), align=1)
+            v = loads[i]
+            if nb == SUB and width == SUB and list(src) == list(range(at, at + SUB)):
+                return v  # the piece is one 32-byte chunk as stored
+            if nb < width:  # widen to the other chunk's length (the lanes past nb are not read)
+                v = b.shuffle_vector(v, v, ir.Constant(ir.VectorType(I32, width), [m % nb for m in range(width)]))
+            vecs.append((at, v))
+        lanes = []
+        for byte in src:
+            which = next(j for j, (at, v) in enumerate(vecs) if at <= byte < at + v.type.count)
+            lanes.append(which * width + byte - vecs[which][0])
+        other = vecs[1][1] if len(vecs) > 1 else vecs[0][1]
+        return b.shuffle_vector(vecs[0][1], other, ir.Constant(ir.VectorType(I32, SUB), lanes))
 
     def field(b, chunk, shift):
-        """One bit field of each byte of a 32-byte piece: 32 offset codes."""
+        """One bit field of each byte of a 32-byte piece: 32 offset codes. Digits (``shift`` is each lane's
+        radix^slot): the byte times it, wrapping, then its top digit, (byte * radix) >> 8."""
+        if p.radix:  # base 3: (v * 3) >> 8 as llama.cpp's TQ1_0 takes it, in bytes (exact for every byte):
+            # y = v - 1 (saturating), h = avg(y, 0), the digit is bits 6-7 of avg(y, h) (vpavgb twice)
+            v = chunk if all(m == 1 for m in shift) else b.mul(chunk, ir.Constant(v32i8, list(shift)))
+            y = b.call(usubsat, [v, splat8(1)])
+            h = b.lshr(b.add(y, splat8(1)), splat8(1))  # y <= 254: no wrap
+            wide = b.add(b.add(b.zext(y, v32i16), b.zext(h, v32i16)), ir.Constant(v32i16, [1] * SUB))
+            avg = b.trunc(b.lshr(wide, ir.Constant(v32i16, [1] * SUB)), v32i8)
+            return b.and_(b.bitcast(b.lshr(b.bitcast(avg, v16i16), ir.Constant(v16i16, [6] * 16)), v32i8), splat8(3))
         if p.gfni:  # an affine map over GF(2) per byte: bits shift, shift + 1 to bits 0, 1, the XOR its constant
             rows = [0] * 8
             rows[7], rows[6] = 1 << shift, 1 << (shift + 1)  # matrix byte 7 - i gives result bit i
@@ -234,11 +301,11 @@ def lower(ctx, op, ins, outs, p: CrumbPlan):
                     b.call(prefetch, [gep8(b, pw, off), C32(0), C32(3), C32(1)])
             ws = w_scale(b, n, blk, j)
             ints = [ir.Constant(v8i32, None) for _ in range(T)]
-            chunks = {}
-            for at_byte, shift, first in p.pieces:
-                if at_byte not in chunks:
-                    chunks[at_byte] = piece(b, b.add(blk, C64(p.codes_at + at_byte)))
-                wv = field(b, chunks[at_byte], shift)
+            chunks, loads, codes = {}, {}, b.add(blk, C64(p.codes_at))
+            for src, shift, first in p.pieces:
+                if src not in chunks:
+                    chunks[src] = piece(b, codes, src, loads)
+                wv = field(b, chunks[src], shift)
                 at = b.add(b.mul(j, C64(G)), C64(first))
                 for t in range(T):
                     ints[t] = dot(b, ints[t], wv, x_vec(b, xrows[t], at))
@@ -279,11 +346,11 @@ def lower(ctx, op, ins, outs, p: CrumbPlan):
                     b.call(prefetch, [gep8(b, pw, off), C32(0), C32(3), C32(1)])
                 d = b.fmul(w_scale(b, ns[c], blk, j), xs)
                 ints = [ir.Constant(v8i32, None)] * 2
-                chunks = {}
-                for i, (at_byte, shift, first) in enumerate(p.pieces):
-                    if at_byte not in chunks:
-                        chunks[at_byte] = piece(b, b.add(blk, C64(p.codes_at + at_byte)))
-                    ints[i % 2] = dot(b, ints[i % 2], field(b, chunks[at_byte], shift), xv[first])
+                chunks, loads, codes = {}, {}, b.add(blk, C64(p.codes_at))
+                for i, (src, shift, first) in enumerate(p.pieces):
+                    if src not in chunks:
+                        chunks[src] = piece(b, codes, src, loads)
+                    ints[i % 2] = dot(b, ints[i % 2], field(b, chunks[src], shift), xv[first])
                 dv = b.shuffle_vector(b.insert_element(ir.Constant(v8f, None), d, C32(0)), ir.Constant(v8f, None),
                                       ir.Constant(v8i32, [0] * 8))
                 total = b.sitofp(b.add(ints[0], ints[1]), v8f)
