@@ -33,12 +33,14 @@ def in_tiles(b, start, end, T: int, tile, name: str = "t") -> None:
         tile(b, i, 1)
 
 
-def passes_over_weights(b, R: int, CH: int, begin, end, T: int, fill, tile) -> None:
+def passes_over_weights(b, R: int, CH: int, begin, end, T: int, fill, tile, row=None) -> None:
     """The block kernels' driver: rows of x in passes of CH (``fill(b, mc, mend)`` copies a pass to the
-    scratch), and per pass every weight row n of this thread's range against the pass's rows, T at a time
-    (``tile(b, n, m0, mc, T)``)."""
+    scratch), and per pass every weight row n of this thread's range (``row(b, n)`` first, when given: a
+    kernel that decodes the row once a pass) against the pass's rows, T at a time (``tile(b, n, m0, mc, T)``)."""
     with for_range(b, 0, R, step=CH, name="mc", vectorize=False) as mc:
         mend = b.select(b.icmp_signed("<", b.add(mc, C64(CH)), C64(R)), b.add(mc, C64(CH)), C64(R))
         fill(b, mc, mend)
         with for_range(b, begin, end, name="n", vectorize=False) as n:
+            if row is not None:
+                row(b, n)
             in_tiles(b, mc, mend, T, lambda b, m0, t: tile(b, n, m0, mc, t))
