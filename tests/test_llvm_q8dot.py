@@ -292,12 +292,41 @@ def test_qmatmul_q8_two_bit_integer_blocks(dname):
     check(gb, TARGETS)
 
 
+@pytest.mark.parametrize("layout", ["crumb64+f16", "tq1+f16"])
 @pytest.mark.parametrize("M", [1, 70])  # 70 rows: more than one pass over the weights at K = 2560
-def test_qmatmul_q8_ternary_long_rows(M):
+def test_qmatmul_q8_ternary_long_rows(M, layout):
     rng = np.random.default_rng(M + 1)
     gb = G()
-    _case(gb, rng, "ternary", "crumb64+f16", None, (), M, 5, 2560, group=256)
+    _case(gb, rng, "ternary", layout, None, (), M, 5, 2560, group=256)
     check(gb, ["cpu"])
+
+
+@pytest.mark.parametrize("target", ["cpu", "cpu:avx2", "cpu:generic"])
+def test_digit_rows_decoded_once_a_pass_stay_inside_their_buffers(target):
+    """TQ1_0's digits with several rows of x: each weight row decoded once a pass into a buffer, read by every
+    tile of rows (4 and the rest), on guarded buffers, split between two work ranges; the results within the
+    reference's tolerance (test_gemv_gives_the_bits_of_a_leftover_row checks a decoded row's bits)."""
+    from ladder.interpreter import Session
+    rng = np.random.default_rng(23)
+    for M, N, K in [(3, 5, 256), (6, 7, 768)]:
+        gb = G()
+        for layout, sdt in (("tq1+f16", None), ("tq1", "f16")):
+            _case(gb, rng, "ternary", layout, sdt, (), M, N, K, group=256)
+        g = gb.graph()
+        cg = compile_graph(g, gb.weights, target=target, pipeline="")
+        ref = ladder.run(g, gb.feeds, weights=gb.weights)
+        fixed = Session(cg.graph, gb.weights).fixed
+        steps = [step for step in cg.steps if step.op.kind == "qmatmul_q8"]
+        assert len(steps) == 2
+        for step in steps:
+            ins = [Guarded(fixed[o] if o in fixed else gb.feeds[o]) for o in step.op.operands]
+            r = step.op.results[0]
+            out = Guarded(np.full(r.type.storage_shape, np.nan, r.type.storage_np_dtype))
+            cut = step.spec.work // 2 | 1
+            for lo, hi in ((0, cut), (cut, step.spec.work)):
+                step.fn(*[a.ptr for a in ins], out.ptr, lo, hi)
+            assert all(a.canary_ok() for a in ins + [out]), step.op.describe()
+            assert np.all(np.abs(out.arr - ref[r.name]) <= gb.meta[r.name]), step.op.describe()
 
 
 def test_the_crumb_plan_follows_the_target_and_the_layout():

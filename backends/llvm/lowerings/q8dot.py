@@ -73,10 +73,12 @@ SCRATCH_WIDE = 256 << 10  # the same for 512-bit tiles (each pass also decodes i
 WIDE_BUFFERS = 128 << 10  # at most this many bytes of stack for a 512-bit tile's decoded weights and scales
 MTILE = 4  # rows of x sharing one decoded weight block
 NTILE, NTILE_WIDE = 2, 4  # weight rows sharing each block of x (MTILE x NTILE accumulators: 16 vector registers, 32)
-# weight rows sharing each block of x in a GEMV (one row of x): 4 for nibbles; int8 weights take one (4 or 2
-# interleaved 768-byte rows streamed from L3/DRAM ran 2-3x slower at 32000 x 768 on Zen 4, the prefetch hints
-# 3-8 KB ahead or none alike, though 2048 x 768 in L2 gained 10%)
-GEMV_ROWS, GEMV_ROWS_I8 = 4, 1
+# weight rows sharing each block of x in a GEMV (one row of x): one, nibbles and int8 alike. Several rows a step
+# share x's loads, but rows streamed from DRAM run far slower so on Zen 4: 32768 x 2560 Q4_0 (47 MB) at 1 / 2
+# threads, 10.0 / 21.7 GB/s with 4 rows a step, 16.3 / 31.3 with 2, 18.4 / 39.7 with 1 (a numpy sum: 34 GB/s at
+# 1 thread); int8 weights likewise (4 or 2 interleaved 768-byte rows from L3/DRAM 2-3x slower at 32000 x 768, the
+# prefetch hints 3-8 KB ahead or none alike). In L2 4 rows gained 10%; a decode streams its weights from memory
+GEMV_ROWS, GEMV_ROWS_I8 = 1, 1
 GROUP = 8  # blocks per step: their scales are one vector of 8 (both scales multiplied once per 8 blocks)
 
 

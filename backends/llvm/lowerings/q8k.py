@@ -26,7 +26,8 @@ them offset codes: value = code - zero, zero 1 for ternary) are multiplied unsig
 8 int32 lanes (``vpdpbusd`` with VNNI, ``vpmaddubsw`` + ``vpmaddwd`` on AVX2, i16 products elsewhere); the
 block's lanes become f32 once and are multiplied by both scales into f32 accumulators, and the offset is taken
 off once per block as zero times x's block sum times both scales. Rows of x are taken 4 at a time against each
-decoded block; one row of x (a GEMV: decode) against GEMV_ROWS weight rows at a time, each piece of x loaded
+decoded block; one row of x (a GEMV: decode) against GEMV_ROWS weight rows at a time (GEMV_ROWS_DIGITS for base-3
+digits), each piece of x loaded
 once for them, the same float sums per output as a row at a time. With GFNI a field (shift, mask and XOR) is
 one ``vgf2p8affineqb``.
 
@@ -56,7 +57,11 @@ SUB = 32  # codes per integer dot product step: one 256-bit vector of int8
 MCHUNK = 64  # rows of x per pass over the weight rows, at most
 SCRATCH = 128 << 10  # bytes of stack for a pass's rows of x
 MTILE = 4  # rows of x sharing one decoded block
-GEMV_ROWS = 4  # weight rows sharing each block of x in a GEMV (one row of x)
+# weight rows sharing each block of x in a GEMV (one row of x): 2-bit fields 2, base-3 digits 4. Rows streamed
+# from DRAM run slower the more a step takes, on Zen 4 (32768 x 2560 TQ2_0, 22 MB, at 1 / 2 threads: 10.6 / 27.2
+# GB/s with 4 rows a step, 19.1 / 39.2 with 2, 17.4 / 34.7 with 1); the digits are bound by their decode (TQ1_0
+# 6.8 / 10.4 GB/s with 4, 6.5 / 9.6 with 2; from L3, 2560 x 2560: 209 us with 4, 287 with 2)
+GEMV_ROWS, GEMV_ROWS_DIGITS = 2, 4
 # a base-3 digit is decoded as digit * 64 (bits 6-7 of llama.cpp's average, its shift left out): 0, 64, 128 times
 # x (|x| <= 127) stays inside vpmaddubsw's i16 pair sums (2 * 128 * 127 < 2^15) and i16 products, and 64 times a
 # block's integer sum is exact in f32 (under 2^24), so dividing the scale product by 64 gives the same bits
@@ -411,6 +416,8 @@ def lower(ctx, op, ins, outs, p: CrumbPlan):
             store_epilogue(ctx, b, op, outs[0], py, b.fsub(total, b.load(corrs[t], typ=F32)),
                       b.add(b.mul(ms[t], C64(N)), n))
 
+    rows = GEMV_ROWS_DIGITS if p.radix else GEMV_ROWS
+
     def gemv(b, n0, C):
         """The one row of x against weight rows n0 .. n0+C-1 (a GEMV): each 32 codes of x loaded once for the C
         rows, each row's 8 dot products a block in two chains (integers: exact in any order). Per output the
@@ -422,7 +429,7 @@ def lower(ctx, op, ins, outs, p: CrumbPlan):
         for c in range(C):
             b.store(ir.Constant(v8f, None), accs[c])
             b.store(ir.Constant(F32, 0.0), corrs[c])
-        ahead = GEMV_ROWS * p.row_bytes * -(-PREFETCH // (GEMV_ROWS * p.row_bytes))  # whole row groups ahead
+        ahead = rows * p.row_bytes * -(-PREFETCH // (rows * p.row_bytes))  # whole row groups ahead
         with for_range(b, 0, NB, name="gblk", vectorize=False) as j:
             xs = x_scale(b, C64(0), j)
             bs = b.sitofp(b.mul(x_bsum(b, C64(0), j), ir.Constant(I32, p.zero)), F32) if p.zero else None
@@ -454,7 +461,7 @@ def lower(ctx, op, ins, outs, p: CrumbPlan):
 
     if R == 1:
         fill(b, C64(0), C64(1))
-        in_tiles(b, begin, end, GEMV_ROWS, gemv, name="n")
+        in_tiles(b, begin, end, rows, gemv, name="n")
     else:
         passes_over_weights(b, R, CH, begin, end, min(MTILE, CH) if CH > 1 else 1, fill, tile,
                             decode_row if decoded else None)
