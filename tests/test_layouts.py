@@ -262,23 +262,27 @@ def test_tq2_kernels_stay_inside_their_buffers(target):
     end faults) with canary bytes in front (a write before the start shows), at odd K."""
     for M, N, K in [(1, 1, 1), (5, 3, 129), (1, 2, 288), (2, 1, 520)]:
         gb = _tq2_matmuls(M, N, K, K)
-        g = gb.graph()
-        cg = compile_graph(g, gb.weights, target=target, pipeline="")
-        ref = ladder.run(g, gb.feeds, weights=gb.weights)
-        env = dict(gb.feeds)
-        env.update(cg.fixed_outputs)
-        env.update(Session(cg.graph, gb.weights).fixed)
-        checked = 0
-        for step in cg.steps:
-            ins = [Guarded(env[o]) for o in step.op.operands]
-            r = step.op.results[0]
-            out = Guarded(np.full(r.type.storage_shape, np.nan, r.type.storage_np_dtype))
-            step.fn(*[a.ptr for a in ins], out.ptr, 0, step.spec.work)
-            assert all(a.canary_ok() for a in ins + [out]), step.op.describe()
-            tol = gb.meta[r.name]
-            assert np.all(np.abs(out.arr - ref[r.name]) <= (0 if tol is None else tol)), step.op.describe()
-            checked += 1
-        assert checked == len(gb.outs)
+        assert _guarded_steps(gb, target) == len(gb.outs)
+
+
+def _guarded_steps(gb, target) -> int:
+    """Every step of gb's graph compiled for ``target`` run on guarded buffers against the interpreter; how many
+    steps ran."""
+    g = gb.graph()
+    cg = compile_graph(g, gb.weights, target=target, pipeline="")
+    ref = ladder.run(g, gb.feeds, weights=gb.weights)
+    env = dict(gb.feeds)
+    env.update(cg.fixed_outputs)
+    env.update(Session(cg.graph, gb.weights).fixed)
+    for step in cg.steps:
+        ins = [Guarded(env[o]) for o in step.op.operands]
+        r = step.op.results[0]
+        out = Guarded(np.full(r.type.storage_shape, np.nan, r.type.storage_np_dtype))
+        step.fn(*[a.ptr for a in ins], out.ptr, 0, step.spec.work)
+        assert all(a.canary_ok() for a in ins + [out]), step.op.describe()
+        tol = gb.meta[r.name]
+        assert np.all(np.abs(out.arr - ref[r.name]) <= (0 if tol is None else tol)), step.op.describe()
+    return len(cg.steps)
 
 
 @pytest.mark.parametrize("target", ["cpu", "cpu:generic"])
@@ -338,20 +342,7 @@ def test_tq1_kernels_stay_inside_their_buffers():
     """Every kernel over tq1 on guarded buffers (as for tq2), at K ending in each of the three chunks."""
     for M, N, K in [(1, 1, 1), (2, 3, 250), (1, 2, 512)]:
         gb = _tq1_matmuls(M, N, K, K)
-        g = gb.graph()
-        cg = compile_graph(g, gb.weights, target="cpu", pipeline="")
-        ref = ladder.run(g, gb.feeds, weights=gb.weights)
-        env = dict(gb.feeds)
-        env.update(cg.fixed_outputs)
-        env.update(Session(cg.graph, gb.weights).fixed)
-        for step in cg.steps:
-            ins = [Guarded(env[o]) for o in step.op.operands]
-            r = step.op.results[0]
-            out = Guarded(np.full(r.type.storage_shape, np.nan, r.type.storage_np_dtype))
-            step.fn(*[a.ptr for a in ins], out.ptr, 0, step.spec.work)
-            assert all(a.canary_ok() for a in ins + [out]), step.op.describe()
-            tol = gb.meta[r.name]
-            assert np.all(np.abs(out.arr - ref[r.name]) <= (0 if tol is None else tol)), step.op.describe()
+        assert _guarded_steps(gb, "cpu") == len(gb.outs)
 
 
 def test_tq1_pack_and_unpack_kernels():

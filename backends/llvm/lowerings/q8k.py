@@ -57,11 +57,12 @@ SUB = 32  # codes per integer dot product step: one 256-bit vector of int8
 MCHUNK = 64  # rows of x per pass over the weight rows, at most
 SCRATCH = 128 << 10  # bytes of stack for a pass's rows of x
 MTILE = 4  # rows of x sharing one decoded block
-# weight rows sharing each block of x in a GEMV (one row of x): 2-bit fields 2, base-3 digits 4. Rows streamed
-# from DRAM run slower the more a step takes, on Zen 4 (32768 x 2560 TQ2_0, 22 MB, at 1 / 2 threads: 10.6 / 27.2
-# GB/s with 4 rows a step, 19.1 / 39.2 with 2, 17.4 / 34.7 with 1); the digits are bound by their decode (TQ1_0
-# 6.8 / 10.4 GB/s with 4, 6.5 / 9.6 with 2; from L3, 2560 x 2560: 209 us with 4, 287 with 2)
-GEMV_ROWS, GEMV_ROWS_DIGITS = 2, 4
+# weight rows sharing each block of x in a GEMV (one row of x): 2-bit fields one, base-3 digits two. Several rows
+# a step share x's loads but stream from DRAM slower on Zen 4 (bench_matmul --gguf, TQ2_0 weights from DRAM, 1
+# thread: 2560 x 2560 at 16.1 GB/s with one row a step, 9.7-14.4 with two, 7.3-14.6 with four; 6912 x 2560 at
+# 14.7-15.9, 9.6-15.5 and 8.3-16.2); the digits are bound by their decode (TQ1_0: 5.7-6.4 GB/s whatever the rows,
+# two the steadiest at 2 threads)
+GEMV_ROWS, GEMV_ROWS_DIGITS = 1, 2
 # a base-3 digit is decoded as digit * 64 (bits 6-7 of llama.cpp's average, its shift left out): 0, 64, 128 times
 # x (|x| <= 127) stays inside vpmaddubsw's i16 pair sums (2 * 128 * 127 < 2^15) and i16 products, and 64 times a
 # block's integer sum is exact in f32 (under 2^24), so dividing the scale product by 64 gives the same bits
@@ -361,7 +362,7 @@ def lower(ctx, op, ins, outs, p: CrumbPlan):
                 off = b.select(b.icmp_signed("<", off, C64(w_bytes)), off, C64(w_bytes - 1))
                 b.call(prefetch, [gep8(b, pw, off), C32(0), C32(3), C32(1)])
             b.store(w_scale(b, n, blk, j), b.gep(sbuf, [j], source_etype=F32))
-            chunks, loads, codes = {}, {}, b.add(blk, C64(p.codes_at))
+            loads, codes = {}, b.add(blk, C64(p.codes_at))
             for src, shift, first in p.pieces:
                 at = gep8(b, wbuf8, b.add(b.mul(j, C64(G)), C64(first)))
                 b.store(field(b, piece(b, codes, (src, shift), loads), shift), b.bitcast(at, v32i8.as_pointer()),
