@@ -278,6 +278,9 @@ I2_S_TYPE = ExtraType("I2_S", 36)  # GGML_TYPE_I2_S in bitnet.cpp's ggml fork
 EXTRA_TYPES = {I2_S_TYPE.value: I2_S_TYPE}
 
 
+_U64 = struct.Struct("<Q")
+
+
 def ggml_type(raw: int) -> QT | ExtraType:
     """A tensor info's type number as a type; ValueError when neither the gguf package nor ladder knows it."""
     return EXTRA_TYPES[raw] if raw in EXTRA_TYPES else QT(raw)
@@ -490,9 +493,15 @@ class _HeaderCheck:
                 raise GGUFError(f"metadata '{key}' is an array of arrays, which GGUF readers (llama.cpp) refuse")
             item = _SCALAR_BYTES.get(itype, 8)  # a string takes at least its 8-byte length
             n = self.count(self.unpack("Q", f"the length of array '{key}'"), item, f"the length of array '{key}'")
-            if itype == GGUFValueType.STRING:
+            if itype == GGUFValueType.STRING:  # (a vocabulary: 128,256 strings) lengths read in a tight loop;
+                buf, pos, size = self.buf, self.pos, self.size  # an element cut short is read again by string()
+                length = _U64.unpack_from  # for its located error
                 for i in range(n):
-                    self.string(f"element {i} of array '{key}'")
+                    if size - pos < 8 or length(buf, pos)[0] > size - pos - 8:
+                        self.pos = pos
+                        self.string(f"element {i} of array '{key}'")
+                    pos += 8 + length(buf, pos)[0]
+                self.pos = pos
             else:
                 self.pos += n * item
         else:

@@ -85,6 +85,23 @@ def test_array_length_past_the_file(scratch, n, item):
     refused(lg.open_file, scratch, lg.GGUFError, rf"the length of array 'tokenizer\.ggml\.tokens' is {n}, but")
 
 
+@pytest.mark.parametrize("first, length, tail, words", [
+    (b"a", 1 << 40, b"\0" * 64, r"element 1 of array 'tokenizer\.ggml\.tokens' at byte 78 has length 1099511627776, "
+                                r"but only 64 bytes are left"),
+    (b"a", 3, b"", r"element 1 of array 'tokenizer\.ggml\.tokens' at byte 78 has length 3, but only 0 bytes"),
+    (b"abcde", None, b"\0" * 5, r"the length of element 1 of array 'tokenizer\.ggml\.tokens' at byte 82 is cut "
+                                r"short by the end of the file \(87 bytes\)"),
+])
+def test_a_string_array_element_past_the_file(scratch, first, length, tail, words):
+    """A vocabulary's strings are skipped in a tight loop; an element whose length runs past the file, or whose
+    length itself is cut short, is refused naming the element and its byte."""
+    second = struct.pack("<Q", length) if length is not None else b""
+    payload = struct.pack("<IQ", int(VT.STRING), 2) + struct.pack("<Q", len(first)) + first + second
+    data = one_kv("tokenizer.ggml.tokens", VT.ARRAY, payload, tail=tail, arch=False)
+    scratch.write_bytes(data)
+    refused(lg.open_file, scratch, lg.GGUFError, words)
+
+
 @pytest.mark.parametrize("value, vt, words", [
     ((VT.UINT32, [1, 2]), VT.ARRAY, "not a string"),
     ((VT.STRING, ["llama"]), VT.ARRAY, "not a string"),
