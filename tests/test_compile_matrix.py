@@ -79,7 +79,7 @@ def _matmul_family():
 def _q8_cases(gb, rng):
     """qmatmul_q8 (llama.cpp's Q8_0 dot products): int8 weights and nib16 weights with scales inside or beside
     them, one row of x (GEMV) and several (tiles of 4), 9 blocks of 32 (a group of 8 and one), the generic
-    kernel (K not a whole number of blocks), and ternary crumb64+f16 blocks of 256 (TQ2_0's)."""
+    kernel (K not a whole number of blocks), and ternary crumb64+f16 and tq1+f16 blocks of 256 (TQ2_0's, TQ1_0's)."""
     for M, K in ((1, 288), (5, 288), (3, 69)):
         nb = -(-K // 32)
         xq = gb.input(rng.integers(-127, 128, (M, K)).astype(np.int8), "i8")
@@ -103,6 +103,11 @@ def _q8_cases(gb, rng):
         st = gb.param(rng.random((3, 2)).astype(np.float16), "f16")
         gb.lines.append(f'%p{t} = pack %{t}, %{st} {{layout = "crumb64+f16"}} : ternary<crumb64+f16>[3, 512]')
         gb.op(f"qmatmul_q8 %{xq}, %{sx}, %p{t} {{group = 256}}", f"f32[{M}, 3]")
+        # TQ1_0's base-3 digits (tq1+f16): the digit decode's empty asm barriers, and rows decoded once a pass
+        t1 = gb.param(rand_w(rng, DTYPES["ternary"], (3, 512)), "ternary")
+        s1 = gb.param(rng.random((3, 2)).astype(np.float16), "f16")
+        gb.lines.append(f'%p{t1} = pack %{t1}, %{s1} {{layout = "tq1+f16"}} : ternary<tq1+f16>[3, 512]')
+        gb.op(f"qmatmul_q8 %{xq}, %{sx}, %p{t1} {{group = 256}}", f"f32[{M}, 3]")
 
 
 def _lut_family():
