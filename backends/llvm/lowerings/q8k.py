@@ -114,6 +114,7 @@ def digit_pieces(layout) -> tuple[tuple, ...] | None:
 
 
 def _segment_of(layout, byte: int) -> int:
+    """The chunk holding a block's byte (``layout``: a Packing, or a CrumbPlan's copy of its segments)."""
     return next(i for i, (at, nb, _, _) in enumerate(layout.segments) if at <= byte < at + nb)
 
 
@@ -235,9 +236,6 @@ def lower(ctx, op, ins, outs, p: CrumbPlan):
             return b.xor(chunk, splat8(p.xor)) if p.xor and not p.gfni else chunk
         return digit_bytes(b, codes, *src, loads)
 
-    def segment_of(byte):
-        return next(i for i, (at, nb, _, _) in enumerate(p.segments) if at <= byte < at + nb)
-
     def chunk_times(b, codes, i, m, loads):
         """Chunk i of the block (its own length) times m, a power of the radix (each product once a block).
         3 and 9 are two adds or a shift and an add; higher powers are 9 times a lower product, kept apart by an
@@ -262,7 +260,7 @@ def lower(ctx, op, ins, outs, p: CrumbPlan):
         shuffle."""
         groups = {}
         for lane, byte in enumerate(src):
-            groups.setdefault(segment_of(byte), []).append(lane)
+            groups.setdefault(_segment_of(p, byte), []).append(lane)
         sources = []  # (vector, {lane: its element})
         for i, lanes in sorted(groups.items()):
             at = p.segments[i][0]
@@ -271,7 +269,8 @@ def lower(ctx, op, ins, outs, p: CrumbPlan):
                 sources.append((chunk_times(b, codes, i, ms.pop(), loads), {lane: src[lane] - at for lane in lanes}))
                 continue
             raw = chunk_times(b, codes, i, 1, loads)
-            g = b.shuffle_vector(raw, raw, ir.Constant(ir.VectorType(I32, len(lanes)), [src[lane] - at for lane in lanes]))
+            picks = ir.Constant(ir.VectorType(I32, len(lanes)), [src[lane] - at for lane in lanes])
+            g = b.shuffle_vector(raw, raw, picks)
             g = b.mul(g, ir.Constant(g.type, [mults[lane] for lane in lanes]))
             sources.append((g, {lane: e for e, lane in enumerate(lanes)}))
         if len(sources) == 1 and sources[0][0].type.count == SUB and all(sources[0][1][m] == m for m in range(SUB)):
@@ -344,6 +343,21 @@ def lower(ctx, op, ins, outs, p: CrumbPlan):
         return stored_to_f32(b, b.load(b.gep(psx, [b.add(b.mul(m, C64(NB)), j)], source_etype=st), typ=st), p.sx,
                           p.f16c)
 
+    def codes_of(b, codes, src, shift, cache):
+        """The 32 offset codes of a piece of the block at ``codes``; what a block's pieces share is made once in
+        ``cache`` (a bit-field piece's loaded bytes, a digit chunk's loads and products)."""
+        key = (src, shift) if p.radix else src  # a digit piece's bytes differ per slot; a field's are shared
+        if key not in cache:
+            cache[key] = piece(b, codes, key, cache)
+        return field(b, cache[key], shift)
+
+    def prefetch_block(b, blk, ahead):
+        """Hints for the cache lines of the weight block ``ahead`` bytes past ``blk``, kept inside the weights."""
+        for line in range(0, p.stride, 64):
+            off = b.add(blk, C64(ahead + line))
+            off = b.select(b.icmp_signed("<", off, C64(w_bytes)), off, C64(w_bytes - 1))
+            b.call(prefetch, [gep8(b, pw, off), C32(0), C32(3), C32(1)])
+
     # digits with several rows of x: each weight row is decoded once a pass into a buffer of offset codes and
     # f32 scales (``decode_row``), which every tile of the pass reads (the same codes: the same bits)
     decoded = bool(p.radix) and R > 1
@@ -357,16 +371,12 @@ def lower(ctx, op, ins, outs, p: CrumbPlan):
         wrow = b.mul(n, C64(p.row_bytes))
         with for_range(b, 0, NB, name="dblk", vectorize=False) as j:
             blk = b.add(wrow, b.mul(j, C64(p.stride)))
-            for line in range(0, p.stride, 64):
-                off = b.add(blk, C64(PREFETCH + line))
-                off = b.select(b.icmp_signed("<", off, C64(w_bytes)), off, C64(w_bytes - 1))
-                b.call(prefetch, [gep8(b, pw, off), C32(0), C32(3), C32(1)])
+            prefetch_block(b, blk, PREFETCH)
             b.store(w_scale(b, n, blk, j), b.gep(sbuf, [j], source_etype=F32))
-            loads, codes = {}, b.add(blk, C64(p.codes_at))
+            cache, codes = {}, b.add(blk, C64(p.codes_at))
             for src, shift, first in p.pieces:
                 at = gep8(b, wbuf8, b.add(b.mul(j, C64(G)), C64(first)))
-                b.store(field(b, piece(b, codes, (src, shift), loads), shift), b.bitcast(at, v32i8.as_pointer()),
-                        align=32)
+                b.store(codes_of(b, codes, src, shift, cache), b.bitcast(at, v32i8.as_pointer()), align=32)
 
     def per_unit(b, d):
         """The scale product for integer sums of codes in units of ``unit`` (a power of 2: exact, so the same
@@ -385,21 +395,15 @@ def lower(ctx, op, ins, outs, p: CrumbPlan):
         with for_range(b, 0, NB, name="blk", vectorize=False) as j:
             blk = b.add(wrow, b.mul(j, C64(p.stride)))
             if T == 1 and not decoded:
-                for line in range(0, p.stride, 64):
-                    off = b.add(blk, C64(PREFETCH + line))
-                    off = b.select(b.icmp_signed("<", off, C64(w_bytes)), off, C64(w_bytes - 1))
-                    b.call(prefetch, [gep8(b, pw, off), C32(0), C32(3), C32(1)])
+                prefetch_block(b, blk, PREFETCH)
             ws = b.load(b.gep(sbuf, [j], source_etype=F32), typ=F32) if decoded else w_scale(b, n, blk, j)
             ints = [ir.Constant(v8i32, None) for _ in range(T)]
-            chunks, loads, codes = {}, {}, b.add(blk, C64(p.codes_at))
+            cache, codes = {}, b.add(blk, C64(p.codes_at))
             for src, shift, first in p.pieces:
                 if decoded:
                     wv = b.load(gep8(b, wbuf8, b.add(b.mul(j, C64(G)), C64(first))), typ=v32i8, align=32)
                 else:
-                    key = (src, shift) if p.radix else src
-                    if key not in chunks:
-                        chunks[key] = piece(b, codes, key, loads)
-                    wv = field(b, chunks[key], shift)
+                    wv = codes_of(b, codes, src, shift, cache)
                 at = b.add(b.mul(j, C64(G)), C64(first))
                 for t in range(T):
                     ints[t] = dot(b, ints[t], wv, x_vec(b, xrows[t], at))
@@ -437,18 +441,12 @@ def lower(ctx, op, ins, outs, p: CrumbPlan):
             xv = {first: x_vec(b, C64(0), b.add(b.mul(j, C64(G)), C64(first))) for _, _, first in p.pieces}
             for c in range(C):
                 blk = b.add(wrows[c], b.mul(j, C64(p.stride)))
-                for line in range(0, p.stride, 64):
-                    off = b.add(blk, C64(ahead + line))
-                    off = b.select(b.icmp_signed("<", off, C64(w_bytes)), off, C64(w_bytes - 1))
-                    b.call(prefetch, [gep8(b, pw, off), C32(0), C32(3), C32(1)])
+                prefetch_block(b, blk, ahead)
                 d = b.fmul(w_scale(b, ns[c], blk, j), xs)
                 ints = [ir.Constant(v8i32, None)] * 2
-                chunks, loads, codes = {}, {}, b.add(blk, C64(p.codes_at))
+                cache, codes = {}, b.add(blk, C64(p.codes_at))
                 for i, (src, shift, first) in enumerate(p.pieces):
-                    key = (src, shift) if p.radix else src
-                    if key not in chunks:
-                        chunks[key] = piece(b, codes, key, loads)
-                    ints[i % 2] = dot(b, ints[i % 2], field(b, chunks[key], shift), xv[first])
+                    ints[i % 2] = dot(b, ints[i % 2], codes_of(b, codes, src, shift, cache), xv[first])
                 dv = b.shuffle_vector(b.insert_element(ir.Constant(v8f, None), per_unit(b, d), C32(0)),
                                       ir.Constant(v8f, None),
                                       ir.Constant(v8i32, [0] * 8))
