@@ -590,6 +590,27 @@ def _lower_blocks(ctx, op, ins, outs, p: Q8Plan):
         raw = b.shuffle_vector(raw, ir.Constant(v8i16, None), ir.Constant(v8i32, [0] * 8))
         return b.call(fence, [b.fpext(b.bitcast(raw, ir.VectorType(ir.HalfType(), 8)), v8f)])
 
+    # A GEMV's inline f16 weight scales (Q4_0's), with AVX-512 BW: before a row's loop, the products of both
+    # scales for its whole groups, 8 blocks a step: the group's first 128 bytes (inside its 8 blocks) in two
+    # loads, one word permute (vpermt2w) picks the 8 scales, one conversion and one multiply by x's 8 scales;
+    # the loop then takes each product as the FMA's broadcast operand. Per block a vpbroadcastw, a vcvtph2ps and
+    # a vmulps less (Zen 4, Q4_0 in cache, 1 thread: 1 x 6912 x 2560 477 -> 440 us, 2560 x 2560 184 -> 170 us;
+    # the same products, so the same bits)
+    gather_scales = (p.inline_scale is not None and p.inline_scale.name == "f16" and p.f16c and R == 1
+                     and "avx512bw" in ctx.target.features() and p.stride % 2 == 0 and p.scale_at % 2 == 0
+                     and p.scale_at + (GROUP - 1) * p.stride < 128 <= GROUP * p.stride and 4 * full <= 16 << 10)
+    if gather_scales:
+        dsbuf = entry_alloca(b, F32, gemv_rows * full)
+        dsbuf.align = 32
+
+    def group_scales(b, wrow, j0):
+        """The f32 scales of blocks j0 .. j0+GROUP-1 of the weight row at byte offset ``wrow`` (inline f16)."""
+        start = b.add(wrow, b.mul(j0, C64(p.stride)))
+        two = [b.load(gep8(b, pw, b.add(start, C64(64 * v))), typ=v32i16, align=1) for v in (0, 1)]
+        words = [(p.scale_at + a * p.stride) // 2 for a in range(GROUP)]
+        raw = b.shuffle_vector(two[0], two[1], ir.Constant(v8i32, words))
+        return b.fpext(b.bitcast(raw, ir.VectorType(ir.HalfType(), GROUP)), v8f)
+
     def gemv(b, n0, C):
         """The one row of x against weight rows n0 .. n0+C-1 (a GEMV): each block of x (and its offset's
         products, its scale) loaded once for the C rows. Per output the sums and order of ``tile(b, n, 0, 0, 1)``
@@ -626,14 +647,25 @@ def _lower_blocks(ctx, op, ins, outs, p: Q8Plan):
                     wv = codes(b, wrows[c], j)
                     wabs = b.call(vabs, [wv, ir.Constant(ir.IntType(1), 0)]) if p.dot != "i16" and not offset else None
                     pf = b.sitofp(dot(b, wv, wabs, xv, corr), v8f)
-                    d = b.fmul(w_scale_splat(b, ns[c], wrows[c], j), xsv) if ds is None else b.shuffle_vector(
-                        ds[c], ir.Constant(v8f, None), ir.Constant(v8i32, [a] * 8))
+                    if count > 1 and gather_scales:  # the product made before the row's loop, a broadcast load
+                        d = splat(b, b.load(b.gep(dsbuf, [b.add(b.mul(C64(c), C64(full)), j)], source_etype=F32)))
+                    elif ds is None:
+                        d = b.fmul(w_scale_splat(b, ns[c], wrows[c], j), xsv)
+                    else:
+                        d = b.shuffle_vector(ds[c], ir.Constant(v8f, None), ir.Constant(v8i32, [a] * 8))
                     acc = accs[c][a % 2]
                     accs[c][a % 2] = b.call(muladd, [pf, d, acc]) if p.fma else b.fadd(b.fmul(pf, d), acc)
             for row, vals in zip(slots, accs):
                 for s_, v in zip(row, vals):
                     b.store(v, s_)
 
+        if gather_scales and full:  # both scales' products of the whole groups, 8 blocks a step, first
+            with for_range(b, 0, full, step=GROUP, name="gds", vectorize=False) as j0:
+                xs8 = x_scales(b, C64(0), j0, GROUP)
+                for c in range(C):
+                    at = b.gep(dsbuf, [b.add(b.mul(C64(c), C64(full)), j0)], source_etype=F32)
+                    b.store(b.fmul(group_scales(b, wrows[c], j0), xs8), b.bitcast(at, v8f.as_pointer()),
+                            align=4)
         by_groups(b, GROUP, blocks, "gblk")
         for c in range(C):
             acc = b.fadd(b.load(slots[c][0], typ=v8f), b.load(slots[c][1], typ=v8f))
