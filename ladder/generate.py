@@ -412,7 +412,7 @@ class ModuleRunner:
                     pass
             t0 = time.perf_counter()
             self.modules[id(graph)] = compile_graph(graph, self.target, self.weights, threads=self.threads,
-                                                    state=held, **self.options)
+                                                    state=held, snapshots=False, **self.options)
             self.compile_seconds += time.perf_counter() - t0
         return self.modules[id(graph)]
 

@@ -298,6 +298,19 @@ def test_dump_to_dir(tmp_path):
     assert kinds(mid).count("relu") == 2 and "exp" not in kinds(mid)
 
 
+def test_graph_copy_is_independent_and_keeps_the_order():
+    g = ladder.parse(SMALL)
+    c = g.copy()
+    assert c == g and str(c) == str(g) and c.nodes() == g.nodes()
+    node = c.producer(c.outputs[0])
+    op = c.op(node)
+    new = c.add_op(op.with_(results=tuple(dataclasses.replace(r, name=r.name + "_2") for r in op.results)))
+    assert new not in g.nodes() and new not in set(c.nodes()) - {new}  # a fresh id in the copy
+    c.set_outputs([op.results[0].name + "_2"])
+    assert str(g) == str(ladder.parse(SMALL)) and g.outputs != c.outputs and len(c) == len(g) + 1
+    ladder.verifier.verify(c)
+
+
 def test_snapshots():
     snaps = Snapshots()
     g = ladder.parse(SMALL)

@@ -145,6 +145,12 @@ def test_default_pipeline_uses_lookup_exactly_where_the_records_say(tmp_path):
         tune.entry_key(I1, target, threads): ("decode", 0, 1), tune.entry_key(TERNARY, target, threads): ("lut", 16, 2)}
     report = m.report()
     assert f"tuning: {path}: 2 record(s) used" in report and "(rows 16, unroll 2)" in report
+    # without snapshots (what ladder.generate compiles): the same graph and the same records reported
+    bare = ladder.compile(g, "cpu", w, threads=threads, tuning=path, snapshots=False, jit=False, cache=False)
+    assert str(bare.graph) == str(m.graph) and bare.tuning_records == m.tuning_records and not bare.snapshots.items
+    with pytest.raises(ladder.LadderError, match="compiled with snapshots=False"):
+        bare.ir_after("lut")
+    assert len(m.snapshots) == len(m.passes) + 1 and str(m.ir_after("lut")) != ""
     out = m(x)
     for name in ("a", "b"):
         np.testing.assert_array_equal(out[name], ref[name])
