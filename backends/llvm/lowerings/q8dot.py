@@ -73,12 +73,13 @@ SCRATCH_WIDE = 256 << 10  # the same for 512-bit tiles (each pass also decodes i
 WIDE_BUFFERS = 128 << 10  # at most this many bytes of stack for a 512-bit tile's decoded weights and scales
 MTILE = 4  # rows of x sharing one decoded weight block
 NTILE, NTILE_WIDE = 2, 4  # weight rows sharing each block of x (MTILE x NTILE accumulators: 16 vector registers, 32)
-# weight rows sharing each block of x in a GEMV (one row of x): one, nibbles and int8 alike. Several rows a step
-# share x's loads, but rows streamed from DRAM run far slower so on Zen 4: 32768 x 2560 Q4_0 (47 MB) at 1 / 2
-# threads, 10.0 / 21.7 GB/s with 4 rows a step, 16.3 / 31.3 with 2, 18.4 / 39.7 with 1 (a numpy sum: 34 GB/s at
-# 1 thread); int8 weights likewise (4 or 2 interleaved 768-byte rows from L3/DRAM 2-3x slower at 32000 x 768, the
-# prefetch hints 3-8 KB ahead or none alike). In L2 4 rows gained 10%; a decode streams its weights from memory
-GEMV_ROWS, GEMV_ROWS_I8 = 1, 1
+# weight rows sharing each block of x in a GEMV (one row of x): two for nibbles, one for int8 weights. Each
+# output's two accumulators take an FMA every other block, so one row's loop is bound by the FMA's latency; two
+# rows interleave two such chains. Zen 4, Q4_0 at 1 thread (the kernel with its scale products made first):
+# 1 x 6912 x 2560 in cache 440 -> 377 us with two rows, 32768 x 2560 from DRAM 2950 -> 2480 us; four rows
+# from DRAM 3400-3950 us. The 2B Q4_0 decode: 10.9 -> 11.2-12.2 tokens/s at 1 thread, 2 threads alike (18-20).
+# Int8 weights: 4 or 2 interleaved 768-byte rows from L3/DRAM ran 2-3x slower at 32000 x 768 (an older kernel)
+GEMV_ROWS, GEMV_ROWS_I8 = 2, 1
 GROUP = 8  # blocks per step: their scales are one vector of 8 (both scales multiplied once per 8 blocks)
 
 
