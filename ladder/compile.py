@@ -84,7 +84,8 @@ class CompiledModule:
         manager = PassManager(self.pipeline, context=context)
         self.passes = manager.passes
         self._lut_inputs = _LutInputs(self.passes)  # what the tuning report needs, when there are no snapshots
-        manager.instruments.append(self.snapshots if snapshots else self._lut_inputs)
+        if snapshots or self._lut_inputs.want:
+            manager.instruments.append(self.snapshots if snapshots else self._lut_inputs)
         self.graph = manager.run(graph)
         self.tuning, self.tuning_records = self._tuning_used()
         self.state_slots = state_slots(self.graph, {s.name: s.output for s in slots})  # passes keep interfaces

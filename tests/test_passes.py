@@ -218,6 +218,15 @@ def test_manager_verifies_after_each_pass(scratch_passes):
     # without verification the broken graph goes through
     out = PassManager([Breaker()], verify_each=False).run(g)
     assert out.type_of("a") == tensor_type("f32[9, 9]")
+    # without instruments the pipeline is verified once at its end, and a failure still names the pass (the
+    # pipeline run again from its input, verifying after each pass), whether a later pass trips over the
+    # broken graph or not
+    for pipeline in ("canonicalize{cse=false},test-breaker,canonicalize", "canonicalize,test-breaker"):
+        with pytest.raises(ladder.PipelineError, match="does not verify after pass 'test-breaker'") as ei:
+            PassManager(pipeline).run(g)
+        assert "'relu'" in str(ei.value) and "%a" in str(ei.value)
+    good = PassManager("canonicalize{cse=false},canonicalize").run(g)
+    assert str(good) == str(PassManager("canonicalize{cse=false},canonicalize", [Spy()]).run(g))
 
 
 def test_pass_that_crashes_is_pipeline_error_naming_it(scratch_passes):
