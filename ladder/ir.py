@@ -234,7 +234,7 @@ class Graph:
     def copy(self) -> "Graph":
         """An independent graph of the same ops (ops and values are immutable, so shared), node ids and order
         kept: the structures copied as they are, none of the checks of building it again (a 2,400-op model's
-        graph, copied after every pass of a compile: 32 -> 4 ms a copy)."""
+        graph, copied after every pass of a compile: ~32 -> ~10-13 ms a copy, Zen 4)."""
         g = Graph.__new__(Graph)
         g.name, g.loc = self.name, self.loc
         g.inputs, g.outputs = list(self.inputs), list(self.outputs)

@@ -601,8 +601,11 @@ def _lower_blocks(ctx, op, ins, outs, p: Q8Plan):
                      and "avx512bw" in ctx.target.features() and p.stride % 2 == 0 and p.scale_at % 2 == 0
                      and p.scale_at + (GROUP - 1) * p.stride < 128 <= GROUP * p.stride and 4 * full <= 16 << 10)
     if gather_scales:
-        dsbuf = entry_alloca(b, F32, gemv_rows * full)
+        dsbuf = entry_alloca(b, F32, gemv_rows * full)  # [c][j]: row c of the step, block j
         dsbuf.align = 32
+
+    def ds_at(b, c, j):
+        return b.gep(dsbuf, [b.add(b.mul(C64(c), C64(full)), j)], source_etype=F32)
 
     def group_scales(b, wrow, j0):
         """The f32 scales of blocks j0 .. j0+GROUP-1 of the weight row at byte offset ``wrow`` (inline f16)."""
@@ -649,7 +652,7 @@ def _lower_blocks(ctx, op, ins, outs, p: Q8Plan):
                     wabs = b.call(vabs, [wv, ir.Constant(ir.IntType(1), 0)]) if p.dot != "i16" and not offset else None
                     pf = b.sitofp(dot(b, wv, wabs, xv, corr), v8f)
                     if count > 1 and gather_scales:  # the product made before the row's loop, a broadcast load
-                        d = splat(b, b.load(b.gep(dsbuf, [b.add(b.mul(C64(c), C64(full)), j)], source_etype=F32)))
+                        d = splat(b, b.load(ds_at(b, c, j)))
                     elif ds is None:
                         d = b.fmul(w_scale_splat(b, ns[c], wrows[c], j), xsv)
                     else:
@@ -664,8 +667,7 @@ def _lower_blocks(ctx, op, ins, outs, p: Q8Plan):
             with for_range(b, 0, full, step=GROUP, name="gds", vectorize=False) as j0:
                 xs8 = x_scales(b, C64(0), j0, GROUP)
                 for c in range(C):
-                    at = b.gep(dsbuf, [b.add(b.mul(C64(c), C64(full)), j0)], source_etype=F32)
-                    b.store(b.fmul(group_scales(b, wrows[c], j0), xs8), b.bitcast(at, v8f.as_pointer()),
+                    b.store(b.fmul(group_scales(b, wrows[c], j0), xs8), b.bitcast(ds_at(b, c, j0), v8f.as_pointer()),
                             align=4)
         by_groups(b, GROUP, blocks, "gblk")
         for c in range(C):
