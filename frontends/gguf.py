@@ -330,10 +330,12 @@ def _release(data: np.ndarray) -> None:
         pass
 
 
-def _lazy(name: str, t: QT, data: np.ndarray, shape: tuple[int, ...]) -> GGUFTensor | None:
+def _lazy(name: str, t: QT, data: np.ndarray, shape: tuple[int, ...],
+          source: tuple[str, int] | None = None) -> GGUFTensor | None:
     """A quantized tensor decoded only when read (ladder.weights.Blocks; its type, group and scale type from
     its first block), Q4_0, Q8_0, TQ1_0 and TQ2_0 kept as the file's bytes (``STORED``); None for a float type and
-    for data of the wrong size (which ``_convert`` then reports)."""
+    for data of the wrong size (which ``_convert`` then reports). ``source``: (the file's path, the tensor's
+    offset in it), for the pack cache."""
     if t in FLOATS or t not in GGML_QUANT_SIZES:
         return None
     block, size = GGML_QUANT_SIZES[t]
@@ -363,7 +365,8 @@ def _lazy(name: str, t: QT, data: np.ndarray, shape: tuple[int, ...]) -> GGUFTen
         return g.codes, g.scale, g.zero  # every part of one decode (Blocks keeps the scales)
 
     b = Blocks(name, dtname, shape, decode, layout=layout, storage=storage if layout else None,
-               scale_shape=lead + (k // group,), scale_dtype=np.asarray(scale).dtype, zero=zero is not None)
+               scale_shape=lead + (k // group,), scale_dtype=np.asarray(scale).dtype, zero=zero is not None,
+               source=source, release=lambda: _release(data))
     return GGUFTensor(name, t.name, DTYPES[dtname], b.codes, b.scales, b.zeros, group, zm, stored=layout)
 
 
@@ -673,7 +676,7 @@ def _tensor_of(path: str, info, keep_blocks: bool = False) -> GGUFTensor:
     try:
         if t is I2_S_TYPE:
             return decode_i2s(info.name, info.data, shape)
-        return (_lazy(info.name, t, info.data, shape) if keep_blocks else None) or \
+        return (_lazy(info.name, t, info.data, shape, (path, int(info.data_offset))) if keep_blocks else None) or \
             _convert(info.name, t, info.data, shape)
     except GGUFError as e:
         raise GGUFError(f"{path}: {e.message}") from None

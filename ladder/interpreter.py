@@ -11,6 +11,7 @@ semantics, whether it updates the buffers in place (cpu) or copies into them (re
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping as MappingABC
 from dataclasses import dataclass
 from typing import Iterator, Mapping, Sequence
@@ -40,26 +41,34 @@ class Session:
     value after its last use.
 
     ``memory_budget`` (ladder.budget; default: a share of this machine's memory): a graph that needs more is
-    refused with a MemoryBudgetError before anything is allocated."""
+    refused with a MemoryBudgetError before anything is allocated. ``pack_cache``: a folder where weights a
+    file stores in another layout are kept packed between runs (ladder.weights.PackCache; None: not kept)."""
 
     def __init__(self, graph: Graph, weights: Mapping[str, np.ndarray] | None = None, *,
-                 memory_budget: int | float | str | None = None):
+                 memory_budget: int | float | str | None = None, pack_cache=None):
         self.graph = graph
+        self.pack_cache = None if pack_cache is None else weights_mod.PackCache(pack_cache)
         self.memory = budget_mod.check(graph, memory_budget, "to run in the reference interpreter")
         bound = weights_mod.bind(graph, weights or {})
         self.fixed: dict[str, np.ndarray] = {}
         self._rest = []
-        for op in graph.ops():
-            if op.kind == "param":
-                v = bound[op.attr["ref"]]
-                if isinstance(v, weights_mod.BlockPart):  # a file's blocks, decoded only if some op needs it
-                    self.fixed[op.result.name] = v
+        pool, self._ahead = self._pack_ahead(graph, bound)
+        try:
+            for op in graph.ops():
+                if op.kind == "param":
+                    v = bound[op.attr["ref"]]
+                    if isinstance(v, weights_mod.BlockPart):  # a file's blocks, decoded only if some op needs it
+                        self.fixed[op.result.name] = v
+                    else:
+                        self._store(self.fixed, op, [v])
+                elif op.operands and all(o in self.fixed for o in op.operands) or op.kind == "const":
+                    self._store(self.fixed, op, self._fixed_result(op, graph))
                 else:
-                    self._store(self.fixed, op, [v])
-            elif op.operands and all(o in self.fixed for o in op.operands) or op.kind == "const":
-                self._store(self.fixed, op, self._fixed_result(op, graph))
-            else:
-                self._rest.append(op)
+                    self._rest.append(op)
+        finally:
+            if pool is not None:
+                pool.shutdown(wait=True, cancel_futures=True)
+            self._ahead = {}
         read = [o for op in self._rest for o in op.operands] + list(graph.outputs)
         for o in read:  # runtime ops and callers read arrays: decode the file blocks they read
             if isinstance(self.fixed.get(o), weights_mod.BlockPart):
@@ -74,6 +83,48 @@ class Session:
             if name not in stay:
                 self._drop[i].append(name)
 
+    def _pack_ahead(self, graph: Graph, bound) -> tuple:
+        """Packs of a file's blocks into a layout computed here (neither the file's own nor in the pack cache),
+        started on a thread per core: numpy lets go of the GIL while it decodes and packs (a 2B TQ1_0 model's
+        repacking, ~4 s on one core). (the pool or None, result name -> Future); _fixed_result takes them."""
+        blocks = {op.result.name: bound[op.attr["ref"]] for op in graph.ops()
+                  if op.kind == "param" and isinstance(bound[op.attr["ref"]], weights_mod.BlockPart)}
+        jobs, seen = [], set()
+        for op in graph.ops():
+            if op.kind != "pack" or not op.operands or not all(o in blocks for o in op.operands):
+                continue
+            args = [blocks[o] for o in op.operands]
+            b = weights_mod._one_weight(args)
+            if b is None or id(b) in seen or weights_mod.stored_pack(op.attr["layout"], args) is not None:
+                continue
+            seen.add(id(b))  # one job a weight: its decode is not shared between threads
+            jobs.append((op, args))
+        workers = min(len(jobs), os.cpu_count() or 1)
+        if workers < 2:
+            return None, {}
+        from concurrent.futures import ThreadPoolExecutor
+
+        pool = ThreadPoolExecutor(workers, thread_name_prefix="ladder-pack")
+        return pool, {op.results[0].name: pool.submit(self._pack_blocks, op, graph, args) for op, args in jobs}
+
+    def _pack_blocks(self, op, graph: Graph, args) -> list[np.ndarray]:
+        """pack of a file's blocks: from the pack cache, else computed (and kept there, and on the weight)."""
+        layout = op.attr["layout"]
+        got = weights_mod.cached_pack(self.pack_cache, layout, args, op.results[0].type.storage_shape)
+        if got is not None:
+            return [got]
+        out = _compute(op, graph, {o: np.asarray(a) for o, a in zip(op.operands, args)})
+        weights_mod.store_pack(self.pack_cache, layout, args, out[0])
+        # the entry just written, mapped: the same bytes as pages of a file (as a cached compile gets them), not
+        # a copy in this process's own memory
+        got = weights_mod.cached_pack(self.pack_cache, layout, args, op.results[0].type.storage_shape)
+        if got is not None:
+            out = [got]
+        else:
+            weights_mod.keep_pack(layout, args, out[0])
+        _trim_heap()
+        return out
+
     def _fixed_result(self, op, graph: Graph) -> list[np.ndarray]:
         """An op of params and consts alone, computed once. Packing a file's blocks into the packing the file
         stores them in is the file's bytes, and into another one is computed once for every module compiled
@@ -82,13 +133,14 @@ class Session:
         if not any(isinstance(a, weights_mod.BlockPart) for a in args):
             return _compute(op, graph, self.fixed)
         if op.kind == "pack":
+            ahead = self._ahead.pop(op.results[0].name, None)
+            if ahead is not None:
+                return ahead.result()
             stored = weights_mod.stored_pack(op.attr["layout"], args)
             if stored is not None:
                 return [stored]
-        out = _compute(op, graph, {o: np.asarray(a) for o, a in zip(op.operands, args)})
-        if op.kind == "pack":
-            weights_mod.keep_pack(op.attr["layout"], args, out[0])
-        return out
+            return self._pack_blocks(op, graph, args)
+        return _compute(op, graph, {o: np.asarray(a) for o, a in zip(op.operands, args)})
 
     @property
     def runtime_ops(self) -> tuple:
@@ -118,6 +170,27 @@ class Session:
                     f"internal: {op.describe()} produced {arr.dtype}{list(arr.shape)} for %{r.name} : {r.type}",
                     op.loc)
             env[r.name] = arr
+
+
+def _trim_heap() -> None:
+    """Give the C heap's free memory back to the system (glibc ``malloc_trim``; nothing elsewhere). A weight's
+    decode frees arrays of tens of MB, which glibc, having raised its mmap threshold, takes from and leaves in
+    its heaps: without this a 2B TQ1_0 model's repacking left ~0.3-0.5 GB of freed memory in the resident set."""
+    global _MALLOC_TRIM
+    if _MALLOC_TRIM is None:
+        import ctypes
+        import ctypes.util
+
+        try:
+            _MALLOC_TRIM = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+            _MALLOC_TRIM.argtypes, _MALLOC_TRIM.restype = [ctypes.c_size_t], ctypes.c_int
+        except (OSError, AttributeError):
+            _MALLOC_TRIM = False
+    if _MALLOC_TRIM:
+        _MALLOC_TRIM(0)
+
+
+_MALLOC_TRIM = None
 
 
 def _compute(op, graph: Graph, env: dict) -> list[np.ndarray]:

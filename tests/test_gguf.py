@@ -764,12 +764,16 @@ def test_a_prefill_and_a_decode_step_decode_each_tensor_once(tmp_path, monkeypat
 
 
 def test_q4_0_q8_0_tq1_0_and_tq2_0_weights_are_the_files_bytes(tmp_path):
-    """A Q4_0, Q8_0, TQ1_0 or TQ2_0 projection is packed as the file stores it (q4+f16, q8+f16, tq1+f16, tq2+f16):
-    the compiled
-    module reads
-    the file's memory map itself, no decoded or repacked copy; the embedding's rows (gathered codes) are decoded,
-    and the logits are those of the same model read with every tensor decoded."""
+    """A Q4_0, Q8_0 or TQ2_0 projection is packed as the file stores it (q4+f16, q8+f16, tq2+f16): the compiled
+    module reads the file's memory map itself, no decoded or repacked copy; the embedding's rows (gathered codes)
+    are decoded, and the logits are those of the same model read with every tensor decoded. TQ1_0's base-3
+    digits are repacked once into the target's 2-bit fields (same blocks, same scales), unless the pipeline
+    keeps them (legalize-types keep_digits=true): then they too are the file's bytes. Both give the same
+    logits as the decoded model."""
     import mmap
+
+    from ladder.packing import get_packing
+    from ladder.passes import default_pipeline
 
     def in_file(a):
         while a is not None:
@@ -778,23 +782,104 @@ def test_q4_0_q8_0_tq1_0_and_tq2_0_weights_are_the_files_bytes(tmp_path):
             a = getattr(a, "base", None)
         return False
 
-    for qt in (QT.Q4_0, QT.Q8_0, QT.TQ1_0, QT.TQ2_0):
+    keep = default_pipeline("cpu").replace("legalize-types{target=cpu}", "legalize-types{target=cpu,keep_digits=true}")
+    assert keep != default_pipeline("cpu")
+    for qt, pipeline in ((QT.Q4_0, None), (QT.Q8_0, None), (QT.TQ1_0, None), (QT.TQ1_0, keep), (QT.TQ2_0, None)):
         path = model_file(tmp_path / f"{qt.name}.gguf", types={k: qt for k in ("token_embd", "attn_q", "attn_k",
                           "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down")}, seed=3)
         g, w = lg.load(path)
         assert isinstance(w["blk.0.attn_q.weight"], ladder.weights.BlockPart)
-        m = ladder.compile(g, "cpu", w, cache=False)
+        m = ladder.compile(g, "cpu", w, cache=False, pipeline=pipeline)
         backed = {n for n, a in zip(m.backend.weight_names, m.backend.weights) if in_file(a)}
         projections = {f"blk.{i}.{p}.weight.packed" for i in range(DIMS["layers"]) for p in
                        ("attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down")}
-        assert projections <= backed and "token_embd.weight" not in backed
-        layout = {QT.Q4_0: "q4+f16", QT.Q8_0: "q8+f16", QT.TQ1_0: "tq1+f16", QT.TQ2_0: "tq2+f16"}[qt]
-        assert {m.graph.type_of(n).layout for n in projections} == {layout}
+        layouts = {m.graph.type_of(n).layout for n in projections}
+        if qt == QT.TQ1_0 and pipeline is None:
+            assert not projections & backed  # repacked: a copy, not the file's digits
+            (layout,) = layouts
+            p = get_packing(layout)
+            assert (p.base.radix, p.base.bits, p.block, p.scale.name) == (0, 2, 256, "f16"), layout
+        else:
+            assert projections <= backed
+            layout = {QT.Q4_0: "q4+f16", QT.Q8_0: "q8+f16", QT.TQ1_0: "tq1+f16", QT.TQ2_0: "tq2+f16"}[qt]
+            assert layouts == {layout}
+        assert "token_embd.weight" not in backed
         decoded = {k: np.asarray(v) for k, v in w.items()}  # every param as arrays: packed by legalize-types
         ref = ladder.compile(g, "cpu", decoded, cache=False)
         feed = {"tokens": np.array([5], np.int32), "kv_len": np.array([1], np.int32)}
         feed = {v.name: feed.get(v.name, np.zeros(v.type.shape, v.type.dtype.np_dtype)) for v in g.inputs}
         np.testing.assert_array_equal(m(feed)["logits"], ref(feed)["logits"])
+
+
+def _mapped_file(a):
+    """The file an array is a memory map of (walking its bases), or None."""
+    while a is not None:
+        if isinstance(a, np.memmap) and a.filename:
+            return a.filename
+        a = getattr(a, "base", None)
+    return None
+
+
+def test_tq1_0_repacking_is_done_once_and_kept_in_the_cache_folder(tmp_path, monkeypatch):
+    """The repacked TQ1_0 projections are written to the cache folder's ``packed`` entries on the first
+    compile; a second compile from a fresh load maps them (no decode of a projection) and gives the same
+    logits. An entry cut short, written by another key or group-writable is not used (repacked and rewritten,
+    same logits); a file changed in place misses (its own entries)."""
+    import os
+
+    from ladder.weights import Blocks
+
+    types = {k: QT.TQ1_0 for k in ("attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down")}
+    path = model_file(tmp_path / "m.gguf", types=types, seed=3)
+    cache = tmp_path / "cache"
+    projections = {f"blk.{i}.{p}.weight.packed" for i in range(DIMS["layers"]) for p in types}
+    feed = None
+
+    def run(expect_decodes: bool):
+        nonlocal feed
+        g, w = lg.load(path)
+        decoded = []
+        real = Blocks.decoded
+        monkeypatch.setattr(Blocks, "decoded", lambda self, which: decoded.append((self.name, which))
+                            or real(self, which))
+        m = ladder.compile(g, "cpu", w, cache=cache)
+        monkeypatch.setattr(Blocks, "decoded", real)
+        if feed is None:
+            feed = {"tokens": np.array([5], np.int32), "kv_len": np.array([1], np.int32)}
+            feed = {v.name: feed.get(v.name, np.zeros(v.type.shape, v.type.dtype.np_dtype)) for v in g.inputs}
+        files = {n: _mapped_file(a) for n, a in zip(m.backend.weight_names, m.backend.weights) if n in projections}
+        assert set(files) == projections
+        assert all(f and os.path.dirname(f) == str(cache / "packed") for f in files.values()), files
+        assert bool([d for d in decoded if d[1] == 0]) == expect_decodes, decoded
+        return m(feed)["logits"], files
+
+    first, files = run(True)
+    assert len(list((cache / "packed").glob("*.pack"))) == len(projections)
+    again, files2 = run(False)  # mapped from the cache: no projection decoded
+    np.testing.assert_array_equal(again, first)
+    assert files2 == files
+    g, w = lg.load(path)
+    np.testing.assert_array_equal(ladder.compile(g, "cpu", w, cache=False)(feed)["logits"], first)
+
+    entries = sorted(files.values())
+    with open(entries[0], "r+b") as f:  # cut short
+        f.truncate(os.path.getsize(entries[0]) - 1)
+    os.chmod(entries[1], 0o664)  # writable by the group
+    with open(entries[2], "r+b") as f:  # its key changed (a byte of the JSON)
+        head = f.read(64)
+        at = head.index(b'"')
+        f.seek(at + 1)
+        f.write(b"X")
+    mended, _ = run(True)
+    np.testing.assert_array_equal(mended, first)
+    _, files3 = run(False)  # rewritten whole
+    assert files3 == files
+
+    model_file(path, types=types, seed=4)  # another model at the same path
+    changed, files4 = run(True)
+    assert not set(files4.values()) & set(files.values())
+    g, w = lg.load(path)
+    np.testing.assert_array_equal(ladder.compile(g, "cpu", w, cache=False)(feed)["logits"], changed)
 
 
 def test_a_tq2_0_code_3_is_refused_without_decoding(tmp_path):

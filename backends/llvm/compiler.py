@@ -145,7 +145,9 @@ class CompiledGraph:
                               f"(ladder compile --target {target.name} --emit obj|so)")
         self.threads = threads or default_threads()
         self.graph = PassManager(default_pipeline(target.name) if pipeline is None else pipeline).run(graph)
-        session = Session(self.graph, weights, memory_budget=context.memory_budget)  # refuses before allocating
+        cache_dir = context.cache_dir
+        session = Session(self.graph, weights, memory_budget=context.memory_budget,  # refuses before allocating
+                          pack_cache=None if cache_dir is None else Path(cache_dir) / "packed")
         ops = session.runtime_ops
         missing = sorted({op.kind for op in ops if op.kind not in LOWERINGS})
         if missing:
