@@ -20,8 +20,8 @@ Two tiers, chosen per op at lowering time:
   - elsewhere (no AVX2): i16 products of signed values.
 
   The 8 lanes of partial sums become f32 and are multiplied by (w's scale * x's scale) into f32 accumulators.
-  A GEMV (one row of x: decode) takes GEMV_ROWS weight rows at a time (nibbles; int8 weights one: see
-  GEMV_ROWS_I8), each block of x, its offset's products and its scale loaded once for them, blocks 8 at a
+  A GEMV (one row of x: decode) takes GEMV_ROWS weight rows at a time (nibbles in rows of at most
+  GEMV_SPAN / GEMV_ROWS bytes; int8 weights and longer rows one: see GEMV_ROWS_I8), each block of x, its offset's products and its scale loaded once for them, blocks 8 at a
   time into two accumulators per output (the add's latency does not bound the stream), each block's f16 scale
   broadcast as stored and converted as a vector, and prefetch hints a row group ahead. Rows of x left over
   from a tile of MTILE take the same sums one weight row at a time (``tile``): the GEMV gives their bits.
@@ -78,8 +78,13 @@ NTILE, NTILE_WIDE = 2, 4  # weight rows sharing each block of x (MTILE x NTILE a
 # rows interleave two such chains. Zen 4, Q4_0 at 1 thread (the kernel with its scale products made first):
 # 1 x 6912 x 2560 in cache 440 -> 377 us with two rows, 32768 x 2560 from DRAM 2950 -> 2480 us; four rows
 # from DRAM 3400-3950 us. The 2B Q4_0 decode: 10.9 -> 11.2-12.2 tokens/s at 1 thread, 2 threads alike (18-20).
-# Int8 weights: 4 or 2 interleaved 768-byte rows from L3/DRAM ran 2-3x slower at 32000 x 768 (an older kernel)
+# Int8 weights: 4 or 2 interleaved 768-byte rows from L3/DRAM ran 2-3x slower at 32000 x 768 (an older kernel).
+# Two rows only while a step's rows span at most GEMV_SPAN bytes (a page): longer rows stream from DRAM faster
+# one at a time. The 2B Q4_0 decode step's kernels one by one (bench: ladder generate --profile's timing, 1
+# thread, Zen 4, A/B twice): ffn_down (2560 x 6912, two rows 7.8 KB) 21.5-23.3 ms with two rows, 17.4-17.5
+# with one; the K = 2560 projections (two rows 2.9 KB) 18-18.7 GB/s with two rows, 15.2-15.9 with one
 GEMV_ROWS, GEMV_ROWS_I8 = 2, 1
+GEMV_SPAN = 4096
 GROUP = 8  # blocks per step: their scales are one vector of 8 (both scales multiplied once per 8 blocks)
 
 
@@ -576,7 +581,7 @@ def _lower_blocks(ctx, op, ins, outs, p: Q8Plan):
                     store_epilogue(ctx, b, op, outs[0], py, b.call(vsum, [ir.Constant(F32, -0.0), two]),
                                    b.add(b.mul(m, C64(N)), ns[c]))
 
-    gemv_rows = GEMV_ROWS if p.nibbles else GEMV_ROWS_I8
+    gemv_rows = GEMV_ROWS if p.nibbles and GEMV_ROWS * p.row_bytes <= GEMV_SPAN else GEMV_ROWS_I8
 
     def w_scale_splat(b, n, wrow, j):
         """Block j's weight scale in 8 lanes: f16 broadcast as stored and converted as a vector (one broadcast load
