@@ -113,7 +113,8 @@ class Session:
         got = weights_mod.cached_pack(self.pack_cache, layout, args, op.results[0].type.storage_shape)
         if got is not None:
             return [got]
-        out = _compute(op, graph, {o: np.asarray(a) for o, a in zip(op.operands, args)})
+        rows = weights_mod.repack_rows(layout, args, op.results[0].type.storage_shape)
+        out = [rows] if rows is not None else _compute(op, graph, {o: np.asarray(a) for o, a in zip(op.operands, args)})
         weights_mod.store_pack(self.pack_cache, layout, args, out[0])
         # the entry just written, mapped: the same bytes as pages of a file (as a cached compile gets them), not
         # a copy in this process's own memory

@@ -275,6 +275,39 @@ def _pack_code(decoder_module: str) -> str:
     return h.hexdigest()
 
 
+REPACK_CODES = 1 << 20  # codes repacked at a time (repack_rows): bounds the temporaries of a large weight
+
+
+def repack_rows(layout: str, parts, shape: tuple[int, ...]) -> np.ndarray | None:
+    """``pack(parts...) {layout}`` of a weight its file stores in another block packing (TQ1_0's ``tq1+f16``
+    into ``crumb64+f16``), made from the file's bytes REPACK_CODES codes at a time: each run of rows unpacked
+    from the stored packing (codes and scales, as the packing declares them) and packed into ``layout``. The
+    temporaries stay a few MB where decoding a whole 128256 x 2560 embedding first took ~0.8 GB. None unless
+    ``parts`` are all the parts of one weight with stored bytes and both packings have scales of the same blocks."""
+    from .dtypes import DTYPES
+    from .packing import ScaledPacking, get_packing
+
+    b = _one_weight(parts)
+    if b is None or b.storage is None or not b.layout or len(parts) != 2 + (b.zeros is not None):
+        return None
+    src, dst, dt = get_packing(b.layout), get_packing(layout), DTYPES[b.dtype]
+    if (not isinstance(src, ScaledPacking) or not isinstance(dst, ScaledPacking) or src.zero != dst.zero
+            or src.block != dst.block):
+        return None
+    k = b.shape[-1]
+    rows = b.storage.reshape(-1, b.storage.shape[-1])
+    out = np.empty((rows.shape[0], dst.row_bytes(k, dt)), np.uint8)
+    if out.size != math.prod(shape):
+        return None
+    step = max(1, REPACK_CODES // max(k, 1))
+    for r0 in range(0, rows.shape[0], step):
+        part = rows[r0:r0 + step]
+        codes = src.unpack(part, (len(part), k), dt)
+        scale, zero = src.unpack_scales(part, (len(part), k))
+        out[r0:r0 + step] = dst.pack(codes, dt, scale, *(() if zero is None else (zero,)))
+    return out.reshape(shape)
+
+
 def cached_pack(cache: "PackCache | None", layout: str, parts, shape: tuple[int, ...]) -> np.ndarray | None:
     """``pack(parts...) {layout}`` from the pack cache (kept on the weight, as ``keep_pack``), or None."""
     b = _one_weight(parts)

@@ -822,7 +822,7 @@ def _mapped_file(a):
 
 def test_tq1_0_repacking_is_done_once_and_kept_in_the_cache_folder(tmp_path, monkeypatch):
     """The repacked TQ1_0 projections are written to the cache folder's ``packed`` entries on the first
-    compile; a second compile from a fresh load maps them (no decode of a projection) and gives the same
+    compile; a second compile from a fresh load maps them (nothing decoded or repacked) and gives the same
     logits. An entry cut short, written by another key or group-writable is not used (repacked and rewritten,
     same logits); a file changed in place misses (its own entries)."""
     import os
@@ -838,19 +838,22 @@ def test_tq1_0_repacking_is_done_once_and_kept_in_the_cache_folder(tmp_path, mon
     def run(expect_decodes: bool):
         nonlocal feed
         g, w = lg.load(path)
-        decoded = []
-        real = Blocks.decoded
+        decoded, repacked = [], []
+        real, real_repack = Blocks.decoded, ladder.weights.repack_rows
         monkeypatch.setattr(Blocks, "decoded", lambda self, which: decoded.append((self.name, which))
                             or real(self, which))
+        monkeypatch.setattr(ladder.weights, "repack_rows", lambda *a: repacked.append(a[0]) or real_repack(*a))
         m = ladder.compile(g, "cpu", w, cache=cache)
         monkeypatch.setattr(Blocks, "decoded", real)
+        monkeypatch.setattr(ladder.weights, "repack_rows", real_repack)
         if feed is None:
             feed = {"tokens": np.array([5], np.int32), "kv_len": np.array([1], np.int32)}
             feed = {v.name: feed.get(v.name, np.zeros(v.type.shape, v.type.dtype.np_dtype)) for v in g.inputs}
         files = {n: _mapped_file(a) for n, a in zip(m.backend.weight_names, m.backend.weights) if n in projections}
         assert set(files) == projections
         assert all(f and os.path.dirname(f) == str(cache / "packed") for f in files.values()), files
-        assert bool([d for d in decoded if d[1] == 0]) == expect_decodes, decoded
+        assert not [d for d in decoded if d[1] == 0], decoded  # repacked from the file's bytes, rows at a time
+        assert bool(repacked) == expect_decodes, repacked
         return m(feed)["logits"], files
 
     first, files = run(True)

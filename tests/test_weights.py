@@ -443,3 +443,29 @@ def test_gguf_import_save_load_bind_round_trip(tmp_path):
     for ref, arr in weights.bind(g, w).items():
         assert back[ref].dtype == arr.dtype and back[ref].shape == arr.shape, ref
         np.testing.assert_array_equal(as_f32(back[ref]), as_f32(arr), err_msg=ref)
+
+
+@pytest.mark.parametrize("stored,layout", [("tq1+f16", "crumb64+f16"), ("tq1+f16", "tq2+f16"),
+                                           ("tq2+f16", "crumb64+f16"), ("q4+f16", "nib16+f16")])
+@pytest.mark.parametrize("step_codes", [256, 3 * 512, 1 << 20])
+def test_repacking_a_files_blocks_rows_at_a_time_equals_packing_the_whole(monkeypatch, stored, layout, step_codes):
+    """repack_rows (a weight its file stores in one block packing, packed into another a run of rows at a time,
+    from the file's bytes) gives the bytes packing the decoded codes and scales whole gives, whatever the run's
+    length (one row, several, more than the weight; 7 rows do not divide into runs of 3)."""
+    from ladder.packing import get_packing
+
+    rng = np.random.default_rng(7)
+    dt = DTYPES["ternary" if stored.startswith("tq") else "i4"]
+    shape = (7, 512)
+    codes = rng.integers(-1, 2, shape).astype(np.int8) if dt.name == "ternary" else \
+        rng.integers(-8, 8, shape).astype(dt.np_dtype)
+    scales = (rng.random((7, 512 // get_packing(stored).block)) + 0.1).astype(np.float16)
+    storage = get_packing(stored).pack(codes, dt, scales)
+    b = weights.Blocks("w", dt.name, shape, lambda which: (codes, scales, None), layout=stored, storage=storage)
+    want = get_packing(layout).pack(codes, dt, scales)
+    monkeypatch.setattr(weights, "REPACK_CODES", step_codes)
+    got = weights.repack_rows(layout, [b.codes, b.scales], want.shape)
+    np.testing.assert_array_equal(got, want)
+    assert weights.repack_rows(layout, [b.codes], want.shape) is None  # not the weight's every part
+    if dt.name == "ternary":  # other blocks than the file's scales'
+        assert weights.repack_rows("crumb32+f16", [b.codes, b.scales], (7, 4 * 34)) is None
