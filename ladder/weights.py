@@ -171,7 +171,7 @@ def keep_pack(layout: str, parts, packed: np.ndarray) -> None:
 
 class PackCache:
     """Weights packed into another layout than their file's, kept in ``folder`` between runs: one file per
-    (weight, layout), ``<sha256 of key>.pack``, its key (JSON) in front of the bytes. ``load`` maps an entry
+    (model path, weight, layout), ``<sha256 of those>.pack``, its full key (JSON) in front of the bytes. ``load`` maps an entry
     read-only, trusted only when the folder is a directory of this user's that no one else can write, the entry
     a regular file of this user's (opened without following a symlink) that no one else can write, its key
     equal to this one and its length that of the packed shape. The key holds the weight's file identity (real
@@ -205,7 +205,12 @@ class PackCache:
                           sort_keys=True).encode()
 
     def _path(self, key: bytes) -> Path:
-        return self.folder / f"{hashlib.sha256(key).hexdigest()}.pack"
+        """The entry's file: named by the weight's place alone (file path, tensor, layout, parts), so that a
+        newer key (the file rewritten, another ladder) replaces the entry instead of adding one: the folder
+        holds at most one packed copy of each weight of each model path."""
+        k = json.loads(key)
+        slot = json.dumps([k["file"], k["tensor"], k["layout"], k["parts"]]).encode()
+        return self.folder / f"{hashlib.sha256(slot).hexdigest()}.pack"
 
     def _header(self, key: bytes) -> bytes:
         head = self.MAGIC + struct.pack("<Q", len(key)) + key
