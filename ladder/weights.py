@@ -175,8 +175,8 @@ class PackCache:
     read-only, trusted only when the folder is a directory of this user's that no one else can write, the entry
     a regular file of this user's (opened without following a symlink) that no one else can write, its key
     equal to this one and its length that of the packed shape. The key holds the weight's file identity (real
-    path, size, mtime, inode: a file rewritten in place misses), its offset, name, type, shape, both layouts,
-    ladder's version and a hash of the code that decodes and packs (``_pack_code``). Entries are written to a
+    path, size, mtime, inode: a file rewritten in place misses), its offset, name, type, shape, both layouts
+    and a hash of the code that decodes and packs (``_pack_code``: what a new ladder version would change). Entries are written to a
     temporary file and renamed into place; any failure to read or write only costs the packing's time. The
     bytes are not checksummed (a 600 MB weight would take longer to hash than to pack a small one): an entry is
     only ever replaced whole, by this user."""
@@ -196,11 +196,9 @@ class PackCache:
             st = os.stat(real)
         except OSError:
             return None
-        from . import __version__
-
         return json.dumps({"file": real, "size": st.st_size, "mtime_ns": st.st_mtime_ns, "inode": st.st_ino,
                            "offset": int(offset), "tensor": b.name, "dtype": b.dtype, "shape": list(b.shape),
-                           "stored": b.layout, "layout": layout, "parts": nparts, "ladder": __version__,
+                           "stored": b.layout, "layout": layout, "parts": nparts,
                            "code": _pack_code(getattr(b._decode, "__module__", "") or "")},
                           sort_keys=True).encode()
 
