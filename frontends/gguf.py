@@ -309,7 +309,7 @@ def supported_types() -> list[str]:
 # TQ2_0's crumbs, tq1 TQ1_0's base-3 digits, q8 Q8_0's bytes, each followed or preceded by the block's f16 scale
 # as the file has it)
 STORED = {QT.Q4_0: "q4+f16", QT.TQ2_0: "tq2+f16", QT.TQ1_0: "tq1+f16", QT.Q8_0: "q8+f16"}
-_CHECK_ROWS = 4096  # rows of blocks checked at a time for TQ2_0's unused code (bounded temporaries)
+_CHECK_ROWS = 16384  # blocks checked at a time for TQ2_0's unused code (a 1 MB copy of their codes at most)
 
 
 def _release(data: np.ndarray) -> None:
@@ -348,9 +348,9 @@ def _lazy(name: str, t: QT, data: np.ndarray, shape: tuple[int, ...],
     with np.errstate(invalid="ignore", over="ignore"):
         _, scale, zero, group, dtname, zm = _decode_blocks(t, blocks[:1])
     if t == QT.TQ2_0:  # the 2-bit code 3 is no ternary value: refuse it as the decode would
-        for i in range(0, blocks.shape[0], _CHECK_ROWS):
-            qs = blocks[i:i + _CHECK_ROWS, :64]
-            if np.any(qs & (qs >> 1) & 0x55):
+        for i in range(0, blocks.shape[0], _CHECK_ROWS):  # 64 bits at a time (a 2B model's 0.25-0.29 -> 0.12 s)
+            qs = np.ascontiguousarray(blocks[i:i + _CHECK_ROWS, :64]).view(np.uint64)
+            if np.any(qs & (qs >> np.uint64(1)) & np.uint64(0x5555555555555555)):
                 raise GGUFError(f"tensor '{name}' ({t.name}) holds the unused 2-bit code 3, which is not a "
                                 f"ternary value")
     layout = STORED.get(t, "")

@@ -886,14 +886,24 @@ def test_tq1_0_repacking_is_done_once_and_kept_in_the_cache_folder(tmp_path, mon
 
 
 def test_a_tq2_0_code_3_is_refused_without_decoding(tmp_path):
+    """One 2-bit code 3 anywhere in a TQ2_0 tensor's codes (any byte of a block's 64, any of its four fields,
+    the first block or the last) is refused at load; the scale bytes after the codes may hold any value."""
     path = model_file(tmp_path / "m.gguf", types={"attn_q": QT.TQ2_0})
-    raw = bytearray(path.read_bytes())
-    f = lg.open_file(path)
-    info = f.infos["blk.0.attn_q.weight"]
-    raw[int(info.data_offset) + 5] = 0xFF  # four 2-bit codes 3 in one byte of the first block
+    raw = bytes(path.read_bytes())
+    info = lg.open_file(path).infos["blk.0.attn_q.weight"]
+    start, nblocks = int(info.data_offset), int(info.n_bytes) // 66
     bad = tmp_path / "bad.gguf"
-    bad.write_bytes(bytes(raw))
-    with pytest.raises(LadderError, match="blk.0.attn_q.weight.*unused 2-bit code 3"):
+    for block in (0, nblocks - 1):
+        for byte, value in ((5, 0xFF), (0, 0x03), (7, 0x0C), (8, 0x30), (63, 0xC0), (62, 0xC1)):
+            b = bytearray(raw)
+            at = start + 66 * block + byte
+            b[at] = value  # one field (or all four) 3, the others valid codes
+            bad.write_bytes(bytes(b))
+            with pytest.raises(LadderError, match="blk.0.attn_q.weight.*unused 2-bit code 3"):
+                lg.load(bad)
+        b = bytearray(raw)
+        b[start + 66 * block + 64:start + 66 * block + 66] = b"\xff\x3b"  # a scale (f16 0.9995) of 2-bit 3s: no code
+        bad.write_bytes(bytes(b))
         lg.load(bad)
 
 
