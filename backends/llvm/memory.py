@@ -39,12 +39,15 @@ class Plan:
 
 def plan(intervals: Sequence[Interval]) -> Plan:
     """First-fit offsets such that values alive at the same time never share bytes."""
-    placed: list[tuple[int, int, Interval]] = []  # (offset, aligned size, interval)
+    placed: list[tuple[int, int, Interval]] = []  # (offset, aligned size, interval) of those still alive
     offsets: dict[str, int] = {}
     top = 0
     for iv in sorted(intervals, key=lambda v: (v.start, -v.size)):
         need = _align(max(iv.size, 1))
-        live = sorted((o, s) for o, s, other in placed if other.end >= iv.start and other.start <= iv.end)
+        # intervals come by start: one that ended before this start overlaps no later one either (a 2B
+        # model's step, ~5,000 values: 0.18 s of a cached compile when every placed value was scanned)
+        placed = [p for p in placed if p[2].end >= iv.start]
+        live = sorted((o, s) for o, s, other in placed if other.start <= iv.end)
         offset = 0
         for o, s in live:
             if offset + need <= o:
