@@ -31,11 +31,39 @@ changes what a compile produces. ``cache=False`` or a folder reads neither the e
 from __future__ import annotations
 
 import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
 from .target import Target
 from .tuning import TuningRecords, load_records
+
+
+def cache_folder_problem(folder) -> str | None:
+    """Why a cache folder is not to be trusted ("" when it does not exist), or None when it is: it must be a
+    directory owned by this user that no one else can write. The compiled-code cache (its CacheWarning says
+    why) and the pack cache (ladder.weights.PackCache) both ask."""
+    try:
+        st = os.stat(folder)
+    except OSError:
+        return ""
+    if not stat.S_ISDIR(st.st_mode):
+        return f"{folder} is not a folder"
+    if st.st_uid != os.getuid():
+        return f"{folder} is owned by another user (uid {st.st_uid})"
+    if st.st_mode & 0o022:
+        return f"{folder} can be written by other users (mode {stat.S_IMODE(st.st_mode):o})"
+    return None
+
+
+def cache_entry_problem(st: os.stat_result, path) -> str | None:
+    """Why an opened cache entry (its fstat) is not to be trusted, or None: a regular file owned by this user
+    that no one else can write."""
+    if not stat.S_ISREG(st.st_mode):
+        return f"{path} is not a regular file"
+    if st.st_uid != os.getuid() or st.st_mode & 0o022:
+        return f"{path} is owned or writable by another user"
+    return None
 
 
 def default_cache_dir() -> Path:
@@ -87,4 +115,4 @@ class CompileContext:
         return self.tuning.path if self.tuning is not None else None
 
 
-__all__ = ["CompileContext", "default_cache_dir"]
+__all__ = ["CompileContext", "cache_entry_problem", "cache_folder_problem", "default_cache_dir"]

@@ -123,7 +123,6 @@ class Session:
             out = [got]
         else:
             weights_mod.keep_pack(layout, args, out[0])
-        _trim_heap()
         return out
 
     def _fixed_result(self, op, graph: Graph) -> list[np.ndarray]:
@@ -171,27 +170,6 @@ class Session:
                     f"internal: {op.describe()} produced {arr.dtype}{list(arr.shape)} for %{r.name} : {r.type}",
                     op.loc)
             env[r.name] = arr
-
-
-def _trim_heap() -> None:
-    """Give the C heap's free memory back to the system (glibc ``malloc_trim``; nothing elsewhere). A weight's
-    decode frees arrays of tens of MB, which glibc, having raised its mmap threshold, takes from and leaves in
-    its heaps: without this a 2B TQ1_0 model's repacking left ~0.3-0.5 GB of freed memory in the resident set."""
-    global _MALLOC_TRIM
-    if _MALLOC_TRIM is None:
-        import ctypes
-        import ctypes.util
-
-        try:
-            _MALLOC_TRIM = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
-            _MALLOC_TRIM.argtypes, _MALLOC_TRIM.restype = [ctypes.c_size_t], ctypes.c_int
-        except (OSError, AttributeError):
-            _MALLOC_TRIM = False
-    if _MALLOC_TRIM:
-        _MALLOC_TRIM(0)
-
-
-_MALLOC_TRIM = None
 
 
 def _compute(op, graph: Graph, env: dict) -> list[np.ndarray]:

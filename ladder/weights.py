@@ -31,7 +31,6 @@ import hashlib
 import json
 import math
 import os
-import stat
 import struct
 import sys
 import tempfile
@@ -171,13 +170,13 @@ def keep_pack(layout: str, parts, packed: np.ndarray) -> None:
 
 class PackCache:
     """Weights packed into another layout than their file's, kept in ``folder`` between runs: one file per
-    (model path, weight, layout), ``<sha256 of those>.pack``, its full key (JSON) in front of the bytes. ``load`` maps an entry
-    read-only, trusted only when the folder is a directory of this user's that no one else can write, the entry
-    a regular file of this user's (opened without following a symlink) that no one else can write, its key
-    equal to this one and its length that of the packed shape. The key holds the weight's file identity (real
-    path, size, mtime, inode: a file rewritten in place misses), its offset, name, type, shape, both layouts
-    and a hash of the code that decodes and packs (``_pack_code``: what a new ladder version would change). Entries are written to a
-    temporary file and renamed into place; any failure to read or write only costs the packing's time. The
+    (model path, weight, layout), ``<sha256 of those>.pack``, its full key (JSON) in front of the bytes. ``load``
+    maps an entry read-only, trusted only when the folder and the entry pass the compiled-code cache's checks
+    (ladder.context: ``cache_folder_problem``, ``cache_entry_problem``; the entry opened without following a
+    symlink), its key equals this one and its length is that of the packed shape. The key holds the weight's
+    file identity (real path, size, mtime, inode: a file rewritten in place misses), its offset, name, type,
+    shape, both layouts and a hash of the code that decodes and packs (``_pack_code``: what a new ladder
+    version would change). Entries are written to a temporary file and renamed into place; any failure to read or write only costs the packing's time. The
     bytes are not checksummed (a 600 MB weight would take longer to hash than to pack a small one): an entry is
     only ever replaced whole, by this user."""
 
@@ -215,14 +214,14 @@ class PackCache:
         return head + b"\0" * (-len(head) % self.ALIGN)
 
     def _folder_ok(self) -> bool:
-        try:
-            st = os.stat(self.folder)
-        except OSError:
-            return False
-        return stat.S_ISDIR(st.st_mode) and st.st_uid == os.getuid() and not st.st_mode & 0o022
+        from .context import cache_folder_problem
+
+        return cache_folder_problem(self.folder) is None
 
     def load(self, b: "Blocks", layout: str, nparts: int, shape: tuple[int, ...]) -> np.ndarray | None:
         """The packed bytes (uint8 ``shape``, a read-only memory map), or None."""
+        from .context import cache_entry_problem
+
         key = self.key(b, layout, nparts)
         if key is None or not self._folder_ok():
             return None
@@ -231,8 +230,7 @@ class PackCache:
         try:  # the checks below are of the very file opened (its descriptor), mapped through that descriptor
             with open(path, "rb", opener=lambda p, _: os.open(p, flags)) as f:
                 st = os.fstat(f.fileno())
-                if (not stat.S_ISREG(st.st_mode) or st.st_uid != os.getuid() or st.st_mode & 0o022
-                        or st.st_size != len(head) + math.prod(shape)):
+                if cache_entry_problem(st, path) is not None or st.st_size != len(head) + math.prod(shape):
                     return None
                 if f.read(len(head)) != head:
                     return None

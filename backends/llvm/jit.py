@@ -20,7 +20,6 @@ import functools
 import hashlib
 import json
 import os
-import stat
 import tempfile
 import threading
 import warnings
@@ -30,6 +29,7 @@ from typing import Callable
 
 import llvmlite.binding as llvm
 
+from ladder.context import cache_entry_problem, cache_folder_problem
 from ladder.errors import LadderError
 from ladder.target import Target
 
@@ -232,20 +232,10 @@ class ObjectCache:
         warnings.warn(f"compiled-code cache: {why}; compiling afresh", CacheWarning, stacklevel=4)
 
     def _folder_ok(self) -> bool:
-        try:
-            st = os.stat(self.folder)
-        except OSError:
-            return False
-        if not stat.S_ISDIR(st.st_mode):
-            self.skip(f"{self.folder} is not a folder")
-            return False
-        if st.st_uid != os.getuid():
-            self.skip(f"{self.folder} is owned by another user (uid {st.st_uid})")
-            return False
-        if st.st_mode & 0o022:
-            self.skip(f"{self.folder} can be written by other users (mode {stat.S_IMODE(st.st_mode):o})")
-            return False
-        return True
+        why = cache_folder_problem(self.folder)
+        if why:
+            self.skip(why)
+        return why is None
 
     def load(self) -> bytes | None:
         if not self._folder_ok():
@@ -260,11 +250,9 @@ class ObjectCache:
             return None
         try:
             st = os.fstat(fd)
-            if not stat.S_ISREG(st.st_mode):
-                self.skip(f"{self.path} is not a regular file")
-                return None
-            if st.st_uid != os.getuid() or st.st_mode & 0o022:
-                self.skip(f"{self.path} is owned or writable by another user")
+            why = cache_entry_problem(st, self.path)
+            if why:
+                self.skip(why)
                 return None
             if st.st_size > self.LIMIT:
                 self.skip(f"{self.path} is too large ({st.st_size} bytes)")

@@ -202,17 +202,23 @@ def _stored_base(op: Op, target, dt, scales, s_t, override: str | None, keep_dig
     return p.base.name
 
 
+def _first_packing(target, dt):
+    """The target's first (preferred) packing for ``dt``, or None."""
+    prefs = target.preferred_packings(dt)
+    return PACKINGS[prefs[0]] if prefs else None
+
+
 def _prefers_digits(target, dt) -> bool:
     """Whether the target's first packing for ``dt`` holds base-``radix`` digits."""
-    prefs = target.preferred_packings(dt)
-    return bool(prefs) and bool(PACKINGS[prefs[0]].radix)
+    first = _first_packing(target, dt)
+    return first is not None and bool(first.radix)
 
 
 def _keeps_planes(target, dt) -> bool:
     """Whether the target's first packing for ``dt`` is bit planes (a table-lookup target), whose scales stay a
     separate tensor: no block packing then."""
-    prefs = target.preferred_packings(dt)
-    return bool(prefs) and PACKINGS[prefs[0]].planes
+    first = _first_packing(target, dt)
+    return first is not None and first.planes
 
 
 def _packing_with_block(target, dt, group: int, override: str | None):

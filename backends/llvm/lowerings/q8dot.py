@@ -21,8 +21,8 @@ Two tiers, chosen per op at lowering time:
 
   The 8 lanes of partial sums become f32 and are multiplied by (w's scale * x's scale) into f32 accumulators.
   A GEMV (one row of x: decode) takes GEMV_ROWS weight rows at a time (nibbles in rows of at most
-  GEMV_SPAN / GEMV_ROWS bytes; int8 weights and longer rows one: see GEMV_ROWS_I8), each block of x, its offset's products and its scale loaded once for them, blocks 8 at a
-  time into two accumulators per output (the add's latency does not bound the stream), each block's f16 scale
+  GEMV_SPAN / GEMV_ROWS bytes; int8 weights and longer rows one: see GEMV_ROWS_I8), each block of x, its
+  offset's products and its scale loaded once for them, blocks 8 at a time into two accumulators per output (the add's latency does not bound the stream), each block's f16 scale
   broadcast as stored and converted as a vector, and prefetch hints a row group ahead. Rows of x left over
   from a tile of MTILE take the same sums one weight row at a time (``tile``): the GEMV gives their bits.
   Several rows of x
