@@ -19,28 +19,28 @@ Two tiers, chosen per op at lowering time:
     taken off per pair (computed once per row of x into the scratch): no sign trick per weight block;
   - elsewhere (no AVX2): i16 products of signed values.
 
-  The 8 lanes of partial sums become f32 and are multiplied by (w's scale * x's scale) into f32 accumulators.
-  A GEMV (one row of x: decode) takes GEMV_ROWS weight rows at a time (nibbles in rows of at most
-  GEMV_SPAN / GEMV_ROWS bytes; int8 weights and longer rows one: see GEMV_ROWS_I8), each block of x, its
-  offset's products and its scale loaded once for them, blocks 8 at a time into two accumulators per output (the add's latency does not bound the stream), each block's f16 scale
-  broadcast as stored and converted as a vector, and prefetch hints a row group ahead. Rows of x left over
-  from a tile of MTILE take the same sums one weight row at a time (``tile``): the GEMV gives their bits.
-  Several rows of x
-  (VNNI or AVX2 dots) take register tiles: MTILE rows of x by NTILE weight rows (NTILE_WIDE with 32 vector
-  registers), the accumulators in registers, each weight block decoded once and each block of x loaded once
-  per tile; int8 weights there take x + 128 (unsigned) times w less 128 times w's sums (per weight block, not
-  a sign per product). Each output still has one accumulator taking its blocks in order, as a row tile of
-  the GEMV-style loop did, so the results are those bits; rows left over from a tile of MTILE keep the
-  GEMV's two accumulators. With AVX-512 VNNI (32 zmm registers; where the buffers below fit the stack)
-  the tiles run in 512-bit vectors over the blocks of whole groups of 8, two blocks a vector with their
-  dwords woven (block j's dword i in lane 2i, j + 1's in lane 2i + 1; ``fill`` weaves x so). Per pass, each
-  tile of weight rows is decoded once into a buffer (woven codes, int8 weights' -128 w sums, f32 scales), and
-  per tile of rows of x the scale products (w's * x's, 16 pairs a step) are made first in their own loop, so
-  each reaches its FMA as a broadcast load: a dot product, a conversion and an FMA per output and pair of
-  blocks. The even lanes are the GEMV's first accumulator and the odd ones its second, the blocks after the
-  whole groups go into the first, and the two are summed as the GEMV sums them: every row of a prefill gets
-  the bits of its decode (rows past the pass's end repeat its last row and are not stored). Measured on a
-  Xeon (AVX-512 VNNI), Q4_0 512 x 2560 x 2560 at 1 thread: 73.1 ms in 256-bit tiles, 40.0 ms so.
+  The 8 lanes of partial sums become f32 and are multiplied by (w's scale * x's scale) into f32 accumulators. A
+  GEMV (one row of x: decode) takes GEMV_ROWS weight rows at a time (nibbles in rows of at most GEMV_SPAN /
+  GEMV_ROWS bytes; int8 weights and longer rows one: see GEMV_ROWS_I8), each block of x, its offset's products
+  and its scale loaded once for them, blocks 8 at a time into two accumulators per output (the add's latency
+  does not bound the stream), each block's f16 scale broadcast as stored and converted as a vector, and prefetch
+  hints whole row groups ahead (nibbles into L2: tiling.GEMV_PREFETCH). Rows of x left over from a tile of MTILE
+  take the same sums one weight row at a time (``tile``): the GEMV gives their bits. Several rows of x (VNNI or
+  AVX2 dots) take register tiles: MTILE rows of x by NTILE weight rows (NTILE_WIDE with 32 vector registers),
+  the accumulators in registers, each weight block decoded once and each block of x loaded once per tile; int8
+  weights there take x + 128 (unsigned) times w less 128 times w's sums (per weight block, not a sign per
+  product). Each output still has one accumulator taking its blocks in order, as a row tile of the GEMV-style
+  loop did, so the results are those bits; rows left over from a tile of MTILE keep the GEMV's two accumulators.
+  With AVX-512 VNNI (32 zmm registers; where the buffers below fit the stack) the tiles run in 512-bit vectors
+  over the blocks of whole groups of 8, two blocks a vector with their dwords woven (block j's dword i in lane
+  2i, j + 1's in lane 2i + 1; ``fill`` weaves x so). Per pass, each tile of weight rows is decoded once into a
+  buffer (woven codes, int8 weights' -128 w sums, f32 scales), and per tile of rows of x the scale products (w's
+  * x's, 16 pairs a step) are made first in their own loop, so each reaches its FMA as a broadcast load: a dot
+  product, a conversion and an FMA per output and pair of blocks. The even lanes are the GEMV's first
+  accumulator and the odd ones its second, the blocks after the whole groups go into the first, and the two are
+  summed as the GEMV sums them: every row of a prefill gets the bits of its decode (rows past the pass's end
+  repeat its last row and are not stored). Measured on a Xeon (AVX-512 VNNI), Q4_0 512 x 2560 x 2560 at 1
+  thread: 73.1 ms in 256-bit tiles, 40.0 ms so.
 * a **generic** kernel for everything else the op takes: work item = one weight row, each element dequantized
   as the reference does (x's code * x's scale, w's value * w's scale) and the products summed in f32.
 
@@ -64,7 +64,7 @@ from ladder.types import DType
 from . import q8k
 from .decode import Decoder, gep8, int_value
 from .epilogue import store_epilogue
-from .tiling import PREFETCH, in_tiles, passes_over_weights
+from .tiling import GEMV_LOCALITY, GEMV_PREFETCH, PREFETCH, in_tiles, passes_over_weights
 
 BLOCK = 32  # codes per block: one 256-bit vector of int8
 MCHUNK = 64  # rows of x per pass over the weight rows, at most
@@ -630,16 +630,20 @@ def _lower_blocks(ctx, op, ins, outs, p: Q8Plan):
         for row in slots:
             for s_ in row:
                 b.store(ir.Constant(v8f, None), s_)
-        ahead = gemv_rows * p.row_bytes * -(-PREFETCH // (gemv_rows * p.row_bytes))  # whole row groups ahead
+        # nibbles: hints GEMV_PREFETCH bytes ahead into L2; int8 weights (half the work per byte): PREFETCH ahead
+        # into L1 (Zen 4, Q8_0 1 x 65536 x 2560 from DRAM, A/B in turns: 27.2-28.7 GB/s at 1 thread and 32.4-36.8
+        # at 2, against 25.3-28.8 and 32.2-32.7 into L2 8 KB ahead)
+        distance, locality = (GEMV_PREFETCH, GEMV_LOCALITY) if p.nibbles else (PREFETCH, 3)
+        ahead = gemv_rows * p.row_bytes * -(-distance // (gemv_rows * p.row_bytes))  # whole row groups ahead
 
         def blocks(b, j0, count):
-            if count > 1:  # hints one group of rows ahead: what the loop reads after this group
+            if count > 1:  # hints whole row groups ahead: what the loop reads ``distance`` bytes on
                 for c in range(C):
                     here = b.add(wrows[c], b.mul(j0, C64(p.stride)))
                     for line in range(0, count * p.stride, 64):
                         off = b.add(here, C64(ahead + line))
                         off = b.select(b.icmp_signed("<", off, C64(w_bytes)), off, C64(w_bytes - 1))
-                        b.call(prefetch, [gep8(b, pw, off), C32(0), C32(3), C32(1)])
+                        b.call(prefetch, [gep8(b, pw, off), C32(0), C32(locality), C32(1)])
             accs = [[b.load(s_, typ=v8f) for s_ in row] for row in slots]
             # scales beside the codes (contiguous per row): both as vectors of 8, one multiply, lanes broadcast
             ds = None

@@ -8,6 +8,13 @@ from ladder.backends.llvm.codegen import C64, I64, entry_alloca, for_range
 
 
 PREFETCH = 2048  # bytes ahead of the weight stream to prefetch (measured best on znver3; 1024: -10%, none: -25%)
+# A GEMV (decode: one row of x) reads each weight byte once, so nothing it fetches early is wasted: its hints
+# go GEMV_PREFETCH bytes ahead into L2 (llvm.prefetch locality 2: prefetcht1), not PREFETCH ahead into L1
+# (locality 3: prefetcht0). Zen 4, Q4_0 1 x 32768 x 2560 from DRAM at 1 thread, A/B in turns: 2048 B into L1
+# 18.6-20.7 GB/s, 4096 B into L2 21.9-22.1, 8192 B 24.9-25.2, 16384 B 25.6-25.8, 8192 B into L1 13.3 (the
+# lines ahead evict x's blocks from L1); the 2B Q4_0 decode at 1 thread 12.5-12.7 -> 13.8-14.7 tokens/s
+GEMV_PREFETCH = 8192
+GEMV_LOCALITY = 2
 
 
 def in_tiles(b, start, end, T: int, tile, name: str = "t") -> None:
