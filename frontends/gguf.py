@@ -50,9 +50,12 @@ The graphs are checked against llama.cpp itself (tests/test_parity_llamacpp.py).
   (``cast`` to f16 and back), then ``dequant``; ``fuse`` makes that and the weight's dequant one
   ``qmatmul_q8`` (integer dot products per block of 32, as llama.cpp's). Into a TQ2_0 or TQ1_0 projection x goes
   through Q8_K blocks (the same absmax int8 codes per 256, the scale kept f32: llama.cpp's ``quantize_row_q8_K``
-  up to the scale's sign and last bit) and ``qmatmul_q8 {group = 256}``. Other weight types (TQ1_0, the
-  K-quants, F32) keep f32 activations; into F16 and BF16 weights x goes rounded to f16 / bf16, as llama.cpp's
-  dot products for those types take it.
+  up to the scale's sign and last bit) and ``qmatmul_q8 {group = 256}``. Into a Q4_K projection x goes through
+  the same Q8_K blocks, and the product is taken as llama.cpp's Q4_K dot product takes it, the codes' term less
+  the mins' term: ``dequant(x's codes, x's scale repeated per 32) @ dequant(q, d * sc).T`` (one ``qmatmul_q8``
+  over 4-bit blocks of 32 after ``fuse``) less ``(x's sums per 32) @ (dmin * m).T`` (a float matmul over 1/32 of
+  the elements). Other weight types (the other K-quants, F32) keep f32 activations; into F16 and BF16 weights x
+  goes rounded to f16 / bf16, as llama.cpp's dot products for those types take it.
 * llama: RMSNorm, RoPE in llama.cpp's normal mode (adjacent pairs: ``rope {style = "interleaved"}``; the
   converter permuted the Q/K rows for it), grouped-query causal attention, SwiGLU FFN, final norm, output
   projection (``output.weight``, or tied to ``token_embd.weight`` when absent).
@@ -292,6 +295,11 @@ Q8_0_ACTIVATIONS = ("Q8_0", "Q4_0", "Q5_0")
 # has a block kernel for (backends/llvm/lowerings/q8k.py: TQ2_0's crumbs, and TQ1_0's base-3 digits as the
 # file stores them); the K-quants keep f32 x
 Q8_K_ACTIVATIONS = ("TQ2_0", "TQ1_0")
+# K-quants whose llama.cpp dot product takes Q8_K activations and that ladder computes with int8 dot products:
+# 4-bit codes with a scale and a zero ("rescale": q * s - z) per 32, taken as the Q4_0 kernel's nibble blocks
+# (qmatmul_q8, the scale per 32 the product of x's per-256 scale and the weight's) less the zeros' term
+# (x's per-32 sums times the zeros: a matmul 32 times smaller) (``_zeroed_q8``)
+Q8_K_ZEROED = ("Q4_K",)
 # float weight types whose llama.cpp dot product takes x rounded to the weight's own type
 ROUNDED_ACTIVATIONS = {"F16": "f16", "BF16": "bf16"}
 QUANTIZED = (QT.Q8_0, QT.Q4_0, QT.Q4_1, QT.Q5_0, QT.Q5_1, QT.TQ1_0, QT.TQ2_0,
@@ -1025,13 +1033,44 @@ class _Source:
             self._rounded[key] = _rounded_as(b, x, how)
         return self._rounded[key]
 
+    def _times(self, b: Builder, x: Value, wname: str, name: str | None = None) -> Value:
+        """x @ W.T for weight ``wname``, x taken as llama.cpp's dot product for W's type takes it."""
+        t = self.tensor(wname)
+        if t.ggml_type in Q8_K_ZEROED and x.type.shape[-1] % 256 == 0 and t.zero is not None and t.group == 32:
+            return self._zeroed_q8(b, x, wname, name)
+        return b.matmul(self._activations(b, x, wname), self._matrix(b, wname), transpose_b=True, name=name)
+
+    def _zeroed_q8(self, b: Builder, x: Value, wname: str, name: str | None = None) -> Value:
+        """x @ W.T for 4-bit codes q with a scale s and a zero z per 32 (W = q * s - z), x in Q8_K blocks (x^ =
+        codes * one f32 scale per 256): x^ @ (q * s).T - (x^'s sums per 32) @ z.T. The first is
+        ``dequant(codes, x's scale per 32) @ dequant(q, s).T``, which ``fuse`` makes one ``qmatmul_q8`` over
+        int8 blocks of 32 (each block's scale x's 256-block scale, repeated); the second reads 1/32 of the
+        weight's elements."""
+        t = self.tensor(wname)
+        k = x.type.shape[-1]
+        lead = list(x.type.shape[:-1])
+        key = (x.name, "q8k/32")
+        if key not in self._rounded:
+            xq, xs = b.quantize(x, scheme="absmax", dtype="i8", axis=-1, group=256)
+            ones = b.const(np.ones(8, np.float32))
+            xs32 = b.reshape(b.mul(b.reshape(xs, shape=lead + [k // 256, 1]), ones), shape=lead + [k // 32])
+            xd = b.dequant(xq, xs32, axis=-1, group=32)
+            sums = b.reduce(b.reshape(xd, shape=lead + [k // 32, 32]), kind="sum", axes=[-1])
+            self._rounded[key] = (xd, sums)
+        xd, sums = self._rounded[key]
+        codes = self._param(b, wname, t.codes, t.dtype, t.stored)
+        scale = self._param(b, f"{wname}.scales", t.scale, _np_dtype_ladder(t.scale))
+        zeros = self._param(b, f"{wname}.zeros", t.zero, _np_dtype_ladder(t.zero))
+        y = b.matmul(xd, b.dequant(codes, scale, axis=-1, group=32), transpose_b=True)
+        return b.sub(y, b.matmul(sums, zeros, transpose_b=True), name=name)
+
     def project(self, b: Builder, x: Value, act_scale: Value | None, name: str, out_features: int,
                 in_features: int) -> Value:
         _, i, proj = name.split(".")
         base = f"blk.{i}.{PROJECTIONS[proj]}"
         wname = f"{base}.weight"
         if act_scale is None:
-            y = b.matmul(self._activations(b, x, wname), self._matrix(b, wname), transpose_b=True)
+            y = self._times(b, x, wname)
         else:
             t = self.tensor(wname)
             if wname not in self._shared:
@@ -1050,7 +1089,7 @@ class _Source:
     def head(self, b: Builder, x: Value) -> Value:
         # BitNet's int8 activations stop before the head; llama.cpp's Q8_0 ones follow the head's weight type
         name = "output.weight" if "output.weight" in self.used else "token_embd.weight"
-        return b.matmul(self._activations(b, x, name), self._matrix(b, name), transpose_b=True, name="logits")
+        return self._times(b, x, name, name="logits")
 
 
 def _rounded_as(b: Builder, x: Value, how: str | int) -> Value:

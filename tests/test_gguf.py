@@ -70,19 +70,26 @@ def write_gguf(path, arch: str, meta: dict, tensors: dict) -> None:
 
 
 class Values(dict):
-    """Tensors by name, and ``types``: each one's GGML type name."""
+    """Tensors by name, ``types``: each one's GGML type name, and ``mins`` (see gguf_values)."""
 
     types: dict[str, str]
+    mins: dict[str, np.ndarray]
 
 
 def gguf_values(path) -> Values:
-    """Every tensor dequantized by the gguf package (the independent reference)."""
+    """Every tensor dequantized by the gguf package (the independent reference); ``mins``: each Q4_K tensor's
+    subtracted term (dmin * m, one per 32 values), dequantized by the same package from the blocks with their
+    4-bit codes set to 0 (a Q4_K value is q * d * sc - dmin * m)."""
     out = Values()
-    out.types = {}
+    out.types, out.mins = {}, {}
     for t in GGUFReader(str(path)).tensors:
         shape = tuple(int(d) for d in reversed(t.shape.tolist()))
         out[t.name] = quants.dequantize(t.data, t.tensor_type).reshape(shape).astype(np.float32)
         out.types[t.name] = t.tensor_type.name
+        if t.tensor_type == QT.Q4_K:
+            blocks = np.array(t.data, np.uint8).reshape(-1, 144)
+            blocks[:, 16:] = 0  # after d, dmin and the 12 bytes of 6-bit scales and mins: the codes
+            out.mins[t.name] = -quants.dequantize(blocks, QT.Q4_K).reshape(shape)[:, ::32].astype(np.float32)
     return out
 
 
@@ -246,7 +253,7 @@ def _q8_0(x):
 
 
 def _q8_k(x):
-    """llama.cpp's Q8_K activation blocks (TQ2_0's dot product), values back in float: per 256, q = rint(x * 127 /
+    """llama.cpp's Q8_K activation blocks (TQ2_0's and Q4_K's dot products), values back in float: per 256, q = rint(x * 127 /
     max|x|), d = max|x| / 127 kept f32 (quantize_row_q8_K_ref, up to d's sign and last bit)."""
     blocks = x.reshape(-1, 256)
     amax = np.abs(blocks).max(axis=-1, keepdims=True)
@@ -257,7 +264,7 @@ def _q8_k(x):
 
 # the weight types whose llama.cpp dot product takes x in Q8_0 blocks, Q8_K blocks or rounded to f16 / bf16
 Q8_0_DOT = ("Q8_0", "Q4_0", "Q5_0")
-ROUND_X = {"Q8_0": _q8_0, "Q4_0": _q8_0, "Q5_0": _q8_0, "TQ2_0": _q8_k, "TQ1_0": _q8_k,
+ROUND_X = {"Q8_0": _q8_0, "Q4_0": _q8_0, "Q5_0": _q8_0, "TQ2_0": _q8_k, "TQ1_0": _q8_k, "Q4_K": _q8_k,
            "F16": lambda x: x.astype(np.float16).astype(np.float32),
            "BF16": lambda x: x.astype(ml_dtypes.bfloat16).astype(np.float32)}
 
@@ -276,7 +283,11 @@ def reference_step(W, arch, dims, tokens, start, caches):
             x = _actq(x)
         elif W.types[name] in ROUND_X:
             x = ROUND_X[W.types[name]](x)
-        y = x @ W[name].T
+        if name in W.mins:  # llama.cpp's Q4_K dot product: the codes' term, less x's sums per 32 times the mins
+            z = W.mins[name]
+            y = x @ (W[name] + np.repeat(z, 32, axis=1)).T - x.reshape(len(x), -1, 32).sum(-1) @ z.T
+        else:
+            y = x @ W[name].T
         scale = W.get(name.replace(".weight", ".scale"))
         return y * scale.reshape(-1)[0] if scale is not None else y
 
@@ -406,17 +417,18 @@ def test_fuse_makes_qmatmul_and_keeps_results(tmp_path):
     path = model_file(tmp_path / "llama.gguf", "llama", LLAMA_TYPES)
     g, w = lg.load(path)
     # 5 quantized projections/layer, the embedding and the head; per layer x's Q8_0 blocks once (attn_q and
-    # attn_k share theirs) and x's Q8_K blocks for ffn_down (TQ2_0)
-    assert sum(op.kind == "dequant" for op in g.ops()) == 2 * 5 + 2 + 2 * 2
-    assert sum(op.kind == "quantize" for op in g.ops()) == 2 * 2
+    # attn_k share theirs), x's Q8_K blocks for ffn_down (TQ2_0) and for attn_v (Q4_K: its zeros apart)
+    assert sum(op.kind == "dequant" for op in g.ops()) == 2 * 5 + 2 + 2 * 3
+    assert sum(op.kind == "quantize" for op in g.ops()) == 2 * 3
     # x rounded to bf16 into ffn_up (BF16) and to f16 into attn_output (F16), as llama.cpp's dot products take it
     assert sum(op.kind == "cast" and op.result.type.dtype.name == "bf16" for op in g.ops()) == 2
     fused = PassManager("legalize-types{target=cpu},fuse").run(g)
     kinds = [op.kind for op in fused.ops()]
-    assert kinds.count("qmatmul") == 2 * 2 + 1  # the other quantized matmuls (the embedding's feeds a gather)
-    # attn_q (Q4_0), attn_k (Q8_0) and ffn_down (TQ2_0): llama.cpp's Q8_0 and Q8_K dot products
-    assert kinds.count("qmatmul_q8") == 2 * 3
-    assert kinds.count("matmul") == 2 * 2  # the F16 and BF16 projections stay float matmuls
+    assert kinds.count("qmatmul") == 2 * 1 + 1  # the other quantized matmuls (the embedding's feeds a gather)
+    # attn_q (Q4_0), attn_k (Q8_0), attn_v (Q4_K) and ffn_down (TQ2_0): llama.cpp's Q8_0 and Q8_K dot products
+    assert kinds.count("qmatmul_q8") == 2 * 4
+    # the F16 and BF16 projections stay float matmuls, and so does attn_v's zeros' term (x's sums per 32)
+    assert kinds.count("matmul") == 2 * 3
     assert "pack" in kinds
     outs, _, _ = run_steps(path, "llama", [3, 17, 5], 40)
     outs_f, _, _ = run_steps(path, "llama", [3, 17, 5], 40, fuse=True)

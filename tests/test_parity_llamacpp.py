@@ -5,9 +5,9 @@ and ``bitnet`` architectures in several weight types and recorded llama.cpp's gr
 first-step logits, for each file and for the same weights dequantized to F32. ladder must give the same
 tokens, and logits within a tolerance derived from llama.cpp's own spread: llama.cpp rounds activations to
 Q8_0/Q8_K blocks or to F16/BF16 inside its dot products. Where ladder rounds them as llama.cpp does in every
-matmul of the model (EXACT_QUANTIZED: Q8_0 and Q4_0 weights take Q8_0 blocks, TQ2_0 and TQ1_0 Q8_K blocks,
+matmul of the model (EXACT_QUANTIZED: Q8_0 and Q4_0 weights take Q8_0 blocks, TQ2_0, TQ1_0 and Q4_K Q8_K blocks,
 F16/BF16 weights x in their type), only float summation order remains against llama.cpp's run of the file;
-where it computes with f32 activations (EXACT_DEQUANT: the K-quants, F32) the same holds against llama.cpp's
+where it computes with f32 activations (EXACT_DEQUANT: the other K-quants, F32) the same holds against llama.cpp's
 run of the dequantized weights. Either way the other run may differ by about llama.cpp's own spread between the
 two. Two runs match neither to float order (KNOWN_GAPS, below): each stays within the spread of both.
 """
@@ -78,9 +78,9 @@ def test_fixtures_cover_the_architectures_and_types():
 
 
 # the cpu target compiles two step graphs per file: run it on one file per architecture and weight family
-CPU_RUNS = ["llama/Q6_K", "bitnet/TQ2_0", "bitnet/TQ1_0", "llama/Q8_0", "llama/Q4_0"]
+CPU_RUNS = ["llama/Q6_K", "bitnet/TQ2_0", "bitnet/TQ1_0", "llama/Q8_0", "llama/Q4_0", "llama/Q4_K"]
 # runs whose every matmul takes x as llama.cpp's dot products take it: equal to llama.cpp's run of the file
-EXACT_QUANTIZED = {"llama/Q8_0", "llama/Q4_0", "llama/BF16", "bitnet/TQ2_0", "bitnet/TQ1_0"}
+EXACT_QUANTIZED = {"llama/Q8_0", "llama/Q4_0", "llama/BF16", "bitnet/TQ2_0", "bitnet/TQ1_0", "llama/Q4_K"}
 # runs with f32 activations in ladder: equal to llama.cpp's run of the dequantized weights
 EXACT_DEQUANT = {"llama/F32", "llama/Q6_K", "bitnet/F32"}
 # Not reproduced to float order, measured 2026-12-06: llama/F16 is 5.0e-4 from llama.cpp's run and 4.8e-4 from
@@ -88,13 +88,25 @@ EXACT_DEQUANT = {"llama/F32", "llama/Q6_K", "bitnet/F32"}
 # is 1.6e-2 from llama.cpp's run and 1.9e-2 from the F32 run (spread 1.9e-2), although bitnet/TQ2_0 through
 # the same Q8_K path and kernel agrees to 3e-7.
 KNOWN_GAPS = {"llama/F16", "llama/TQ2_0"}
+# Runs whose greedy tokens part from llama.cpp's after this many steps although the first logits agree to float
+# order. llama/Q4_K (measured 2026-12-07): ladder's first logits are 5.5e-7 from llama.cpp's run of the file;
+# over the prompt followed by llama.cpp's tokens, the last row's logits agree to <= 6.4e-7 at 18 of 20 prompt
+# lengths and differ by 1.3e-2 and 1.0e-2 at lengths 8 and 26. There llama.cpp agrees with itself (with and
+# without its repacked kernels, 3e-7) and ladder with itself (a decode step against the prefill of the same
+# tokens, 4e-7); the head computed as llama.cpp's Q4_K x Q8_K dot product does on ladder's activations agrees
+# with ladder's head to 3e-7. So the activations part upstream, where a float-order difference moves an
+# activation across a rounding tie of its Q8_K code (a step of 1/127 of its row's largest value): at length 8
+# the nearest lies 1.4e-5 of a step from a tie. Step 19's token follows such a row (top-2 margin 0.3%).
+TOKENS_AGREE = {"llama/Q4_K": 19}
 
 
 @pytest.mark.parametrize("target,key", [("ref", k) for k in RUNS] + [("cpu", k) for k in CPU_RUNS])
 def test_same_tokens_and_logits_as_llamacpp(model_path, target, key):
     r = RUNS[key]
     gen = ladder_generation(model_path(key), target)
-    assert gen.ids == r["tokens"], f"{key} on {target}: {sum(a == b for a, b in zip(gen.ids, r['tokens']))}/32"
+    agree = TOKENS_AGREE.get(key, len(r["tokens"]))
+    assert gen.ids[:agree] == r["tokens"][:agree], \
+        f"{key} on {target}: {sum(a == b for a, b in zip(gen.ids, r['tokens']))}/32"
     bound = SPREAD_FACTOR * r["spread"] + EXACT_TOL
     if key in KNOWN_GAPS:
         assert max_rel(gen.first_logits, r["logits"]) <= bound
@@ -113,10 +125,11 @@ def test_every_run_has_an_expectation():
 def test_activations_follow_the_weight_type():
     """The importer rounds x for exactly the weight types whose llama.cpp dot product takes it rounded and that
     ladder has kernels for (the others, e.g. TQ1_0 and the K-quants, keep f32 x: EXACT_DEQUANT)."""
-    from ladder.frontends.gguf import Q8_0_ACTIVATIONS, Q8_K_ACTIVATIONS, ROUNDED_ACTIVATIONS
+    from ladder.frontends.gguf import Q8_0_ACTIVATIONS, Q8_K_ACTIVATIONS, Q8_K_ZEROED, ROUNDED_ACTIVATIONS
 
     assert set(Q8_0_ACTIVATIONS) == {"Q8_0", "Q4_0", "Q5_0"} and set(Q8_K_ACTIVATIONS) == {"TQ2_0", "TQ1_0"}
+    assert set(Q8_K_ZEROED) == {"Q4_K"}
     assert ROUNDED_ACTIVATIONS == {"F16": "f16", "BF16": "bf16"}
-    rounded = set(Q8_0_ACTIVATIONS) | set(Q8_K_ACTIVATIONS) | set(ROUNDED_ACTIVATIONS)
+    rounded = set(Q8_0_ACTIVATIONS) | set(Q8_K_ACTIVATIONS) | set(Q8_K_ZEROED) | set(ROUNDED_ACTIVATIONS)
     assert all(RUNS[k]["type"] in rounded for k in EXACT_QUANTIZED)
     assert not any(RUNS[k]["type"] in rounded for k in EXACT_DEQUANT if RUNS[k]["arch"] == "llama")
