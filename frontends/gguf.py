@@ -210,22 +210,24 @@ def _q3k_scales(scales: np.ndarray) -> np.ndarray:
     return (lo | (hi << 4)).astype(np.int16) - 32
 
 
-def _decode_blocks(t: QT, b: np.ndarray):
+def _decode_blocks(t: QT, b: np.ndarray, codes: bool = True):
     """Blocks (n, type_size) bytes -> (codes (n, block) as integers, scale (n, g), zero (n, g) or None,
-    group, ladder dtype name, zero mode)."""
+    group, ladder dtype name, zero mode). ``codes=False``: the codes are None (not decoded), for the types whose
+    scales are a small part of the work (the K-quants, Q4_1, Q5_0, Q5_1)."""
     f32 = np.float32
+    want = (lambda f: f()) if codes else (lambda f: None)
     if t == QT.Q8_0:
         return b[:, 2:].view(np.int8), _f16(b[:, :2]), None, 32, "i8", "none"
     if t == QT.Q4_0:
         return _nibbles(b[:, 2:], 16).astype(np.int8) - 8, _f16(b[:, :2]), None, 32, "i4", "none"
     if t == QT.Q4_1:
-        return _nibbles(b[:, 4:], 16), _f16(b[:, :2]), -_f16(b[:, 2:4]), 32, "u4", "rescale"
+        return want(lambda: _nibbles(b[:, 4:], 16)), _f16(b[:, :2]), -_f16(b[:, 2:4]), 32, "u4", "rescale"
     if t in (QT.Q5_0, QT.Q5_1):
         off = 2 if t == QT.Q5_0 else 4
-        hi = _bits_le(b[:, off:off + 4])  # qh is a little-endian uint32: bit i -> element i
-        q = _nibbles(b[:, off + 4:], 16) | (hi << 4)
+        # qh is a little-endian uint32: bit i -> element i
+        q = want(lambda: _nibbles(b[:, off + 4:], 16) | (_bits_le(b[:, off:off + 4]) << 4))
         if t == QT.Q5_0:
-            return q.astype(np.int8) - 16, _f16(b[:, :2]), None, 32, "i8", "none"
+            return None if q is None else q.astype(np.int8) - 16, _f16(b[:, :2]), None, 32, "i8", "none"
         return q, _f16(b[:, :2]), -_f16(b[:, 2:4]), 32, "u8", "rescale"
     if t == QT.TQ2_0:
         return _crumbs(b[:, :64], 32).astype(np.int8) - 1, _f16(b[:, 64:66]), None, 256, "ternary", "none"
@@ -243,24 +245,23 @@ def _decode_blocks(t: QT, b: np.ndarray):
         d, dmin = _f16(b[:, 80:82]).astype(f32), _f16(b[:, 82:84]).astype(f32)
         scale = d * (sc & 0x0F).astype(f32)
         zero = dmin * (sc >> 4).astype(f32)
-        return _crumbs(qs, 32), scale, zero, 16, "u2", "rescale"
+        return want(lambda: _crumbs(qs, 32)), scale, zero, 16, "u2", "rescale"
     if t == QT.Q3_K:
         hmask, qs, sc = b[:, :32], b[:, 32:96], b[:, 96:108]
         d = _f16(b[:, 108:110]).astype(f32)
-        q = _crumbs(qs, 32).astype(np.int8) - ((_bits(hmask) ^ 1) << 2).astype(np.int8)
+        q = want(lambda: _crumbs(qs, 32).astype(np.int8) - ((_bits(hmask) ^ 1) << 2).astype(np.int8))
         return q, d * _q3k_scales(sc).astype(f32), None, 16, "i4", "none"
     if t in (QT.Q4_K, QT.Q5_K):
         d, dmin = _f16(b[:, :2]).astype(f32), _f16(b[:, 2:4]).astype(f32)
         sc, mn = _k_scale_min(b[:, 4:16])
         scale, zero = d * sc.astype(f32), dmin * mn.astype(f32)
         if t == QT.Q4_K:
-            return _nibbles(b[:, 16:], 32), scale, zero, 32, "u4", "rescale"
-        q = _nibbles(b[:, 48:], 32) | (_bits(b[:, 16:48]) << 4)
-        return q, scale, zero, 32, "u8", "rescale"
+            return want(lambda: _nibbles(b[:, 16:], 32)), scale, zero, 32, "u4", "rescale"
+        return want(lambda: _nibbles(b[:, 48:], 32) | (_bits(b[:, 16:48]) << 4)), scale, zero, 32, "u8", "rescale"
     if t == QT.Q6_K:
         ql, qh, sc = b[:, :128], b[:, 128:192], b[:, 192:208].view(np.int8)
         d = _f16(b[:, 208:210]).astype(f32)
-        q = (_nibbles(ql, 64) | (_crumbs(qh, 32) << 4)).astype(np.int8) - 32
+        q = want(lambda: (_nibbles(ql, 64) | (_crumbs(qh, 32) << 4)).astype(np.int8) - 32)
         return q, d * sc.astype(f32), None, 16, "i8", "none"
     raise AssertionError(t)
 
@@ -306,6 +307,8 @@ QUANTIZED = (QT.Q8_0, QT.Q4_0, QT.Q4_1, QT.Q5_0, QT.Q5_1, QT.TQ1_0, QT.TQ2_0,
              QT.Q2_K, QT.Q3_K, QT.Q4_K, QT.Q5_K, QT.Q6_K)
 FLOATS = {QT.F32: "f32", QT.F16: "f16", QT.BF16: "bf16"}
 SUPPORTED = tuple(FLOATS) + QUANTIZED + (I2_S_TYPE,)
+# types whose scales (and zeros) decode apart from their codes (``_decode_blocks(codes=False)``)
+SCALES_APART = (QT.Q4_1, QT.Q5_0, QT.Q5_1, QT.Q2_K, QT.Q3_K, QT.Q4_K, QT.Q5_K, QT.Q6_K)
 MAX_DIMS = 4  # GGML_MAX_DIMS
 
 
@@ -367,6 +370,11 @@ def _lazy(name: str, t: QT, data: np.ndarray, shape: tuple[int, ...],
         if which == 1 and layout:  # the scales alone: the f16 of each block, where the packing says
             at = get_packing(layout).scale_offset(0)
             return blocks[:, at:at + 2].copy().view(np.float16).reshape(lead + (k // block,))
+        if which and t in SCALES_APART:  # scales and zeros without the codes (a compile whose codes are packed)
+            with np.errstate(invalid="ignore", over="ignore"):
+                _, sc, zr, _, _, _ = _decode_blocks(t, blocks, codes=False)
+            sc = np.ascontiguousarray(sc).reshape(lead + (k // group,))
+            return None, sc, None if zr is None else np.ascontiguousarray(zr).reshape(sc.shape)
         g = _convert(name, t, data, shape)
         if not layout:
             _release(data)  # decoded: its file pages need not stay in this process's resident set

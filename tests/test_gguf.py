@@ -143,6 +143,35 @@ def test_dequant_is_bit_exact(tmp_path, qt):
             t.dtype.check(t.codes, name)  # every code is a value of its ladder type
 
 
+@pytest.mark.parametrize("qt", [q for q in ALL_TYPES if q in lg.SCALES_APART], ids=lambda q: q.name)
+def test_scales_decode_apart_from_the_codes(tmp_path, qt):
+    """A weight read lazily (as a compile reads it) gives its scales and zeros without decoding its codes
+    (a compile whose codes come packed from the pack cache), the same bits as the whole decode's; the codes
+    decoded afterwards leave them as they were."""
+    rng = np.random.default_rng(int(qt))
+    a = rng.standard_normal((4, 512)).astype(np.float32) * 3
+    t3 = rng.standard_normal((2, 3, 256)).astype(np.float32)
+    path = tmp_path / "t.gguf"
+    write_gguf(path, "llama", {}, {"w": (a, qt), "w3": (t3, qt)})
+    whole = lg.read_tensors(path)
+    f = lg.open_file(path)
+    for name in ("w", "w3"):
+        lazy = f.tensor(name, keep_blocks=True)
+        blocks = lazy.codes.blocks
+        calls = []
+        decode = blocks._decode
+        blocks._decode = lambda which: calls.append(which) or decode(which)
+        scale = np.asarray(lazy.scale)
+        zero = None if lazy.zero is None else np.asarray(lazy.zero)
+        assert blocks._codes is None  # no codes decoded for them
+        np.testing.assert_array_equal(scale.view(np.uint8), np.asarray(whole[name].scale).view(np.uint8))
+        assert (zero is None) == (whole[name].zero is None)
+        if zero is not None:
+            np.testing.assert_array_equal(zero.view(np.uint8), np.asarray(whole[name].zero).view(np.uint8))
+        np.testing.assert_array_equal(np.asarray(lazy.codes), whole[name].codes)
+        assert np.asarray(lazy.scale) is scale and calls[-1] == 0
+
+
 def test_code_layouts_match_the_formats(tmp_path):
     """The codes themselves, not only the products: Q4_0 holds q - 8, Q4_1 q with zero -m, TQ ternary."""
     a = np.linspace(-1, 1, 2 * 256, dtype=np.float32).reshape(2, 256)
