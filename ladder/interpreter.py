@@ -72,7 +72,7 @@ class Session:
         read = [o for op in self._rest for o in op.operands] + list(graph.outputs)
         for o in read:  # runtime ops and callers read arrays: decode the file blocks they read
             if isinstance(self.fixed.get(o), weights_mod.BlockPart):
-                self.fixed[o] = np.asarray(self.fixed[o])
+                self.fixed[o] = weights_mod.decoded_part(self.pack_cache, self.fixed[o])
         # what run may drop after each op: values read for the last time (outputs and fixed values stay)
         last_use = {o: i for i, op in enumerate(self._rest) for o in op.operands}
         stay = set(graph.outputs) | set(self.fixed)

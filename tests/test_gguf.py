@@ -926,6 +926,49 @@ def test_tq1_0_repacking_is_done_once_and_kept_in_the_cache_folder(tmp_path, mon
     np.testing.assert_array_equal(ladder.compile(g, "cpu", w, cache=False)(feed)["logits"], changed)
 
 
+def test_q4_k_compiles_from_the_cache_without_decoding(tmp_path, monkeypatch):
+    """Q4_K projections: the first compile packs their codes with their scales (the target's nibble blocks with
+    an f32 scale each) and decodes their mins into the cache folder's entries; a second compile from a fresh
+    load maps both (no block decoded) and gives the same logits, which equal a compile without the cache."""
+    import os
+
+    from ladder.weights import Blocks
+
+    types = {k: QT.Q4_K for k in ("attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down")}
+    path = model_file(tmp_path / "m.gguf", types=types, seed=5)
+    cache = tmp_path / "cache"
+
+    def run():
+        g, w = lg.load(path)
+        decodes = []
+        real = Blocks.decoded
+        monkeypatch.setattr(Blocks, "decoded", lambda self, which: decodes.append((self.name, which))
+                            or real(self, which))
+        m = ladder.compile(g, "cpu", w, cache=cache)
+        monkeypatch.setattr(Blocks, "decoded", real)
+        mapped = [n for n, a in zip(m.backend.weight_names, m.backend.weights)
+                  if (_mapped_file(a) or "").startswith(str(cache / "packed"))]
+        return m(feed_of(g))["logits"], decodes, mapped
+
+    first, decodes, _ = run()
+    assert any(d[0].startswith("blk.") for d in decodes)
+    again, decodes2, mapped = run()
+    np.testing.assert_array_equal(again, first)
+    assert not [d for d in decodes2 if d[0].startswith("blk.")], decodes2  # codes, scales and mins all mapped
+    for i in range(DIMS["layers"]):
+        for p_ in types:
+            assert {f"blk.{i}.{p_}.weight.packed", f"blk.{i}.{p_}.weight.zeros"} <= set(mapped), mapped
+    g, w = lg.load(path)
+    np.testing.assert_array_equal(ladder.compile(g, "cpu", w, cache=False)(feed_of(g))["logits"], first)
+    assert all(os.path.getsize(f) > 0 for f in (cache / "packed").glob("*.pack"))
+
+
+def feed_of(g):
+    """A decode step's inputs: token 5 at position 0, zeroed caches."""
+    feed = {"tokens": np.array([5], np.int32), "kv_len": np.array([1], np.int32)}
+    return {v.name: feed.get(v.name, np.zeros(v.type.shape, v.type.dtype.np_dtype)) for v in g.inputs}
+
+
 def test_a_tq2_0_code_3_is_refused_without_decoding(tmp_path):
     """One 2-bit code 3 anywhere in a TQ2_0 tensor's codes (any byte of a block's 64, any of its four fields,
     the first block or the last) is refused at load; the scale bytes after the codes may hold any value."""
