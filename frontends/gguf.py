@@ -294,7 +294,7 @@ def ggml_type(raw: int) -> QT | ExtraType:
 Q8_0_ACTIVATIONS = ("Q8_0", "Q4_0", "Q5_0")
 # weight types whose llama.cpp dot product takes Q8_K activations (int8 per 256, an f32 scale) and that ladder
 # has a block kernel for (backends/llvm/lowerings/q8k.py: TQ2_0's crumbs, and TQ1_0's base-3 digits as the
-# file stores them); the K-quants keep f32 x
+# file stores them); Q4_K's below, the other K-quants keep f32 x
 Q8_K_ACTIVATIONS = ("TQ2_0", "TQ1_0")
 # K-quants whose llama.cpp dot product takes Q8_K activations and that ladder computes with int8 dot products:
 # 4-bit codes with a scale and a zero ("rescale": q * s - z) per 32, taken as the Q4_0 kernel's nibble blocks
