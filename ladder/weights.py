@@ -342,18 +342,16 @@ def decoded_part(cache: "PackCache | None", part: "BlockPart") -> np.ndarray:
         return None if got is None else got.view(p.dtype).reshape(p.shape)
 
     got = mapped(part)
-    if got is None:
-        for p in parts:
-            cache.store(b, f"decoded/{p.which}", 1, np.ascontiguousarray(np.asarray(p)).reshape(-1).view(np.uint8))
-        for p in parts:  # the entries just written, in place of the decoded arrays: file pages, as next time
-            m = mapped(p)
-            if m is not None:
-                b._kept[p.which] = m
-        got = mapped(part)
-        if got is None:
-            return np.asarray(part)
-    b._kept[part.which] = got
-    return got
+    if got is not None:
+        b._kept[part.which] = got
+        return got
+    for p in parts:
+        cache.store(b, f"decoded/{p.which}", 1, np.ascontiguousarray(np.asarray(p)).reshape(-1).view(np.uint8))
+    for p in parts:  # the entries just written, in place of the decoded arrays: file pages, as next time
+        m = mapped(p)
+        if m is not None:
+            b._kept[p.which] = m
+    return np.asarray(part)  # the entry mapped just now, or (not written) the decoded array
 
 
 def params(graph: Graph) -> dict[str, Op]:
