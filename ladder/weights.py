@@ -169,16 +169,16 @@ def keep_pack(layout: str, parts, packed: np.ndarray) -> None:
 
 
 class PackCache:
-    """Weights packed into another layout than their file's, kept in ``folder`` between runs: one file per
-    (model path, weight, layout), ``<sha256 of those>.pack``, its full key (JSON) in front of the bytes. ``load``
-    maps an entry read-only, trusted only when the folder and the entry pass the compiled-code cache's checks
+    """Weights packed into another layout than their file's, kept in ``folder`` between runs: one file per (model
+    path, weight, layout), ``<sha256 of those>.pack``, its full key (JSON) in front of the bytes. ``load`` maps an
+    entry read-only, trusted only when the folder and the entry pass the compiled-code cache's checks
     (ladder.context: ``cache_folder_problem``, ``cache_entry_problem``; the entry opened without following a
-    symlink), its key equals this one and its length is that of the packed shape. The key holds the weight's
-    file identity (real path, size, mtime, inode: a file rewritten in place misses), its offset, name, type,
-    shape, both layouts and a hash of the code that decodes and packs (``_pack_code``: what a new ladder
-    version would change). Entries are written to a temporary file and renamed into place; any failure to read or write only costs the packing's time. The
-    bytes are not checksummed (a 600 MB weight would take longer to hash than to pack a small one): an entry is
-    only ever replaced whole, by this user."""
+    symlink), its key equals this one and its length is that of the packed shape. The key holds the weight's file
+    identity (real path, size, mtime, inode: a file rewritten in place misses), its offset, name, type, shape, both
+    layouts and a hash of the code that decodes and packs (``_pack_code``: what a new ladder version would change).
+    Entries are written to a temporary file and renamed into place; any failure to read or write only costs the
+    packing's time. The bytes are not checksummed (a 600 MB weight would take longer to hash than to pack a small
+    one): an entry is only ever replaced whole, by this user."""
 
     MAGIC = b"LADDERPACK1\0"
     ALIGN = 64  # the bytes start at a multiple of this in the file

@@ -282,8 +282,8 @@ def _q8_0(x):
 
 
 def _q8_k(x):
-    """llama.cpp's Q8_K activation blocks (TQ2_0's and Q4_K's dot products), values back in float: per 256, q = rint(x * 127 /
-    max|x|), d = max|x| / 127 kept f32 (quantize_row_q8_K_ref, up to d's sign and last bit)."""
+    """llama.cpp's Q8_K activation blocks (TQ2_0's and Q4_K's dot products), values back in float: per 256,
+    q = rint(x * 127 / max|x|), d = max|x| / 127 kept f32 (quantize_row_q8_K_ref, up to d's sign and last bit)."""
     blocks = x.reshape(-1, 256)
     amax = np.abs(blocks).max(axis=-1, keepdims=True)
     with np.errstate(divide="ignore"):
@@ -888,8 +888,7 @@ def test_tq1_0_repacking_is_done_once_and_kept_in_the_cache_folder(tmp_path, mon
         monkeypatch.setattr(Blocks, "decoded", real)
         monkeypatch.setattr(ladder.weights, "repack_rows", real_repack)
         if feed is None:
-            feed = {"tokens": np.array([5], np.int32), "kv_len": np.array([1], np.int32)}
-            feed = {v.name: feed.get(v.name, np.zeros(v.type.shape, v.type.dtype.np_dtype)) for v in g.inputs}
+            feed = feed_of(g)
         files = {n: _mapped_file(a) for n, a in zip(m.backend.weight_names, m.backend.weights) if n in projections}
         assert set(files) == projections
         assert all(f and os.path.dirname(f) == str(cache / "packed") for f in files.values()), files
