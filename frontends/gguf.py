@@ -54,8 +54,11 @@ The graphs are checked against llama.cpp itself (tests/test_parity_llamacpp.py).
   the same Q8_K blocks, and the product is taken as llama.cpp's Q4_K dot product takes it, the codes' term less
   the mins' term: ``dequant(x's codes, x's scale repeated per 32) @ dequant(q, d * sc).T`` (one ``qmatmul_q8``
   over 4-bit blocks of 32 after ``fuse``) less ``(x's sums per 32) @ (dmin * m).T`` (a float matmul over 1/32 of
-  the elements). Other weight types (the other K-quants, F32) keep f32 activations; into F16 and BF16 weights x
-  goes rounded to f16 / bf16, as llama.cpp's dot products for those types take it.
+  the elements). Into Q6_K and Q3_K projections (and a Q6_K head) x goes through the same Q8_K blocks, its scale
+  repeated per 16, and ``dequant(x's codes, x's scales per 16) @ dequant(q, d * sc).T`` becomes one
+  ``qmatmul_q8 {group = 16}`` (int8 or 4-bit blocks of 32, two scales a block). Other weight types (Q2_K, Q5_K,
+  Q4_1, Q5_1, F32) keep f32 activations; into F16 and BF16 weights x goes rounded to f16 / bf16, as llama.cpp's
+  dot products for those types take it.
 * llama: RMSNorm, RoPE in llama.cpp's normal mode (adjacent pairs: ``rope {style = "interleaved"}``; the
   converter permuted the Q/K rows for it), grouped-query causal attention, SwiGLU FFN, final norm, output
   projection (``output.weight``, or tied to ``token_embd.weight`` when absent).
@@ -296,11 +299,12 @@ Q8_0_ACTIVATIONS = ("Q8_0", "Q4_0", "Q5_0")
 # has a block kernel for (backends/llvm/lowerings/q8k.py: TQ2_0's crumbs, and TQ1_0's base-3 digits as the
 # file stores them); Q4_K's below, the other K-quants keep f32 x
 Q8_K_ACTIVATIONS = ("TQ2_0", "TQ1_0")
-# K-quants whose llama.cpp dot product takes Q8_K activations and that ladder computes with int8 dot products:
-# 4-bit codes with a scale and a zero ("rescale": q * s - z) per 32, taken as the Q4_0 kernel's nibble blocks
-# (qmatmul_q8, the scale per 32 the product of x's per-256 scale and the weight's) less the zeros' term
-# (x's per-32 sums times the zeros: a matmul 32 times smaller) (``_zeroed_q8``)
-Q8_K_ZEROED = ("Q4_K",)
+# K-quants whose llama.cpp dot product takes Q8_K activations and that ladder computes with int8 dot products
+# over blocks of 32 (qmatmul_q8, x's per-256 scale repeated per the weight's group) (``_q8_k_blocks``): Q4_K's
+# 4-bit codes with a scale and a zero ("rescale": q * s - z) per 32 are the Q4_0 kernel's nibble blocks less the
+# zeros' term (x's per-32 sums times the zeros: a matmul 32 times smaller); Q6_K's int8 codes (q - 32) and Q3_K's
+# 4-bit ones with a scale per 16 take the same kernel with two scales a block (``group = 16``)
+Q8_K_BLOCKS = ("Q4_K", "Q6_K", "Q3_K")
 # float weight types whose llama.cpp dot product takes x rounded to the weight's own type
 ROUNDED_ACTIVATIONS = {"F16": "f16", "BF16": "bf16"}
 QUANTIZED = (QT.Q8_0, QT.Q4_0, QT.Q4_1, QT.Q5_0, QT.Q5_1, QT.TQ1_0, QT.TQ2_0,
@@ -1044,32 +1048,38 @@ class _Source:
     def _times(self, b: Builder, x: Value, wname: str, name: str | None = None) -> Value:
         """x @ W.T for weight ``wname``, x taken as llama.cpp's dot product for W's type takes it."""
         t = self.tensor(wname)
-        if t.ggml_type in Q8_K_ZEROED and x.type.shape[-1] % 256 == 0 and t.zero is not None and t.group == 32:
-            return self._zeroed_q8(b, x, wname, name)
+        if (t.ggml_type in Q8_K_BLOCKS and x.type.shape[-1] % 256 == 0
+                and (t.group == 32 and t.zero is not None or t.group == 16 and t.zero is None)):
+            return self._q8_k_blocks(b, x, wname, name)
         return b.matmul(self._activations(b, x, wname), self._matrix(b, wname), transpose_b=True, name=name)
 
-    def _zeroed_q8(self, b: Builder, x: Value, wname: str, name: str | None = None) -> Value:
-        """x @ W.T for 4-bit codes q with a scale s and a zero z per 32 (W = q * s - z), x in Q8_K blocks (x^ =
-        codes * one f32 scale per 256): x^ @ (q * s).T - (x^'s sums per 32) @ z.T. The first is
-        ``dequant(codes, x's scale per 32) @ dequant(q, s).T``, which ``fuse`` makes one ``qmatmul_q8`` over
-        int8 blocks of 32 (each block's scale x's 256-block scale, repeated); the second reads 1/32 of the
-        weight's elements."""
+    def _q8_k_blocks(self, b: Builder, x: Value, wname: str, name: str | None = None) -> Value:
+        """x @ W.T for codes q with a scale s per group g (16 or 32) and maybe a zero z per 32 (W = q * s - z), x
+        in Q8_K blocks (x^ = codes * one f32 scale per 256): x^ @ (q * s).T [- (x^'s sums per 32) @ z.T]. The
+        first is ``dequant(codes, x's scale repeated per g) @ dequant(q, s).T``, which ``fuse`` makes one
+        ``qmatmul_q8 {group = g}`` over int8 blocks of 32; the second reads 1/32 of the weight's elements."""
         t = self.tensor(wname)
-        k = x.type.shape[-1]
+        g, k = t.group, x.type.shape[-1]
         lead = list(x.type.shape[:-1])
-        key = (x.name, "q8k/32")
+        key = (x.name, f"q8k/{g}")
         if key not in self._rounded:
-            xq, xs = b.quantize(x, scheme="absmax", dtype="i8", axis=-1, group=256)
-            ones = b.const(np.ones(8, np.float32))
-            xs32 = b.reshape(b.mul(b.reshape(xs, shape=lead + [k // 256, 1]), ones), shape=lead + [k // 32])
-            xd = b.dequant(xq, xs32, axis=-1, group=32)
-            sums = b.reduce(b.reshape(xd, shape=lead + [k // 32, 32]), kind="sum", axes=[-1])
+            q8k = self._rounded.get((x.name, "q8k"))
+            if q8k is None:
+                q8k = self._rounded[(x.name, "q8k")] = b.quantize(x, scheme="absmax", dtype="i8", axis=-1, group=256)
+            xq, xs = q8k
+            ones = b.const(np.ones(256 // g, np.float32))
+            xsg = b.reshape(b.mul(b.reshape(xs, shape=lead + [k // 256, 1]), ones), shape=lead + [k // g])
+            xd = b.dequant(xq, xsg, axis=-1, group=g)
+            sums = b.reduce(b.reshape(xd, shape=lead + [k // 32, 32]), kind="sum", axes=[-1]) if g == 32 else None
             self._rounded[key] = (xd, sums)
         xd, sums = self._rounded[key]
         codes = self._param(b, wname, t.codes, t.dtype, t.stored)
         scale = self._param(b, f"{wname}.scales", t.scale, _np_dtype_ladder(t.scale))
+        y = b.matmul(xd, b.dequant(codes, scale, axis=-1, group=g), transpose_b=True,
+                     name=name if t.zero is None else None)
+        if t.zero is None:
+            return y
         zeros = self._param(b, f"{wname}.zeros", t.zero, _np_dtype_ladder(t.zero))
-        y = b.matmul(xd, b.dequant(codes, scale, axis=-1, group=32), transpose_b=True)
         return b.sub(y, b.matmul(sums, zeros, transpose_b=True), name=name)
 
     def project(self, b: Builder, x: Value, act_scale: Value | None, name: str, out_features: int,

@@ -282,7 +282,7 @@ def _q8_0(x):
 
 
 def _q8_k(x):
-    """llama.cpp's Q8_K activation blocks (TQ2_0's and Q4_K's dot products), values back in float: per 256,
+    """llama.cpp's Q8_K activation blocks (TQ2_0's, TQ1_0's, Q4_K's, Q6_K's and Q3_K's dot products), values back in float: per 256,
     q = rint(x * 127 / max|x|), d = max|x| / 127 kept f32 (quantize_row_q8_K_ref, up to d's sign and last bit)."""
     blocks = x.reshape(-1, 256)
     amax = np.abs(blocks).max(axis=-1, keepdims=True)
@@ -294,6 +294,7 @@ def _q8_k(x):
 # the weight types whose llama.cpp dot product takes x in Q8_0 blocks, Q8_K blocks or rounded to f16 / bf16
 Q8_0_DOT = ("Q8_0", "Q4_0", "Q5_0")
 ROUND_X = {"Q8_0": _q8_0, "Q4_0": _q8_0, "Q5_0": _q8_0, "TQ2_0": _q8_k, "TQ1_0": _q8_k, "Q4_K": _q8_k,
+           "Q6_K": _q8_k, "Q3_K": _q8_k,
            "F16": lambda x: x.astype(np.float16).astype(np.float32),
            "BF16": lambda x: x.astype(ml_dtypes.bfloat16).astype(np.float32)}
 
@@ -395,6 +396,34 @@ def test_llama_matches_numpy_reference(tmp_path, tied):
     assert np.all(final[1][:, 4:] == 0)  # nothing written past the filled positions
 
 
+# a Q4_K_M file's K-quants (llama-quantize's default mix: Q4_K, Q6_K for some projections and the embedding / head)
+# and Q3_K (Q3_K_M's)
+K_QUANTS = {"token_embd": QT.Q6_K, "attn_q": QT.Q3_K, "attn_k": QT.Q6_K, "attn_v": QT.Q4_K,
+            "attn_output": QT.Q6_K, "ffn_gate": QT.Q3_K, "ffn_up": QT.Q4_K, "ffn_down": QT.Q6_K}
+
+
+def test_k_quants_take_llamas_q8_k_dot_products(tmp_path):
+    """Q3_K, Q4_K and Q6_K projections and a tied Q6_K head take x in Q8_K blocks and int8 dot products over
+    blocks of 32 (``qmatmul_q8``; Q3_K's and Q6_K's scale per 16 is ``group = 16``, two scales a block): the
+    reference interpreter agrees with the numpy model (llama.cpp's dot products), and the cpu target with it."""
+    path = model_file(tmp_path / "k.gguf", "llama", K_QUANTS, tied=True)
+    outs, ref, _ = run_steps(path, "llama", [3, 17, 5], 40)
+    for out, r in zip(outs, ref):
+        np.testing.assert_allclose(out["logits"], r, rtol=1e-4, atol=1e-4 * float(np.abs(r).max()))
+    g, w = lg.load(path)
+    fused = PassManager("legalize-types{target=cpu},fuse").run(g)
+    groups = sorted(op.attr.get("group", 32) for op in fused.ops() if op.kind == "qmatmul_q8")
+    assert groups == [16] * (2 * 5 + 1) + [32] * (2 * 2)  # per layer 2 Q3_K and 3 Q6_K, the head; 2 Q4_K
+    assert not [op for op in fused.ops() if op.kind == "qmatmul"]
+    # Q3_K's 4-bit codes in blocks of 32 (two of its scales a block, apart), which the int8 dot product kernel takes
+    assert {op.results[0].type.packing.name for op in fused.ops()
+            if op.kind == "pack" and op.results[0].type.dtype.name == "i4"} == {"nib16"}
+    feed = feed_of(g)
+    want = ladder.run(g, feed, w)["logits"]
+    got = ladder.compile(g, "cpu", w, cache=False)(feed)["logits"]
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * float(np.abs(want).max()))
+
+
 def test_llama_rope_is_interleaved(tmp_path):
     """The llama graph uses llama.cpp's normal RoPE (adjacent pairs); the half style gives other logits."""
     path = model_file(tmp_path / "llama.gguf", "llama", {})
@@ -446,16 +475,18 @@ def test_fuse_makes_qmatmul_and_keeps_results(tmp_path):
     path = model_file(tmp_path / "llama.gguf", "llama", LLAMA_TYPES)
     g, w = lg.load(path)
     # 5 quantized projections/layer, the embedding and the head; per layer x's Q8_0 blocks once (attn_q and
-    # attn_k share theirs), x's Q8_K blocks for ffn_down (TQ2_0) and for attn_v (Q4_K: its zeros apart)
-    assert sum(op.kind == "dequant" for op in g.ops()) == 2 * 5 + 2 + 2 * 3
-    assert sum(op.kind == "quantize" for op in g.ops()) == 2 * 3
+    # attn_k share theirs), x's Q8_K blocks for ffn_down (TQ2_0), for attn_v (Q4_K: its zeros apart) and for
+    # ffn_gate (Q6_K: x's scale repeated per 16)
+    assert sum(op.kind == "dequant" for op in g.ops()) == 2 * 5 + 2 + 2 * 4
+    assert sum(op.kind == "quantize" for op in g.ops()) == 2 * 4
     # x rounded to bf16 into ffn_up (BF16) and to f16 into attn_output (F16), as llama.cpp's dot products take it
     assert sum(op.kind == "cast" and op.result.type.dtype.name == "bf16" for op in g.ops()) == 2
     fused = PassManager("legalize-types{target=cpu},fuse").run(g)
     kinds = [op.kind for op in fused.ops()]
-    assert kinds.count("qmatmul") == 2 * 1 + 1  # the other quantized matmuls (the embedding's feeds a gather)
-    # attn_q (Q4_0), attn_k (Q8_0), attn_v (Q4_K) and ffn_down (TQ2_0): llama.cpp's Q8_0 and Q8_K dot products
-    assert kinds.count("qmatmul_q8") == 2 * 4
+    assert kinds.count("qmatmul") == 1  # the other quantized matmul: the head (the embedding's feeds a gather)
+    # attn_q (Q4_0), attn_k (Q8_0), attn_v (Q4_K), ffn_gate (Q6_K) and ffn_down (TQ2_0): llama.cpp's Q8_0 and Q8_K
+    # dot products
+    assert kinds.count("qmatmul_q8") == 2 * 5
     # the F16 and BF16 projections stay float matmuls, and so does attn_v's zeros' term (x's sums per 32)
     assert kinds.count("matmul") == 2 * 3
     assert "pack" in kinds

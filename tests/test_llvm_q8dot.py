@@ -90,7 +90,8 @@ def test_qmatmul_q8_batch_dims_f16_x_scales_groups_and_epilogue():
     gb = G()
     _case(gb, rng, "i8", None, "f16", (2, 3), 2, 5, 64)
     _case(gb, rng, "i4", "nib16+f16", None, (2,), 3, 7, 96, sx_dt="f16")
-    _case(gb, rng, "i8", None, "f32", (), 3, 5, 64, group=16)  # another group: the generic kernel
+    _case(gb, rng, "i8", None, "f32", (), 3, 5, 64, group=16)  # a scale per 16: two a block
+    _case(gb, rng, "i8", None, "f32", (), 3, 5, 64, group=8)  # another group: the generic kernel
     _case(gb, rng, "i4", "nib16+f16", None, (), 5, 9, 288, epilogue="silu")
     check(gb, TARGETS)
 
@@ -177,6 +178,12 @@ def test_the_plan_follows_the_target_and_the_weights():
                                 b2.param("w", "i8[3, 48]"), b2.param("s", "f16[3, 3]"), group=16))
     op2 = next(o for o in g2.ops() if o.kind == "qmatmul_q8")
     assert q8dot.plan(Ctx("cpu:avx2"), op2, [g2.type_of(o) for o in op2.operands]) is None
+    b3 = Builder()  # a scale per 16 (Q6_K's) and K whole blocks of 32: the block kernel, two scales a block
+    g3 = b3.build(b3.qmatmul_q8(b3.input("x", "i8[1, 64]"), b3.input("sx", "f32[1, 4]"),
+                                b3.param("w", "i8[3, 64]"), b3.param("s", "f32[3, 4]"), group=16))
+    op3 = next(o for o in g3.ops() if o.kind == "qmatmul_q8")
+    p3 = q8dot.plan(Ctx("cpu:avx2"), op3, [g3.type_of(o) for o in op3.operands])
+    assert p3 is not None and p3.halves and p3.per == 2 and not q8dot.plan(Ctx("cpu:avx2"), op, types).halves
 
 
 @pytest.mark.parametrize("bad,msg", [
@@ -369,7 +376,8 @@ def test_the_crumb_plan_follows_the_target_and_the_layout():
 GEMV_WEIGHTS = [("i8", None, "f16", 32), ("i4", "nib16+f16", None, 32), ("i4", "nib16", "f32", 32),
                 ("u4", "nib16+bf16", None, 32), ("u4", "nib16", "f16", 32), ("ternary", "tq2+f16", None, 256),
                 ("ternary", "crumb64", "f32", 256), ("i2", "crumb64+f16", None, 256), ("i4", "q4+f16", None, 32),
-                ("i8", "q8+f16", None, 32), ("ternary", "tq1+f16", None, 256)]
+                ("i8", "q8+f16", None, 32), ("ternary", "tq1+f16", None, 256), ("i8", None, "f32", 16),
+                ("i4", "nib16", "f16", 16), ("i8", "q8", "bf16", 16)]
 GEMV_IDS = [f"{d}-{p or 'raw'}" for d, p, _, _ in GEMV_WEIGHTS]
 
 
@@ -386,7 +394,8 @@ def test_gemv_gives_the_bits_of_a_leftover_row(target, dname, layout, sdt, group
     of 4) takes the row-at-a-time loop. The same x there gives the same bits: N on and off multiples of the
     GEMV's row group, K from one block to whole groups of 8 and a tail."""
     rng = np.random.default_rng(len(GEMV_IDS) + len(target) + group)
-    for N, K in [(1, group), (3, 2 * group), (5, 9 * 32 if group == 32 else 3 * group), (13, 24 * 32), (9, 2048)]:
+    for N, K in [(1, max(group, 32)), (3, 2 * max(group, 32)), (5, 9 * 32 if group <= 32 else 3 * group),
+                 (13, 24 * 32), (9, 2048)]:
         gb = _one_op_graph(rng, dname, layout, sdt, group, 5, N, K)
         one = _one_op_graph(rng, dname, layout, sdt, group, 1, N, K)
         cg5 = compile_graph(gb.graph(), gb.weights, target=target, pipeline="")
@@ -402,7 +411,7 @@ def test_gemv_gives_the_bits_of_a_leftover_row(target, dname, layout, sdt, group
         assert np.array_equal(got1[0][0].view(np.uint32), got5[4].view(np.uint32)), f"{N}x{K}"
 
 
-WIDE_WEIGHTS = [w for w in GEMV_WEIGHTS if w[3] == 32] + [("i8", None, "f32", 32), ("u4", "q4", "f32", 32)]
+WIDE_WEIGHTS = [w for w in GEMV_WEIGHTS if w[3] <= 32] + [("i8", None, "f32", 32), ("u4", "q4", "f32", 32)]
 
 
 @pytest.mark.parametrize("dname,layout,sdt,group", WIDE_WEIGHTS, ids=[f"{d}-{p or 'raw'}-{s or 'inline'}"

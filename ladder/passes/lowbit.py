@@ -128,6 +128,11 @@ class LegalizeTypes(Pass):
                         dequants_only = True
                 if wide and base is None:
                     continue  # not its file's blocks: the weight stays as it is
+                if base is None and scales is not None and len(scales[1]) == 1 and 0 < scales[0] < 32 \
+                        and 32 % scales[0] == 0:
+                    # scales per 16 (Q3_K's) inside no packing: blocks of 32 codes, the scales apart, which the
+                    # int8 dot product kernels take two scales a block (qmatmul_q8 {group = 16})
+                    layout = _packing_with_block(target, t.dtype, 32, overrides.get(t.dtype.name)) or layout
                 packed = _add(g, "pack", pack_operands, {"layout": layout}, f"{r.name}.packed", op.loc)
                 logical = None
                 for user in g.users(r.name):

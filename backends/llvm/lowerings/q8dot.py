@@ -3,8 +3,9 @@
 Two tiers, chosen per op at lowering time:
 
 * a **block** kernel for blocks of 32 along K (``group = 32``, K a whole number of blocks: what GGUF's Q8_0,
-  Q5_0 and Q4_0 give) over int8 weights as numpy holds them (one byte a code, the scales a separate tensor) or in
-  ``q8`` blocks (``q8+f16``: Q8_0's bytes, each block's f16 scale before its 32 codes), or
+  Q5_0, Q4_0 and Q4_K give; or ``group = 16``, two scales a block for w and for x, the first for the sums in lanes
+  0-3 and the second for lanes 4-7: Q6_K's and Q3_K's, with the weight scales apart) over int8 weights as numpy
+  holds them (one byte a code, the scales a separate tensor) or in ``q8`` blocks (``q8+f16``: Q8_0's bytes, each block's f16 scale before its 32 codes), or
   4-bit weights in 32-code nibble blocks (``nib16``, the scales inside each block as ``nib16+f16`` does, or
   beside them). Work item = one weight row n. Each thread first copies the rows of x of a pass (as many as
   fit SCRATCH bytes of stack, at most MCHUNK) to a scratch, clipped to -127 (the op's definition; absmax
@@ -110,6 +111,12 @@ class Q8Plan:
     f16c: bool  # fpext half -> float is one instruction (else integer arithmetic, as codegen does)
     fma: bool
     gfni: bool = False  # nibbles decode in one vgf2p8affineqb (GFNI + AVX; both nibbles' XORs alike)
+    halves: bool = False  # a scale per 16 (group = 16) for w and x: two a block, lanes 0-3 and 4-7 of its sums
+
+    @property
+    def per(self) -> int:
+        """Scales a block of 32 takes, for w and for x."""
+        return 2 if self.halves else 1
 
 
 def plan(ctx, op, ins) -> Q8Plan | None:
@@ -117,7 +124,10 @@ def plan(ctx, op, ins) -> Q8Plan | None:
     x, sx, w = ins[0], ins[1], ins[2]
     g = OPS[op.kind].full_attrs(op.attr)["group"]
     k, n = x.shape[-1], w.shape[0]
-    if g != BLOCK or k == 0 or k % BLOCK or 2 * k > SCRATCH:
+    if g not in (BLOCK, BLOCK // 2) or k == 0 or k % BLOCK or 2 * k > SCRATCH:
+        return None
+    halves = g == BLOCK // 2  # Q6_K's and Q3_K's scale per 16: both scales of a block, as a vector
+    if halves and block_scales(w):
         return None
     t = ctx.target
     if w.layout is None:
@@ -148,7 +158,7 @@ def plan(ctx, op, ins) -> Q8Plan | None:
         sw=None if inline is not None else ins[3].dtype, sx=sx.dtype,
         dot="vnni" if madd and t.supports("i8-dot") else ("madd" if madd else "i16"),
         f16c=has_f16c(t), fma=t.supports("f32-fma"),
-        gfni=nibbles and "gfni" in feats and "avx" in feats and nib_xor >> 4 == nib_xor & 15)
+        gfni=nibbles and "gfni" in feats and "avx" in feats and nib_xor >> 4 == nib_xor & 15, halves=halves)
 
 
 def _nib_blocks(L) -> bool:
@@ -185,6 +195,7 @@ def _lower_blocks(ctx, op, ins, outs, p: Q8Plan):
     psw = ptrs[3] if p.sw is not None else None
     py = ptrs[-1]
     R, K, N, NB = p.rows, p.k, p.n, p.nblocks
+    NS = NB * p.per  # scales a row (of w and of x)
     w_bytes = N * p.row_bytes
     v16i8, v32i8 = ir.VectorType(I8, 16), ir.VectorType(I8, 32)
     v8i16, v16i16, v32i16 = ir.VectorType(I16, 8), ir.VectorType(I16, 16), ir.VectorType(I16, 32)
@@ -217,7 +228,7 @@ def _lower_blocks(ctx, op, ins, outs, p: Q8Plan):
     full = NB - NB % GROUP  # blocks in whole groups of 8 (the GEMV's two accumulators take them in turn)
     # 512-bit register tiles (AVX-512 VNNI; BW for the byte arithmetic), where their buffers fit the stack
     wide = (p.dot == "vnni" and R > 1 and full > 0 and {"avx512f", "avx512bw", "avx512vnni"} <= ctx.target.features()
-            and NT * K * (1 if offset else 3) + 4 * NB * (MTILE * NT + NT) <= WIDE_BUFFERS)
+            and NT * K * (1 if offset else 3) + 4 * NS * (MTILE * NT + NT) <= WIDE_BUFFERS)
     CH = max(1, min(MCHUNK, (SCRATCH_WIDE if wide else SCRATCH) // per_row, R))
     if wide and CH > MTILE:
         CH -= CH % MTILE  # whole tiles per pass
@@ -251,27 +262,31 @@ def _lower_blocks(ctx, op, ins, outs, p: Q8Plan):
         return b.sub(wv, splat8(8)) if p.signed and not offset else wv
 
     def scales(b, n, wrow, j, count):
-        """The f32 scales of blocks j .. j+count-1 of weight row n: a scalar (count 1) or a vector of 8."""
+        """The f32 scales of blocks j .. j+count-1 of weight row n: a scalar (count 1) or a vector of count (with
+        halves a vector of 2 count: each block's two in turn)."""
+        cnt = count * p.per
         if p.inline_scale is not None:
             dt, st = p.inline_scale, storage_type(p.inline_scale)
             raws = [b.load(gep8(b, pw, b.add(b.add(wrow, b.mul(b.add(j, C64(a)), C64(p.stride))), C64(p.scale_at))),
                            typ=st, align=1) for a in range(count)]
         else:
             dt, st = p.sw, storage_type(p.sw)
-            at = b.gep(psw, [b.add(b.mul(n, C64(NB)), j)], source_etype=st)
-            if count == 1:
+            at = b.gep(psw, [b.add(b.mul(n, C64(NS)), b.mul(j, C64(2)) if p.halves else j)], source_etype=st)
+            if cnt == 1:
                 raws = [b.load(at, typ=st)]
             else:
-                vec = b.load(at, typ=ir.VectorType(st, count), align=st.width // 8 if isinstance(st, ir.IntType) else 4)
+                vec = b.load(at, typ=ir.VectorType(st, cnt), align=st.width // 8 if isinstance(st, ir.IntType) else 4)
                 raws = vec
-        return _scales_f32(b, raws, dt, count)
+        return _scales_f32(b, raws, dt, cnt)
 
     def dot(b, wv, wabs, xv, corr):
         """The 8 lanes of partial sums (i32) of a block's 32 products w * x."""
         if p.dot == "i16":  # exact: |w x| <= 128 * 127 fits i16; 4 products summed into each lane
             prod = b.sext(b.mul(b.sext(wv, v32i16), b.sext(xv, v32i16)), v32i32)
-            parts = [b.shuffle_vector(prod, ir.Constant(v32i32, None),
-                                      ir.Constant(v8i32, list(range(8 * q, 8 * q + 8)))) for q in range(4)]
+            # lane i sums products i, 8 + i, 16 + i and 24 + i; with halves 4i .. 4i + 3, as vpdpbusd does (lanes 0-3
+            # the block's first 16)
+            parts = [b.shuffle_vector(prod, ir.Constant(v32i32, None), ir.Constant(v8i32, [
+                4 * i + q if p.halves else 8 * q + i for i in range(8)])) for q in range(4)]
             return b.add(b.add(parts[0], parts[1]), b.add(parts[2], parts[3]))
         if offset:  # offset nibbles (0-15) times x, plus -8 x (corr)
             if p.dot == "vnni":
@@ -287,11 +302,21 @@ def _lower_blocks(ctx, op, ins, outs, p: Q8Plan):
         return b.shuffle_vector(vec, ir.Constant(v8f, None), ir.Constant(v8i32, [0] * 8))
 
     def x_scales(b, m, j, count):
-        """x's f32 scales of blocks j .. j+count-1 of row m: a scalar (count 1) or a vector of count."""
+        """x's f32 scales of blocks j .. j+count-1 of row m: a scalar (count 1) or a vector of count (with halves
+        a vector of 2 count, as ``scales``)."""
         st = storage_type(p.sx)
-        at = b.gep(psx, [b.add(b.mul(m, C64(NB)), j)], source_etype=st)
-        raws = [b.load(at, typ=st)] if count == 1 else b.load(at, typ=ir.VectorType(st, count), align=2)
-        return _scales_f32(b, raws, p.sx, count)
+        cnt = count * p.per
+        at = b.gep(psx, [b.add(b.mul(m, C64(NS)), b.mul(j, C64(2)) if p.halves else j)], source_etype=st)
+        raws = [b.load(at, typ=st)] if cnt == 1 else b.load(at, typ=ir.VectorType(st, cnt), align=2)
+        return _scales_f32(b, raws, p.sx, cnt)
+
+    def lanes(b, v, a):
+        """Block a's scale, of ``v`` (a scalar, or a vector of ``scales``' or ``x_scales``' or their products), in
+        the 8 lanes of the block's sums; with halves its first scale in lanes 0-3 and its second in lanes 4-7."""
+        if not isinstance(v.type, ir.VectorType):
+            return splat(b, v)
+        idx = [2 * a] * 4 + [2 * a + 1] * 4 if p.halves else [a] * 8
+        return b.shuffle_vector(v, ir.Constant(v.type, None), ir.Constant(v8i32, idx))
 
     def _scales_f32(b, raws, dt, count):
         """Scales as stored (a list of scalars, or a vector) -> f32 (a scalar, or a vector of ``count``)."""
@@ -321,18 +346,27 @@ def _lower_blocks(ctx, op, ins, outs, p: Q8Plan):
         v64i8, v16i32, v16f = ir.VectorType(I8, 64), ir.VectorType(I32, 16), ir.VectorType(F32, 16)
         dpbusd16 = ctx.declare("llvm.x86.avx512.vpdpbusd.512", v16i32, [v16i32, v16i32, v16i32])
         muladd16 = ctx.declare("llvm.fmuladd.v16f32", v16f, [v16f, v16f, v16f])
-        # the dwords of blocks j and j + 1 alternate: dword i of block j in lane 2i, of block j + 1 in 2i + 1
-        weave = ir.Constant(ir.VectorType(I32, 16), [i // 2 + 8 * (i % 2) for i in range(16)])
+        # the dwords of blocks j and j + 1 alternate: dword i of block j in lane 2i, of block j + 1 in 2i + 1. With
+        # halves (a scale per 16: dwords 0-3 and 4-7 of a block), lane 4i + h (h = 0..3) takes dword i of block j
+        # (h = 0) or j + 1 (h = 1), or dword 4 + i of block j (h = 2) or j + 1 (h = 3): the four scales of the pair
+        # [j's first, j + 1's first, j's second, j + 1's second] broadcast as 128 bits give every lane its own.
+        # ``evens`` picks block j's dwords 0-7 (the GEMV's first accumulator) and ``odds`` block j + 1's.
+        if p.halves:
+            weave = ir.Constant(ir.VectorType(I32, 16), [8 * (i % 2) + 4 * (i % 4 // 2) + i // 4 for i in range(16)])
+            evens, odds = (ir.Constant(v8i32, [4 * (i % 4) + 2 * (i // 4) + h for i in range(8)]) for h in (0, 1))
+        else:
+            weave = ir.Constant(ir.VectorType(I32, 16), [i // 2 + 8 * (i % 2) for i in range(16)])
+            evens, odds = (ir.Constant(v8i32, list(range(h, 16, 2))) for h in (0, 1))
         bytes128 = ir.Constant(v16i32, [0x80808080 - (1 << 32)] * 16)  # 128 (unsigned) in every byte
-        evens, odds = (ir.Constant(v8i32, list(range(h, 16, 2))) for h in (0, 1))
+        PW = 2 * p.per  # scales a pair of blocks takes (of w, and products of w's and x's)
         npairs = full // 2
         cbuf = entry_alloca(b, v64i8, NT * npairs)  # a column tile's codes, woven, [pair][c]
         cbuf.align = 64
         obuf = None if offset else entry_alloca(b, v16i32, NT * npairs)  # their -128 w sums (int8 weights)
         if obuf is not None:
             obuf.align = 64
-        wsf = entry_alloca(b, F32, NT * full)  # their scales in f32, [pair][c][2]
-        dbuf = entry_alloca(b, ir.DoubleType(), NT * MTILE * npairs)  # both scales' products, [pair][t][c] x 2
+        wsf = entry_alloca(b, F32, NT * npairs * PW)  # their scales in f32, [pair][c][PW]
+        dbuf = entry_alloca(b, F32, NT * MTILE * npairs * PW)  # both scales' products, [pair][t][c][PW]
         dbuf.align = 64
 
     def fill(b, mc, mend):
@@ -407,8 +441,7 @@ def _lower_blocks(ctx, op, ins, outs, p: Q8Plan):
                     corr = b.bitcast(b.load(vec_at(b, b.add(b.add(xrows[t], C64(K)), at)), typ=v32i8, align=32),
                                      corr_t) if offset else None
                     pf = b.sitofp(dot(b, wv, wabs, xv, corr), v8f)
-                    d = splat(b, ds[t]) if count == 1 else b.shuffle_vector(
-                        ds[t], ir.Constant(v8f, None), ir.Constant(v8i32, [a] * 8))
+                    d = lanes(b, ds[t], a)
                     acc = accs[t][a % NA]
                     accs[t][a % NA] = b.call(muladd, [pf, d, acc]) if p.fma else b.fadd(b.fmul(pf, d), acc)
             for row, vals in zip(slots, accs):
@@ -440,7 +473,7 @@ def _lower_blocks(ctx, op, ins, outs, p: Q8Plan):
             at = b.mul(j, C64(BLOCK))
             # the fence keeps ws * xs a vector multiply by xs broadcast from memory (InstCombine would make the
             # product of two splats a scalar multiply and a broadcast: one instruction more per output)
-            ws = [b.call(fence, [splat(b, scales(b, ns[c], wrows[c], j, 1))]) for c in range(C)]
+            ws = [b.call(fence, [lanes(b, scales(b, ns[c], wrows[c], j, 1), 0)]) for c in range(C)]
             wv = [codes(b, wrows[c], j) for c in range(C)]
             if offset:
                 wops = wv
@@ -452,7 +485,7 @@ def _lower_blocks(ctx, op, ins, outs, p: Q8Plan):
             accs = [[b.load(s_, typ=v8f) for s_ in row] for row in slots]
             for t in range(MTILE):
                 xv = b.load(vec_at(b, b.add(xrows[t], at)), typ=v32i8, align=32)
-                xs = splat(b, x_scales(b, ms[t], j, 1))
+                xs = lanes(b, x_scales(b, ms[t], j, 1), 0)
                 if offset:
                     corr = b.bitcast(b.load(vec_at(b, b.add(b.add(xrows[t], C64(K)), at)), typ=v32i8, align=32),
                                      corr_t)
@@ -492,8 +525,13 @@ def _lower_blocks(ctx, op, ins, outs, p: Q8Plan):
                     sums = b.call(dpbusd16, [ir.Constant(v16i32, None), bytes128, wv])
                     b.store(b.sub(ir.Constant(v16i32, None), sums), b.gep(obuf, [at], source_etype=v16i32), align=64)
                 two = [scales(b, ns[c], wrows[c], b.add(j, C64(a)), 1) for a in (0, 1)]
-                for a in (0, 1):
-                    b.store(two[a], b.gep(wsf, [b.add(b.mul(j, C64(C)), C64(2 * c + a))], source_etype=F32))
+                at = b.gep(wsf, [b.add(b.mul(q, C64(PW * C)), C64(PW * c))], source_etype=F32)
+                if p.halves:  # [j's first, j + 1's first, j's second, j + 1's second]
+                    b.store(b.shuffle_vector(two[0], two[1], ir.Constant(ir.VectorType(I32, 4), [0, 2, 1, 3])),
+                            b.bitcast(at, ir.VectorType(F32, 4).as_pointer()), align=4)
+                else:
+                    for a in (0, 1):
+                        b.store(two[a], b.gep(at, [C64(a)], source_etype=F32))
 
     def wide_tile(b, n0, C, m0, mc, mend):
         """Rows m0 .. m0+MTILE-1 of x (those before mend; the others repeat row mend - 1 and are not stored)
@@ -509,15 +547,15 @@ def _lower_blocks(ctx, op, ins, outs, p: Q8Plan):
         ms = [b.add(m0, C64(t)) for t in range(MTILE)]
         ms = [b.select(b.icmp_signed("<", m, mend), m, last) for m in ms]
         xrows = [b.mul(b.sub(m, mc), C64(per_row)) for m in ms]
-        wvec = ir.VectorType(F32, 2 * C)
+        wvec = ir.VectorType(F32, PW * C)
         with for_range(b, 0, full, step=2, name="wd", vectorize=False) as j:  # the scale products
             q = b.udiv(j, C64(2))
-            ws = b.load(b.gep(wsf, [b.mul(j, C64(C))], source_etype=F32), typ=wvec, align=4)
+            ws = b.load(b.gep(wsf, [b.mul(q, C64(PW * C))], source_etype=F32), typ=wvec, align=4)
             for t in range(MTILE):
                 xs = x_scales(b, ms[t], j, 2)  # blocks j and j + 1, once for each of the C weight rows
-                xs = b.shuffle_vector(xs, ir.Constant(xs.type, None), ir.Constant(ir.VectorType(I32, 2 * C),
-                                                                                  [0, 1] * C))
-                at = b.gep(dbuf, [b.mul(b.add(b.mul(q, C64(MTILE)), C64(t)), C64(C))], source_etype=ir.DoubleType())
+                pick = ([0, 2, 1, 3] if p.halves else [0, 1]) * C  # in wsf's order
+                xs = b.shuffle_vector(xs, ir.Constant(xs.type, None), ir.Constant(ir.VectorType(I32, PW * C), pick))
+                at = b.gep(dbuf, [b.mul(b.add(b.mul(q, C64(MTILE)), C64(t)), C64(PW * C))], source_etype=F32)
                 b.store(b.fmul(ws, xs), b.bitcast(at, wvec.as_pointer()), align=8)
         slots = [[entry_alloca(b, v16f) for _ in range(C)] for _ in range(MTILE)]
         for row in slots:
@@ -542,11 +580,17 @@ def _lower_blocks(ctx, op, ins, outs, p: Q8Plan):
                         wo = b.load(b.gep(obuf, [b.add(b.mul(q, C64(C)), C64(c))], source_etype=v16i32), typ=v16i32,
                                     align=64)
                         s_ = b.call(dpbusd16, [wo, xu, wv[c]])
-                    dd = b.load(b.gep(dbuf, [b.add(b.mul(b.add(b.mul(q, C64(MTILE)), C64(t)), C64(C)), C64(c))],
-                                      source_etype=ir.DoubleType()), typ=ir.DoubleType(), align=8)
-                    dv = b.insert_element(ir.Constant(ir.VectorType(ir.DoubleType(), 8), None), dd, C32(0))
-                    dv = b.shuffle_vector(dv, ir.Constant(dv.type, None), ir.Constant(v8i32, [0] * 8))
-                    d = b.bitcast(dv, v16f)
+                    dat = b.gep(dbuf, [b.mul(b.add(b.mul(b.add(b.mul(q, C64(MTILE)), C64(t)), C64(C)), C64(c)),
+                                             C64(PW))], source_etype=F32)
+                    if p.halves:  # the pair's four products, 128 bits broadcast
+                        dd = b.load(b.bitcast(dat, ir.VectorType(F32, 4).as_pointer()), typ=ir.VectorType(F32, 4),
+                                    align=16)
+                        d = b.shuffle_vector(dd, ir.Constant(dd.type, None), ir.Constant(v16i32, [0, 1, 2, 3] * 4))
+                    else:
+                        dd = b.load(b.bitcast(dat, ir.DoubleType().as_pointer()), typ=ir.DoubleType(), align=8)
+                        dv = b.insert_element(ir.Constant(ir.VectorType(ir.DoubleType(), 8), None), dd, C32(0))
+                        dv = b.shuffle_vector(dv, ir.Constant(dv.type, None), ir.Constant(v8i32, [0] * 8))
+                        d = b.bitcast(dv, v16f)
                     pf = b.sitofp(s_, v16f)
                     accs[t][c] = b.call(muladd16, [pf, d, accs[t][c]]) if p.fma else b.fadd(b.fmul(pf, d), accs[t][c])
             for row, vals in zip(slots, accs):
@@ -569,7 +613,7 @@ def _lower_blocks(ctx, op, ins, outs, p: Q8Plan):
                         corr = b.bitcast(b.load(vec_at(b, b.add(b.add(xrows[t], C64(K)), at)), typ=v32i8,
                                                 align=32), corr_t) if offset else None
                         pf = b.sitofp(dot(b, wv1, wabs, xv, corr), v8f)
-                        d = b.fmul(wsc, splat(b, x_scales(b, ms[t], j, 1)))
+                        d = b.fmul(wsc, lanes(b, x_scales(b, ms[t], j, 1), 0))
                         lo = b.load(halves[t][c], typ=v8f)
                         b.store(b.call(muladd, [pf, d, lo]) if p.fma else b.fadd(b.fmul(pf, d), lo), halves[t][c])
         for t in range(MTILE):
@@ -586,8 +630,8 @@ def _lower_blocks(ctx, op, ins, outs, p: Q8Plan):
     def w_scale_splat(b, n, wrow, j):
         """Block j's weight scale in 8 lanes: f16 broadcast as stored and converted as a vector (one broadcast load
         and one vcvtph2ps), else converted and broadcast."""
-        if (p.inline_scale or p.sw).name != "f16" or not p.f16c:
-            return splat(b, scales(b, n, wrow, j, 1))
+        if (p.inline_scale or p.sw).name != "f16" or not p.f16c or p.halves:
+            return lanes(b, scales(b, n, wrow, j, 1), 0)
         if p.inline_scale is not None:
             at = gep8(b, pw, b.add(b.add(wrow, b.mul(j, C64(p.stride))), C64(p.scale_at)))
         else:
@@ -655,7 +699,7 @@ def _lower_blocks(ctx, op, ins, outs, p: Q8Plan):
                 at = b.mul(j, C64(BLOCK))
                 xv = b.load(vec_at(b, at), typ=v32i8, align=32)
                 corr = b.bitcast(b.load(vec_at(b, b.add(C64(K), at)), typ=v32i8, align=32), corr_t) if offset else None
-                xsv = splat(b, x_scales(b, C64(0), j, 1)) if ds is None else None
+                xsv = lanes(b, x_scales(b, C64(0), j, 1), 0) if ds is None else None
                 for c in range(C):
                     wv = codes(b, wrows[c], j)
                     wabs = b.call(vabs, [wv, ir.Constant(ir.IntType(1), 0)]) if p.dot != "i16" and not offset else None
@@ -665,7 +709,7 @@ def _lower_blocks(ctx, op, ins, outs, p: Q8Plan):
                     elif ds is None:
                         d = b.fmul(w_scale_splat(b, ns[c], wrows[c], j), xsv)
                     else:
-                        d = b.shuffle_vector(ds[c], ir.Constant(v8f, None), ir.Constant(v8i32, [a] * 8))
+                        d = lanes(b, ds[c], a)
                     acc = accs[c][a % 2]
                     accs[c][a % 2] = b.call(muladd, [pf, d, acc]) if p.fma else b.fadd(b.fmul(pf, d), acc)
             for row, vals in zip(slots, accs):
