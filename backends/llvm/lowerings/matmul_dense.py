@@ -27,7 +27,9 @@ from llvmlite import ir
 
 from ladder.backends.llvm.codegen import C32, C64, F32, I1, I32, PTR, VOID, KernelSpec, entry_alloca, for_range
 
+from .decode import gep8
 from .matmul_plan import MatmulOp
+from .tiling import GEMV_LOCALITY, GEMV_PREFETCH
 
 DTILE = (3, 4)  # (rows of x, weight rows) per step of the transpose_b kernel: 12 vector accumulators
 GEMV_ROWS = 4  # weight rows streamed at once by an f32 GEMV (4: 22-35% faster than 1, k = 4096 and 14336)
@@ -181,6 +183,7 @@ class _RowsKernel:
         T, U = DTILE
         self.T, self.U = min(T, R), max(1, min(U if R > 1 else GEMV_ROWS, N))  # N = 0: no urem by 0
         self.nvec = K // VW
+        self.prefetch = ctx.declare("llvm.prefetch.p0", ir.VoidType(), [ir.PointerType(), I32, I32, I32])
 
     def emit(self, begin, end) -> None:
         """Weight rows [begin, end): groups of U, then the rest one by one."""
@@ -215,6 +218,15 @@ class _RowsKernel:
             b.store(ir.Constant(F32, 0.0), a)
         xrows = [b.mul(m, C64(K)) for m in ms]
         wrows = [b.mul(n, C64(K)) for n in ns]
+        if self.R == 1 and N * K * 4 > GEMV_PREFETCH:
+            # a GEMV streams its rows (consecutive in memory) once: hints GEMV_PREFETCH bytes ahead into L2, a
+            # cache line at a time, over the bytes of this step's rows (clipped to the weight's last byte)
+            last = C64(N * K * 4 - 1)
+            start = b.add(b.mul(wrows[0], C64(4)), C64(GEMV_PREFETCH))
+            with for_range(b, 0, len(ns) * K * 4, step=64, name="pf", vectorize=False) as off:
+                at = b.add(start, off)
+                at = b.select(b.icmp_signed("<", at, last), at, last)
+                b.call(self.prefetch, [gep8(b, pw, at), C32(0), C32(GEMV_LOCALITY), C32(1)])
 
         def vectors(b, k0, d_count):
             for d in range(d_count):
