@@ -24,7 +24,7 @@ TQ2_0    ternary      f16 d per 256 (2 bits a trit)              t * d
 Q2_K     u2           f32 d*sc, zero dmin*m per 16 (``rescale``)  q * (d*sc) - dmin*m
 Q3_K     i4 (-4..3)   f32 d*(sc-32) per 16                       q * (d*(sc-32))
 Q4_K     u4           f32 d*sc, zero dmin*m per 32 (``rescale``)  q * (d*sc) - dmin*m
-Q5_K     u8           f32 d*sc, zero dmin*m per 32 (``rescale``)  q * (d*sc) - dmin*m
+Q5_K     i8 (0..31)   f32 d*sc, zero dmin*m per 32 (``rescale``)  q * (d*sc) - dmin*m
 Q6_K     i8 (q - 32)  f32 d*sc per 16                            (q - 32) * (d*sc)
 I2_S     ternary      f32 s per tensor (bitnet.cpp, type 36)      t * s
 
@@ -54,9 +54,9 @@ The graphs are checked against llama.cpp itself (tests/test_parity_llamacpp.py).
   the same Q8_K blocks, and the product is taken as llama.cpp's Q4_K dot product takes it, the codes' term less
   the mins' term: ``dequant(x's codes, x's scale repeated per 32) @ dequant(q, d * sc).T`` (one ``qmatmul_q8``
   over 4-bit blocks of 32 after ``fuse``) less ``(x's sums per 32) @ (dmin * m).T`` (a float matmul over 1/32 of
-  the elements). Into Q6_K and Q3_K projections (and a Q6_K head) x goes through the same Q8_K blocks, its scale
+  the elements); Q5_K's the same with its 5-bit codes as int8 blocks. Into Q6_K and Q3_K projections (and a Q6_K head) x goes through the same Q8_K blocks, its scale
   repeated per 16, and ``dequant(x's codes, x's scales per 16) @ dequant(q, d * sc).T`` becomes one
-  ``qmatmul_q8 {group = 16}`` (int8 or 4-bit blocks of 32, two scales a block). Other weight types (Q2_K, Q5_K,
+  ``qmatmul_q8 {group = 16}`` (int8 or 4-bit blocks of 32, two scales a block). Other weight types (Q2_K,
   Q4_1, Q5_1, F32) keep f32 activations; into F16 and BF16 weights x goes rounded to f16 / bf16, as llama.cpp's
   dot products for those types take it.
 * llama: RMSNorm, RoPE in llama.cpp's normal mode (adjacent pairs: ``rope {style = "interleaved"}``; the
@@ -260,7 +260,9 @@ def _decode_blocks(t: QT, b: np.ndarray, codes: bool = True):
         scale, zero = d * sc.astype(f32), dmin * mn.astype(f32)
         if t == QT.Q4_K:
             return want(lambda: _nibbles(b[:, 16:], 32)), scale, zero, 32, "u4", "rescale"
-        return want(lambda: _nibbles(b[:, 48:], 32) | (_bits(b[:, 16:48]) << 4)), scale, zero, 32, "u8", "rescale"
+        # 5-bit codes 0..31 as i8: the int8 dot product kernel's bytes (Q8_K_BLOCKS)
+        q = want(lambda: (_nibbles(b[:, 48:], 32) | (_bits(b[:, 16:48]) << 4)).astype(np.int8))
+        return q, scale, zero, 32, "i8", "rescale"
     if t == QT.Q6_K:
         ql, qh, sc = b[:, :128], b[:, 128:192], b[:, 192:208].view(np.int8)
         d = _f16(b[:, 208:210]).astype(f32)
@@ -301,10 +303,11 @@ Q8_0_ACTIVATIONS = ("Q8_0", "Q4_0", "Q5_0")
 Q8_K_ACTIVATIONS = ("TQ2_0", "TQ1_0")
 # K-quants whose llama.cpp dot product takes Q8_K activations and that ladder computes with int8 dot products
 # over blocks of 32 (qmatmul_q8, x's per-256 scale repeated per the weight's group) (``_q8_k_blocks``): Q4_K's
-# 4-bit codes with a scale and a zero ("rescale": q * s - z) per 32 are the Q4_0 kernel's nibble blocks less the
-# zeros' term (x's per-32 sums times the zeros: a matmul 32 times smaller); Q6_K's int8 codes (q - 32) and Q3_K's
-# 4-bit ones with a scale per 16 take the same kernel with two scales a block (``group = 16``)
-Q8_K_BLOCKS = ("Q4_K", "Q6_K", "Q3_K")
+# 4-bit codes with a scale and a zero ("rescale": q * s - z) per 32 are the Q4_0 kernel's nibble blocks, and Q5_K's
+# 5-bit ones the Q8_0 kernel's bytes, less the zeros' term (x's per-32 sums times the zeros: a matmul 32 times
+# smaller); Q6_K's int8 codes (q - 32) and Q3_K's 4-bit ones with a scale per 16 take the same kernel with two
+# scales a block (``group = 16``)
+Q8_K_BLOCKS = ("Q4_K", "Q5_K", "Q6_K", "Q3_K")
 # float weight types whose llama.cpp dot product takes x rounded to the weight's own type
 ROUNDED_ACTIVATIONS = {"F16": "f16", "BF16": "bf16"}
 QUANTIZED = (QT.Q8_0, QT.Q4_0, QT.Q4_1, QT.Q5_0, QT.Q5_1, QT.TQ1_0, QT.TQ2_0,

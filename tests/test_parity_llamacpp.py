@@ -5,9 +5,9 @@ and ``bitnet`` architectures in several weight types and recorded llama.cpp's gr
 first-step logits, for each file and for the same weights dequantized to F32. ladder must give the same
 tokens, and logits within a tolerance derived from llama.cpp's own spread: llama.cpp rounds activations to
 Q8_0/Q8_K blocks or to F16/BF16 inside its dot products. Where ladder rounds them as llama.cpp does in every
-matmul of the model (EXACT_QUANTIZED: Q8_0 and Q4_0 weights take Q8_0 blocks, TQ2_0, TQ1_0, Q4_K and Q6_K Q8_K
-blocks, F16/BF16 weights x in their type), only float summation order remains against llama.cpp's run of the file;
-where it computes with f32 activations (EXACT_DEQUANT: F32) the same holds against llama.cpp's
+matmul of the model (EXACT_QUANTIZED: Q8_0 and Q4_0 weights take Q8_0 blocks, TQ2_0, TQ1_0, Q3_K, Q4_K, Q5_K
+and Q6_K Q8_K blocks, F16/BF16 weights x in their type), only float summation order remains against llama.cpp's
+run of the file; where it computes with f32 activations (EXACT_DEQUANT: F32) the same holds against llama.cpp's
 run of the dequantized weights. Either way the other run may differ by about llama.cpp's own spread between the
 two. Two runs match neither to float order (KNOWN_GAPS, below): each stays within the spread of both.
 """
@@ -78,10 +78,11 @@ def test_fixtures_cover_the_architectures_and_types():
 
 
 # the cpu target compiles two step graphs per file: run it on one file per architecture and weight family
-CPU_RUNS = ["llama/Q6_K", "bitnet/TQ2_0", "bitnet/TQ1_0", "llama/Q8_0", "llama/Q4_0", "llama/Q4_K"]
+CPU_RUNS = ["llama/Q6_K", "bitnet/TQ2_0", "bitnet/TQ1_0", "llama/Q8_0", "llama/Q4_0", "llama/Q4_K", "llama/Q5_K",
+            "llama/Q3_K"]
 # runs whose every matmul takes x as llama.cpp's dot products take it: equal to llama.cpp's run of the file
 EXACT_QUANTIZED = {"llama/Q8_0", "llama/Q4_0", "llama/BF16", "bitnet/TQ2_0", "bitnet/TQ1_0", "llama/Q4_K",
-                   "llama/Q6_K"}
+                   "llama/Q6_K", "llama/Q5_K", "llama/Q3_K"}
 # runs with f32 activations in ladder: equal to llama.cpp's run of the dequantized weights
 EXACT_DEQUANT = {"llama/F32", "bitnet/F32"}
 # Not reproduced to float order, measured 2026-12-06: llama/F16 is 5.0e-4 from llama.cpp's run and 4.8e-4 from
@@ -127,11 +128,11 @@ def test_every_run_has_an_expectation():
 
 def test_activations_follow_the_weight_type():
     """The importer rounds x for exactly the weight types whose llama.cpp dot product takes it rounded and that
-    ladder has kernels for (the others, e.g. Q2_K and Q5_K, keep f32 x: EXACT_DEQUANT)."""
+    ladder has kernels for (the others, e.g. Q2_K, Q4_1 and Q5_1, keep f32 x: EXACT_DEQUANT)."""
     from ladder.frontends.gguf import Q8_0_ACTIVATIONS, Q8_K_ACTIVATIONS, Q8_K_BLOCKS, ROUNDED_ACTIVATIONS
 
     assert set(Q8_0_ACTIVATIONS) == {"Q8_0", "Q4_0", "Q5_0"} and set(Q8_K_ACTIVATIONS) == {"TQ2_0", "TQ1_0"}
-    assert set(Q8_K_BLOCKS) == {"Q4_K", "Q6_K", "Q3_K"}
+    assert set(Q8_K_BLOCKS) == {"Q4_K", "Q5_K", "Q6_K", "Q3_K"}
     assert ROUNDED_ACTIVATIONS == {"F16": "f16", "BF16": "bf16"}
     rounded = set(Q8_0_ACTIVATIONS) | set(Q8_K_ACTIVATIONS) | set(Q8_K_BLOCKS) | set(ROUNDED_ACTIVATIONS)
     assert all(RUNS[k]["type"] in rounded for k in EXACT_QUANTIZED)
