@@ -7,7 +7,8 @@ their ratio (ladder / llama.cpp: > 1 means ladder is faster), ladder's compile t
 
 The files are made here: seeded random weights written as an F32 GGUF by the ``gguf`` writer (laid out as
 llama.cpp's converter lays them out, with a SentencePiece-style vocabulary so llama.cpp loads them), then
-``llama-quantize --pure`` to each type (or the ``gguf`` package's quantizer when llama.cpp is not given).
+``llama-quantize --pure`` to each type (or the ``gguf`` package's quantizer when llama.cpp is not given); a
+K-quant mix (``Q4_K_M``, ``Q5_K_S``, ...) is llama-quantize's own mix, as downloaded files are.
 Models (``--models``, comma separated):
 
 * ``llama-small`` / ``bitnet-small``: hidden 512, 4 layers, FFN 1536, vocab 8192 (runs in minutes);
@@ -147,7 +148,10 @@ def write_f32(path: Path, s: Shape) -> None:
 def quantize(src: Path, dst: Path, qtype: str, llama_cpp: Path | None) -> None:
     if llama_cpp is not None:
         exe = llama_cpp / "bin" / "llama-quantize"
-        subprocess.run([str(exe), "--pure", str(src), str(dst), qtype], check=True, capture_output=True)
+        # one type for every tensor, but a K-quant mix (Q4_K_M, Q5_K_S, ...) is llama-quantize's own mix: Q4_K_M
+        # keeps some projections and the embedding / head in Q6_K, as the files users download do
+        pure = [] if qtype.endswith(("_S", "_M", "_L")) else ["--pure"]
+        subprocess.run([str(exe), *pure, str(src), str(dst), qtype], check=True, capture_output=True)
         return
     raise SystemExit(f"making {qtype} files needs llama-quantize: pass --llama-cpp BUILD")
 
