@@ -327,13 +327,14 @@ def store_pack(cache: "PackCache | None", layout: str, parts, packed: np.ndarray
 
 
 def decoded_part(cache: "PackCache | None", part: "BlockPart") -> np.ndarray:
-    """A weight's codes, scales or zeros as an array. The scales and zeros of a weight its file stores in no
-    ladder packing (the K-quants: 6-bit scales and mins, decoded to f32) come mapped from the pack cache (an
-    entry per part, ``decoded/1`` and ``decoded/2`` in the layout's place of the key); on a miss both are
-    decoded together, kept there and mapped, and the decoded arrays let go (a 2B Q4_K model's 9.4M blocks take
-    ~1.3 s to decode, and their scales and mins 0.6 GB)."""
+    """A weight's codes, scales or zeros as an array. The parts of a weight its file stores in no ladder packing
+    (the K-quants: 6-bit scales and mins, decoded to f32; Q6_K's codes, decoded to int8) that a kernel reads as
+    they are come mapped from the pack cache (an entry per part, ``decoded/0``, ``decoded/1`` and ``decoded/2``
+    in the layout's place of the key); on a miss the scales and zeros are decoded together, kept there and
+    mapped, and the decoded arrays let go (a 2B Q4_K model's 9.4M blocks take ~1.3 s to decode, and their
+    scales and mins 0.6 GB; a Q4_K_M file's Q6_K codes, 0.6 GB of int8, ~2.5 s)."""
     b = part.blocks
-    if cache is None or part.which == 0 or b.layout:
+    if cache is None or b.layout:
         return np.asarray(part)
     parts = [p for p in (b.scales, b.zeros) if p is not None]
 
@@ -343,7 +344,17 @@ def decoded_part(cache: "PackCache | None", part: "BlockPart") -> np.ndarray:
 
     got = mapped(part)
     if got is not None:
-        b._kept[part.which] = got
+        if part.which == 0:
+            b._codes = weakref.ref(got)
+        else:
+            b._kept[part.which] = got
+        return got
+    if part.which == 0:  # codes a kernel reads as they are (Q6_K's and Q5_K's int8): kept, then mapped
+        cache.store(b, "decoded/0", 1, np.ascontiguousarray(np.asarray(part)).reshape(-1).view(np.uint8))
+        got = mapped(part)
+        if got is None:
+            return np.asarray(part)
+        b._codes = weakref.ref(got)
         return got
     for p in parts:
         cache.store(b, f"decoded/{p.which}", 1, np.ascontiguousarray(np.asarray(p)).reshape(-1).view(np.uint8))

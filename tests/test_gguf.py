@@ -956,15 +956,17 @@ def test_tq1_0_repacking_is_done_once_and_kept_in_the_cache_folder(tmp_path, mon
     np.testing.assert_array_equal(ladder.compile(g, "cpu", w, cache=False)(feed)["logits"], changed)
 
 
-def test_q4_k_compiles_from_the_cache_without_decoding(tmp_path, monkeypatch):
+def test_k_quants_compile_from_the_cache_without_decoding(tmp_path, monkeypatch):
     """Q4_K projections: the first compile packs their codes with their scales (the target's nibble blocks with
-    an f32 scale each) and decodes their mins into the cache folder's entries; a second compile from a fresh
-    load maps both (no block decoded) and gives the same logits, which equal a compile without the cache."""
+    an f32 scale each) and decodes their mins into the cache folder's entries; Q6_K ones (a Q4_K_M file's
+    attn_v and ffn_down) keep their int8 codes and f32 scales there. A second compile from a fresh load maps
+    them all (no block decoded) and gives the same logits, which equal a compile without the cache."""
     import os
 
     from ladder.weights import Blocks
 
-    types = {k: QT.Q4_K for k in ("attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down")}
+    types = {k: QT.Q4_K for k in ("attn_q", "attn_k", "attn_output", "ffn_gate", "ffn_up")}
+    types.update(attn_v=QT.Q6_K, ffn_down=QT.Q6_K)
     path = model_file(tmp_path / "m.gguf", types=types, seed=5)
     cache = tmp_path / "cache"
 
@@ -986,8 +988,10 @@ def test_q4_k_compiles_from_the_cache_without_decoding(tmp_path, monkeypatch):
     np.testing.assert_array_equal(again, first)
     assert not [d for d in decodes2 if d[0].startswith("blk.")], decodes2  # codes, scales and mins all mapped
     for i in range(DIMS["layers"]):
-        for p_ in types:
-            assert {f"blk.{i}.{p_}.weight.packed", f"blk.{i}.{p_}.weight.zeros"} <= set(mapped), mapped
+        for p_, qt in types.items():
+            parts = ({f"blk.{i}.{p_}.weight.packed", f"blk.{i}.{p_}.weight.zeros"} if qt == QT.Q4_K else
+                     {f"blk.{i}.{p_}.weight", f"blk.{i}.{p_}.weight.scales"})
+            assert parts <= set(mapped), mapped
     g, w = lg.load(path)
     np.testing.assert_array_equal(ladder.compile(g, "cpu", w, cache=False)(feed_of(g))["logits"], first)
     assert all(os.path.getsize(f) > 0 for f in (cache / "packed").glob("*.pack"))
