@@ -997,6 +997,22 @@ def test_k_quants_compile_from_the_cache_without_decoding(tmp_path, monkeypatch)
     assert all(os.path.getsize(f) > 0 for f in (cache / "packed").glob("*.pack"))
 
 
+def test_q4_k_packs_from_the_file_bytes_as_the_generic_pack_does(tmp_path):
+    """Q4_K's codes go into 32-code nibble blocks with their f32 scales straight from the file's code bytes (no
+    code decoded): the same bytes as packing the decoded codes; other packings are left to the generic pack."""
+    from ladder.packing import get_packing
+    from ladder.types import DTYPES
+    from ladder.weights import repack_rows
+
+    path = model_file(tmp_path / "m.gguf", types={"ffn_down": QT.Q4_K}, seed=3)
+    t = lg.open_file(path).tensor("blk.1.ffn_down.weight", keep_blocks=True)
+    p = get_packing("nib16+f32")
+    want = p.pack(np.asarray(t.codes), DTYPES["u4"], np.asarray(t.scale))
+    got = repack_rows("nib16+f32", [t.codes, t.scale], want.shape)
+    assert got is not None and np.array_equal(got, want)
+    assert repack_rows("nib16+f16", [t.codes, t.scale], want.shape) is None  # a scale the file's is not
+
+
 def feed_of(g):
     """A decode step's inputs: token 5 at position 0, zeroed caches."""
     feed = {"tokens": np.array([5], np.int32), "kv_len": np.array([1], np.int32)}
