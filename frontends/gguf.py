@@ -21,7 +21,7 @@ Q5_0     i8 (q - 16)  f16 d per 32                               (q - 16) * d
 Q5_1     u8           f16 d, zero -m per 32 (``rescale``)        q * d + m
 TQ1_0    ternary      f16 d per 256 (base-3: 5 trits a byte)     t * d
 TQ2_0    ternary      f16 d per 256 (2 bits a trit)              t * d
-Q2_K     u2           f32 d*sc, zero dmin*m per 16 (``rescale``)  q * (d*sc) - dmin*m
+Q2_K     u4 (0..3)    f32 d*sc, zero dmin*m per 16 (``rescale``)  q * (d*sc) - dmin*m
 Q3_K     i4 (-4..3)   f32 d*(sc-32) per 16                       q * (d*(sc-32))
 Q4_K     u4           f32 d*sc, zero dmin*m per 32 (``rescale``)  q * (d*sc) - dmin*m
 Q5_K     i8 (0..31)   f32 d*sc, zero dmin*m per 32 (``rescale``)  q * (d*sc) - dmin*m
@@ -56,8 +56,9 @@ The graphs are checked against llama.cpp itself (tests/test_parity_llamacpp.py).
   over 4-bit blocks of 32 after ``fuse``) less ``(x's sums per 32) @ (dmin * m).T`` (a float matmul over 1/32 of
   the elements); Q5_K's the same with its 5-bit codes as int8 blocks. Into Q6_K and Q3_K projections (and a Q6_K head) x goes through the same Q8_K blocks, its scale
   repeated per 16, and ``dequant(x's codes, x's scales per 16) @ dequant(q, d * sc).T`` becomes one
-  ``qmatmul_q8 {group = 16}`` (int8 or 4-bit blocks of 32, two scales a block). Other weight types (Q2_K,
-  Q4_1, Q5_1, F32) keep f32 activations; into F16 and BF16 weights x goes rounded to f16 / bf16, as llama.cpp's
+  ``qmatmul_q8 {group = 16}`` (int8 or 4-bit blocks of 32, two scales a block); Q2_K's (2-bit codes as 4-bit
+  blocks, a scale and a zero per 16) the same less its zeros' term (x's sums per 16). Other weight types (Q4_1,
+  Q5_1, F32) keep f32 activations; into F16 and BF16 weights x goes rounded to f16 / bf16, as llama.cpp's
   dot products for those types take it.
 * llama: RMSNorm, RoPE in llama.cpp's normal mode (adjacent pairs: ``rope {style = "interleaved"}``; the
   converter permuted the Q/K rows for it), grouped-query causal attention, SwiGLU FFN, final norm, output
@@ -248,7 +249,8 @@ def _decode_blocks(t: QT, b: np.ndarray, codes: bool = True):
         d, dmin = _f16(b[:, 80:82]).astype(f32), _f16(b[:, 82:84]).astype(f32)
         scale = d * (sc & 0x0F).astype(f32)
         zero = dmin * (sc >> 4).astype(f32)
-        return want(lambda: _crumbs(qs, 32)), scale, zero, 16, "u2", "rescale"
+        # 2-bit codes as u4: the int8 dot product kernel's 4-bit blocks of 32 (Q8_K_BLOCKS)
+        return want(lambda: _crumbs(qs, 32)), scale, zero, 16, "u4", "rescale"
     if t == QT.Q3_K:
         hmask, qs, sc = b[:, :32], b[:, 32:96], b[:, 96:108]
         d = _f16(b[:, 108:110]).astype(f32)
@@ -306,8 +308,8 @@ Q8_K_ACTIVATIONS = ("TQ2_0", "TQ1_0")
 # 4-bit codes with a scale and a zero ("rescale": q * s - z) per 32 are the Q4_0 kernel's nibble blocks, and Q5_K's
 # 5-bit ones the Q8_0 kernel's bytes, less the zeros' term (x's per-32 sums times the zeros: a matmul 32 times
 # smaller); Q6_K's int8 codes (q - 32) and Q3_K's 4-bit ones with a scale per 16 take the same kernel with two
-# scales a block (``group = 16``)
-Q8_K_BLOCKS = ("Q4_K", "Q5_K", "Q6_K", "Q3_K")
+# scales a block (``group = 16``), and Q2_K's 2-bit ones (as 4-bit blocks) too, less its zeros' term per 16
+Q8_K_BLOCKS = ("Q4_K", "Q5_K", "Q6_K", "Q3_K", "Q2_K")
 # float weight types whose llama.cpp dot product takes x rounded to the weight's own type
 ROUNDED_ACTIVATIONS = {"F16": "f16", "BF16": "bf16"}
 QUANTIZED = (QT.Q8_0, QT.Q4_0, QT.Q4_1, QT.Q5_0, QT.Q5_1, QT.TQ1_0, QT.TQ2_0,
@@ -1089,16 +1091,15 @@ class _Source:
     def _times(self, b: Builder, x: Value, wname: str, name: str | None = None) -> Value:
         """x @ W.T for weight ``wname``, x taken as llama.cpp's dot product for W's type takes it."""
         t = self.tensor(wname)
-        if (t.ggml_type in Q8_K_BLOCKS and x.type.shape[-1] % 256 == 0
-                and (t.group == 32 and t.zero is not None or t.group == 16 and t.zero is None)):
+        if t.ggml_type in Q8_K_BLOCKS and x.type.shape[-1] % 256 == 0 and t.group in (16, 32):
             return self._q8_k_blocks(b, x, wname, name)
         return b.matmul(self._activations(b, x, wname), self._matrix(b, wname), transpose_b=True, name=name)
 
     def _q8_k_blocks(self, b: Builder, x: Value, wname: str, name: str | None = None) -> Value:
-        """x @ W.T for codes q with a scale s per group g (16 or 32) and maybe a zero z per 32 (W = q * s - z), x
-        in Q8_K blocks (x^ = codes * one f32 scale per 256): x^ @ (q * s).T [- (x^'s sums per 32) @ z.T]. The
-        first is ``dequant(codes, x's scale repeated per g) @ dequant(q, s).T``, which ``fuse`` makes one
-        ``qmatmul_q8 {group = g}`` over int8 blocks of 32; the second reads 1/32 of the weight's elements."""
+        """x @ W.T for codes q with a scale s and maybe a zero z per group g (16 or 32) (W = q * s - z), x in Q8_K
+        blocks (x^ = codes * one f32 scale per 256): x^ @ (q * s).T [- (x^'s sums per g) @ z.T]. The first is
+        ``dequant(codes, x's scale repeated per g) @ dequant(q, s).T``, which ``fuse`` makes one ``qmatmul_q8
+        {group = g}`` over int8 blocks of 32; the second reads 1/g of the weight's elements."""
         t = self.tensor(wname)
         g, k = t.group, x.type.shape[-1]
         lead = list(x.type.shape[:-1])
@@ -1111,7 +1112,7 @@ class _Source:
             ones = b.const(np.ones(256 // g, np.float32))
             xsg = b.reshape(b.mul(b.reshape(xs, shape=lead + [k // 256, 1]), ones), shape=lead + [k // g])
             xd = b.dequant(xq, xsg, axis=-1, group=g)
-            sums = b.reduce(b.reshape(xd, shape=lead + [k // 32, 32]), kind="sum", axes=[-1]) if g == 32 else None
+            sums = b.reduce(b.reshape(xd, shape=lead + [k // g, g]), kind="sum", axes=[-1])
             self._rounded[key] = (xd, sums)
         xd, sums = self._rounded[key]
         codes = self._param(b, wname, t.codes, t.dtype, t.stored)

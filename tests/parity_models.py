@@ -21,7 +21,7 @@ EMB = 0.1  # scale of BitNet's (tied) embedding
 LEAN = 1.0  # how strongly the head leans to each token's successor
 # architecture -> the weight types recorded against llama.cpp
 TYPES = {
-    "llama": ["F32", "F16", "BF16", "Q8_0", "Q4_0", "Q6_K", "TQ2_0", "Q4_K", "Q5_K", "Q3_K"],
+    "llama": ["F32", "F16", "BF16", "Q8_0", "Q4_0", "Q6_K", "TQ2_0", "Q4_K", "Q5_K", "Q3_K", "Q2_K"],
     "bitnet": ["F32", "TQ1_0", "TQ2_0"],
 }
 FLOAT_TYPES = ("F32", "F16", "BF16")

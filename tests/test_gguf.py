@@ -26,7 +26,7 @@ from ladder.frontends import load as load_any  # noqa: E402
 # offsets of the f16 super-block scales of the K-quants (random bytes elsewhere are valid blocks)
 K_F16 = {QT.Q2_K: (80, 82), QT.Q3_K: (108,), QT.Q4_K: (0, 2), QT.Q5_K: (0, 2), QT.Q6_K: (208,)}
 CODE_TYPE = {QT.Q8_0: "i8", QT.Q4_0: "i4", QT.Q4_1: "u4", QT.Q5_0: "i8", QT.Q5_1: "u8", QT.TQ1_0: "ternary",
-             QT.TQ2_0: "ternary", QT.Q2_K: "u2", QT.Q3_K: "i4", QT.Q4_K: "u4", QT.Q5_K: "i8", QT.Q6_K: "i8",
+             QT.TQ2_0: "ternary", QT.Q2_K: "u4", QT.Q3_K: "i4", QT.Q4_K: "u4", QT.Q5_K: "i8", QT.Q6_K: "i8",
              QT.F32: "f32", QT.F16: "f16", QT.BF16: "bf16"}
 
 
@@ -86,10 +86,12 @@ def gguf_values(path) -> Values:
         shape = tuple(int(d) for d in reversed(t.shape.tolist()))
         out[t.name] = quants.dequantize(t.data, t.tensor_type).reshape(shape).astype(np.float32)
         out.types[t.name] = t.tensor_type.name
-        if t.tensor_type in (QT.Q4_K, QT.Q5_K):
-            blocks = np.array(t.data, np.uint8).reshape(-1, 144 if t.tensor_type == QT.Q4_K else 176)
-            blocks[:, 16:] = 0  # after d, dmin and the 12 bytes of 6-bit scales and mins: the codes
-            out.mins[t.name] = -quants.dequantize(blocks, t.tensor_type).reshape(shape)[:, ::32].astype(np.float32)
+        if t.tensor_type in (QT.Q4_K, QT.Q5_K, QT.Q2_K):
+            size, codes, g = {QT.Q4_K: (144, slice(16, None), 32), QT.Q5_K: (176, slice(16, None), 32),
+                              QT.Q2_K: (84, slice(16, 80), 16)}[t.tensor_type]
+            blocks = np.array(t.data, np.uint8).reshape(-1, size)
+            blocks[:, codes] = 0  # the codes (Q4_K, Q5_K: after d, dmin and the 6-bit scales and mins)
+            out.mins[t.name] = -quants.dequantize(blocks, t.tensor_type).reshape(shape)[:, ::g].astype(np.float32)
     return out
 
 
@@ -294,7 +296,7 @@ def _q8_k(x):
 # the weight types whose llama.cpp dot product takes x in Q8_0 blocks, Q8_K blocks or rounded to f16 / bf16
 Q8_0_DOT = ("Q8_0", "Q4_0", "Q5_0")
 ROUND_X = {"Q8_0": _q8_0, "Q4_0": _q8_0, "Q5_0": _q8_0, "TQ2_0": _q8_k, "TQ1_0": _q8_k, "Q4_K": _q8_k,
-           "Q5_K": _q8_k, "Q6_K": _q8_k, "Q3_K": _q8_k,
+           "Q5_K": _q8_k, "Q6_K": _q8_k, "Q3_K": _q8_k, "Q2_K": _q8_k,
            "F16": lambda x: x.astype(np.float16).astype(np.float32),
            "BF16": lambda x: x.astype(ml_dtypes.bfloat16).astype(np.float32)}
 
@@ -315,7 +317,8 @@ def reference_step(W, arch, dims, tokens, start, caches):
             x = ROUND_X[W.types[name]](x)
         if name in W.mins:  # llama.cpp's Q4_K dot product: the codes' term, less x's sums per 32 times the mins
             z = W.mins[name]
-            y = x @ (W[name] + np.repeat(z, 32, axis=1)).T - x.reshape(len(x), -1, 32).sum(-1) @ z.T
+            g = x.shape[-1] // z.shape[-1]  # 32 (Q4_K, Q5_K) or 16 (Q2_K)
+            y = x @ (W[name] + np.repeat(z, g, axis=1)).T - x.reshape(len(x), -1, g).sum(-1) @ z.T
         else:
             y = x @ W[name].T
         scale = W.get(name.replace(".weight", ".scale"))
@@ -397,13 +400,13 @@ def test_llama_matches_numpy_reference(tmp_path, tied):
 
 
 # a Q4_K_M file's K-quants (llama-quantize's default mix: Q4_K, Q6_K for some projections and the embedding / head)
-# and Q3_K and Q5_K (Q3_K_M's, Q5_K_M's)
+# and Q2_K, Q3_K and Q5_K (Q2_K's, Q3_K_M's, Q5_K_M's)
 K_QUANTS = {"token_embd": QT.Q6_K, "attn_q": QT.Q3_K, "attn_k": QT.Q6_K, "attn_v": QT.Q5_K,
-            "attn_output": QT.Q6_K, "ffn_gate": QT.Q3_K, "ffn_up": QT.Q4_K, "ffn_down": QT.Q6_K}
+            "attn_output": QT.Q2_K, "ffn_gate": QT.Q3_K, "ffn_up": QT.Q4_K, "ffn_down": QT.Q6_K}
 
 
 def test_k_quants_take_llamas_q8_k_dot_products(tmp_path):
-    """Q3_K, Q4_K, Q5_K and Q6_K projections and a tied Q6_K head take x in Q8_K blocks and int8 dot products over
+    """Q2_K, Q3_K, Q4_K, Q5_K and Q6_K projections and a tied Q6_K head take x in Q8_K blocks and int8 dot products over
     blocks of 32 (``qmatmul_q8``; Q3_K's and Q6_K's scale per 16 is ``group = 16``, two scales a block): the
     reference interpreter agrees with the numpy model (llama.cpp's dot products), and the cpu target with it."""
     path = model_file(tmp_path / "k.gguf", "llama", K_QUANTS, tied=True)
@@ -413,11 +416,13 @@ def test_k_quants_take_llamas_q8_k_dot_products(tmp_path):
     g, w = lg.load(path)
     fused = PassManager("legalize-types{target=cpu},fuse").run(g)
     groups = sorted(op.attr.get("group", 32) for op in fused.ops() if op.kind == "qmatmul_q8")
-    assert groups == [16] * (2 * 5 + 1) + [32] * (2 * 2)  # per layer 2 Q3_K and 3 Q6_K, the head; Q4_K, Q5_K
+    # per layer 2 Q3_K, 2 Q6_K and a Q2_K, and the head; a Q4_K and a Q5_K
+    assert groups == [16] * (2 * 5 + 1) + [32] * (2 * 2)
     assert not [op for op in fused.ops() if op.kind == "qmatmul"]
-    # Q3_K's 4-bit codes in blocks of 32 (two of its scales a block, apart), which the int8 dot product kernel takes
-    assert {op.results[0].type.packing.name for op in fused.ops()
-            if op.kind == "pack" and op.results[0].type.dtype.name == "i4"} == {"nib16"}
+    # Q3_K's and Q2_K's codes in 4-bit blocks of 32 (two of their scales a block, apart), Q4_K's with its scale
+    # inside each: what the int8 dot product kernel takes
+    assert {(op.results[0].type.dtype.name, op.results[0].type.packing.name) for op in fused.ops()
+            if op.kind == "pack"} == {("i4", "nib16"), ("u4", "nib16"), ("u4", "nib16+f32")}
     feed = feed_of(g)
     want = ladder.run(g, feed, w)["logits"]
     got = ladder.compile(g, "cpu", w, cache=False)(feed)["logits"]

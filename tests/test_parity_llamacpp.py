@@ -5,8 +5,8 @@ and ``bitnet`` architectures in several weight types and recorded llama.cpp's gr
 first-step logits, for each file and for the same weights dequantized to F32. ladder must give the same
 tokens, and logits within a tolerance derived from llama.cpp's own spread: llama.cpp rounds activations to
 Q8_0/Q8_K blocks or to F16/BF16 inside its dot products. Where ladder rounds them as llama.cpp does in every
-matmul of the model (EXACT_QUANTIZED: Q8_0 and Q4_0 weights take Q8_0 blocks, TQ2_0, TQ1_0, Q3_K, Q4_K, Q5_K
-and Q6_K Q8_K blocks, F16/BF16 weights x in their type), only float summation order remains against llama.cpp's
+matmul of the model (EXACT_QUANTIZED: Q8_0 and Q4_0 weights take Q8_0 blocks, TQ2_0, TQ1_0 and
+Q2_K-Q6_K Q8_K blocks, F16/BF16 weights x in their type), only float summation order remains against llama.cpp's
 run of the file; where it computes with f32 activations (EXACT_DEQUANT: F32) the same holds against llama.cpp's
 run of the dequantized weights. Either way the other run may differ by about llama.cpp's own spread between the
 two. Two runs match neither to float order (KNOWN_GAPS, below): each stays within the spread of both.
@@ -79,10 +79,10 @@ def test_fixtures_cover_the_architectures_and_types():
 
 # the cpu target compiles two step graphs per file: run it on one file per architecture and weight family
 CPU_RUNS = ["llama/Q6_K", "bitnet/TQ2_0", "bitnet/TQ1_0", "llama/Q8_0", "llama/Q4_0", "llama/Q4_K", "llama/Q5_K",
-            "llama/Q3_K"]
+            "llama/Q3_K", "llama/Q2_K"]
 # runs whose every matmul takes x as llama.cpp's dot products take it: equal to llama.cpp's run of the file
 EXACT_QUANTIZED = {"llama/Q8_0", "llama/Q4_0", "llama/BF16", "bitnet/TQ2_0", "bitnet/TQ1_0", "llama/Q4_K",
-                   "llama/Q6_K", "llama/Q5_K", "llama/Q3_K"}
+                   "llama/Q6_K", "llama/Q5_K", "llama/Q3_K", "llama/Q2_K"}
 # runs with f32 activations in ladder: equal to llama.cpp's run of the dequantized weights
 EXACT_DEQUANT = {"llama/F32", "bitnet/F32"}
 # Not reproduced to float order, measured 2026-12-06: llama/F16 is 5.0e-4 from llama.cpp's run and 4.8e-4 from
@@ -102,17 +102,29 @@ KNOWN_GAPS = {"llama/F16", "llama/TQ2_0"}
 # the reference interpreter's run; the cpu target's (another float order) agreed in all 32 tokens on a Zen 4
 # natively and compiled for cpu:avx2 and cpu:generic, 3.7-4.6e-7 from llama.cpp's first logits.
 TOKENS_AGREE = {"llama/Q4_K": 19}
+# Runs whose first logits agree with llama.cpp's run of the file to float order on some float orders only
+# (measured 2026-12-07, Zen 4): llama/Q2_K natively (AVX-512 VNNI tiles) is 2.7e-7 from llama.cpp's first logits
+# with all 32 tokens alike; the reference interpreter (dequantized f32 and BLAS), and the cpu target compiled for
+# cpu:avx2 and for cpu:generic, are 1.4e-2 from them (1.6e-2 from the F32 run; llama.cpp's own spread 1.7e-2) and
+# part after 11 tokens. In the reference's prefill of the prompt an activation lies 1.6e-5 of a code step from a
+# rounding tie of its Q8_K block (Q5_K's nearest: 5.8e-5), about what a float-order difference moves it (one code
+# step is 1/127 of the block's largest value). Such a run is held to the spread of both of llama.cpp's runs, and
+# its tokens to the first that many, on every target. (llama/Q6_K is such a run on cpu:generic alone, no FMA: 1.7e-2
+# from llama.cpp's first logits and 3 tokens alike, its nearest tie 1.9e-5 of a step; natively on Zen 4, for
+# cpu:avx2 and on the reference 3e-7 and 32 tokens. The cpu runs here are native: x86-64 machines with FMA.)
+TIES = {"llama/Q2_K": 11}
 
 
 @pytest.mark.parametrize("target,key", [("ref", k) for k in RUNS] + [("cpu", k) for k in CPU_RUNS])
 def test_same_tokens_and_logits_as_llamacpp(model_path, target, key):
     r = RUNS[key]
     gen = ladder_generation(model_path(key), target)
-    agree = TOKENS_AGREE.get(key, len(r["tokens"]))
+    ties = key in TIES
+    agree = TIES[key] if ties else TOKENS_AGREE.get(key, len(r["tokens"]))
     assert gen.ids[:agree] == r["tokens"][:agree], \
         f"{key} on {target}: {sum(a == b for a, b in zip(gen.ids, r['tokens']))}/32"
     bound = SPREAD_FACTOR * r["spread"] + EXACT_TOL
-    if key in KNOWN_GAPS:
+    if key in KNOWN_GAPS or ties:
         assert max_rel(gen.first_logits, r["logits"]) <= bound
         assert max_rel(gen.first_logits, r["dequant_logits"]) <= bound
         return
@@ -128,11 +140,11 @@ def test_every_run_has_an_expectation():
 
 def test_activations_follow_the_weight_type():
     """The importer rounds x for exactly the weight types whose llama.cpp dot product takes it rounded and that
-    ladder has kernels for (the others, e.g. Q2_K, Q4_1 and Q5_1, keep f32 x: EXACT_DEQUANT)."""
+    ladder has kernels for (the others, e.g. Q4_1 and Q5_1, keep f32 x: EXACT_DEQUANT)."""
     from ladder.frontends.gguf import Q8_0_ACTIVATIONS, Q8_K_ACTIVATIONS, Q8_K_BLOCKS, ROUNDED_ACTIVATIONS
 
     assert set(Q8_0_ACTIVATIONS) == {"Q8_0", "Q4_0", "Q5_0"} and set(Q8_K_ACTIVATIONS) == {"TQ2_0", "TQ1_0"}
-    assert set(Q8_K_BLOCKS) == {"Q4_K", "Q5_K", "Q6_K", "Q3_K"}
+    assert set(Q8_K_BLOCKS) == {"Q4_K", "Q5_K", "Q6_K", "Q3_K", "Q2_K"}
     assert ROUNDED_ACTIVATIONS == {"F16": "f16", "BF16": "bf16"}
     rounded = set(Q8_0_ACTIVATIONS) | set(Q8_K_ACTIVATIONS) | set(Q8_K_BLOCKS) | set(ROUNDED_ACTIVATIONS)
     assert all(RUNS[k]["type"] in rounded for k in EXACT_QUANTIZED)
