@@ -382,6 +382,8 @@ def _lazy(name: str, t: QT, data: np.ndarray, shape: tuple[int, ...],
         if which and t in SCALES_APART:  # scales and zeros without the codes (a compile whose codes are packed)
             with np.errstate(invalid="ignore", over="ignore"):
                 _, sc, zr, _, _, _ = _decode_blocks(t, blocks, codes=False)
+            if not layout:  # every block's page was read: let them go (a later read maps them in again)
+                _release(data)
             sc = np.ascontiguousarray(sc).reshape(lead + (k // group,))
             return None, sc, None if zr is None else np.ascontiguousarray(zr).reshape(sc.shape)
         g = _convert(name, t, data, shape)

@@ -89,6 +89,7 @@ class Blocks:
         self._decode = decode
         self.repack = repack  # (layout, parts) -> the packed bytes made from the file's own, or None
         self._kept: dict[int, np.ndarray] = {}  # scales and zeros
+        self.mapped_parts: dict[int, np.ndarray] = {}  # parts mapped from the pack cache (decoded_part)
         self._codes = None  # a weak reference to the decoded codes
         self.packed: dict[str, np.ndarray] = {}  # layout -> the weight packed in it (ladder.interpreter.Session)
         self.codes = BlockPart(self, 0, self.shape, np.dtype(DTYPES[dtype].np_dtype))
@@ -348,26 +349,30 @@ def decoded_part(cache: "PackCache | None", part: "BlockPart") -> np.ndarray:
         got = cache.load(b, f"decoded/{p.which}", 1, (math.prod(p.shape) * p.dtype.itemsize,))
         return None if got is None else got.view(p.dtype).reshape(p.shape)
 
-    got = mapped(part)
-    if got is not None:
-        if part.which == 0:
+    def keep(p, got):
+        b.mapped_parts[p.which] = got  # one mapping a part, for every module compiled from the weight
+        if p.which == 0:
             b._codes = weakref.ref(got)
         else:
-            b._kept[part.which] = got
+            b._kept[p.which] = got
         return got
+
+    held = b.mapped_parts.get(part.which)
+    if held is not None:
+        return held
+    got = mapped(part)
+    if got is not None:
+        return keep(part, got)
     if part.which == 0:  # codes a kernel reads as they are (Q6_K's and Q5_K's int8): kept, then mapped
         cache.store(b, "decoded/0", 1, np.ascontiguousarray(np.asarray(part)).reshape(-1).view(np.uint8))
         got = mapped(part)
-        if got is None:
-            return np.asarray(part)
-        b._codes = weakref.ref(got)
-        return got
+        return np.asarray(part) if got is None else keep(part, got)
     for p in parts:
         cache.store(b, f"decoded/{p.which}", 1, np.ascontiguousarray(np.asarray(p)).reshape(-1).view(np.uint8))
     for p in parts:  # the entries just written, in place of the decoded arrays: file pages, as next time
         m = mapped(p)
         if m is not None:
-            b._kept[p.which] = m
+            keep(p, m)
     return np.asarray(part)  # the entry mapped just now, or (not written) the decoded array
 
 
