@@ -54,12 +54,12 @@ The graphs are checked against llama.cpp itself (tests/test_parity_llamacpp.py).
   the same Q8_K blocks, and the product is taken as llama.cpp's Q4_K dot product takes it, the codes' term less
   the mins' term: ``dequant(x's codes, x's scale repeated per 32) @ dequant(q, d * sc).T`` (one ``qmatmul_q8``
   over 4-bit blocks of 32 after ``fuse``) less ``(x's sums per 32) @ (dmin * m).T`` (a float matmul over 1/32 of
-  the elements); Q5_K's the same with its 5-bit codes as int8 blocks. Into Q6_K and Q3_K projections (and a Q6_K head) x goes through the same Q8_K blocks, its scale
-  repeated per 16, and ``dequant(x's codes, x's scales per 16) @ dequant(q, d * sc).T`` becomes one
-  ``qmatmul_q8 {group = 16}`` (int8 or 4-bit blocks of 32, two scales a block); Q2_K's (2-bit codes as 4-bit
-  blocks, a scale and a zero per 16) the same less its zeros' term (x's sums per 16). Other weight types (Q4_1,
-  Q5_1, F32) keep f32 activations; into F16 and BF16 weights x goes rounded to f16 / bf16, as llama.cpp's
-  dot products for those types take it.
+  the elements); Q5_K's the same with its 5-bit codes as int8 blocks. Into Q6_K and Q3_K projections (and a
+  Q6_K head) x goes through the same Q8_K blocks, its scale repeated per 16, and ``dequant(x's codes, x's
+  scales per 16) @ dequant(q, d * sc).T`` becomes one ``qmatmul_q8 {group = 16}`` (int8 or 4-bit blocks of 32,
+  two scales a block); Q2_K's (2-bit codes as 4-bit blocks, a scale and a zero per 16) the same less its zeros'
+  term (x's sums per 16). Other weight types (Q4_1, Q5_1, F32) keep f32 activations; into F16 and BF16 weights x
+  goes rounded to f16 / bf16, as llama.cpp's dot products for those types take it.
 * llama: RMSNorm, RoPE in llama.cpp's normal mode (adjacent pairs: ``rope {style = "interleaved"}``; the
   converter permuted the Q/K rows for it), grouped-query causal attention, SwiGLU FFN, final norm, output
   projection (``output.weight``, or tied to ``token_embd.weight`` when absent).

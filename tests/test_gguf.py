@@ -284,8 +284,8 @@ def _q8_0(x):
 
 
 def _q8_k(x):
-    """llama.cpp's Q8_K activation blocks (TQ2_0's, TQ1_0's, Q4_K's, Q6_K's and Q3_K's dot products), values back in float: per 256,
-    q = rint(x * 127 / max|x|), d = max|x| / 127 kept f32 (quantize_row_q8_K_ref, up to d's sign and last bit)."""
+    """llama.cpp's Q8_K activation blocks (TQ2_0's, TQ1_0's and the K-quants' dot products), values back in
+    float: per 256, q = rint(x * 127 / max|x|), d = max|x| / 127 kept f32 (quantize_row_q8_K_ref, up to d's sign and last bit)."""
     blocks = x.reshape(-1, 256)
     amax = np.abs(blocks).max(axis=-1, keepdims=True)
     with np.errstate(divide="ignore"):

@@ -3,10 +3,10 @@
 Two tiers, chosen per op at lowering time:
 
 * a **block** kernel for blocks of 32 along K (``group = 32``, K a whole number of blocks: what GGUF's Q8_0,
-  Q5_0, Q4_0 and Q4_K give; or ``group = 16``, two scales a block for w and for x, the first for the sums in lanes
-  0-3 and the second for lanes 4-7: Q6_K's and Q3_K's, with the weight scales apart) over int8 weights as numpy
-  holds them (one byte a code, the scales a separate tensor) or in ``q8`` blocks (``q8+f16``: Q8_0's bytes, each block's f16 scale before its 32 codes), or
-  4-bit weights in 32-code nibble blocks (``nib16``, the scales inside each block as ``nib16+f16`` does, or
+  Q5_0, Q4_0, Q4_K and Q5_K give; or ``group = 16``, two scales a block for w and for x, the first for the sums in
+  lanes 0-3 and the second for lanes 4-7: Q6_K's, Q3_K's and Q2_K's, the weight scales apart) over int8 weights
+  as numpy holds them (one byte a code, the scales a separate tensor) or in ``q8`` blocks (``q8+f16``: Q8_0's
+  bytes, each block's f16 scale before its 32 codes), or 4-bit weights in 32-code nibble blocks (``nib16``, the scales inside each block as ``nib16+f16`` does, or
   beside them). Work item = one weight row n. Each thread first copies the rows of x of a pass (as many as
   fit SCRATCH bytes of stack, at most MCHUNK) to a scratch, clipped to -127 (the op's definition; absmax
   codes never hold -128), then streams its weight rows once per pass. Per block of 32, the integer dot
