@@ -413,10 +413,8 @@ def _q4_k_repacked(blocks: np.ndarray, scales: np.ndarray, p, k: int) -> np.ndar
     from ladder.packing import ScaledPacking
 
     u4 = DTYPES["u4"]
-    if (not isinstance(p, ScaledPacking) or p.zero or p.scale.name != "f32" or p.block != 32 or p.stride < 20
-            or p.base.bits != 4 or p.base.block_bytes != 16 or p.base.planes or p.base.radix
-            or [p.base.place(i) for i in (0, 15, 16, 31)] != [(0, 0), (15, 0), (0, 1), (15, 1)]
-            or p.base.slot_shifts != (0, 4) or not p.accepts(u4)):
+    if (not isinstance(p, ScaledPacking) or p.zero or p.scale.name != "f32" or not p.base.nib_pairs
+            or p.stride < 20 or not p.accepts(u4)):
         return None
     xor = p.base.byte_xor(u4)
     n = blocks.shape[0]

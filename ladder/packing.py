@@ -243,6 +243,15 @@ class Packing:
         c, r = divmod(i, ch * self.slots)
         return c * ch + r % ch, r // ch
 
+    @property
+    def nib_pairs(self) -> bool:
+        """Blocks of 32 4-bit codes in 16 bytes, code j in the low nibble of byte j and code j + 16 in its high one
+        (nib16, and q4: Q4_0's bytes): what the int8 dot product kernels decode (the q8dot lowering) and what
+        Q4_K's code bytes become without decoding (the GGUF importer)."""
+        return (not self.planes and not self.radix and self.bits == 4 and self.block == 32 and self.block_bytes == 16
+                and [self.place(i) for i in (0, 15, 16, 31)] == [(0, 0), (15, 0), (0, 1), (15, 1)]
+                and self.slot_shifts == (0, 4))
+
     def stored_xor(self, dt: DType) -> int:
         """The XOR from a stored code to the type's code (offset binary <-> two's complement), 0 if none."""
         return (1 << (dt.bits - 1)) if self.codes == "offset" and dt.kind == "int" else 0

@@ -18,7 +18,6 @@ from test_llvm_movement import rand_values
 import ladder
 from ladder.backends.llvm.compiler import compile_graph
 from ladder.backends.llvm.lowerings.matmul_plan import fast_layout
-from ladder.backends.llvm.lowerings.q8dot import _nib_blocks
 from ladder.builder import Builder
 from ladder.interpreter import Session
 from ladder.packing import PACKINGS, get_packing, to_codes
@@ -137,7 +136,7 @@ def test_vector_constants_come_from_the_declarations():
     # the kernels take exactly the layouts they took when they tested names
     assert {n for n, p in PACKINGS.items() if fast_layout(p)} == {
         "crumb16", "crumb32", "crumb64", "nib16", "nib32", "nib64", "trit5", "tq2", "q4"}
-    assert {n for n, p in PACKINGS.items() if _nib_blocks(p)} == {"nib16", "q4"}
+    assert {n for n, p in PACKINGS.items() if p.nib_pairs} == {"nib16", "q4"}
     assert PACKINGS["q4"].byte_xor(DTYPES["i4"]) == 0 and PACKINGS["q4"].value_offset(DTYPES["i4"]) == (0, 8)
     assert PACKINGS["planes"].index_shifts(4) == (0, 4) and PACKINGS["planes"].index_shifts(2) == (0, 2, 4, 6)
 

@@ -139,7 +139,7 @@ def plan(ctx, op, ins) -> Q8Plan | None:
         base = p.base if block_scales(w) else p
         if _byte_blocks(base) and w.dtype.name == "i8":
             nibbles = False
-        elif _nib_blocks(base) and w.dtype.name in ("i4", "u4"):
+        elif base.nib_pairs and w.dtype.name in ("i4", "u4"):
             nibbles = True
         else:
             return None
@@ -159,15 +159,6 @@ def plan(ctx, op, ins) -> Q8Plan | None:
         dot="vnni" if madd and t.supports("i8-dot") else ("madd" if madd else "i16"),
         f16c=has_f16c(t), fma=t.supports("f32-fma"),
         gfni=nibbles and "gfni" in feats and "avx" in feats and nib_xor >> 4 == nib_xor & 15, halves=halves)
-
-
-def _nib_blocks(L) -> bool:
-    """Whether a layout (ladder.packing.Packing) is what the block kernel decodes: blocks of 32 4-bit codes in 16
-    bytes, code j in the low nibble of byte j and code j + 16 in its high nibble (nib16, and q4: Q4_0's bytes),
-    codes as the type's or offset binary (``Packing.byte_xor`` makes either the offset code)."""
-    return (not L.planes and not L.radix and L.bits == 4 and L.block == BLOCK and L.block_bytes == 16
-            and [L.place(i) for i in (0, 15, 16, 31)] == [(0, 0), (15, 0), (0, 1), (15, 1)]
-            and L.slot_shifts == (0, 4))
 
 
 def _byte_blocks(L) -> bool:
