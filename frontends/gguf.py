@@ -1103,7 +1103,7 @@ class _Source:
         t = self.tensor(wname)
         g, k = t.group, x.type.shape[-1]
         lead = list(x.type.shape[:-1])
-        key = (x.name, f"q8k/{g}")
+        key = (x.name, f"q8k/{g}")  # x's Q8_K blocks once, dequantized once per group, summed once per group
         if key not in self._rounded:
             q8k = self._rounded.get((x.name, "q8k"))
             if q8k is None:
@@ -1111,18 +1111,18 @@ class _Source:
             xq, xs = q8k
             ones = b.const(np.ones(256 // g, np.float32))
             xsg = b.reshape(b.mul(b.reshape(xs, shape=lead + [k // 256, 1]), ones), shape=lead + [k // g])
-            xd = b.dequant(xq, xsg, axis=-1, group=g)
-            sums = b.reduce(b.reshape(xd, shape=lead + [k // g, g]), kind="sum", axes=[-1])
-            self._rounded[key] = (xd, sums)
-        xd, sums = self._rounded[key]
+            self._rounded[key] = b.dequant(xq, xsg, axis=-1, group=g)
+        xd = self._rounded[key]
         codes = self._param(b, wname, t.codes, t.dtype, t.stored)
         scale = self._param(b, f"{wname}.scales", t.scale, _np_dtype_ladder(t.scale))
         y = b.matmul(xd, b.dequant(codes, scale, axis=-1, group=g), transpose_b=True,
                      name=name if t.zero is None else None)
         if t.zero is None:
             return y
+        if key + ("sums",) not in self._rounded:  # only weights with zeros read them
+            self._rounded[key + ("sums",)] = b.reduce(b.reshape(xd, shape=lead + [k // g, g]), kind="sum", axes=[-1])
         zeros = self._param(b, f"{wname}.zeros", t.zero, _np_dtype_ladder(t.zero))
-        return b.sub(y, b.matmul(sums, zeros, transpose_b=True), name=name)
+        return b.sub(y, b.matmul(self._rounded[key + ("sums",)], zeros, transpose_b=True), name=name)
 
     def project(self, b: Builder, x: Value, act_scale: Value | None, name: str, out_features: int,
                 in_features: int) -> Value:
