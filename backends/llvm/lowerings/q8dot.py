@@ -252,6 +252,10 @@ def _lower_blocks(ctx, op, ins, outs, p: Q8Plan):
             wv = b.xor(wv, ir.Constant(v32i8, [p.nib_xor & 15] * 16 + [p.nib_xor >> 4] * 16))
         return b.sub(wv, splat8(8)) if p.signed and not offset else wv
 
+    def scale_index(b, row, j):
+        """The index of block j's (first) scale in a row of w's or x's separate scales."""
+        return b.add(b.mul(row, C64(NS)), b.mul(j, C64(2)) if p.halves else j)
+
     def scales(b, n, wrow, j, count):
         """The f32 scales of blocks j .. j+count-1 of weight row n: a scalar (count 1) or a vector of count (with
         halves a vector of 2 count: each block's two in turn)."""
@@ -262,7 +266,7 @@ def _lower_blocks(ctx, op, ins, outs, p: Q8Plan):
                            typ=st, align=1) for a in range(count)]
         else:
             dt, st = p.sw, storage_type(p.sw)
-            at = b.gep(psw, [b.add(b.mul(n, C64(NS)), b.mul(j, C64(2)) if p.halves else j)], source_etype=st)
+            at = b.gep(psw, [scale_index(b, n, j)], source_etype=st)
             if cnt == 1:
                 raws = [b.load(at, typ=st)]
             else:
@@ -297,7 +301,7 @@ def _lower_blocks(ctx, op, ins, outs, p: Q8Plan):
         a vector of 2 count, as ``scales``)."""
         st = storage_type(p.sx)
         cnt = count * p.per
-        at = b.gep(psx, [b.add(b.mul(m, C64(NS)), b.mul(j, C64(2)) if p.halves else j)], source_etype=st)
+        at = b.gep(psx, [scale_index(b, m, j)], source_etype=st)
         raws = [b.load(at, typ=st)] if cnt == 1 else b.load(at, typ=ir.VectorType(st, cnt), align=2)
         return _scales_f32(b, raws, p.sx, cnt)
 
