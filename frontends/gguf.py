@@ -132,6 +132,8 @@ class GGUFTensor:
     zero_mode: str = "none"
     axis: int = -1
     stored: str = ""  # the block packing codes and scales are kept in (``STORED``; ladder.weights.Blocks)
+    # a K-quant's scale as the file has it: (int8 sub-scales like ``scale``, f32 per 256), scale = f32(sub) * d
+    factors: tuple[Any, Any] | None = None
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -212,6 +214,26 @@ def _q3k_scales(scales: np.ndarray) -> np.ndarray:
     lo = ((scales[:, :8].reshape(n, 1, 8) >> _SHIFT4.reshape(1, 2, 1)) & 0x0F).reshape(n, 16)
     hi = ((scales[:, 8:].reshape(n, 1, 4) >> _SHIFT2.reshape(1, 4, 1)) & 0x03).reshape(n, 16)
     return (lo | (hi << 4)).astype(np.int16) - 32
+
+
+# K-quants whose sub-block scales are an integer (6 or 8 bits, or 4 for Q2_K) times the block's f16 d: kept
+# so (ladder.weights.Blocks' sub_scales, super_scales) for the int8 dot product kernel (qmatmul_q8 {scale_group})
+FACTORED = (QT.Q2_K, QT.Q3_K, QT.Q4_K, QT.Q5_K, QT.Q6_K)
+
+
+def _k_factors(t: QT, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A K-quant's sub-block scales as the file holds them: (int8 sub-scales (n, 256 / group), f32 d (n, 1)),
+    whose product in f32 is ``_decode_blocks``' scale (exact: a code of at most 8 bits times an f16)."""
+    f32 = np.float32
+    if t == QT.Q2_K:
+        return (b[:, :16] & 0x0F).astype(np.int8), _f16(b[:, 80:82]).astype(f32)
+    if t == QT.Q3_K:
+        return _q3k_scales(b[:, 96:108]).astype(np.int8), _f16(b[:, 108:110]).astype(f32)
+    if t in (QT.Q4_K, QT.Q5_K):
+        return _k_scale_min(b[:, 4:16])[0].astype(np.int8), _f16(b[:, :2]).astype(f32)
+    if t == QT.Q6_K:
+        return b[:, 192:208].view(np.int8).copy(), _f16(b[:, 208:210]).astype(f32)
+    raise AssertionError(t)
 
 
 def _decode_blocks(t: QT, b: np.ndarray, codes: bool = True):
@@ -376,6 +398,13 @@ def _lazy(name: str, t: QT, data: np.ndarray, shape: tuple[int, ...],
     layout = STORED.get(t, "")
 
     def decode(which: int) -> np.ndarray:
+        if which in (3, 4) or which == 2 and t in FACTORED:  # the sub-scales and their f32 d, and the zeros
+            with np.errstate(invalid="ignore", over="ignore"):
+                sub, d = _k_factors(t, blocks)
+                zr = _decode_blocks(t, blocks, codes=False)[2] if t in (QT.Q2_K, QT.Q4_K, QT.Q5_K) else None
+            _release(data)
+            zr = None if zr is None else np.ascontiguousarray(zr).reshape(lead + (k // group,))
+            return (None, None, zr, sub.reshape(lead + (k // group,)), d.reshape(lead + (k // 256,)))
         if which == 1 and layout:  # the scales alone: the f16 of each block, where the packing says
             at = get_packing(layout).scale_offset(0)
             return blocks[:, at:at + 2].copy().view(np.float16).reshape(lead + (k // block,))
@@ -392,34 +421,42 @@ def _lazy(name: str, t: QT, data: np.ndarray, shape: tuple[int, ...],
         return g.codes, g.scale, g.zero  # every part of one decode (Blocks keeps the scales)
 
     def repack(to: str, nparts: int) -> np.ndarray | None:
-        """Q4_K's codes and scales in a 32-code nibble packing with the scales inside, from the file's bytes."""
-        if t != QT.Q4_K or nparts != 2:
+        """Q4_K's codes (and scales) in a 32-code nibble packing (with the scales inside), from the file's bytes."""
+        if t != QT.Q4_K or nparts not in (1, 2):
             return None
-        return _q4_k_repacked(blocks, np.asarray(b.scales).reshape(-1), get_packing(to), k)
+        return _q4_k_repacked(blocks, np.asarray(b.scales).reshape(-1) if nparts == 2 else None, get_packing(to), k)
 
+    factored = t in FACTORED
     b = Blocks(name, dtname, shape, decode, repack=repack, layout=layout, storage=storage if layout else None,
                scale_shape=lead + (k // group,), scale_dtype=np.asarray(scale).dtype, zero=zero is not None,
-               source=source, release=lambda: _release(data))
-    return GGUFTensor(name, t.name, DTYPES[dtname], b.codes, b.scales, b.zeros, group, zm, stored=layout)
+               source=source, release=lambda: _release(data), super_shape=lead + (k // 256,) if factored else None)
+    return GGUFTensor(name, t.name, DTYPES[dtname], b.codes, b.scales, b.zeros, group, zm, stored=layout,
+                      factors=(b.sub_scales, b.super_scales) if factored else None)
 
 
-def _q4_k_repacked(blocks: np.ndarray, scales: np.ndarray, p, k: int) -> np.ndarray | None:
+def _q4_k_repacked(blocks: np.ndarray, scales: np.ndarray | None, p, k: int) -> np.ndarray | None:
     """Q4_K blocks (uint8[n, 144]) and their f32 scales (d * sc, 8 a block) packed in ``p`` when it is 32-code
     nibble blocks (code j in the low nibble of byte j, code j + 16 in its high one) with an f32 scale inside each
-    and no zero (``nib16+f32``): made from the file's code bytes, without decoding a code. A Q4_K block's 128
+    and no zero (``nib16+f32``), or the codes alone (``scales`` None) in such blocks without scales (``nib16``):
+    made from the file's code bytes, without decoding a code. A Q4_K block's 128
     code bytes are 4 runs of 32: the low nibbles are one block of 32 codes, the high ones the next. None for
     any other packing. Rows of blocks a few MB at a time (a 2B model's 211 weights: the decode and generic pack
     took ~14 s of a cold compile on one core)."""
     from ladder.packing import ScaledPacking
 
     u4 = DTYPES["u4"]
-    if (not isinstance(p, ScaledPacking) or p.zero or p.scale.name != "f32" or not p.base.nib_pairs
+    if scales is None:
+        if isinstance(p, ScaledPacking) or not p.nib_pairs or p.block_bytes != 16 or not p.accepts(u4):
+            return None
+        base, stride, codes_at, scale_at = p, 16, 0, None
+    elif (not isinstance(p, ScaledPacking) or p.zero or p.scale.name != "f32" or not p.base.nib_pairs
             or p.stride < 20 or not p.accepts(u4)):
         return None
-    xor = p.base.byte_xor(u4)
+    else:
+        base, stride, codes_at, scale_at = p.base, p.stride, p.codes_offset, p.scale_offset(0)
+    xor = base.byte_xor(u4)
     n = blocks.shape[0]
-    out = np.empty((n * 8, p.stride), np.uint8)
-    codes_at, scale_at = p.codes_offset, p.scale_offset(0)
+    out = np.empty((n * 8, stride), np.uint8)
     step = 4096  # blocks of 256 at a time
     for i in range(0, n, step):
         qs = blocks[i:i + step, 16:144].reshape(-1, 4, 2, 16)  # [block, run, first / second 16 bytes, byte]
@@ -428,9 +465,10 @@ def _q4_k_repacked(blocks: np.ndarray, scales: np.ndarray, p, k: int) -> np.ndar
         both = np.stack([(lo & 15) | (hi << 4), (lo >> 4) | (hi & 0xF0)], axis=2).reshape(-1, 16)
         rows = out[i * 8:(i + len(qs)) * 8]
         rows[:, codes_at:codes_at + 16] = both ^ np.uint8(xor) if xor else both
-        sc = scales[i * 8:(i + len(qs)) * 8].astype(np.float32)
-        rows[:, scale_at:scale_at + 4] = sc.view(np.uint8).reshape(-1, 4)
-    return out.reshape(-1, (k // 32) * p.stride)
+        if scales is not None:
+            sc = scales[i * 8:(i + len(qs)) * 8].astype(np.float32)
+            rows[:, scale_at:scale_at + 4] = sc.view(np.uint8).reshape(-1, 4)
+    return out.reshape(-1, (k // 32) * stride)
 
 
 def _convert(name: str, t: QT, data: np.ndarray, shape: tuple[int, ...]) -> GGUFTensor:
@@ -1061,7 +1099,7 @@ class _Source:
         rows = b.gather(self._param(b, "token_embd.weight", t.codes, t.dtype, t.stored), tokens)
         if not t.quantized:
             return rows if t.dtype.name == "f32" else b.cast(rows, dtype="f32")
-        scale = b.gather(self._param(b, "token_embd.weight.scales", t.scale, _np_dtype_ladder(t.scale)), tokens)
+        scale = self._k_scale(b, t, tokens)
         extra = []
         if t.zero is not None:
             extra = [b.gather(self._param(b, "token_embd.weight.zeros", t.zero, _np_dtype_ladder(t.zero)), tokens)]
@@ -1114,8 +1152,7 @@ class _Source:
             self._rounded[key] = b.dequant(xq, xsg, axis=-1, group=g)
         xd = self._rounded[key]
         codes = self._param(b, wname, t.codes, t.dtype, t.stored)
-        scale = self._param(b, f"{wname}.scales", t.scale, _np_dtype_ladder(t.scale))
-        y = b.matmul(xd, b.dequant(codes, scale, axis=-1, group=g), transpose_b=True,
+        y = b.matmul(xd, b.dequant(codes, self._k_scale(b, t), axis=-1, group=g), transpose_b=True,
                      name=name if t.zero is None else None)
         if t.zero is None:
             return y
@@ -1123,6 +1160,20 @@ class _Source:
             self._rounded[key + ("sums",)] = b.reduce(b.reshape(xd, shape=lead + [k // g, g]), kind="sum", axes=[-1])
         zeros = self._param(b, f"{wname}.zeros", t.zero, _np_dtype_ladder(t.zero))
         return b.sub(y, b.matmul(self._rounded[key + ("sums",)], zeros, transpose_b=True), name=name)
+
+    def _k_scale(self, b: Builder, t: GGUFTensor, rows: Value | None = None) -> Value:
+        """A K-quant's scales (of the rows ``rows`` when given) as the file has them: its integer sub-scales
+        dequantized by their f32 d per 256 (``fuse`` gives both to qmatmul_q8 {scale_group}: a kernel reads a
+        byte a scale); other types' f32 scales as they are."""
+        if t.factors is None:
+            scale = self._param(b, f"{t.name}.scales", t.scale, _np_dtype_ladder(t.scale))
+            return scale if rows is None else b.gather(scale, rows)
+        sub, sup = t.factors
+        codes = self._param(b, f"{t.name}.subscales", sub, DTYPES["i8"])
+        d = self._param(b, f"{t.name}.superscales", sup, DTYPES["f32"])
+        if rows is not None:
+            codes, d = b.gather(codes, rows), b.gather(d, rows)
+        return b.dequant(codes, d, axis=-1, group=256 // t.group)
 
     def project(self, b: Builder, x: Value, act_scale: Value | None, name: str, out_features: int,
                 in_features: int) -> Value:

@@ -55,8 +55,11 @@ ITEM_BYTES = {"BOOL": 1, "U8": 1, "I8": 1, "U16": 2, "I16": 2, "F16": 2, "U32": 
 class Blocks:
     """One quantized weight as its file holds it, decoded only when needed: ``decode(which)`` returns its codes
     (0: ``dtype`` name, ``shape``), block scales (1) or zeros (2) as numpy arrays (``scale_shape``,
-    ``scale_dtype``), or all three as a tuple (one decode giving every part). ``codes``, ``scales``, ``zeros``
-    are the parts to put in a weights mapping, one per param.
+    ``scale_dtype``), or several parts as a tuple indexed by ``which`` (one decode giving them, None for those it
+    does not give). ``codes``, ``scales``, ``zeros`` are the parts to put in a weights mapping, one per param.
+    ``super_shape`` (a K-quant's): its scales are also the file's integer sub-scales (3: ``sub_scales``, int8,
+    ``scale_shape``) times an f32 per super-block (4: ``super_scales``, ``super_shape``), which a kernel reads
+    in place of the f32 scales.
 
     ``storage`` (optional): the file's bytes (uint8[..., row bytes], C-contiguous, usually a view of its memory
     map) when they are the codes and scales (and zeros) in the block packing ``layout`` (ladder.packing, e.g.
@@ -69,7 +72,7 @@ class Blocks:
                  repack: Callable[[str, int], np.ndarray | None] | None = None,
                  layout: str = "", storage: np.ndarray | None = None, scale_shape: tuple[int, ...] = (),
                  scale_dtype=np.float16, zero: bool = False, source: tuple[str, int] | None = None,
-                 release: Callable[[], None] | None = None):
+                 release: Callable[[], None] | None = None, super_shape: tuple[int, ...] | None = None):
         from .dtypes import DTYPES
         from .packing import get_packing
 
@@ -95,6 +98,10 @@ class Blocks:
         self.codes = BlockPart(self, 0, self.shape, np.dtype(DTYPES[dtype].np_dtype))
         self.scales = BlockPart(self, 1, tuple(scale_shape), np.dtype(scale_dtype))
         self.zeros = BlockPart(self, 2, tuple(scale_shape), np.dtype(scale_dtype)) if zero else None
+        self.sub_scales = self.super_scales = None
+        if super_shape is not None:
+            self.sub_scales = BlockPart(self, 3, tuple(scale_shape), np.dtype(np.int8))
+            self.super_scales = BlockPart(self, 4, tuple(super_shape), np.dtype(np.float32))
 
     def decoded(self, which: int) -> np.ndarray:
         codes = self._codes() if self._codes is not None else None
@@ -136,7 +143,10 @@ class BlockPart:
         return arr.astype(dtype) if dtype is not None else (arr.copy() if copy else arr)
 
     def __repr__(self) -> str:
-        return f"the {('codes', 'scales', 'zeros')[self.which]} of {self.blocks!r}"
+        return f"the {PART_NAMES[self.which]} of {self.blocks!r}"
+
+
+PART_NAMES = ("codes", "scales", "zeros", "sub-scales", "super-scales")
 
 
 def _one_weight(parts) -> Blocks | None:
@@ -339,11 +349,13 @@ def decoded_part(cache: "PackCache | None", part: "BlockPart") -> np.ndarray:
     they are come mapped from the pack cache (an entry per part, ``decoded/0``, ``decoded/1`` and ``decoded/2``
     in the layout's place of the key); on a miss the scales and zeros are decoded together, kept there and
     mapped, and the decoded arrays let go (a 2B Q4_K model's 9.4M blocks take ~1.3 s to decode, and their
-    scales and mins 0.6 GB; a Q4_K_M file's Q6_K codes take 0.6 GB as int8: its cached compile 5.3 -> 1.7 s)."""
+    scales and mins 0.6 GB; a Q4_K_M file's Q6_K codes take 0.6 GB as int8: its cached compile 5.3 -> 1.7 s).
+    The same for the sub-scales and super-scales (``decoded/3``, ``decoded/4``): every part the one decode gave
+    is kept."""
     b = part.blocks
     if cache is None or b.layout:
         return np.asarray(part)
-    parts = [p for p in (b.scales, b.zeros) if p is not None]
+    parts = [p for p in (b.scales, b.zeros, b.sub_scales, b.super_scales) if p is not None]
 
     def mapped(p):
         got = cache.load(b, f"decoded/{p.which}", 1, (math.prod(p.shape) * p.dtype.itemsize,))
@@ -367,9 +379,11 @@ def decoded_part(cache: "PackCache | None", part: "BlockPart") -> np.ndarray:
         cache.store(b, "decoded/0", 1, np.ascontiguousarray(np.asarray(part)).reshape(-1).view(np.uint8))
         got = mapped(part)
         return np.asarray(part) if got is None else keep(part, got)
-    for p in parts:
-        cache.store(b, f"decoded/{p.which}", 1, np.ascontiguousarray(np.asarray(p)).reshape(-1).view(np.uint8))
-    for p in parts:  # the entries just written, in place of the decoded arrays: file pages, as next time
+    np.asarray(part)  # one decode: the parts it gave are kept on the weight
+    done = [p for p in parts if p.which in b._kept and p.which not in b.mapped_parts]
+    for p in done:
+        cache.store(b, f"decoded/{p.which}", 1, np.ascontiguousarray(b._kept[p.which]).reshape(-1).view(np.uint8))
+    for p in done:  # the entries just written, in place of the decoded arrays: file pages, as next time
         m = mapped(p)
         if m is not None:
             keep(p, m)

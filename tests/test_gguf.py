@@ -419,10 +419,12 @@ def test_k_quants_take_llamas_q8_k_dot_products(tmp_path):
     # per layer 2 Q3_K, 2 Q6_K and a Q2_K, and the head; a Q4_K and a Q5_K
     assert groups == [16] * (2 * 5 + 1) + [32] * (2 * 2)
     assert not [op for op in fused.ops() if op.kind == "qmatmul"]
-    # Q3_K's and Q2_K's codes in 4-bit blocks of 32 (two of their scales a block, apart), Q4_K's with its scale
-    # inside each: what the int8 dot product kernel takes
+    # every scale as the file has it, an int8 sub-scale a group times an f32 per 256 (scale_group), apart from the
+    # codes: Q3_K's, Q2_K's and Q4_K's in 4-bit blocks of 32, Q5_K's and Q6_K's int8 as they are
+    assert all(op.attr.get("group", 32) * op.attr.get("scale_group", 0) == 256 and len(op.operands) == 5
+               for op in fused.ops() if op.kind == "qmatmul_q8")
     assert {(op.results[0].type.dtype.name, op.results[0].type.packing.name) for op in fused.ops()
-            if op.kind == "pack"} == {("i4", "nib16"), ("u4", "nib16"), ("u4", "nib16+f32")}
+            if op.kind == "pack"} == {("i4", "nib16"), ("u4", "nib16")}
     feed = feed_of(g)
     want = ladder.run(g, feed, w)["logits"]
     got = ladder.compile(g, "cpu", w, cache=False)(feed)["logits"]
@@ -481,8 +483,8 @@ def test_fuse_makes_qmatmul_and_keeps_results(tmp_path):
     g, w = lg.load(path)
     # 5 quantized projections/layer, the embedding and the head; per layer x's Q8_0 blocks once (attn_q and
     # attn_k share theirs), x's Q8_K blocks for ffn_down (TQ2_0), for attn_v (Q4_K: its zeros apart) and for
-    # ffn_gate (Q6_K: x's scale repeated per 16)
-    assert sum(op.kind == "dequant" for op in g.ops()) == 2 * 5 + 2 + 2 * 4
+    # ffn_gate (Q6_K: x's scale repeated per 16); the K-quants' scales are their sub-scales dequantized (2 a layer)
+    assert sum(op.kind == "dequant" for op in g.ops()) == 2 * 5 + 2 + 2 * 4 + 2 * 2
     assert sum(op.kind == "quantize" for op in g.ops()) == 2 * 4
     # x rounded to bf16 into ffn_up (BF16) and to f16 into attn_output (F16), as llama.cpp's dot products take it
     assert sum(op.kind == "cast" and op.result.type.dtype.name == "bf16" for op in g.ops()) == 2
@@ -962,10 +964,10 @@ def test_tq1_0_repacking_is_done_once_and_kept_in_the_cache_folder(tmp_path, mon
 
 
 def test_k_quants_compile_from_the_cache_without_decoding(tmp_path, monkeypatch):
-    """Q4_K projections: the first compile packs their codes with their scales (the target's nibble blocks with
-    an f32 scale each) and decodes their mins into the cache folder's entries; Q6_K ones (a Q4_K_M file's
-    attn_v and ffn_down) keep their int8 codes and f32 scales there. A second compile from a fresh load maps
-    them all (no block decoded) and gives the same logits, which equal a compile without the cache."""
+    """Q4_K projections: the first compile packs their codes (the target's nibble blocks) and decodes their
+    sub-scales, super-block scales and mins into the cache folder's entries; Q6_K ones (a Q4_K_M file's attn_v
+    and ffn_down) keep their int8 codes, sub-scales and super-block scales there. A second compile from a fresh
+    load maps them all (no block decoded) and gives the same logits, which equal a compile without the cache."""
     import os
 
     from ladder.weights import Blocks
@@ -994,8 +996,9 @@ def test_k_quants_compile_from_the_cache_without_decoding(tmp_path, monkeypatch)
     assert not [d for d in decodes2 if d[0].startswith("blk.")], decodes2  # codes, scales and mins all mapped
     for i in range(DIMS["layers"]):
         for p_, qt in types.items():
-            parts = ({f"blk.{i}.{p_}.weight.packed", f"blk.{i}.{p_}.weight.zeros"} if qt == QT.Q4_K else
-                     {f"blk.{i}.{p_}.weight", f"blk.{i}.{p_}.weight.scales"})
+            w_ = f"blk.{i}.{p_}.weight"
+            parts = {f"{w_}.subscales", f"{w_}.superscales"} | (
+                {f"{w_}.packed", f"{w_}.zeros"} if qt == QT.Q4_K else {w_})
             assert parts <= set(mapped), mapped
     g, w = lg.load(path)
     np.testing.assert_array_equal(ladder.compile(g, "cpu", w, cache=False)(feed_of(g))["logits"], first)
@@ -1011,15 +1014,17 @@ def test_two_modules_share_one_mapping_of_each_cached_part(tmp_path):
     g, w = lg.load(path)
     g2, _ = lg.load(path, {"tokens": (3,)})  # a prefill step of the same model, compiled with the same w
     mods = [ladder.compile(x, "cpu", w, cache=tmp_path / "cache") for x in (g, g2)]
-    names = ["blk.0.ffn_down.weight", "blk.0.ffn_down.weight.scales", "blk.0.attn_q.weight.zeros"]
+    names = ["blk.0.ffn_down.weight", "blk.0.ffn_down.weight.subscales", "blk.0.ffn_down.weight.superscales",
+             "blk.0.attn_q.weight.zeros"]
     where = [{n: a.__array_interface__["data"][0] for n, a in zip(m.backend.weight_names, m.backend.weights)}
              for m in mods]
     assert all(n in where[0] and where[0][n] == where[1][n] for n in names), where
 
 
 def test_q4_k_packs_from_the_file_bytes_as_the_generic_pack_does(tmp_path):
-    """Q4_K's codes go into 32-code nibble blocks with their f32 scales straight from the file's code bytes (no
-    code decoded): the same bytes as packing the decoded codes; other packings are left to the generic pack."""
+    """Q4_K's codes go into 32-code nibble blocks (with their f32 scales, or alone) straight from the file's code
+    bytes (no code decoded): the same bytes as packing the decoded codes; other packings are left to the generic
+    pack."""
     from ladder.packing import get_packing
     from ladder.types import DTYPES
     from ladder.weights import repack_rows
@@ -1031,6 +1036,14 @@ def test_q4_k_packs_from_the_file_bytes_as_the_generic_pack_does(tmp_path):
     got = repack_rows("nib16+f32", [t.codes, t.scale], want.shape)
     assert got is not None and np.array_equal(got, want)
     assert repack_rows("nib16+f16", [t.codes, t.scale], want.shape) is None  # a scale the file's is not
+    alone = get_packing("nib16").pack(np.asarray(t.codes), DTYPES["u4"])
+    got = repack_rows("nib16", [t.codes], alone.shape)
+    assert got is not None and np.array_equal(got, alone)
+    # the scales as the file has them: f32(sub-scale) * d is the decoded f32 scale, bit for bit
+    sub, d = (np.asarray(a) for a in t.factors)
+    assert sub.dtype == np.int8 and d.dtype == np.float32 and d.shape[-1] * 8 == sub.shape[-1]
+    assert np.array_equal((sub.astype(np.float32) * np.repeat(d, 8, axis=-1)).view(np.int32),
+                          np.asarray(t.scale).view(np.int32))
 
 
 def feed_of(g):

@@ -467,3 +467,87 @@ def test_gemv_matches_the_reference_and_stays_inside_its_buffers(target):
                 step.fn(*[a.ptr for a in ins], out.ptr, lo, hi)
             assert all(a.canary_ok() for a in ins + [out]), step.op.describe()
             assert np.all(np.abs(out.arr - ref[r.name]) <= gb.meta[r.name]), step.op.describe()
+
+
+# -- quantized weight scales (a K-quant's integer sub-scales times an f32 per 256: scale_group) ----------------
+
+FACTORED = [("i8", None, 16), ("i8", None, 32), ("u4", "nib16", 32), ("i4", "nib16", 16), ("u4", "nib16", 16)]
+
+
+def _factored_pair(rng, dname, layout, group, M, N, K):
+    """The same product twice: w's scales as i8 sub-scales with an f32 per 256 (``scale_group``), and as the f32
+    values those make (``f32(sub) * d``, what the reference's dequant gives)."""
+    sg = 256 // group
+    x = rng.integers(-128, 128, (M, K)).astype(np.int8)
+    sx = (rng.random((M, K // group)) * 0.05 + 0.001).astype(np.float32)
+    w = _codes(rng, dname, (N, K))
+    sub = rng.integers(-32, 64, (N, K // group)).astype(np.int8)
+    d = (rng.random((N, K // 256)) * 0.01 + 1e-4).astype(np.float16).astype(np.float32)
+    f32 = sub.astype(np.float32) * np.repeat(d, sg, axis=-1)
+    graphs = []
+    for factored in (True, False):
+        gb = G()
+        xn, sxn = gb.input(x, "i8"), gb.input(sx, "f32")
+        wn = gb.param(w, dname)
+        if layout is not None:
+            gb.lines.append(f'%p{wn} = pack %{wn} {{layout = "{layout}"}} : {dname}<{layout}>[{N}, {K}]')
+            wn = f"p{wn}"
+        if factored:
+            sn, dn = gb.param(sub, "i8"), gb.param(d, "f32")
+            gb.op(f"qmatmul_q8 %{xn}, %{sxn}, %{wn}, %{sn}, %{dn} {{group = {group}, scale_group = {sg}}}",
+                  f"f32[{M}, {N}]")
+        else:
+            sn = gb.param(f32, "f32")
+            gb.op(f"qmatmul_q8 %{xn}, %{sxn}, %{wn}, %{sn} {{group = {group}}}", f"f32[{M}, {N}]")
+        graphs.append(gb)
+    return graphs
+
+
+@pytest.mark.parametrize("target", ["cpu", "cpu:avx2", "cpu:generic"])
+@pytest.mark.parametrize("dname,layout,group", FACTORED, ids=[f"{d}-{p or 'raw'}-{g}" for d, p, g in FACTORED])
+def test_quantized_weight_scales_give_the_bits_of_their_f32_values(target, dname, layout, group):
+    """Every tier of the block kernel (the GEMV, the row-at-a-time loop, the register tiles; 512-bit tiles where
+    the host has AVX-512 VNNI) makes each weight scale from its i8 sub-scale and f32 super-block scale as the
+    reference does: the results are bit for bit those of the same op given the f32 scales, at 1 and 2 threads;
+    the reference interpreter agrees too. M: a GEMV, a tile with a row left over, more than a pass's rows."""
+    if get_target(target).runs_here():
+        pytest.skip(f"this CPU cannot run {target}")
+    rng = np.random.default_rng(group + len(dname + (layout or "")))
+    for M, N, K in [(1, 7, 512), (5, 9, 256), (70, 4, 768)]:
+        fac, plain = _factored_pair(rng, dname, layout, group, M, N, K)
+        got = [next(iter(compile_graph(gb.graph(), gb.weights, target=target, pipeline="").run(
+            gb.feeds, threads=t).values())) for gb in (fac, plain) for t in (1, 2)]
+        for other in got[1:]:
+            assert np.array_equal(other.view(np.uint32), got[0].view(np.uint32)), f"{target} {M}x{N}x{K}"
+        refs = [next(iter(ladder.run(gb.graph(), gb.feeds, weights=gb.weights).values())) for gb in (fac, plain)]
+        assert np.array_equal(refs[0], refs[1])
+        assert np.allclose(got[0], refs[0], rtol=1e-4, atol=1e-4 * float(np.abs(refs[0]).max()))
+
+
+def test_quantized_weight_scales_need_both_operands_and_a_plan_that_fits():
+    """scale_group's operands are checked; a super-block that is not the kernel's 8 blocks takes the generic
+    kernel (its results still the reference's)."""
+    def text(op):
+        return f"""graph @g(%x: i8[2, 256], %sx: f32[2, 8]) -> f32[2, 3] {{
+  %w = param @w : i8[3, 256]
+  %sub = param @sub : i8[3, 8]
+  %s16 = param @s16 : f16[3, 8]
+  %d = param @d : f32[3, 1]
+  %y = {op} : f32[2, 3]
+  return %y
+}}"""
+    for bad, msg in [("qmatmul_q8 %x, %sx, %w, %sub {scale_group = 8}", "needs sw .i8 codes. and sd"),
+                     ("qmatmul_q8 %x, %sx, %w, %s16, %d {scale_group = 8}", "sw must be i8"),
+                     ("qmatmul_q8 %x, %sx, %w, %sub, %sub {scale_group = 8}", "sd must be f32"),
+                     ("qmatmul_q8 %x, %sx, %w, %sub, %d", "goes with scale_group")]:
+        with pytest.raises(VerifyError, match=msg):
+            ladder.parse(text(bad))
+    g = ladder.parse(text("qmatmul_q8 %x, %sx, %w, %sub, %d {scale_group = 8}"))
+    op = next(o for o in g.ops() if o.kind == "qmatmul_q8")
+
+    class Ctx:
+        target = get_target("cpu:avx2")
+
+    types = [g.type_of(o) for o in op.operands]
+    assert q8dot.plan(Ctx(), op, types).sub == 8
+    assert q8dot.plan(Ctx(), op.with_(attrs={**op.attr, "scale_group": 4}), types) is None

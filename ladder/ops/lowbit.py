@@ -191,12 +191,17 @@ class QMatMulQ8(OpDef):
     x's codes are read clipped to -127..127: absmax quantization never gives -128 and llama.cpp's Q8_0 blocks
     hold none, so a kernel may multiply |w| by x with w's sign (one unsigned x signed byte product). The
     result is the composition's, up to float summation order: a kernel sums each block's integer dot product
-    exactly and scales it by both blocks' scales."""
+    exactly and scales it by both blocks' scales.
+
+    ``scale_group = G`` (> 0): w's scales are themselves quantized, as a K-quant's are (an integer sub-scale per
+    group times an f32 per super-block): ``sw`` is i8 codes and ``sd [N, ceil(K / group / G)]`` their f32 scale,
+    one per G of them; w's scale is ``dequant(sw, sd, group = G)`` (``f32(sw) * sd``, exact for a 6- or 8-bit
+    code times an f16 value)."""
 
     name = "qmatmul_q8"
-    operands = ("x", "sx", "w", "sw?")
+    operands = ("x", "sx", "w", "sw?", "sd?")
     packed_operands = ("w",)
-    attrs = {"group": AttrSpec("int", 32), "epilogue": AttrSpec("strs", ())}
+    attrs = {"group": AttrSpec("int", 32), "scale_group": AttrSpec("int", 0), "epilogue": AttrSpec("strs", ())}
 
     def infer(self, types, attrs):
         from ..quant import reduced_shape
@@ -218,6 +223,22 @@ class QMatMulQ8(OpDef):
                 raise InferError(f"w's block scales need group = {w.packing.block} and no zeros")
         elif not scales:
             raise InferError("qmatmul_q8 needs sw unless w carries its block scales")
+        sg = attrs["scale_group"]
+        if sg < 0:
+            raise InferError(f"scale_group must be 0 (sw as given) or a size > 0, got {sg}")
+        if sg and len(scales) != 2:
+            raise InferError(f"scale_group = {sg} needs sw (i8 codes) and sd (their f32 scales)")
+        if not sg and len(scales) > 1:
+            raise InferError("sd (the scales of sw's codes) goes with scale_group > 0")
+        if sg:
+            sw, sd = scales
+            want = reduced_shape(w.shape, 1, g)
+            if sw.dtype.name != "i8" or sw.shape != want:
+                raise InferError(f"sw must be i8 codes {list(want)} for {w} and group {g}, got {sw}")
+            want_d = reduced_shape(want, 1, sg)
+            if sd.dtype.name != "f32" or sd.shape != want_d:
+                raise InferError(f"sd must be f32 {list(want_d)} for sw {sw} and scale_group {sg}, got {sd}")
+            scales = []
         for s, t, role in ((sx, x, "sx"), *((sw, w, "sw") for sw in scales)):
             want = reduced_shape(t.shape, t.rank - 1, g)
             if s.dtype.name not in ("f16", "bf16", "f32") or s.shape != want:
@@ -238,6 +259,9 @@ class QMatMulQ8(OpDef):
         w = unpacked(args[2], ins[2])
         if block_scales(ins[2]):
             sw, _ = ins[2].packing.unpack_scales(args[2], ins[2].shape)
+        elif attrs["scale_group"]:
+            (sw,) = deq.compute([args[3], args[4]], {**dattrs, "group": attrs["scale_group"]},
+                                [TensorType(f32, ins[3].shape)], [ins[3], ins[4]])
         else:
             sw = args[3]
         sw_t = TensorType(f32, np.shape(sw))

@@ -112,12 +112,15 @@ class LegalizeTypes(Pass):
                     continue  # packed already; or only rows are read (an embedding), which the codes give as they are
                 layout = overrides.get(t.dtype.name) or (None if wide else target.packing_for(t.dtype).name)
                 scales = _shared_block_scales(g, r.name, weights) if self.block_scales else None
+                # scales that are themselves quantized (a K-quant's integer sub-scales times an f32 a super-block)
+                # stay apart, as the file has them: a kernel reads their codes (qmatmul_q8 {scale_group})
+                factored = scales is not None and len(scales[1]) == 1 and _factored_scales(g, scales[1][0]) is not None
                 pack_operands = [r.name]
                 # only the dequants read the packed copy when their block scales go inside it and other ops
                 # (an embedding's gather of the same codes) read the codes too: those keep the plain codes
-                dequants_only = False
+                dequants_only = factored  # (their codes packed alone: an embedding gathers packed rows)
                 base = None
-                if scales is not None:
+                if scales is not None and not factored:
                     s_t = g.type_of(scales[1][0])
                     base = _stored_base(op, target, t.dtype, scales, s_t, overrides.get(t.dtype.name),
                                         self.keep_digits) or (
@@ -128,10 +131,10 @@ class LegalizeTypes(Pass):
                         dequants_only = True
                 if wide and base is None:
                     continue  # not its file's blocks: the weight stays as it is
-                if base is None and scales is not None and len(scales[1]) == 1 and 0 < scales[0] < 32 \
-                        and 32 % scales[0] == 0:
-                    # scales per 16 (Q3_K's) inside no packing: blocks of 32 codes, the scales apart, which the
-                    # int8 dot product kernels take two scales a block (qmatmul_q8 {group = 16})
+                if base is None and scales is not None and len(scales[1]) == 1 and 0 < scales[0] <= 32 \
+                        and 32 % scales[0] == 0 and (scales[0] < 32 or factored):
+                    # scales per 16 (Q3_K's) inside no packing, or quantized scales: blocks of 32 codes, the scales
+                    # apart, which the int8 dot product kernels take (two scales a block: qmatmul_q8 {group = 16})
                     layout = _packing_with_block(target, t.dtype, 32, overrides.get(t.dtype.name)) or layout
                 packed = _add(g, "pack", pack_operands, {"layout": layout}, f"{r.name}.packed", op.loc)
                 logical = None
@@ -327,12 +330,31 @@ def fuse_q8_blocks(g: Graph, mm: Op):
         return None
     w = _weight_operand(g, bq.operands[0])
     scales = [bq.operands[1]]
+    attrs = {"group": da["group"]}
     if block_scales(g.type_of(w)):
         packer = _producer_op(g, w)
         if packer is None or list(packer.operands[1:]) != scales:
             return None  # the scales inside w are not this dequant's
         scales = []
-    return _fused(g, mm, "qmatmul_q8", [a.operands[0], a.operands[1], w] + scales, {"group": da["group"]})
+    else:
+        factored = _factored_scales(g, scales[0])
+        if factored is not None:  # a K-quant's integer sub-scales and their f32 scales, read as they are
+            scales, attrs["scale_group"] = factored
+    return _fused(g, mm, "qmatmul_q8", [a.operands[0], a.operands[1], w] + scales, attrs)
+
+
+def _factored_scales(g: Graph, name: str):
+    """([codes, scale], group) when ``name`` is ``dequant(codes, scale)`` of i8 codes by f32 scales along the last
+    axis, without zeros, to f32 (a K-quant's sub-scales and their super-block scale); else None."""
+    dq = _producer_op(g, name)
+    if dq is None or dq.kind != "dequant" or len(dq.operands) != 2:
+        return None
+    a = OPS["dequant"].full_attrs(dq.attr)
+    c_t, s_t = g.type_of(dq.operands[0]), g.type_of(dq.operands[1])
+    if (c_t.dtype.name != "i8" or c_t.layout or s_t.dtype.name != "f32" or a["dtype"].name != "f32"
+            or a["group"] <= 0 or a["axis"] % c_t.rank != c_t.rank - 1 or c_t.rank != 2):
+        return None
+    return list(dq.operands), a["group"]
 
 
 def _one_scale(g: Graph, dq: Op, rank: int) -> bool:

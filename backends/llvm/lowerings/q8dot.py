@@ -6,8 +6,11 @@ Two tiers, chosen per op at lowering time:
   Q5_0, Q4_0, Q4_K and Q5_K give; or ``group = 16``, two scales a block for w and for x, the first for the sums in
   lanes 0-3 and the second for lanes 4-7: Q6_K's, Q3_K's and Q2_K's, the weight scales apart) over int8 weights
   as numpy holds them (one byte a code, the scales a separate tensor) or in ``q8`` blocks (``q8+f16``: Q8_0's
-  bytes, each block's f16 scale before its 32 codes), or 4-bit weights in 32-code nibble blocks (``nib16``, the scales inside each block as ``nib16+f16`` does, or
-  beside them). Work item = one weight row n. Each thread first copies the rows of x of a pass (as many as
+  bytes, each block's f16 scale before its 32 codes), or 4-bit weights in 32-code nibble blocks (``nib16``, the
+  scales inside each block as ``nib16+f16`` does, or beside them; with ``scale_group`` (a K-quant's scales as
+  its file holds them) an i8 sub-scale a block or half block, times an f32 per 8 blocks, made into the f32
+  scale in the kernel as the reference makes it: 1.125 bytes of scales per 32 codes where an f32 each takes
+  4). Work item = one weight row n. Each thread first copies the rows of x of a pass (as many as
   fit SCRATCH bytes of stack, at most MCHUNK) to a scratch, clipped to -127 (the op's definition; absmax
   codes never hold -128), then streams its weight rows once per pass. Per block of 32, the integer dot
   product with each row of x, exact in int32, as llama.cpp takes it:
@@ -17,7 +20,8 @@ Two tiers, chosen per op at lowering time:
     stays under 2^15);
   - nibbles: codes decoded by one AND of the bytes beside the bytes shifted right by 4, i4 made offset binary
     (c ^ 8, value c - 8) on the packed bytes; the offset codes (0-15) multiply x as they are, and 8 x is
-    taken off per pair (computed once per row of x into the scratch): no sign trick per weight block;
+    taken off per pair (computed once per row of x into the scratch): no sign trick per weight block; u4 codes
+    (Q4_K's, Q2_K's) multiply x as they are;
   - elsewhere (no AVX2): i16 products of signed values.
 
   The 8 lanes of partial sums become f32 and are multiplied by (w's scale * x's scale) into f32 accumulators. A
@@ -112,6 +116,9 @@ class Q8Plan:
     fma: bool
     gfni: bool = False  # nibbles decode in one vgf2p8affineqb (GFNI + AVX; both nibbles' XORs alike)
     halves: bool = False  # a scale per 16 (group = 16) for w and x: two a block, lanes 0-3 and 4-7 of its sums
+    # w's scales as i8 codes times an f32 per this many (``scale_group``: a K-quant's sub-scales and super-block
+    # scale), each super-block one GROUP of blocks: the kernel makes each f32 scale as the reference does
+    sub: int = 0
 
     @property
     def per(self) -> int:
@@ -122,10 +129,13 @@ class Q8Plan:
 def plan(ctx, op, ins) -> Q8Plan | None:
     """The block kernel's plan, or None where the generic kernel is needed."""
     x, sx, w = ins[0], ins[1], ins[2]
-    g = OPS[op.kind].full_attrs(op.attr)["group"]
+    attrs = OPS[op.kind].full_attrs(op.attr)
+    g, sub = attrs["group"], attrs["scale_group"]
     k, n = x.shape[-1], w.shape[0]
     if g not in (BLOCK, BLOCK // 2) or k == 0 or k % BLOCK or 2 * k > SCRATCH:
         return None
+    if sub and (sub * g != GROUP * BLOCK or k % (GROUP * BLOCK)):
+        return None  # quantized scales whose super-blocks are not the kernel's groups of 8 blocks
     halves = g == BLOCK // 2  # Q6_K's and Q3_K's scale per 16: both scales of a block, as a vector
     if halves and block_scales(w):
         return None
@@ -158,7 +168,8 @@ def plan(ctx, op, ins) -> Q8Plan | None:
         sw=None if inline is not None else ins[3].dtype, sx=sx.dtype,
         dot="vnni" if madd and t.supports("i8-dot") else ("madd" if madd else "i16"),
         f16c=has_f16c(t), fma=t.supports("f32-fma"),
-        gfni=nibbles and "gfni" in feats and "avx" in feats and nib_xor >> 4 == nib_xor & 15, halves=halves)
+        gfni=nibbles and "gfni" in feats and "avx" in feats and nib_xor >> 4 == nib_xor & 15, halves=halves,
+        sub=sub)
 
 
 def _byte_blocks(L) -> bool:
@@ -184,6 +195,7 @@ def _lower_blocks(ctx, op, ins, outs, p: Q8Plan):
     fn, b, ptrs, begin, end = ctx.kernel(f"qmatmul_q8_{op.name}", len(ins) + 1)
     px, psx, pw = ptrs[0], ptrs[1], ptrs[2]
     psw = ptrs[3] if p.sw is not None else None
+    psd = ptrs[4] if p.sub else None
     py = ptrs[-1]
     R, K, N, NB = p.rows, p.k, p.n, p.nblocks
     NS = NB * p.per  # scales a row (of w and of x)
@@ -212,6 +224,10 @@ def _lower_blocks(ctx, op, ins, outs, p: Q8Plan):
     # Offset nibbles (i4 as c ^ 8, value c - 8) are multiplied unsigned, as they are, and the offset taken off
     # with 8 x (x's pair sums), computed once per row of x: no sign trick, no subtraction per weight block.
     offset = p.nibbles and p.signed and p.dot != "i16"
+    # Unsigned nibbles (u4: Q4_K's, Q2_K's) are u8 values as they are: one vpdpbusd (or vpmaddubsw) with x, no sign
+    # trick and no offset (Zen 4, Q4_K's 1 x 6912 x 2560 at 1 thread: ~740 -> ~600 us, as Q4_0's)
+    unsigned = p.nibbles and not p.signed and p.dot != "i16"
+    direct = offset or unsigned  # the weight bytes are vpdpbusd's unsigned operand as they are
     # scratch, per pass over the weights: x's codes clipped to -127 and, with offset nibbles, the offset's
     # products negated (-8 x, 32 bytes a block), so the weight loops add them as they are
     per_row = K * (2 if offset else 1)
@@ -219,7 +235,7 @@ def _lower_blocks(ctx, op, ins, outs, p: Q8Plan):
     full = NB - NB % GROUP  # blocks in whole groups of 8 (the GEMV's two accumulators take them in turn)
     # 512-bit register tiles (AVX-512 VNNI; BW for the byte arithmetic), where their buffers fit the stack
     wide = (p.dot == "vnni" and R > 1 and full > 0 and {"avx512f", "avx512bw", "avx512vnni"} <= ctx.target.features()
-            and NT * K * (1 if offset else 3) + 4 * NS * (MTILE * NT + NT) <= WIDE_BUFFERS)
+            and NT * K * (1 if direct else 3) + 4 * NS * (MTILE * NT + NT) <= WIDE_BUFFERS)
     CH = max(1, min(MCHUNK, (SCRATCH_WIDE if wide else SCRATCH) // per_row, R))
     if wide and CH > MTILE:
         CH -= CH % MTILE  # whole tiles per pass
@@ -272,6 +288,15 @@ def _lower_blocks(ctx, op, ins, outs, p: Q8Plan):
             else:
                 vec = b.load(at, typ=ir.VectorType(st, cnt), align=st.width // 8 if isinstance(st, ir.IntType) else 4)
                 raws = vec
+        if p.sub:  # i8 sub-scales times their super-block's f32 (blocks j .. j+count-1 lie in one GROUP)
+            d = b.load(b.gep(psd, [b.add(b.mul(n, C64(NB // GROUP)), b.lshr(j, C64(3)))], source_etype=F32),
+                       typ=F32)
+            if cnt == 1:
+                return b.fmul(b.sitofp(raws[0], F32), d)
+            vt = ir.VectorType(F32, cnt)
+            dv = b.shuffle_vector(b.insert_element(ir.Constant(vt, None), d, C32(0)), ir.Constant(vt, None),
+                                  ir.Constant(ir.VectorType(I32, cnt), [0] * cnt))
+            return b.fmul(b.sitofp(raws, vt), dv)
         return _scales_f32(b, raws, dt, cnt)
 
     def dot(b, wv, wabs, xv, corr):
@@ -283,10 +308,12 @@ def _lower_blocks(ctx, op, ins, outs, p: Q8Plan):
             parts = [b.shuffle_vector(prod, ir.Constant(v32i32, None), ir.Constant(v8i32, [
                 4 * i + q if p.halves else 8 * q + i for i in range(8)])) for q in range(4)]
             return b.add(b.add(parts[0], parts[1]), b.add(parts[2], parts[3]))
-        if offset:  # offset nibbles (0-15) times x, plus -8 x (corr)
+        if direct:  # nibbles (0-15) times x, plus -8 x (corr) for offset ones
             if p.dot == "vnni":
-                return b.call(dpbusd, [corr, b.bitcast(wv, v8i32), b.bitcast(xv, v8i32)])
-            return b.call(maddwd, [b.add(b.call(maddubs, [wv, xv]), corr), ones16])
+                return b.call(dpbusd, [corr if offset else ir.Constant(v8i32, None), b.bitcast(wv, v8i32),
+                                       b.bitcast(xv, v8i32)])
+            pairs = b.call(maddubs, [wv, xv])
+            return b.call(maddwd, [b.add(pairs, corr) if offset else pairs, ones16])
         sx_ = b.call(psign, [xv, wv])  # x with w's sign (0 where w is 0); never overflows: x >= -127
         if p.dot == "vnni":
             return b.call(dpbusd, [ir.Constant(v8i32, None), b.bitcast(wabs, v8i32), b.bitcast(sx_, v8i32)])
@@ -357,7 +384,7 @@ def _lower_blocks(ctx, op, ins, outs, p: Q8Plan):
         npairs = full // 2
         cbuf = entry_alloca(b, v64i8, NT * npairs)  # a column tile's codes, woven, [pair][c]
         cbuf.align = 64
-        obuf = None if offset else entry_alloca(b, v16i32, NT * npairs)  # their -128 w sums (int8 weights)
+        obuf = None if direct else entry_alloca(b, v16i32, NT * npairs)  # their -128 w sums (int8 weights)
         if obuf is not None:
             obuf.align = 64
         wsf = entry_alloca(b, F32, NT * npairs * PW)  # their scales in f32, [pair][c][PW]
@@ -430,7 +457,7 @@ def _lower_blocks(ctx, op, ins, outs, p: Q8Plan):
                 j = b.add(j0, C64(a))
                 at = b.mul(j, C64(BLOCK))
                 wv = codes(b, wrow, j)
-                wabs = b.call(vabs, [wv, ir.Constant(ir.IntType(1), 0)]) if p.dot != "i16" and not offset else None
+                wabs = b.call(vabs, [wv, ir.Constant(ir.IntType(1), 0)]) if p.dot != "i16" and not direct else None
                 for t in range(T):
                     xv = b.load(vec_at(b, b.add(xrows[t], at)), typ=v32i8, align=32)
                     corr = b.bitcast(b.load(vec_at(b, b.add(b.add(xrows[t], C64(K)), at)), typ=v32i8, align=32),
@@ -470,7 +497,7 @@ def _lower_blocks(ctx, op, ins, outs, p: Q8Plan):
             # product of two splats a scalar multiply and a broadcast: one instruction more per output)
             ws = [b.call(fence, [lanes(b, scales(b, ns[c], wrows[c], j, 1), 0)]) for c in range(C)]
             wv = [codes(b, wrows[c], j) for c in range(C)]
-            if offset:
+            if direct:
                 wops = wv
             elif p.dot == "vnni":  # x + 128 (u8) times w, less 128 w (the weights' block sums, per weight row)
                 wops = [b.sub(ir.Constant(v8i32, None), b.call(dpbusd, [ir.Constant(v8i32, None),
@@ -484,11 +511,11 @@ def _lower_blocks(ctx, op, ins, outs, p: Q8Plan):
                 if offset:
                     corr = b.bitcast(b.load(vec_at(b, b.add(b.add(xrows[t], C64(K)), at)), typ=v32i8, align=32),
                                      corr_t)
-                elif p.dot == "vnni":
+                elif p.dot == "vnni" and not unsigned:
                     xu = b.bitcast(b.xor(xv, splat8(-128)), v8i32)
                 for c in range(C):
-                    if offset:
-                        s_ = dot(b, wv[c], None, xv, corr)
+                    if direct:
+                        s_ = dot(b, wv[c], None, xv, corr if offset else None)
                     elif p.dot == "vnni":
                         s_ = b.call(dpbusd, [wops[c], xu, b.bitcast(wv[c], v8i32)])
                     else:
@@ -566,11 +593,11 @@ def _lower_blocks(ctx, op, ins, outs, p: Q8Plan):
                 xv = b.load(vec_at(b, b.add(xrows[t], at)), typ=v16i32, align=32)
                 if offset:
                     corr = b.load(vec_at(b, b.add(b.add(xrows[t], C64(K)), at)), typ=v16i32, align=32)
-                else:
+                elif not unsigned:
                     xu = b.xor(xv, bytes128)
                 for c in range(C):
-                    if offset:
-                        s_ = b.call(dpbusd16, [corr, wv[c], xv])
+                    if direct:
+                        s_ = b.call(dpbusd16, [corr if offset else ir.Constant(v16i32, None), wv[c], xv])
                     else:
                         wo = b.load(b.gep(obuf, [b.add(b.mul(q, C64(C)), C64(c))], source_etype=v16i32), typ=v16i32,
                                     align=64)
@@ -601,7 +628,7 @@ def _lower_blocks(ctx, op, ins, outs, p: Q8Plan):
                 at = b.mul(j, C64(BLOCK))
                 for c in range(C):
                     wv1 = codes(b, wrows[c], j)
-                    wabs = b.call(vabs, [wv1, ir.Constant(ir.IntType(1), 0)]) if not offset else None
+                    wabs = b.call(vabs, [wv1, ir.Constant(ir.IntType(1), 0)]) if not direct else None
                     wsc = w_scale_splat(b, ns[c], wrows[c], j)
                     for t in range(MTILE):
                         xv = b.load(vec_at(b, b.add(xrows[t], at)), typ=v32i8, align=32)
@@ -697,7 +724,7 @@ def _lower_blocks(ctx, op, ins, outs, p: Q8Plan):
                 xsv = lanes(b, x_scales(b, C64(0), j, 1), 0) if ds is None else None
                 for c in range(C):
                     wv = codes(b, wrows[c], j)
-                    wabs = b.call(vabs, [wv, ir.Constant(ir.IntType(1), 0)]) if p.dot != "i16" and not offset else None
+                    wabs = b.call(vabs, [wv, ir.Constant(ir.IntType(1), 0)]) if p.dot != "i16" and not direct else None
                     pf = b.sitofp(dot(b, wv, wabs, xv, corr), v8f)
                     if count > 1 and gather_scales:  # the product made before the row's loop, a broadcast load
                         d = splat(b, b.load(ds_at(b, c, j)))
@@ -763,6 +790,8 @@ def _lower_generic(ctx, op, ins, outs):
     fn, b, ptrs, begin, end = ctx.kernel(f"qmatmul_q8_{op.name}", len(ins) + 1)
     px, psx, pw = ptrs[0], ptrs[1], ptrs[2]
     psw = ptrs[3] if len(ins) > 3 else None
+    sg = OPS[op.kind].full_attrs(op.attr)["scale_group"]
+    psd = ptrs[4] if sg else None
     py = ptrs[-1]
     dec = Decoder(ctx, w) if w.layout is not None else None
     row_bytes = w.storage_shape[-1]
@@ -786,6 +815,12 @@ def _lower_generic(ctx, op, ins, outs):
                     wv = b.sitofp(int_value(b, b.gep(wrow, [k], source_etype=storage_type(w.dtype)), w.dtype), F32)
                 if dec is not None and dec.scaled:
                     ws = dec.block_scale(b, wrow, k, 0)
+                elif sg:  # an i8 sub-scale times its f32 scale, as the reference's dequant
+                    code = b.load(b.gep(psw, [b.add(b.mul(n, C64(nb)), blk)], source_etype=I8), typ=I8)
+                    nd = -(-nb // sg)
+                    d = b.load(b.gep(psd, [b.add(b.mul(n, C64(nd)), b.udiv(blk, C64(sg)))], source_etype=F32),
+                               typ=F32)
+                    ws = b.fmul(b.sitofp(code, F32), d)
                 else:
                     ws = to_f32(b, b.load(b.gep(psw, [b.add(b.mul(n, C64(nb)), blk)], source_etype=sw_t), typ=sw_t),
                                 ins[3].dtype)

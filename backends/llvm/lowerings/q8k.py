@@ -140,7 +140,7 @@ def pieces_of(layout) -> tuple[tuple[int, int, int], ...] | None:
 def plan(ctx, op, ins) -> CrumbPlan | None:
     """The kernel's plan, or None when the op's weights are not 2-bit blocks this kernel takes."""
     x, sx, w = ins[0], ins[1], ins[2]
-    if w.layout is None or w.dtype.bits != 2:
+    if w.layout is None or w.dtype.bits != 2 or OPS[op.kind].full_attrs(op.attr)["scale_group"]:
         return None
     g = OPS[op.kind].full_attrs(op.attr)["group"]
     p = w.packing
