@@ -132,8 +132,9 @@ class GGUFTensor:
     zero_mode: str = "none"
     axis: int = -1
     stored: str = ""  # the block packing codes and scales are kept in (``STORED``; ladder.weights.Blocks)
-    # a K-quant's scale as the file has it: (int8 sub-scales like ``scale``, f32 per 256), scale = f32(sub) * d
-    factors: tuple[Any, Any] | None = None
+    # a K-quant's scale as the file has it: (int8 sub-scales like ``scale``, f32 d per 256), scale = f32(sub) * d,
+    # then its zeros the same way (or None, None)
+    factors: tuple[Any, Any, Any, Any] | None = None
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -221,18 +222,22 @@ def _q3k_scales(scales: np.ndarray) -> np.ndarray:
 FACTORED = (QT.Q2_K, QT.Q3_K, QT.Q4_K, QT.Q5_K, QT.Q6_K)
 
 
-def _k_factors(t: QT, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """A K-quant's sub-block scales as the file holds them: (int8 sub-scales (n, 256 / group), f32 d (n, 1)),
-    whose product in f32 is ``_decode_blocks``' scale (exact: a code of at most 8 bits times an f16)."""
+def _k_factors(t: QT, b: np.ndarray):
+    """A K-quant's sub-block scales (and mins) as the file holds them: int8 sub-scales (n, 256 / group) and their
+    f32 d (n, 1), whose product in f32 is ``_decode_blocks``' scale (exact: a code of at most 8 bits times an
+    f16); then the mins' int8 codes and f32 dmin the same way (zero = dmin * m), or None, None."""
     f32 = np.float32
     if t == QT.Q2_K:
-        return (b[:, :16] & 0x0F).astype(np.int8), _f16(b[:, 80:82]).astype(f32)
+        sc = b[:, :16]
+        return ((sc & 0x0F).astype(np.int8), _f16(b[:, 80:82]).astype(f32),
+                (sc >> 4).astype(np.int8), _f16(b[:, 82:84]).astype(f32))
     if t == QT.Q3_K:
-        return _q3k_scales(b[:, 96:108]).astype(np.int8), _f16(b[:, 108:110]).astype(f32)
+        return _q3k_scales(b[:, 96:108]).astype(np.int8), _f16(b[:, 108:110]).astype(f32), None, None
     if t in (QT.Q4_K, QT.Q5_K):
-        return _k_scale_min(b[:, 4:16])[0].astype(np.int8), _f16(b[:, :2]).astype(f32)
+        sc, mn = _k_scale_min(b[:, 4:16])
+        return sc.astype(np.int8), _f16(b[:, :2]).astype(f32), mn.astype(np.int8), _f16(b[:, 2:4]).astype(f32)
     if t == QT.Q6_K:
-        return b[:, 192:208].view(np.int8).copy(), _f16(b[:, 208:210]).astype(f32)
+        return b[:, 192:208].view(np.int8).copy(), _f16(b[:, 208:210]).astype(f32), None, None
     raise AssertionError(t)
 
 
@@ -398,13 +403,12 @@ def _lazy(name: str, t: QT, data: np.ndarray, shape: tuple[int, ...],
     layout = STORED.get(t, "")
 
     def decode(which: int) -> np.ndarray:
-        if which in (3, 4) or which == 2 and t in FACTORED:  # the sub-scales and their f32 d, and the zeros
+        if which >= 3:  # the sub-scales and their f32 d, and the mins' the same way
             with np.errstate(invalid="ignore", over="ignore"):
-                sub, d = _k_factors(t, blocks)
-                zr = _decode_blocks(t, blocks, codes=False)[2] if t in (QT.Q2_K, QT.Q4_K, QT.Q5_K) else None
+                parts = _k_factors(t, blocks)
             _release(data)
-            zr = None if zr is None else np.ascontiguousarray(zr).reshape(lead + (k // group,))
-            return (None, None, zr, sub.reshape(lead + (k // group,)), d.reshape(lead + (k // 256,)))
+            return (None, None, None) + tuple(None if a is None else np.ascontiguousarray(a).reshape(
+                lead + (k // (group if i % 2 == 0 else 256),)) for i, a in enumerate(parts))
         if which == 1 and layout:  # the scales alone: the f16 of each block, where the packing says
             at = get_packing(layout).scale_offset(0)
             return blocks[:, at:at + 2].copy().view(np.float16).reshape(lead + (k // block,))
@@ -431,7 +435,7 @@ def _lazy(name: str, t: QT, data: np.ndarray, shape: tuple[int, ...],
                scale_shape=lead + (k // group,), scale_dtype=np.asarray(scale).dtype, zero=zero is not None,
                source=source, release=lambda: _release(data), super_shape=lead + (k // 256,) if factored else None)
     return GGUFTensor(name, t.name, DTYPES[dtname], b.codes, b.scales, b.zeros, group, zm, stored=layout,
-                      factors=(b.sub_scales, b.super_scales) if factored else None)
+                      factors=(b.sub_scales, b.super_scales, b.sub_zeros, b.super_zeros) if factored else None)
 
 
 def _q4_k_repacked(blocks: np.ndarray, scales: np.ndarray | None, p, k: int) -> np.ndarray | None:
@@ -1100,9 +1104,7 @@ class _Source:
         if not t.quantized:
             return rows if t.dtype.name == "f32" else b.cast(rows, dtype="f32")
         scale = self._k_scale(b, t, tokens)
-        extra = []
-        if t.zero is not None:
-            extra = [b.gather(self._param(b, "token_embd.weight.zeros", t.zero, _np_dtype_ladder(t.zero)), tokens)]
+        extra = [self._k_scale(b, t, tokens, zeros=True)] if t.zero is not None else []
         return b.dequant(rows, scale, *extra, axis=-1, group=t.group, zero_mode=t.zero_mode)
 
     def norm(self, b: Builder, name: str, size: int) -> Value:
@@ -1158,19 +1160,21 @@ class _Source:
             return y
         if key + ("sums",) not in self._rounded:  # only weights with zeros read them
             self._rounded[key + ("sums",)] = b.reduce(b.reshape(xd, shape=lead + [k // g, g]), kind="sum", axes=[-1])
-        zeros = self._param(b, f"{wname}.zeros", t.zero, _np_dtype_ladder(t.zero))
+        zeros = self._k_scale(b, t, zeros=True)  # which fuse gives qmatmul_q8 with the scales (the mins' term)
         return b.sub(y, b.matmul(self._rounded[key + ("sums",)], zeros, transpose_b=True), name=name)
 
-    def _k_scale(self, b: Builder, t: GGUFTensor, rows: Value | None = None) -> Value:
-        """A K-quant's scales (of the rows ``rows`` when given) as the file has them: its integer sub-scales
-        dequantized by their f32 d per 256 (``fuse`` gives both to qmatmul_q8 {scale_group}: a kernel reads a
-        byte a scale); other types' f32 scales as they are."""
+    def _k_scale(self, b: Builder, t: GGUFTensor, rows: Value | None = None, zeros: bool = False) -> Value:
+        """A K-quant's scales, or zeros (of the rows ``rows`` when given), as the file has them: its integer
+        sub-scales dequantized by their f32 d per 256 (``fuse`` gives both to qmatmul_q8 {scale_group}: a kernel
+        reads a byte a scale); other types' f32 scales (zeros) as they are."""
         if t.factors is None:
-            scale = self._param(b, f"{t.name}.scales", t.scale, _np_dtype_ladder(t.scale))
+            arr, ref = (t.zero, "zeros") if zeros else (t.scale, "scales")
+            scale = self._param(b, f"{t.name}.{ref}", arr, _np_dtype_ladder(arr))
             return scale if rows is None else b.gather(scale, rows)
-        sub, sup = t.factors
-        codes = self._param(b, f"{t.name}.subscales", sub, DTYPES["i8"])
-        d = self._param(b, f"{t.name}.superscales", sup, DTYPES["f32"])
+        sub, sup = t.factors[2:] if zeros else t.factors[:2]
+        what = "zeros" if zeros else "scales"
+        codes = self._param(b, f"{t.name}.sub{what}", sub, DTYPES["i8"])
+        d = self._param(b, f"{t.name}.super{what}", sup, DTYPES["f32"])
         if rows is not None:
             codes, d = b.gather(codes, rows), b.gather(d, rows)
         return b.dequant(codes, d, axis=-1, group=256 // t.group)

@@ -59,7 +59,7 @@ class Blocks:
     does not give). ``codes``, ``scales``, ``zeros`` are the parts to put in a weights mapping, one per param.
     ``super_shape`` (a K-quant's): its scales are also the file's integer sub-scales (3: ``sub_scales``, int8,
     ``scale_shape``) times an f32 per super-block (4: ``super_scales``, ``super_shape``), which a kernel reads
-    in place of the f32 scales.
+    in place of the f32 scales; its zeros (with ``zero``) the same way (5: ``sub_zeros``, 6: ``super_zeros``).
 
     ``storage`` (optional): the file's bytes (uint8[..., row bytes], C-contiguous, usually a view of its memory
     map) when they are the codes and scales (and zeros) in the block packing ``layout`` (ladder.packing, e.g.
@@ -98,10 +98,13 @@ class Blocks:
         self.codes = BlockPart(self, 0, self.shape, np.dtype(DTYPES[dtype].np_dtype))
         self.scales = BlockPart(self, 1, tuple(scale_shape), np.dtype(scale_dtype))
         self.zeros = BlockPart(self, 2, tuple(scale_shape), np.dtype(scale_dtype)) if zero else None
-        self.sub_scales = self.super_scales = None
+        self.sub_scales = self.super_scales = self.sub_zeros = self.super_zeros = None
         if super_shape is not None:
             self.sub_scales = BlockPart(self, 3, tuple(scale_shape), np.dtype(np.int8))
             self.super_scales = BlockPart(self, 4, tuple(super_shape), np.dtype(np.float32))
+            if zero:
+                self.sub_zeros = BlockPart(self, 5, tuple(scale_shape), np.dtype(np.int8))
+                self.super_zeros = BlockPart(self, 6, tuple(super_shape), np.dtype(np.float32))
 
     def decoded(self, which: int) -> np.ndarray:
         codes = self._codes() if self._codes is not None else None
@@ -146,7 +149,7 @@ class BlockPart:
         return f"the {PART_NAMES[self.which]} of {self.blocks!r}"
 
 
-PART_NAMES = ("codes", "scales", "zeros", "sub-scales", "super-scales")
+PART_NAMES = ("codes", "scales", "zeros", "sub-scales", "super-scales", "sub-zeros", "super-zeros")
 
 
 def _one_weight(parts) -> Blocks | None:
@@ -350,12 +353,13 @@ def decoded_part(cache: "PackCache | None", part: "BlockPart") -> np.ndarray:
     in the layout's place of the key); on a miss the scales and zeros are decoded together, kept there and
     mapped, and the decoded arrays let go (a 2B Q4_K model's 9.4M blocks take ~1.3 s to decode, and their
     scales and mins 0.6 GB; a Q4_K_M file's Q6_K codes take 0.6 GB as int8: its cached compile 5.3 -> 1.7 s).
-    The same for the sub-scales and super-scales (``decoded/3``, ``decoded/4``): every part the one decode gave
-    is kept."""
+    The same for the sub-scales, super-scales and their zeros' (``decoded/3`` .. ``decoded/6``): every part the
+    one decode gave is kept."""
     b = part.blocks
     if cache is None or b.layout:
         return np.asarray(part)
-    parts = [p for p in (b.scales, b.zeros, b.sub_scales, b.super_scales) if p is not None]
+    parts = [p for p in (b.scales, b.zeros, b.sub_scales, b.super_scales, b.sub_zeros, b.super_zeros)
+             if p is not None]
 
     def mapped(p):
         got = cache.load(b, f"decoded/{p.which}", 1, (math.prod(p.shape) * p.dtype.itemsize,))

@@ -420,9 +420,12 @@ def test_k_quants_take_llamas_q8_k_dot_products(tmp_path):
     assert groups == [16] * (2 * 5 + 1) + [32] * (2 * 2)
     assert not [op for op in fused.ops() if op.kind == "qmatmul"]
     # every scale as the file has it, an int8 sub-scale a group times an f32 per 256 (scale_group), apart from the
-    # codes: Q3_K's, Q2_K's and Q4_K's in 4-bit blocks of 32, Q5_K's and Q6_K's int8 as they are
-    assert all(op.attr.get("group", 32) * op.attr.get("scale_group", 0) == 256 and len(op.operands) == 5
-               for op in fused.ops() if op.kind == "qmatmul_q8")
+    # codes: Q3_K's, Q2_K's and Q4_K's in 4-bit blocks of 32, Q5_K's and Q6_K's int8 as they are; Q2_K's, Q4_K's
+    # and Q5_K's mins the same way, their term inside the op (no float matmul left for it)
+    q8 = [op for op in fused.ops() if op.kind == "qmatmul_q8"]
+    assert all(op.attr.get("group", 32) * op.attr.get("scale_group", 0) == 256 for op in q8)
+    assert sorted(len(op.operands) for op in q8) == [5] * (2 * 4 + 1) + [7] * (2 * 3)
+    assert not [op for op in fused.ops() if op.kind in ("matmul", "reduce")]
     assert {(op.results[0].type.dtype.name, op.results[0].type.packing.name) for op in fused.ops()
             if op.kind == "pack"} == {("i4", "nib16"), ("u4", "nib16")}
     feed = feed_of(g)
@@ -483,8 +486,9 @@ def test_fuse_makes_qmatmul_and_keeps_results(tmp_path):
     g, w = lg.load(path)
     # 5 quantized projections/layer, the embedding and the head; per layer x's Q8_0 blocks once (attn_q and
     # attn_k share theirs), x's Q8_K blocks for ffn_down (TQ2_0), for attn_v (Q4_K: its zeros apart) and for
-    # ffn_gate (Q6_K: x's scale repeated per 16); the K-quants' scales are their sub-scales dequantized (2 a layer)
-    assert sum(op.kind == "dequant" for op in g.ops()) == 2 * 5 + 2 + 2 * 4 + 2 * 2
+    # ffn_gate (Q6_K: x's scale repeated per 16); the K-quants' scales (and Q4_K's mins) are their sub-scales
+    # dequantized (3 a layer)
+    assert sum(op.kind == "dequant" for op in g.ops()) == 2 * 5 + 2 + 2 * 4 + 2 * 3
     assert sum(op.kind == "quantize" for op in g.ops()) == 2 * 4
     # x rounded to bf16 into ffn_up (BF16) and to f16 into attn_output (F16), as llama.cpp's dot products take it
     assert sum(op.kind == "cast" and op.result.type.dtype.name == "bf16" for op in g.ops()) == 2
@@ -494,8 +498,8 @@ def test_fuse_makes_qmatmul_and_keeps_results(tmp_path):
     # attn_q (Q4_0), attn_k (Q8_0), attn_v (Q4_K), ffn_gate (Q6_K) and ffn_down (TQ2_0): llama.cpp's Q8_0 and Q8_K
     # dot products
     assert kinds.count("qmatmul_q8") == 2 * 5
-    # the F16 and BF16 projections stay float matmuls, and so does attn_v's zeros' term (x's sums per 32)
-    assert kinds.count("matmul") == 2 * 3
+    # the F16 and BF16 projections stay float matmuls; attn_v's zeros' term (x's sums per 32) joins its qmatmul_q8
+    assert kinds.count("matmul") == 2 * 2
     assert "pack" in kinds
     outs, _, _ = run_steps(path, "llama", [3, 17, 5], 40)
     outs_f, _, _ = run_steps(path, "llama", [3, 17, 5], 40, fuse=True)
@@ -998,7 +1002,7 @@ def test_k_quants_compile_from_the_cache_without_decoding(tmp_path, monkeypatch)
         for p_, qt in types.items():
             w_ = f"blk.{i}.{p_}.weight"
             parts = {f"{w_}.subscales", f"{w_}.superscales"} | (
-                {f"{w_}.packed", f"{w_}.zeros"} if qt == QT.Q4_K else {w_})
+                {f"{w_}.packed", f"{w_}.subzeros", f"{w_}.superzeros"} if qt == QT.Q4_K else {w_})
             assert parts <= set(mapped), mapped
     g, w = lg.load(path)
     np.testing.assert_array_equal(ladder.compile(g, "cpu", w, cache=False)(feed_of(g))["logits"], first)
@@ -1015,7 +1019,7 @@ def test_two_modules_share_one_mapping_of_each_cached_part(tmp_path):
     g2, _ = lg.load(path, {"tokens": (3,)})  # a prefill step of the same model, compiled with the same w
     mods = [ladder.compile(x, "cpu", w, cache=tmp_path / "cache") for x in (g, g2)]
     names = ["blk.0.ffn_down.weight", "blk.0.ffn_down.weight.subscales", "blk.0.ffn_down.weight.superscales",
-             "blk.0.attn_q.weight.zeros"]
+             "blk.0.attn_q.weight.subzeros"]
     where = [{n: a.__array_interface__["data"][0] for n, a in zip(m.backend.weight_names, m.backend.weights)}
              for m in mods]
     assert all(n in where[0] and where[0][n] == where[1][n] for n in names), where
@@ -1039,11 +1043,12 @@ def test_q4_k_packs_from_the_file_bytes_as_the_generic_pack_does(tmp_path):
     alone = get_packing("nib16").pack(np.asarray(t.codes), DTYPES["u4"])
     got = repack_rows("nib16", [t.codes], alone.shape)
     assert got is not None and np.array_equal(got, alone)
-    # the scales as the file has them: f32(sub-scale) * d is the decoded f32 scale, bit for bit
-    sub, d = (np.asarray(a) for a in t.factors)
-    assert sub.dtype == np.int8 and d.dtype == np.float32 and d.shape[-1] * 8 == sub.shape[-1]
-    assert np.array_equal((sub.astype(np.float32) * np.repeat(d, 8, axis=-1)).view(np.int32),
-                          np.asarray(t.scale).view(np.int32))
+    # the scales and mins as the file has them: f32(sub-scale) * d is the decoded f32 scale (zero), bit for bit
+    sub, d, zc, zd = (np.asarray(a) for a in t.factors)
+    for c, f, want in ((sub, d, t.scale), (zc, zd, t.zero)):
+        assert c.dtype == np.int8 and f.dtype == np.float32 and f.shape[-1] * 8 == c.shape[-1]
+        assert np.array_equal((c.astype(np.float32) * np.repeat(f, 8, axis=-1)).view(np.int32),
+                              np.asarray(want).view(np.int32))
 
 
 def feed_of(g):

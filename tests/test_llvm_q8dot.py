@@ -524,6 +524,86 @@ def test_quantized_weight_scales_give_the_bits_of_their_f32_values(target, dname
         assert np.allclose(got[0], refs[0], rtol=1e-4, atol=1e-4 * float(np.abs(refs[0]).max()))
 
 
+ZEROS = [("u4", "nib16", 32), ("i8", None, 32), ("u4", "nib16", 16)]  # Q4_K's, Q5_K's and Q2_K's
+
+
+def _zeros_case(gb, rng, dname, layout, group, x, sx, N):
+    """qmatmul_q8 with quantized scales and zeros (w = q * scale - zero, as a K-quant's mins) into ``gb``; x and sx
+    given, so that other graphs can take rows of the same x."""
+    M, K = x.shape
+    sg = 256 // group
+    xn, sxn = gb.input(x, "i8"), gb.input(sx, "f32")
+    wn = gb.param(_codes(rng, dname, (N, K)), dname)
+    if layout is not None:
+        gb.lines.append(f'%p{wn} = pack %{wn} {{layout = "{layout}"}} : {dname}<{layout}>[{N}, {K}]')
+        wn = f"p{wn}"
+    parts = [gb.param(rng.integers(0, 64, (N, K // group)).astype(np.int8), "i8"),
+             gb.param((rng.random((N, K // 256)) * 0.01 + 1e-4).astype(np.float32), "f32"),
+             gb.param(rng.integers(0, 64, (N, K // group)).astype(np.int8), "i8"),
+             gb.param((rng.random((N, K // 256)) * 0.01 + 1e-4).astype(np.float32), "f32")]
+    ops = ", ".join(f"%{n}" for n in parts)
+    return gb.op(f"qmatmul_q8 %{xn}, %{sxn}, %{wn}, {ops} {{group = {group}, scale_group = {sg}}}", f"f32[{M}, {N}]")
+
+
+@pytest.mark.parametrize("target", ["cpu", "cpu:avx2", "cpu:generic"])
+@pytest.mark.parametrize("dname,layout,group", ZEROS, ids=[f"{d}-{p or 'raw'}-{g}" for d, p, g in ZEROS])
+def test_zeros_term_in_every_tier_gives_each_row_its_gemv_bits(target, dname, layout, group):
+    """w with zeros (a K-quant's mins): the kernel takes their term from x's code sums; the reference agrees and
+    the threads agree. With 512-bit tiles (a target with AVX-512 VNNI, where the host runs it) every row of
+    several is bit for bit the GEMV of that row alone, its zeros' term included (256-bit register tiles keep one
+    accumulator an output, so there rows agree with the GEMV to rounding only)."""
+    t = get_target(target)
+    if t.runs_here():
+        pytest.skip(f"this CPU cannot run {target}")
+    wide = {"avx512f", "avx512bw", "avx512vnni"} <= t.features()
+    for M, N, K in [(6, 9, 512), (9, 4, 256), (70, 3, 768)]:
+        rng = np.random.default_rng(M + group)
+        x = rng.integers(-128, 128, (M, K)).astype(np.int8)
+        sx = (rng.random((M, K // group)) * 0.05 + 0.001).astype(np.float32)
+        gm = G()
+        _zeros_case(gm, np.random.default_rng(1), dname, layout, group, x, sx, N)
+        cg = compile_graph(gm.graph(), gm.weights, target=target, pipeline="")
+        got = [next(iter(cg.run(gm.feeds, threads=t).values())) for t in (1, 2)]
+        assert np.array_equal(got[0].view(np.uint32), got[1].view(np.uint32))
+        ref = next(iter(ladder.run(gm.graph(), gm.feeds, weights=gm.weights).values()))
+        # the zeros' term cancels most of the codes' (llama.cpp's mins): a bound on both terms' magnitudes
+        assert np.allclose(got[0], ref, rtol=1e-4, atol=1e-4 * float(np.abs(ref).max()) + 1e-6)
+        for m in (0, M // 2, M - 1) if wide else ():
+            g1 = G()
+            _zeros_case(g1, np.random.default_rng(1), dname, layout, group, x[m:m + 1], sx[m:m + 1], N)
+            one = next(iter(compile_graph(g1.graph(), g1.weights, target=target, pipeline="").run(g1.feeds).values()))
+            assert np.array_equal(one[0].view(np.uint32), got[0][m].view(np.uint32)), f"{M}x{N}x{K} row {m}"
+
+
+@pytest.mark.parametrize("target", ["cpu", "cpu:avx2", "cpu:generic"])
+def test_zeros_term_stays_inside_its_buffers(target):
+    """The kernel with zeros on guarded buffers, split between two work ranges as two threads take it."""
+    from ladder.interpreter import Session
+
+    rng = np.random.default_rng(23)
+    for M, N, K in [(1, 7, 256), (5, 9, 512), (13, 5, 256)]:
+        gb = G()
+        for dname, layout, group in ZEROS:
+            x = rng.integers(-128, 128, (M, K)).astype(np.int8)
+            _zeros_case(gb, rng, dname, layout, group, x, (rng.random((M, K // group)) * 0.05).astype(np.float32), N)
+        g = gb.graph()
+        cg = compile_graph(g, gb.weights, target=target, pipeline="")
+        ref = ladder.run(g, gb.feeds, weights=gb.weights)
+        fixed = Session(cg.graph, gb.weights).fixed
+        steps = [step for step in cg.steps if step.op.kind == "qmatmul_q8"]
+        assert len(steps) == len(ZEROS)
+        for step in steps:
+            ins = [Guarded(fixed[o] if o in fixed else gb.feeds[o]) for o in step.op.operands]
+            r = step.op.results[0]
+            out = Guarded(np.full(r.type.storage_shape, np.nan, r.type.storage_np_dtype))
+            cut = step.spec.work // 2 | 1 if step.spec.work > 1 else 0
+            for lo, hi in ((0, cut), (cut, step.spec.work)):
+                step.fn(*[a.ptr for a in ins], out.ptr, lo, hi)
+            assert all(a.canary_ok() for a in ins + [out]), step.op.describe()
+            want = ref[r.name]
+            assert np.allclose(out.arr, want, rtol=1e-4, atol=1e-4 * float(np.abs(want).max()) + 1e-6)
+
+
 def test_quantized_weight_scales_need_both_operands_and_a_plan_that_fits():
     """scale_group's operands are checked; a super-block that is not the kernel's 8 blocks takes the generic
     kernel (its results still the reference's)."""
@@ -539,7 +619,10 @@ def test_quantized_weight_scales_need_both_operands_and_a_plan_that_fits():
     for bad, msg in [("qmatmul_q8 %x, %sx, %w, %sub {scale_group = 8}", "needs sw .i8 codes. and sd"),
                      ("qmatmul_q8 %x, %sx, %w, %s16, %d {scale_group = 8}", "sw must be i8"),
                      ("qmatmul_q8 %x, %sx, %w, %sub, %sub {scale_group = 8}", "sd must be f32"),
-                     ("qmatmul_q8 %x, %sx, %w, %sub, %d", "goes with scale_group")]:
+                     ("qmatmul_q8 %x, %sx, %w, %sub, %d", "goes with scale_group"),
+                     ("qmatmul_q8 %x, %sx, %w, %sub, %d, %sub {scale_group = 8}", "needs sw .i8 codes. and sd"),
+                     ("qmatmul_q8 %x, %sx, %w, %sub, %d, %sub, %d", "zeros .zw, zd. go with"),
+                     ("qmatmul_q8 %x, %sx, %w, %sub, %d, %s16, %d {scale_group = 8}", "zw must be i8")]:
         with pytest.raises(VerifyError, match=msg):
             ladder.parse(text(bad))
     g = ladder.parse(text("qmatmul_q8 %x, %sx, %w, %sub, %d {scale_group = 8}"))

@@ -196,10 +196,13 @@ class QMatMulQ8(OpDef):
     ``scale_group = G`` (> 0): w's scales are themselves quantized, as a K-quant's are (an integer sub-scale per
     group times an f32 per super-block): ``sw`` is i8 codes and ``sd [N, ceil(K / group / G)]`` their f32 scale,
     one per G of them; w's scale is ``dequant(sw, sd, group = G)`` (``f32(sw) * sd``, exact for a 6- or 8-bit
-    code times an f16 value)."""
+    code times an f16 value). With it, w may have zeros the same way (``zw`` i8 codes as sw, ``zd`` f32 as sd;
+    a K-quant's mins: w = q * scale - zero): the result is then the product above less ``(x's dequantized values
+    summed per group) @ dequant(zw, zd, group = G).T``, before the epilogue. A kernel may take each group's sum
+    as sx * (the sum of its codes), exact in int32 and rounded once: the same up to float rounding."""
 
     name = "qmatmul_q8"
-    operands = ("x", "sx", "w", "sw?", "sd?")
+    operands = ("x", "sx", "w", "sw?", "sd?", "zw?", "zd?")
     packed_operands = ("w",)
     attrs = {"group": AttrSpec("int", 32), "scale_group": AttrSpec("int", 0), "epilogue": AttrSpec("strs", ())}
 
@@ -226,18 +229,25 @@ class QMatMulQ8(OpDef):
         sg = attrs["scale_group"]
         if sg < 0:
             raise InferError(f"scale_group must be 0 (sw as given) or a size > 0, got {sg}")
-        if sg and len(scales) != 2:
+        if sg and len(scales) not in (2, 4):
             raise InferError(f"scale_group = {sg} needs sw (i8 codes) and sd (their f32 scales)")
+        if len(scales) == 3 or len(scales) == 4 and not sg:
+            raise InferError("zeros (zw, zd) go with scale_group > 0, after sw and sd")
+        if len(scales) == 4 and x.shape[-1] % g:
+            raise InferError(f"zeros need K ({x.shape[-1]}) a whole number of groups of {g}")
         if not sg and len(scales) > 1:
             raise InferError("sd (the scales of sw's codes) goes with scale_group > 0")
         if sg:
-            sw, sd = scales
             want = reduced_shape(w.shape, 1, g)
-            if sw.dtype.name != "i8" or sw.shape != want:
-                raise InferError(f"sw must be i8 codes {list(want)} for {w} and group {g}, got {sw}")
             want_d = reduced_shape(want, 1, sg)
-            if sd.dtype.name != "f32" or sd.shape != want_d:
-                raise InferError(f"sd must be f32 {list(want_d)} for sw {sw} and scale_group {sg}, got {sd}")
+            for i in range(0, len(scales), 2):
+                cw, cd = scales[i:i + 2]
+                role = ("sw", "sd") if i == 0 else ("zw", "zd")
+                if cw.dtype.name != "i8" or cw.shape != want:
+                    raise InferError(f"{role[0]} must be i8 codes {list(want)} for {w} and group {g}, got {cw}")
+                if cd.dtype.name != "f32" or cd.shape != want_d:
+                    raise InferError(f"{role[1]} must be f32 {list(want_d)} for {role[0]} {cw} and scale_group {sg}, "
+                                     f"got {cd}")
             scales = []
         for s, t, role in ((sx, x, "sx"), *((sw, w, "sw") for sw in scales)):
             want = reduced_shape(t.shape, t.rank - 1, g)
@@ -268,4 +278,12 @@ class QMatMulQ8(OpDef):
         (wv,) = deq.compute([w, to_f32(sw)], dattrs, [TensorType(f32, ins[2].shape)], [ins[2].logical, sw_t])
         (y,) = OPS["matmul"].compute([xv, wv], {"transpose_b": True}, out,
                                      [TensorType(f32, ins[0].shape), TensorType(f32, ins[2].shape)])
+        if len(args) == 7:  # less (x's dequantized sums per group) @ zeros.T, as the unfused graph computes it
+            k = ins[0].shape[-1]
+            sums = np.sum(xv.reshape(xv.shape[:-1] + (k // g, g)), axis=(xv.ndim,)).astype(np.float32)
+            (z,) = deq.compute([args[5], args[6]], {**dattrs, "group": attrs["scale_group"]},
+                               [TensorType(f32, ins[5].shape)], [ins[5], ins[6]])
+            (t,) = OPS["matmul"].compute([sums, z], {"transpose_b": True}, out,
+                                         [TensorType(f32, sums.shape), TensorType(f32, z.shape)])
+            y = (y - t).astype(np.float32)
         return [_apply_epilogue(y, out[0], attrs)]

@@ -248,8 +248,9 @@ def _packing_with_block(target, dt, group: int, override: str | None):
 @register_pass("fuse")
 @dataclass(frozen=True)
 class Fuse(PatternPass):
-    """Rewrite patterns, in this order: ``fuse-q8-blocks`` (with ``int8_blocks``), ``fuse-qdq-matmul``,
-    ``fuse-dequant-matmul`` and ``fuse-int-chain`` at each matmul (the first that fires wins), then, in a second
+    """Rewrite patterns: with ``int8_blocks`` first ``fuse-q8-blocks`` at each matmul and ``fuse-q8-zeros`` at
+    each sub (a K-quant's mins' term, before its matmul becomes a qmatmul); then ``fuse-qdq-matmul``,
+    ``fuse-dequant-matmul`` and ``fuse-int-chain`` at each matmul (the first that fires wins), then, in a last
     sweep, ``fold-epilogue`` (with ``epilogues``)."""
 
     epilogues: bool = True
@@ -257,8 +258,8 @@ class Fuse(PatternPass):
 
     def run_traced(self, graph: Graph) -> tuple[Graph, list[Firing]]:
         g = graph.copy()
-        trace = apply_patterns(g, ([fuse_q8_blocks] if self.int8_blocks else [])
-                               + [fuse_qdq_matmul, fuse_dequant_matmul, fuse_int_chain])
+        trace = apply_patterns(g, [fuse_q8_blocks, fuse_q8_zeros]) if self.int8_blocks else []
+        trace += apply_patterns(g, [fuse_qdq_matmul, fuse_dequant_matmul, fuse_int_chain])
         if self.epilogues:
             trace += apply_patterns(g, [fold_epilogue])
         remove_dead(g)
@@ -341,6 +342,41 @@ def fuse_q8_blocks(g: Graph, mm: Op):
         if factored is not None:  # a K-quant's integer sub-scales and their f32 scales, read as they are
             scales, attrs["scale_group"] = factored
     return _fused(g, mm, "qmatmul_q8", [a.operands[0], a.operands[1], w] + scales, attrs)
+
+
+@pattern("fuse-q8-zeros", "sub")
+def fuse_q8_zeros(g: Graph, op: Op):
+    """qmatmul_q8(xq, sx, w, sw, sd {scale_group}) - matmul(reduce_sum(reshape(dequant(xq, sx), [..., K/g, g])),
+    dequant(zw, zd), transpose_b) -> qmatmul_q8(xq, sx, w, sw, sd, zw, zd): a K-quant's mins' term (x's sums per
+    group times the zeros, the zeros as the file holds them) taken in the kernel that reads the codes, from x's
+    code sums (exact) times sx, instead of a float matmul over f32 zeros (4 bytes a group) and x's dequantized
+    sums; the same up to float rounding."""
+    q, mm = _producer_op(g, op.operands[0]), _producer_op(g, op.operands[1])
+    if (q is None or mm is None or q.kind != "qmatmul_q8" or mm.kind != "matmul" or len(q.operands) != 5
+            or q.attr.get("epilogue") or not mm.attr.get("transpose_b", False)
+            or not _single_use(g, q.name) or not _single_use(g, mm.name)):
+        return None
+    qa = OPS["qmatmul_q8"].full_attrs(q.attr)
+    r = _producer_op(g, mm.operands[0])
+    if r is None or r.kind != "reduce" or r.attr.get("kind") != "sum" or r.attr.get("keepdims"):
+        return None
+    rs = _producer_op(g, r.operands[0])
+    if rs is None or rs.kind != "reshape":
+        return None
+    dq = _producer_op(g, rs.operands[0])
+    if dq is None or dq.kind != "dequant" or list(dq.operands) != list(q.operands[:2]):
+        return None
+    x_t, rs_t = g.type_of(dq.results[0].name), g.type_of(rs.results[0].name)
+    gsz = qa["group"]
+    da = OPS["dequant"].full_attrs(dq.attr)
+    if (da["group"] != gsz or da["axis"] % x_t.rank != x_t.rank - 1 or da["dtype"].name != "f32"
+            or x_t.shape[-1] % gsz or tuple(rs_t.shape) != tuple(x_t.shape[:-1]) + (x_t.shape[-1] // gsz, gsz)
+            or OPS["reduce"].axes(rs_t, OPS["reduce"].full_attrs(r.attr)) != (rs_t.rank - 1,)):
+        return None
+    zeros = _factored_scales(g, mm.operands[1])
+    if zeros is None or zeros[1] != qa["scale_group"]:
+        return None
+    return _fused(g, op, "qmatmul_q8", list(q.operands) + zeros[0], dict(q.attr))
 
 
 def _factored_scales(g: Graph, name: str):

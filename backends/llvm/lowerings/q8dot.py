@@ -119,6 +119,7 @@ class Q8Plan:
     # w's scales as i8 codes times an f32 per this many (``scale_group``: a K-quant's sub-scales and super-block
     # scale), each super-block one GROUP of blocks: the kernel makes each f32 scale as the reference does
     sub: int = 0
+    zeros: bool = False  # w's zeros (i8 codes times an f32 per ``sub``, as its scales): less (sx * x's sums) @ zeros.T
 
     @property
     def per(self) -> int:
@@ -169,7 +170,7 @@ def plan(ctx, op, ins) -> Q8Plan | None:
         dot="vnni" if madd and t.supports("i8-dot") else ("madd" if madd else "i16"),
         f16c=has_f16c(t), fma=t.supports("f32-fma"),
         gfni=nibbles and "gfni" in feats and "avx" in feats and nib_xor >> 4 == nib_xor & 15, halves=halves,
-        sub=sub)
+        sub=sub, zeros=len(ins) == 7)
 
 
 def _byte_blocks(L) -> bool:
@@ -196,6 +197,7 @@ def _lower_blocks(ctx, op, ins, outs, p: Q8Plan):
     px, psx, pw = ptrs[0], ptrs[1], ptrs[2]
     psw = ptrs[3] if p.sw is not None else None
     psd = ptrs[4] if p.sub else None
+    pzw, pzd = (ptrs[5], ptrs[6]) if p.zeros else (None, None)
     py = ptrs[-1]
     R, K, N, NB = p.rows, p.k, p.n, p.nblocks
     NS = NB * p.per  # scales a row (of w and of x)
@@ -230,7 +232,9 @@ def _lower_blocks(ctx, op, ins, outs, p: Q8Plan):
     direct = offset or unsigned  # the weight bytes are vpdpbusd's unsigned operand as they are
     # scratch, per pass over the weights: x's codes clipped to -127 and, with offset nibbles, the offset's
     # products negated (-8 x, 32 bytes a block), so the weight loops add them as they are
-    per_row = K * (2 if offset else 1)
+    # with zeros, then each group's sx * (sum of x's codes), f32 (4 NS bytes: a multiple of 32, K a multiple of 256)
+    ZOFF = K * (2 if offset else 1)
+    per_row = ZOFF + (4 * NS if p.zeros else 0)
     NT = NTILE_WIDE if "avx512f" in ctx.target.features() else NTILE  # 32 vector registers, or 16
     full = NB - NB % GROUP  # blocks in whole groups of 8 (the GEMV's two accumulators take them in turn)
     # 512-bit register tiles (AVX-512 VNNI; BW for the byte arithmetic), where their buffers fit the stack
@@ -241,6 +245,11 @@ def _lower_blocks(ctx, op, ins, outs, p: Q8Plan):
         CH -= CH % MTILE  # whole tiles per pass
     scratch = entry_alloca(b, v32i8, CH * per_row // BLOCK)  # in 32-byte vectors
     scratch.align = 64
+    scratch8 = b.bitcast(scratch, I8.as_pointer())
+    if p.zeros:
+        v16i32 = ir.VectorType(I32, 16)
+        vsum32 = ctx.declare("llvm.vector.reduce.add.v32i32", I32, [v32i32])
+        vsum16 = ctx.declare("llvm.vector.reduce.add.v16i32", I32, [v16i32])
 
     def vec_at(b, byte_off):
         return b.gep(scratch, [b.udiv(byte_off, C64(BLOCK))], source_etype=v32i8)
@@ -420,6 +429,43 @@ def _lower_blocks(ctx, op, ins, outs, p: Q8Plan):
                         c = b.call(maddubs, [eights, xv])
                     b.store(b.bitcast(b.sub(ir.Constant(c.type, None), c), v32i8),
                             vec_at(b, b.add(b.add(dst, C64(K)), at)), align=32)
+            if p.zeros:  # each group's sx * (sum of its clipped codes): the sum exact in i32, one rounding
+                with for_range(b, 0, NB, name="xz", vectorize=False) as j:
+                    xv = b.call(smax, [b.load(gep8(b, px, b.add(src, b.mul(j, C64(BLOCK)))), typ=v32i8, align=1),
+                                       splat8(-127)])
+                    if p.halves:
+                        sums = [b.call(vsum16, [b.sext(b.shuffle_vector(xv, xv, ir.Constant(
+                            ir.VectorType(I32, 16), list(range(16 * h, 16 * h + 16)))), v16i32)]) for h in (0, 1)]
+                    else:
+                        sums = [b.call(vsum32, [b.sext(xv, v32i32)])]
+                    xs = x_scales(b, m, j, 1)
+                    for h, sm in enumerate(sums):
+                        sxh = b.extract_element(xs, C32(h)) if p.halves else xs
+                        at = b.add(b.add(dst, C64(ZOFF)), b.mul(b.add(b.mul(j, C64(p.per)), C64(h)), C64(4)))
+                        b.store(b.fmul(b.sitofp(sm, F32), sxh), b.bitcast(gep8(b, scratch8, at), F32.as_pointer()))
+
+    def zeros_term(b, n, m, mc):
+        """sum over the groups of weight row n of (sx * x's sums) * zero for row m of x (of the pass at mc): 8
+        groups a step into one 8-lane accumulator, then its lanes in order; every tier adds it alike, so every
+        row keeps its bits."""
+        xrow = b.add(b.mul(b.sub(m, mc), C64(per_row)), C64(ZOFF))
+        slot = entry_alloca(b, v8f)
+        b.store(ir.Constant(v8f, None), slot)
+        with for_range(b, 0, NS, step=8, name="zg", vectorize=False) as g0:
+            codes8 = b.load(b.gep(pzw, [b.add(b.mul(n, C64(NS)), g0)], source_etype=I8), typ=ir.VectorType(I8, 8),
+                            align=1)
+            d = b.load(b.gep(pzd, [b.add(b.mul(n, C64(NS // p.sub)), b.udiv(g0, C64(p.sub)))], source_etype=F32),
+                       typ=F32)
+            z = b.fmul(b.sitofp(codes8, v8f), splat(b, d))
+            xb = b.load(b.bitcast(gep8(b, scratch8, b.add(xrow, b.mul(g0, C64(4)))), v8f.as_pointer()), typ=v8f,
+                        align=4)
+            acc = b.load(slot, typ=v8f)
+            b.store(b.call(muladd, [z, xb, acc]) if p.fma else b.fadd(b.fmul(z, xb), acc), slot)
+        return b.call(vsum, [ir.Constant(F32, -0.0), b.load(slot, typ=v8f)])
+
+    def less_zeros(b, v, n, m, mc):
+        """A row's sum ``v``, less its zeros' term when w has zeros."""
+        return b.fsub(v, zeros_term(b, n, m, mc)) if p.zeros else v
 
     def by_groups(b, G, blocks, name):
         """Blocks 0 .. NB-1 of a row: ``blocks(b, j0, G)`` on whole groups of G, then ``blocks(b, j, 1)``."""
@@ -476,8 +522,9 @@ def _lower_blocks(ctx, op, ins, outs, p: Q8Plan):
             acc = b.load(slots[t][0], typ=v8f)
             for s_ in slots[t][1:]:
                 acc = b.fadd(acc, b.load(s_, typ=v8f))
-            store_epilogue(ctx, b, op, outs[0], py, b.call(vsum, [ir.Constant(F32, -0.0), acc]),
-                       b.add(b.mul(ms[t], C64(N)), n))
+            store_epilogue(ctx, b, op, outs[0], py,
+                           less_zeros(b, b.call(vsum, [ir.Constant(F32, -0.0), acc]), n, ms[t], mc),
+                           b.add(b.mul(ms[t], C64(N)), n))
 
     def reg_tile(b, n0, C, m0, mc):
         """Rows m0 .. m0+MTILE-1 of x against weight rows n0 .. n0+C-1 with the MTILE x C accumulators in
@@ -529,7 +576,8 @@ def _lower_blocks(ctx, op, ins, outs, p: Q8Plan):
         for t in range(MTILE):
             for c in range(C):
                 acc = b.call(vsum, [ir.Constant(F32, -0.0), b.load(slots[t][c], typ=v8f)])
-                store_epilogue(ctx, b, op, outs[0], py, acc, b.add(b.mul(ms[t], C64(N)), ns[c]))
+                store_epilogue(ctx, b, op, outs[0], py, less_zeros(b, acc, ns[c], ms[t], mc),
+                               b.add(b.mul(ms[t], C64(N)), ns[c]))
 
     def weave_columns(b, n0, C):
         """Weight rows n0 .. n0+C-1 of the whole groups, for every tile of rows of x of the pass: the codes of
@@ -644,7 +692,8 @@ def _lower_blocks(ctx, op, ins, outs, p: Q8Plan):
                 for c in range(C):
                     hi = b.shuffle_vector(b.load(slots[t][c], typ=v16f), ir.Constant(v16f, None), odds)
                     two = b.fadd(b.load(halves[t][c], typ=v8f), hi)
-                    store_epilogue(ctx, b, op, outs[0], py, b.call(vsum, [ir.Constant(F32, -0.0), two]),
+                    store_epilogue(ctx, b, op, outs[0], py,
+                                   less_zeros(b, b.call(vsum, [ir.Constant(F32, -0.0), two]), ns[c], m, mc),
                                    b.add(b.mul(m, C64(N)), ns[c]))
 
     gemv_rows = GEMV_ROWS if p.nibbles and GEMV_ROWS * p.row_bytes <= GEMV_SPAN else GEMV_ROWS_I8
@@ -747,7 +796,8 @@ def _lower_blocks(ctx, op, ins, outs, p: Q8Plan):
         by_groups(b, GROUP, blocks, "gblk")
         for c in range(C):
             acc = b.fadd(b.load(slots[c][0], typ=v8f), b.load(slots[c][1], typ=v8f))
-            store_epilogue(ctx, b, op, outs[0], py, b.call(vsum, [ir.Constant(F32, -0.0), acc]), ns[c])
+            store_epilogue(ctx, b, op, outs[0], py,
+                           less_zeros(b, b.call(vsum, [ir.Constant(F32, -0.0), acc]), ns[c], C64(0), C64(0)), ns[c])
 
     if R == 1:
         fill(b, C64(0), C64(1))
@@ -825,6 +875,23 @@ def _lower_generic(ctx, op, ins, outs):
                     ws = to_f32(b, b.load(b.gep(psw, [b.add(b.mul(n, C64(nb)), blk)], source_etype=sw_t), typ=sw_t),
                                 ins[3].dtype)
                 b.store(b.call(fma, [xv, b.fmul(wv, ws), b.load(acc, typ=F32)]), acc)
+            if len(ins) == 7:  # less sum_j (sx_j * x's code sum_j) * (zw_j * zd): w's zeros' term
+                pzw, pzd = ptrs[5], ptrs[6]
+                with for_range(b, 0, nb, name="zj", vectorize=False) as j:
+                    bsum = entry_alloca(b, I32)
+                    b.store(C32(0), bsum)
+                    with for_range(b, b.mul(j, C64(g)), b.mul(b.add(j, C64(1)), C64(g)), name="zk",
+                                   vectorize=False) as k:
+                        xc = int_value(b, b.gep(px, [b.add(b.mul(m, C64(K)), k)], source_etype=I8), x.dtype)
+                        xc = b.select(b.icmp_signed("<", xc, C32(-127)), C32(-127), xc)
+                        b.store(b.add(b.load(bsum, typ=I32), xc), bsum)
+                    xs = to_f32(b, b.load(b.gep(psx, [b.add(b.mul(m, C64(nb)), j)], source_etype=sx_t), typ=sx_t),
+                                sx.dtype)
+                    code = b.load(b.gep(pzw, [b.add(b.mul(n, C64(nb)), j)], source_etype=I8), typ=I8)
+                    d = b.load(b.gep(pzd, [b.add(b.mul(n, C64(-(-nb // sg))), b.udiv(j, C64(sg)))], source_etype=F32),
+                               typ=F32)
+                    zt = b.fmul(b.fmul(b.sitofp(b.load(bsum, typ=I32), F32), xs), b.fmul(b.sitofp(code, F32), d))
+                    b.store(b.fsub(b.load(acc, typ=F32), zt), acc)
             store_epilogue(ctx, b, op, outs[0], py, b.load(acc, typ=F32), b.add(b.mul(m, C64(N)), n))
     b.ret_void()
     return KernelSpec(fn, N, 1)
