@@ -29,7 +29,8 @@ Q6_K     i8 (q - 32)  f32 d*sc per 16                            (q - 32) * (d*s
 I2_S     ternary      f32 s per tensor (bitnet.cpp, type 36)      t * s
 
 (K-quant sub-block scales are products of an f16 and a 6-bit or 8-bit integer, computed in f32 as llama.cpp
-does; they are exact in f32.)
+does; they are exact in f32. The graphs built for the integer kernels take them, and the mins, as the file holds
+them: ``dequant(sub-scales i8, d f32 per 256)``, ``GGUFTensor.factors``.)
 
 ``load(path, shapes)`` builds one decoder step with ``ladder.models.decoder`` (the builder every importer
 shares) from the file's metadata, with the step convention of ``ladder.generate`` (``tokens``, ``pos``,
@@ -52,13 +53,14 @@ The graphs are checked against llama.cpp itself (tests/test_parity_llamacpp.py).
   through Q8_K blocks (the same absmax int8 codes per 256, the scale kept f32: llama.cpp's ``quantize_row_q8_K``
   up to the scale's sign and last bit) and ``qmatmul_q8 {group = 256}``. Into a Q4_K projection x goes through
   the same Q8_K blocks, and the product is taken as llama.cpp's Q4_K dot product takes it, the codes' term less
-  the mins' term: ``dequant(x's codes, x's scale repeated per 32) @ dequant(q, d * sc).T`` (one ``qmatmul_q8``
-  over 4-bit blocks of 32 after ``fuse``) less ``(x's sums per 32) @ (dmin * m).T`` (a float matmul over 1/32 of
-  the elements); Q5_K's the same with its 5-bit codes as int8 blocks. Into Q6_K and Q3_K projections (and a
-  Q6_K head) x goes through the same Q8_K blocks, its scale repeated per 16, and ``dequant(x's codes, x's
-  scales per 16) @ dequant(q, d * sc).T`` becomes one ``qmatmul_q8 {group = 16}`` (int8 or 4-bit blocks of 32,
-  two scales a block); Q2_K's (2-bit codes as 4-bit blocks, a scale and a zero per 16) the same less its zeros'
-  term (x's sums per 16). Other weight types (Q4_1, Q5_1, F32) keep f32 activations; into F16 and BF16 weights x
+  the mins' term: ``dequant(x's codes, x's scale repeated per 32) @ dequant(q, dequant(sc, d)).T`` less ``(x's
+  sums per 32) @ dequant(m, dmin).T``, which ``fuse`` makes one ``qmatmul_q8 {scale_group = 8}`` over 4-bit
+  blocks of 32 reading sc, d, m and dmin as the file holds them (a byte a block, an f32 per 256); Q5_K's the same
+  with its 5-bit codes as int8 blocks. Into Q6_K and Q3_K projections (and a Q6_K head) x goes through the same
+  Q8_K blocks, its scale repeated per 16, and ``dequant(x's codes, x's scales per 16) @ dequant(q, dequant(sc,
+  d)).T`` becomes one ``qmatmul_q8 {group = 16, scale_group = 16}`` (int8 or 4-bit blocks of 32, two scales a
+  block); Q2_K's (2-bit codes as 4-bit blocks, a scale and a zero per 16) the same with its zeros' term (x's sums
+  per 16) inside. Other weight types (Q4_1, Q5_1, F32) keep f32 activations; into F16 and BF16 weights x
   goes rounded to f16 / bf16, as llama.cpp's dot products for those types take it.
 * llama: RMSNorm, RoPE in llama.cpp's normal mode (adjacent pairs: ``rope {style = "interleaved"}``; the
   converter permuted the Q/K rows for it), grouped-query causal attention, SwiGLU FFN, final norm, output
@@ -333,8 +335,8 @@ Q8_K_ACTIVATIONS = ("TQ2_0", "TQ1_0")
 # K-quants whose llama.cpp dot product takes Q8_K activations and that ladder computes with int8 dot products
 # over blocks of 32 (qmatmul_q8, x's per-256 scale repeated per the weight's group) (``_q8_k_blocks``): Q4_K's
 # 4-bit codes with a scale and a zero ("rescale": q * s - z) per 32 are the Q4_0 kernel's nibble blocks, and Q5_K's
-# 5-bit ones the Q8_0 kernel's bytes, less the zeros' term (x's per-32 sums times the zeros: a matmul 32 times
-# smaller); Q6_K's int8 codes (q - 32) and Q3_K's 4-bit ones with a scale per 16 take the same kernel with two
+# 5-bit ones the Q8_0 kernel's bytes, less the zeros' term (x's per-32 sums times the zeros, in the same kernel);
+# Q6_K's int8 codes (q - 32) and Q3_K's 4-bit ones with a scale per 16 take the same kernel with two
 # scales a block (``group = 16``), and Q2_K's 2-bit ones (as 4-bit blocks) too, less its zeros' term per 16
 Q8_K_BLOCKS = ("Q4_K", "Q5_K", "Q6_K", "Q3_K", "Q2_K")
 # float weight types whose llama.cpp dot product takes x rounded to the weight's own type
