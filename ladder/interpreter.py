@@ -131,7 +131,16 @@ class Session:
         return pool, {op.results[0].name: pool.submit(self._pack_blocks, op, graph, args) for op, args in jobs}
 
     def _pack_blocks(self, op, graph: Graph, args) -> list[np.ndarray]:
-        """pack of a file's blocks: from the pack cache, else computed (and kept there, and on the weight)."""
+        """pack of a file's blocks: from the pack cache, else computed (and kept there, and on the weight). One
+        thread at a time a weight: a module compiled beside this one takes the pack this one made."""
+        b = weights_mod._one_weight(args)
+        if b is None:
+            return self._pack_blocks_now(op, graph, args)
+        with b.lock:
+            stored = weights_mod.stored_pack(op.attr["layout"], args)
+            return [stored] if stored is not None else self._pack_blocks_now(op, graph, args)
+
+    def _pack_blocks_now(self, op, graph: Graph, args) -> list[np.ndarray]:
         layout = op.attr["layout"]
         got = weights_mod.cached_pack(self.pack_cache, layout, args, op.results[0].type.storage_shape)
         if got is not None:

@@ -34,6 +34,7 @@ import os
 import struct
 import sys
 import tempfile
+import threading
 import weakref
 import zlib
 from pathlib import Path
@@ -91,6 +92,9 @@ class Blocks:
         self._release = release  # drops the file's pages of this weight from the resident set (a hint)
         self._decode = decode
         self.repack = repack  # (layout, parts) -> the packed bytes made from the file's own, or None
+        # held while the weight is packed or a part decoded into the pack cache: two modules compiled side by
+        # side (ladder.generate.ModuleRunner.prepare) do each once, the second compile taking the first's
+        self.lock = threading.RLock()
         self._kept: dict[int, np.ndarray] = {}  # scales and zeros
         self.mapped_parts: dict[int, np.ndarray] = {}  # parts mapped from the pack cache (decoded_part)
         self._codes = None  # a weak reference to the decoded codes
@@ -358,6 +362,11 @@ def decoded_part(cache: "PackCache | None", part: "BlockPart") -> np.ndarray:
     b = part.blocks
     if cache is None or b.layout:
         return np.asarray(part)
+    with b.lock:
+        return _decoded_part(cache, part, b)
+
+
+def _decoded_part(cache: "PackCache", part: "BlockPart", b: Blocks) -> np.ndarray:
     parts = [p for p in (b.scales, b.zeros, b.sub_scales, b.super_scales, b.sub_zeros, b.super_zeros)
              if p is not None]
 

@@ -4,6 +4,7 @@ independent numpy implementation, generation, the CLI, fusion, and malformed fil
 from __future__ import annotations
 
 import math
+import os
 import struct
 
 import ml_dtypes
@@ -1098,3 +1099,36 @@ def test_a_tied_embedding_gathers_rows_of_the_packed_weight(tmp_path, qt):
     np.testing.assert_allclose(ladder.run(m.graph, feed, {k: np.asarray(v) for k, v in w.items()})["logits"],
                                want, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(m(feed)["logits"], want, rtol=1e-4, atol=1e-4)
+
+
+def test_prefill_and_decode_compile_side_by_side_packing_each_weight_once(tmp_path, monkeypatch):
+    """ModuleRunner.prepare compiles a prefill and a decode step on a thread each (a second compiler child takes
+    the second module): every weight is packed once for both (the other compile waits for the pack and takes
+    it), and the modules generate what modules compiled one after the other generate."""
+    from ladder import interpreter
+    from ladder.backends.llvm import worker as worker_mod
+    from ladder.generate import ModuleRunner, generate as run_generate, load_model
+
+    path = model_file(tmp_path / "m.gguf", types={"attn_q": QT.Q4_K, "ffn_down": QT.Q6_K, "ffn_up": QT.Q2_K},
+                      seed=9)
+    packed: list[str] = []
+    real = interpreter.Session._pack_blocks_now
+    monkeypatch.setattr(interpreter.Session, "_pack_blocks_now",
+                        lambda self, op, graph, args: packed.append(op.results[0].name) or real(self, op, graph, args))
+    outs = []
+    for side_by_side in (True, False):
+        m = load_model(path, prompt_len=3, context=16)
+        runner = ModuleRunner("cpu", m.weights, 1, cache=tmp_path / f"cache{side_by_side}")
+        if side_by_side:
+            runner.prepare(m.prefill, m.decode)
+            assert len(packed) == len(set(packed)) and packed, packed  # once each, for both modules
+        else:
+            runner.module(m.prefill)
+            runner.module(m.decode)
+        got = run_generate(m.prefill, m.decode, [3, 5, 7], 4, runner)
+        outs.append((got.ids, got.first_logits))
+    assert outs[0][0] == outs[1][0] and np.array_equal(outs[0][1], outs[1][1])
+    if (os.cpu_count() or 1) > 1:  # a busy first child: another is started for the next request
+        first = worker_mod.worker()
+        with first._lock:
+            assert worker_mod.idle_worker() is not first

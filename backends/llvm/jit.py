@@ -33,7 +33,7 @@ from ladder.context import cache_entry_problem, cache_folder_problem
 from ladder.errors import LadderError
 from ladder.target import Target
 
-from .worker import CompilerCrash, worker
+from .worker import CompilerCrash, idle_worker
 
 _INIT_LOCK = threading.Lock()
 _INITIALISED = False
@@ -65,11 +65,14 @@ def target_machine(target: Target, opt: int = 3) -> "llvm.TargetMachine":
 def compile_in_child(ir_text: str, target: Target, want=("obj",), loop_vectorize: bool = True) -> dict:
     """Optimise and compile ``ir_text`` for ``target`` in the compiler child. Raises ``CompilerCrash``
     (worker.py) when LLVM aborts, LadderError when LLVM rejects the IR."""
-    resp = worker().request({"ir": ir_text, "cpu": target.cpu_name, "features": target.cpu_features,
+    resp = idle_worker().request({"ir": ir_text, "cpu": target.cpu_name, "features": target.cpu_features,
                              "loop_vectorize": loop_vectorize, "want": tuple(want)})
     if "error" in resp:
         raise LadderError(f"internal: LLVM rejected generated IR: {resp['error']}")
     return resp
+
+
+_LOAD_LOCK = threading.Lock()
 
 
 class Module:
@@ -125,13 +128,14 @@ class Module:
     def _load(self, jit: bool) -> "Module":
         if not jit:
             return self
-        tm = target_machine(self.target)
-        empty = llvm.parse_assembly("")
-        empty.triple, empty.data_layout = tm.triple, str(tm.target_data)
-        engine = llvm.create_mcjit_compiler(empty, tm)
-        engine.add_object_file(llvm.ObjectFileRef.from_data(self.obj))  # the engine takes the object over
-        engine.finalize_object()
-        engine.run_static_constructors()
+        with _LOAD_LOCK:  # LLVM's global context: one thread at a time (modules compiled side by side)
+            tm = target_machine(self.target)
+            empty = llvm.parse_assembly("")
+            empty.triple, empty.data_layout = tm.triple, str(tm.target_data)
+            engine = llvm.create_mcjit_compiler(empty, tm)
+            engine.add_object_file(llvm.ObjectFileRef.from_data(self.obj))  # the engine takes the object over
+            engine.finalize_object()
+            engine.run_static_constructors()
         self.engine = engine
         return self
 

@@ -136,6 +136,11 @@ class CompileWorker:
         self._lock = threading.Lock()
         self.started = 0  # how many children were started (a restart after a crash counts)
 
+    @property
+    def busy(self) -> bool:
+        """Whether a request is being answered now."""
+        return self._lock.locked()
+
     def _start(self) -> None:
         if self._log is None:
             self._log = tempfile.TemporaryFile()
@@ -201,6 +206,30 @@ def worker() -> CompileWorker:
             _WORKER = CompileWorker()
             atexit.register(_WORKER.close)
         return _WORKER
+
+
+_MORE: list[CompileWorker] = []  # more children, for requests made while the first is busy
+
+
+def idle_worker() -> CompileWorker:
+    """A compiler child no other thread's request is holding: the first (``worker()``) when it is idle, else one
+    of the others, started on first use up to one per core; when all are busy, the first (the request then waits
+    its turn). Two modules compiled from two threads (a prefill and a decode step) are optimised side by side."""
+    first = worker()
+    if not first.busy:
+        return first
+    with _WORKER_LOCK:
+        for w in _MORE:
+            if not w.busy:
+                return w
+        if len(_MORE) + 1 < (os.cpu_count() or 1):
+            import atexit
+
+            w = CompileWorker()
+            atexit.register(w.close)
+            _MORE.append(w)
+            return w
+    return first
 
 
 if __name__ == "__main__":
