@@ -451,22 +451,31 @@ def test_gemv_matches_the_reference_and_stays_inside_its_buffers(target):
         gb = G()
         for dname, layout, sdt, group in GEMV_WEIGHTS:
             _case(gb, rng, dname, layout, sdt, (), 1, N, K, group=group)
-        g = gb.graph()
-        cg = compile_graph(g, gb.weights, target=target, pipeline="")
-        ref = ladder.run(g, gb.feeds, weights=gb.weights)
-        from ladder.interpreter import Session
-        fixed = Session(cg.graph, gb.weights).fixed
-        steps = [step for step in cg.steps if step.op.kind == "qmatmul_q8"]
-        assert len(steps) == len(GEMV_WEIGHTS)
-        for step in steps:
-            ins = [Guarded(fixed[o] if o in fixed else gb.feeds[o]) for o in step.op.operands]
-            r = step.op.results[0]
-            out = Guarded(np.full(r.type.storage_shape, np.nan, r.type.storage_np_dtype))
-            cut = step.spec.work // 2 | 1 if step.spec.work > 1 else 0
-            for lo, hi in ((0, cut), (cut, step.spec.work)):
-                step.fn(*[a.ptr for a in ins], out.ptr, lo, hi)
-            assert all(a.canary_ok() for a in ins + [out]), step.op.describe()
-            assert np.all(np.abs(out.arr - ref[r.name]) <= gb.meta[r.name]), step.op.describe()
+        _guarded_steps(gb, target, len(GEMV_WEIGHTS),
+                       lambda got, want, name: np.all(np.abs(got - want) <= gb.meta[name]))
+
+
+def _guarded_steps(gb, target, count, close):
+    """Compile ``gb``'s graph for ``target`` and run each of its ``count`` qmatmul_q8 steps on guarded buffers (a
+    read past the end faults, a write outside is seen), split between two work ranges at an odd row as two
+    threads take it; ``close(got, want, name)`` checks the values against the reference interpreter's."""
+    from ladder.interpreter import Session
+
+    g = gb.graph()
+    cg = compile_graph(g, gb.weights, target=target, pipeline="")
+    ref = ladder.run(g, gb.feeds, weights=gb.weights)
+    fixed = Session(cg.graph, gb.weights).fixed
+    steps = [step for step in cg.steps if step.op.kind == "qmatmul_q8"]
+    assert len(steps) == count
+    for step in steps:
+        ins = [Guarded(fixed[o] if o in fixed else gb.feeds[o]) for o in step.op.operands]
+        r = step.op.results[0]
+        out = Guarded(np.full(r.type.storage_shape, np.nan, r.type.storage_np_dtype))
+        cut = step.spec.work // 2 | 1 if step.spec.work > 1 else 0
+        for lo, hi in ((0, cut), (cut, step.spec.work)):
+            step.fn(*[a.ptr for a in ins], out.ptr, lo, hi)
+        assert all(a.canary_ok() for a in ins + [out]), step.op.describe()
+        assert close(out.arr, ref[r.name], r.name), step.op.describe()
 
 
 # -- quantized weight scales (a K-quant's integer sub-scales times an f32 per 256: scale_group) ----------------
@@ -578,30 +587,14 @@ def test_zeros_term_in_every_tier_gives_each_row_its_gemv_bits(target, dname, la
 @pytest.mark.parametrize("target", ["cpu", "cpu:avx2", "cpu:generic"])
 def test_zeros_term_stays_inside_its_buffers(target):
     """The kernel with zeros on guarded buffers, split between two work ranges as two threads take it."""
-    from ladder.interpreter import Session
-
     rng = np.random.default_rng(23)
     for M, N, K in [(1, 7, 256), (5, 9, 512), (13, 5, 256)]:
         gb = G()
         for dname, layout, group in ZEROS:
             x = rng.integers(-128, 128, (M, K)).astype(np.int8)
             _zeros_case(gb, rng, dname, layout, group, x, (rng.random((M, K // group)) * 0.05).astype(np.float32), N)
-        g = gb.graph()
-        cg = compile_graph(g, gb.weights, target=target, pipeline="")
-        ref = ladder.run(g, gb.feeds, weights=gb.weights)
-        fixed = Session(cg.graph, gb.weights).fixed
-        steps = [step for step in cg.steps if step.op.kind == "qmatmul_q8"]
-        assert len(steps) == len(ZEROS)
-        for step in steps:
-            ins = [Guarded(fixed[o] if o in fixed else gb.feeds[o]) for o in step.op.operands]
-            r = step.op.results[0]
-            out = Guarded(np.full(r.type.storage_shape, np.nan, r.type.storage_np_dtype))
-            cut = step.spec.work // 2 | 1 if step.spec.work > 1 else 0
-            for lo, hi in ((0, cut), (cut, step.spec.work)):
-                step.fn(*[a.ptr for a in ins], out.ptr, lo, hi)
-            assert all(a.canary_ok() for a in ins + [out]), step.op.describe()
-            want = ref[r.name]
-            assert np.allclose(out.arr, want, rtol=1e-4, atol=1e-4 * float(np.abs(want).max()) + 1e-6)
+        _guarded_steps(gb, target, len(ZEROS), lambda got, want, _: np.allclose(
+            got, want, rtol=1e-4, atol=1e-4 * float(np.abs(want).max()) + 1e-6))
 
 
 def test_quantized_weight_scales_need_both_operands_and_a_plan_that_fits():
