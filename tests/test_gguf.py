@@ -121,8 +121,13 @@ ALL_TYPES = [QT.F32, QT.F16, QT.BF16, QT.Q8_0, QT.Q4_0, QT.Q4_1, QT.Q5_0, QT.Q5_
              QT.Q2_K, QT.Q3_K, QT.Q4_K, QT.Q5_K, QT.Q6_K]
 
 
+@pytest.mark.parametrize("chunk", [None, 4], ids=["whole", "chunked"])
 @pytest.mark.parametrize("qt", ALL_TYPES, ids=lambda q: q.name)
-def test_dequant_is_bit_exact(tmp_path, qt):
+def test_dequant_is_bit_exact(tmp_path, qt, chunk, monkeypatch):
+    """Every type's codes + scales dequantize to gguf's values bit for bit, decoded whole or a few blocks at a
+    time (``_DECODE_BLOCKS``: a large tensor's chunks, here with an odd last one)."""
+    if chunk:
+        monkeypatch.setattr(lg, "_DECODE_BLOCKS", chunk)
     rng = np.random.default_rng(int(qt))
     a = rng.standard_normal((3, 512)).astype(np.float32) * 3
     a[0, :32] = 0  # an all-zero block (scale 0)
