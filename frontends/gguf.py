@@ -273,32 +273,26 @@ def _decode_blocks(t: QT, b: np.ndarray, codes: bool = True):
         q = q.view(np.int8)
         q -= 1
         return q, _f16(b[:, 52:54]), None, 256, "ternary", "none"
+    # the K-quants' scales (and zeros): their file's integer sub-scales times d (dmin), in f32
+    sub, d, zsub, dmin = _k_factors(t, b)
+    scale = d * sub.astype(f32)
+    zero = None if zsub is None else dmin * zsub.astype(f32)
     if t == QT.Q2_K:
-        sc, qs = b[:, :16], b[:, 16:80]
-        d, dmin = _f16(b[:, 80:82]).astype(f32), _f16(b[:, 82:84]).astype(f32)
-        scale = d * (sc & 0x0F).astype(f32)
-        zero = dmin * (sc >> 4).astype(f32)
         # 2-bit codes as u4: the int8 dot product kernel's 4-bit blocks of 32 (Q8_K_BLOCKS)
-        return want(lambda: _crumbs(qs, 32)), scale, zero, 16, "u4", "rescale"
+        return want(lambda: _crumbs(b[:, 16:80], 32)), scale, zero, 16, "u4", "rescale"
     if t == QT.Q3_K:
-        hmask, qs, sc = b[:, :32], b[:, 32:96], b[:, 96:108]
-        d = _f16(b[:, 108:110]).astype(f32)
+        hmask, qs = b[:, :32], b[:, 32:96]
         q = want(lambda: _crumbs(qs, 32).astype(np.int8) - ((_bits(hmask) ^ 1) << 2).astype(np.int8))
-        return q, d * _q3k_scales(sc).astype(f32), None, 16, "i4", "none"
-    if t in (QT.Q4_K, QT.Q5_K):
-        d, dmin = _f16(b[:, :2]).astype(f32), _f16(b[:, 2:4]).astype(f32)
-        sc, mn = _k_scale_min(b[:, 4:16])
-        scale, zero = d * sc.astype(f32), dmin * mn.astype(f32)
-        if t == QT.Q4_K:
-            return want(lambda: _nibbles(b[:, 16:], 32)), scale, zero, 32, "u4", "rescale"
+        return q, scale, None, 16, "i4", "none"
+    if t == QT.Q4_K:
+        return want(lambda: _nibbles(b[:, 16:], 32)), scale, zero, 32, "u4", "rescale"
+    if t == QT.Q5_K:
         # 5-bit codes 0..31 as i8: the int8 dot product kernel's bytes (Q8_K_BLOCKS)
         q = want(lambda: (_nibbles(b[:, 48:], 32) | (_bits(b[:, 16:48]) << 4)).astype(np.int8))
         return q, scale, zero, 32, "i8", "rescale"
-    if t == QT.Q6_K:
-        ql, qh, sc = b[:, :128], b[:, 128:192], b[:, 192:208].view(np.int8)
-        d = _f16(b[:, 208:210]).astype(f32)
-        q = want(lambda: (_nibbles(ql, 64) | (_crumbs(qh, 32) << 4)).astype(np.int8) - 32)
-        return q, d * sc.astype(f32), None, 16, "i8", "none"
+    ql, qh = b[:, :128], b[:, 128:192]  # Q6_K
+    q = want(lambda: (_nibbles(ql, 64) | (_crumbs(qh, 32) << 4)).astype(np.int8) - 32)
+    return q, scale, None, 16, "i8", "none"
     raise AssertionError(t)
 
 
