@@ -196,15 +196,20 @@ _WORKER: CompileWorker | None = None
 _WORKER_LOCK = threading.Lock()
 
 
+def _shut_at_exit() -> CompileWorker:
+    import atexit
+
+    w = CompileWorker()
+    atexit.register(w.close)
+    return w
+
+
 def worker() -> CompileWorker:
     """This process's compiler child (one per process, shut down at exit)."""
     global _WORKER
     with _WORKER_LOCK:
         if _WORKER is None:
-            import atexit
-
-            _WORKER = CompileWorker()
-            atexit.register(_WORKER.close)
+            _WORKER = _shut_at_exit()
         return _WORKER
 
 
@@ -223,12 +228,8 @@ def idle_worker() -> CompileWorker:
             if not w.busy:
                 return w
         if len(_MORE) + 1 < (os.cpu_count() or 1):
-            import atexit
-
-            w = CompileWorker()
-            atexit.register(w.close)
-            _MORE.append(w)
-            return w
+            _MORE.append(_shut_at_exit())
+            return _MORE[-1]
     return first
 
 

@@ -358,7 +358,10 @@ def fuse_q8_zeros(g: Graph, op: Op):
         return None
     qa = OPS["qmatmul_q8"].full_attrs(q.attr)
     r = _producer_op(g, mm.operands[0])
-    if r is None or r.kind != "reduce" or r.attr.get("kind") != "sum" or r.attr.get("keepdims"):
+    if r is None or r.kind != "reduce":
+        return None
+    ra = OPS["reduce"].full_attrs(r.attr)
+    if ra["kind"] != "sum" or ra["keepdims"]:
         return None
     rs = _producer_op(g, r.operands[0])
     if rs is None or rs.kind != "reshape":
@@ -371,7 +374,7 @@ def fuse_q8_zeros(g: Graph, op: Op):
     da = OPS["dequant"].full_attrs(dq.attr)
     if (da["group"] != gsz or da["axis"] % x_t.rank != x_t.rank - 1 or da["dtype"].name != "f32"
             or x_t.shape[-1] % gsz or tuple(rs_t.shape) != tuple(x_t.shape[:-1]) + (x_t.shape[-1] // gsz, gsz)
-            or OPS["reduce"].axes(rs_t, OPS["reduce"].full_attrs(r.attr)) != (rs_t.rank - 1,)):
+            or OPS["reduce"].axes(rs_t, ra) != (rs_t.rank - 1,)):
         return None
     zeros = _factored_scales(g, mm.operands[1])
     if zeros is None or zeros[1] != qa["scale_group"]:
