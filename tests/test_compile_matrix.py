@@ -79,7 +79,8 @@ def _matmul_family():
 def _q8_cases(gb, rng):
     """qmatmul_q8 (llama.cpp's Q8_0 dot products): int8 weights and nib16 weights with scales inside or beside
     them, one row of x (GEMV) and several (tiles of 4), 9 blocks of 32 (a group of 8 and one), the generic
-    kernel (K not a whole number of blocks), and ternary crumb64+f16 and tq1+f16 blocks of 256 (TQ2_0's, TQ1_0's)."""
+    kernel (K not a whole number of blocks), K-quants' quantized scales and zeros, and ternary crumb64+f16 and
+    tq1+f16 blocks of 256 (TQ2_0's, TQ1_0's)."""
     for M, K in ((1, 288), (5, 288), (3, 69)):
         nb = -(-K // 32)
         xq = gb.input(rng.integers(-127, 128, (M, K)).astype(np.int8), "i8")
@@ -95,6 +96,23 @@ def _q8_cases(gb, rng):
         gb.lines.append(f'%p{u4} = pack %{u4} {{layout = "nib16"}} : u4<nib16>[3, {K}]')
         su = gb.param(rng.random((3, nb)).astype(np.float32), "f32")
         gb.op(f"qmatmul_q8 %{xq}, %{sx}, %p{u4}, %{su}", f"f32[{M}, 3]")
+    # K-quants: quantized scales (i8 sub-scales, an f32 per 256: scale_group) with and without zeros, a scale per
+    # 32 and per 16, nib16 and raw int8 weights, one row (products first) and a tile of 4 (512-bit where there)
+    for M in (1, 5):
+        xq = gb.input(rng.integers(-127, 128, (M, 512)).astype(np.int8), "i8")
+        for group, dname, layout, zeros in ((32, "u4", "nib16", True), (16, "i8", None, False),
+                                            (16, "u4", "nib16", True), (32, "i8", None, True)):
+            ns = 512 // group
+            sx = gb.input(rng.random((M, ns)).astype(np.float32), "f32")
+            w = gb.param(rand_w(rng, DTYPES[dname], (3, 512)), dname)
+            if layout:
+                gb.lines.append(f'%p{w} = pack %{w} {{layout = "{layout}"}} : {dname}<{layout}>[3, 512]')
+                w = f"p{w}"
+            parts = [gb.param(rng.integers(0, 64, (3, ns)).astype(np.int8), "i8"),
+                     gb.param(rng.random((3, 2)).astype(np.float32), "f32")] * (2 if zeros else 1)
+            operands = ", ".join(f"%{n}" for n in parts)
+            gb.op(f"qmatmul_q8 %{xq}, %{sx}, %{w}, {operands} {{group = {group}, scale_group = {256 // group}}}",
+                  f"f32[{M}, 3]")
     # ternary crumb blocks with one scale per 256 (TQ2_0 and Q8_K: the crumb kernel), one row and a tile of 4
     for M in (1, 5):
         xq = gb.input(rng.integers(-127, 128, (M, 512)).astype(np.int8), "i8")
