@@ -53,12 +53,11 @@ The graphs are checked against llama.cpp itself (tests/test_parity_llamacpp.py).
   through Q8_K blocks (the same absmax int8 codes per 256, the scale kept f32: llama.cpp's ``quantize_row_q8_K``
   up to the scale's sign and last bit) and ``qmatmul_q8 {group = 256}``. Into a Q4_K projection x goes through
   the same Q8_K blocks, and the product is taken as llama.cpp's Q4_K dot product takes it, the codes' term less
-  the mins' term: ``dequant(x's codes, x's scale repeated per 32) @ dequant(q, dequant(sc, d)).T`` less ``(x's
+  the mins' term: ``dequant(x's codes, x's scale per 256) @ dequant(q, dequant(sc, d)).T`` less ``(x's
   sums per 32) @ dequant(m, dmin).T``, which ``fuse`` makes one ``qmatmul_q8 {scale_group = 8}`` over 4-bit
   blocks of 32 reading sc, d, m and dmin as the file holds them (a byte a block, an f32 per 256); Q5_K's the same
   with its 5-bit codes as int8 blocks. Into Q6_K and Q3_K projections (and a Q6_K head) x goes through the same
-  Q8_K blocks, its scale repeated per 16, and ``dequant(x's codes, x's scales per 16) @ dequant(q, dequant(sc,
-  d)).T`` becomes one ``qmatmul_q8 {group = 16, scale_group = 16}`` (int8 or 4-bit blocks of 32, two scales a
+  Q8_K blocks, and ``dequant(x's codes, x's scale per 256) @ dequant(q, dequant(sc, d)).T`` becomes one ``qmatmul_q8 {group = 16, scale_group = 16}`` (int8 or 4-bit blocks of 32, two scales a
   block); Q2_K's (2-bit codes as 4-bit blocks, a scale and a zero per 16) the same with its zeros' term (x's sums
   per 16) inside. Other weight types (Q4_1, Q5_1, F32) keep f32 activations; into F16 and BF16 weights x
   goes rounded to f16 / bf16, as llama.cpp's dot products for those types take it.
@@ -1154,30 +1153,26 @@ class _Source:
     def _q8_k_blocks(self, b: Builder, x: Value, wname: str, name: str | None = None) -> Value:
         """x @ W.T for codes q with a scale s and maybe a zero z per group g (16 or 32) (W = q * s - z), x in Q8_K
         blocks (x^ = codes * one f32 scale per 256): x^ @ (q * s).T [- (x^'s sums per g) @ z.T]. The first is
-        ``dequant(codes, x's scale repeated per g) @ dequant(q, s).T``, which ``fuse`` makes one ``qmatmul_q8
-        {group = g}`` over int8 blocks of 32; the second reads 1/g of the weight's elements."""
+        ``dequant(codes, x's scale per 256) @ dequant(q, s).T``, which ``fuse`` makes one ``qmatmul_q8 {group = g,
+        scale_group}`` over int8 or 4-bit blocks of 32 (x's scale per super-block); the second reads 1/g of the
+        weight's elements."""
         t = self.tensor(wname)
         g, k = t.group, x.type.shape[-1]
         lead = list(x.type.shape[:-1])
-        key = (x.name, f"q8k/{g}")  # x's Q8_K blocks once, dequantized once per group, summed once per group
+        key = (x.name, "q8k")  # x's Q8_K blocks once, dequantized once, summed once per group
         if key not in self._rounded:
-            q8k = self._rounded.get((x.name, "q8k"))
-            if q8k is None:
-                q8k = self._rounded[(x.name, "q8k")] = b.quantize(x, scheme="absmax", dtype="i8", axis=-1, group=256)
-            xq, xs = q8k
-            ones = b.const(np.ones(256 // g, np.float32))
-            xsg = b.reshape(b.mul(b.reshape(xs, shape=lead + [k // 256, 1]), ones), shape=lead + [k // g])
-            self._rounded[key] = b.dequant(xq, xsg, axis=-1, group=g)
+            xq, xs = b.quantize(x, scheme="absmax", dtype="i8", axis=-1, group=256)
+            self._rounded[key] = b.dequant(xq, xs, axis=-1, group=256)
         xd = self._rounded[key]
         codes = self._param(b, wname, t.codes, t.dtype, t.stored)
         y = b.matmul(xd, b.dequant(codes, self._k_scale(b, t), axis=-1, group=g), transpose_b=True,
                      name=name if t.zero is None else None)
         if t.zero is None:
             return y
-        if key + ("sums",) not in self._rounded:  # only weights with zeros read them
-            self._rounded[key + ("sums",)] = b.reduce(b.reshape(xd, shape=lead + [k // g, g]), kind="sum", axes=[-1])
+        if key + (g,) not in self._rounded:  # x's sums per g: only weights with zeros read them
+            self._rounded[key + (g,)] = b.reduce(b.reshape(xd, shape=lead + [k // g, g]), kind="sum", axes=[-1])
         zeros = self._k_scale(b, t, zeros=True)  # which fuse gives qmatmul_q8 with the scales (the mins' term)
-        return b.sub(y, b.matmul(self._rounded[key + ("sums",)], zeros, transpose_b=True), name=name)
+        return b.sub(y, b.matmul(self._rounded[key + (g,)], zeros, transpose_b=True), name=name)
 
     def _k_scale(self, b: Builder, t: GGUFTensor, rows: Value | None = None, zeros: bool = False) -> Value:
         """A K-quant's scales, or zeros (of the rows ``rows`` when given), as the file has them: its integer

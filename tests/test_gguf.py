@@ -430,6 +430,8 @@ def test_k_quants_take_llamas_q8_k_dot_products(tmp_path):
     # and Q5_K's mins the same way, their term inside the op (no float matmul left for it)
     q8 = [op for op in fused.ops() if op.kind == "qmatmul_q8"]
     assert all(op.attr.get("group", 32) * op.attr.get("scale_group", 0) == 256 for op in q8)
+    # x in Q8_K blocks: its scale one per super-block of 256 (sx [..., K / 256]), as the file's d per 256
+    assert all(fused.type_of(op.operands[1]).shape[-1] * 256 == fused.type_of(op.operands[0]).shape[-1] for op in q8)
     assert sorted(len(op.operands) for op in q8) == [5] * (2 * 4 + 1) + [7] * (2 * 3)
     assert not [op for op in fused.ops() if op.kind in ("matmul", "reduce")]
     assert {(op.results[0].type.dtype.name, op.results[0].type.packing.name) for op in fused.ops()

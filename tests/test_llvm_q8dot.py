@@ -627,3 +627,75 @@ def test_quantized_weight_scales_need_both_operands_and_a_plan_that_fits():
     types = [g.type_of(o) for o in op.operands]
     assert q8dot.plan(Ctx(), op, types).sub == 8
     assert q8dot.plan(Ctx(), op.with_(attrs={**op.attr, "scale_group": 4}), types) is None
+
+
+# -- x's scale per super-block (Q8_K's: one f32 per 256, as the GGUF importer gives K-quant projections) ------
+
+SUPER = [("u4", "nib16", 32, True), ("u4", "nib16", 32, False), ("i8", None, 32, True), ("i8", None, 16, False),
+         ("u4", "nib16", 16, True), ("i4", "nib16", 32, False)]
+
+
+def _superblock_pair(rng, dname, layout, group, zeros, M, N, K):
+    """The same product twice: x's scale one per super-block of 256 (``sx [M, K / 256]``), and that scale repeated
+    per group (``sx [M, K / group]``); w's scales quantized (``scale_group``), with zeros or not."""
+    sg = 256 // group
+    x = rng.integers(-128, 128, (M, K)).astype(np.int8)
+    sx = (rng.random((M, K // 256)) * 0.05 + 0.001).astype(np.float32)
+    w = _codes(rng, dname, (N, K))
+    parts = [rng.integers(0, 64, (N, K // group)).astype(np.int8),
+             (rng.random((N, K // 256)) * 0.01 + 1e-4).astype(np.float32)]
+    if zeros:
+        parts += [rng.integers(0, 64, (N, K // group)).astype(np.int8),
+                  (rng.random((N, K // 256)) * 0.01 + 1e-4).astype(np.float32)]
+    graphs = []
+    for per_super in (True, False):
+        gb = G()
+        xn = gb.input(x, "i8")
+        sxn = gb.input(sx if per_super else np.repeat(sx, sg, axis=-1), "f32")
+        wn = gb.param(w, dname)
+        if layout is not None:
+            gb.lines.append(f'%p{wn} = pack %{wn} {{layout = "{layout}"}} : {dname}<{layout}>[{N}, {K}]')
+            wn = f"p{wn}"
+        ops = ", ".join(f"%{gb.param(a, 'i8' if a.dtype == np.int8 else 'f32')}" for a in parts)
+        gb.op(f"qmatmul_q8 %{xn}, %{sxn}, %{wn}, {ops} {{group = {group}, scale_group = {sg}}}", f"f32[{M}, {N}]")
+        graphs.append(gb)
+    return graphs
+
+
+@pytest.mark.parametrize("target", ["cpu", "cpu:avx2", "cpu:generic"])
+@pytest.mark.parametrize("dname,layout,group,zeros", SUPER,
+                         ids=[f"{d}-{p or 'raw'}-{g}-{'zeros' if z else 'plain'}" for d, p, g, z in SUPER])
+def test_x_scale_per_superblock_agrees_with_it_repeated_per_group(target, dname, layout, group, zeros):
+    """sx one per super-block is x dequantized with that scale over the whole super-block: the reference gives the
+    bits of the same scale repeated per group, the kernels (every tier; the generic one too: a super-block the
+    block kernel does not take) agree with it to rounding, and the threads agree bit for bit."""
+    if get_target(target).runs_here():
+        pytest.skip(f"this CPU cannot run {target}")
+    rng = np.random.default_rng(group + 7 * zeros + len(dname))
+    for M, N, K in [(1, 7, 512), (6, 9, 256), (70, 4, 768)]:
+        sup, rep = _superblock_pair(rng, dname, layout, group, zeros, M, N, K)
+        refs = [next(iter(ladder.run(gb.graph(), gb.feeds, weights=gb.weights).values())) for gb in (sup, rep)]
+        assert np.array_equal(refs[0], refs[1])
+        cg = compile_graph(sup.graph(), sup.weights, target=target, pipeline="")
+        got = [next(iter(cg.run(sup.feeds, threads=t).values())) for t in (1, 2)]
+        assert np.array_equal(got[0].view(np.uint32), got[1].view(np.uint32)), f"{target} {M}x{N}x{K}"
+        assert np.allclose(got[0], refs[0], rtol=1e-4, atol=1e-4 * float(np.abs(refs[0]).max()) + 1e-6)
+
+
+def test_x_scale_per_superblock_is_checked():
+    """sx per super-block goes with scale_group only; any other shape names the one it wants."""
+    def text(sx, attrs):
+        return f"""graph @g(%x: i8[2, 512], %sx: f32[2, {sx}]) -> f32[2, 3] {{
+  %w = param @w : i8[3, 512]
+  %sub = param @sub : i8[3, 16]
+  %s = param @s : f32[3, 16]
+  %d = param @d : f32[3, 2]
+  %y = qmatmul_q8 %x, %sx, %w, {attrs} : f32[2, 3]
+  return %y
+}}"""
+    ladder.parse(text(2, "%sub, %d {scale_group = 8}"))
+    ladder.parse(text(16, "%sub, %d {scale_group = 8}"))
+    with pytest.raises(VerifyError, match=r"sx must be f16, bf16 or f32 \[2, 16\]"):
+        ladder.parse(text(2, "%s"))
+    with pytest.raises(VerifyError, match=r"sx must be f16, bf16 or f32 \[2, 16\]"):
+        ladder.parse(text(4, "%sub, %d {scale_group = 8}"))

@@ -180,6 +180,18 @@ class QMatMulI8(OpDef):
         return [_apply_epilogue(y, out[0], attrs)]
 
 
+def x_scale_per_superblock(types, attrs) -> bool:
+    """Whether a ``qmatmul_q8``'s sx holds one scale per super-block of ``group * scale_group`` (Q8_K's) rather
+    than one per group (the shapes tell when K is more than one group)."""
+    from ..quant import reduced_shape
+
+    sg = attrs.get("scale_group", 0)
+    x, sx = types[0], types[1]
+    g = attrs.get("group", 32)
+    return bool(sg) and sx.shape == reduced_shape(x.shape, x.rank - 1, g * sg) and (
+        sx.shape != reduced_shape(x.shape, x.rank - 1, g))
+
+
 @register
 class QMatMulQ8(OpDef):
     """llama.cpp's Q8_0 dot products: int8 activation codes ``x [..., M, K]`` with one float scale per
@@ -199,7 +211,10 @@ class QMatMulQ8(OpDef):
     code times an f16 value). With it, w may have zeros the same way (``zw`` i8 codes as sw, ``zd`` f32 as sd;
     a K-quant's mins: w = q * scale - zero): the result is then the product above less ``(x's dequantized values
     summed per group) @ dequant(zw, zd, group = G).T``, before the epilogue. A kernel may take each group's sum
-    as sx * (the sum of its codes), exact in int32 and rounded once: the same up to float rounding."""
+    as sx * (the sum of its codes), exact in int32 and rounded once: the same up to float rounding. With
+    ``scale_group``, sx may also hold one scale per super-block (``[..., M, ceil(K / (group * G))]``: llama.cpp's
+    Q8_K activations, one f32 per 256): x is then ``dequant(x, sx, group = group * G)``, and a kernel may sum a
+    super-block's integer products times w's i8 sub-scales exactly in int32 before any float rounding."""
 
     name = "qmatmul_q8"
     operands = ("x", "sx", "w", "sw?", "sd?", "zw?", "zd?")
@@ -249,7 +264,13 @@ class QMatMulQ8(OpDef):
                     raise InferError(f"{role[1]} must be f32 {list(want_d)} for {role[0]} {cw} and scale_group {sg}, "
                                      f"got {cd}")
             scales = []
+            if sx.shape == reduced_shape(x.shape, x.rank - 1, g * sg):  # x's scale per super-block
+                if sx.dtype.name not in ("f16", "bf16", "f32"):
+                    raise InferError(f"sx must be f16, bf16 or f32, got {sx}")
+                sx = None
         for s, t, role in ((sx, x, "sx"), *((sw, w, "sw") for sw in scales)):
+            if s is None:
+                continue
             want = reduced_shape(t.shape, t.rank - 1, g)
             if s.dtype.name not in ("f16", "bf16", "f32") or s.shape != want:
                 raise InferError(f"{role} must be f16, bf16 or f32 {list(want)} for {t} and group {g}, got {s}")
@@ -264,7 +285,8 @@ class QMatMulQ8(OpDef):
         g = attrs["group"]
         x = np.maximum(args[0], np.int8(-127))
         dattrs = {"axis": -1, "group": g, "zero_mode": "none", "dtype": f32}
-        (xv,) = deq.compute([x, to_f32(args[1])], dattrs, [TensorType(f32, ins[0].shape)],
+        xg = g * attrs["scale_group"] if x_scale_per_superblock(ins, attrs) else g
+        (xv,) = deq.compute([x, to_f32(args[1])], {**dattrs, "group": xg}, [TensorType(f32, ins[0].shape)],
                             [ins[0], TensorType(f32, ins[1].shape)])
         w = unpacked(args[2], ins[2])
         if block_scales(ins[2]):

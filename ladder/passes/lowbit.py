@@ -309,7 +309,7 @@ def fuse_dequant_matmul(g: Graph, mm: Op):
 @pattern("fuse-q8-blocks", "matmul")
 def fuse_q8_blocks(g: Graph, mm: Op):
     """matmul(dequant(xq, sx), dequant(w, sw), transpose_b) -> qmatmul_q8(xq, sx, w, sw): both dequants along K
-    by one group, without zeros, to f32; xq int8 codes from absmax quantization (never -128, so the op's
+    by one group (or x's by a super-block of w's factored scales: ``scale_group``), without zeros, to f32; xq int8 codes from absmax quantization (never -128, so the op's
     clip of x at -127 changes nothing); w 2-D integer codes, packed or not."""
     if not mm.attr.get("transpose_b", False):
         return None
@@ -326,12 +326,13 @@ def fuse_q8_blocks(g: Graph, mm: Op):
     x_t, w_t = g.type_of(a.operands[0]), g.type_of(bq.operands[0])
     f32 = DTYPES["f32"]
     if (w_t.rank != 2 or len(bq.operands) != 2 or da["dtype"] != f32 or db["dtype"] != f32
-            or da["group"] <= 0 or da["group"] != db["group"]
+            or da["group"] <= 0 or db["group"] <= 0
             or da["axis"] % x_t.rank != x_t.rank - 1 or db["axis"] % 2 != 1):
         return None
     w = _weight_operand(g, bq.operands[0])
     scales = [bq.operands[1]]
-    attrs = {"group": da["group"]}
+    attrs = {"group": db["group"]}
+    factored = None
     if block_scales(g.type_of(w)):
         packer = _producer_op(g, w)
         if packer is None or list(packer.operands[1:]) != scales:
@@ -341,6 +342,9 @@ def fuse_q8_blocks(g: Graph, mm: Op):
         factored = _factored_scales(g, scales[0])
         if factored is not None:  # a K-quant's integer sub-scales and their f32 scales, read as they are
             scales, attrs["scale_group"] = factored
+    # x's scale per group as w's, or (w's scales factored) one per super-block of them: Q8_K's per 256
+    if da["group"] != db["group"] and (factored is None or da["group"] != db["group"] * factored[1]):
+        return None
     return _fused(g, mm, "qmatmul_q8", [a.operands[0], a.operands[1], w] + scales, attrs)
 
 
@@ -372,7 +376,8 @@ def fuse_q8_zeros(g: Graph, op: Op):
     x_t, rs_t = g.type_of(dq.results[0].name), g.type_of(rs.results[0].name)
     gsz = qa["group"]
     da = OPS["dequant"].full_attrs(dq.attr)
-    if (da["group"] != gsz or da["axis"] % x_t.rank != x_t.rank - 1 or da["dtype"].name != "f32"
+    if (da["group"] not in (gsz, gsz * qa["scale_group"]) or da["axis"] % x_t.rank != x_t.rank - 1
+            or da["dtype"].name != "f32"
             or x_t.shape[-1] % gsz or tuple(rs_t.shape) != tuple(x_t.shape[:-1]) + (x_t.shape[-1] // gsz, gsz)
             or OPS["reduce"].axes(rs_t, ra) != (rs_t.rank - 1,)):
         return None

@@ -63,7 +63,7 @@ from llvmlite import ir
 from ladder.backends.llvm.codegen import (C32, C64, F32, I8, I16, I32, KernelSpec, entry_alloca, for_range, has_f16c,
                                           lowers, storage_type, stored_to_f32, to_f32)
 from ladder.ops import OPS
-from ladder.ops.lowbit import block_scales
+from ladder.ops.lowbit import block_scales, x_scale_per_superblock
 from ladder.types import DType
 
 from . import q8k
@@ -120,6 +120,7 @@ class Q8Plan:
     # scale), each super-block one GROUP of blocks: the kernel makes each f32 scale as the reference does
     sub: int = 0
     zeros: bool = False  # w's zeros (i8 codes times an f32 per ``sub``, as its scales): less (sx * x's sums) @ zeros.T
+    xsb: bool = False  # with ``sub``: x's scale one per super-block (Q8_K's), not one per group
 
     @property
     def per(self) -> int:
@@ -170,7 +171,7 @@ def plan(ctx, op, ins) -> Q8Plan | None:
         dot="vnni" if madd and t.supports("i8-dot") else ("madd" if madd else "i16"),
         f16c=has_f16c(t), fma=t.supports("f32-fma"),
         gfni=nibbles and "gfni" in feats and "avx" in feats and nib_xor >> 4 == nib_xor & 15, halves=halves,
-        sub=sub, zeros=len(ins) == 7)
+        sub=sub, zeros=len(ins) == 7, xsb=x_scale_per_superblock(ins, attrs))
 
 
 def _byte_blocks(L) -> bool:
@@ -337,6 +338,14 @@ def _lower_blocks(ctx, op, ins, outs, p: Q8Plan):
         a vector of 2 count, as ``scales``)."""
         st = storage_type(p.sx)
         cnt = count * p.per
+        if p.xsb:  # one scale per super-block (blocks j .. j+count-1 lie in one), as many times as asked
+            raw = b.load(b.gep(psx, [b.add(b.mul(m, C64(NB // GROUP)), b.lshr(j, C64(3)))], source_etype=st), typ=st)
+            one = stored_to_f32(b, raw, p.sx, p.f16c)
+            if cnt == 1:
+                return one
+            vt = ir.VectorType(F32, cnt)
+            return b.shuffle_vector(b.insert_element(ir.Constant(vt, None), one, C32(0)), ir.Constant(vt, None),
+                                    ir.Constant(ir.VectorType(I32, cnt), [0] * cnt))
         at = b.gep(psx, [scale_index(b, m, j)], source_etype=st)
         raws = [b.load(at, typ=st)] if cnt == 1 else b.load(at, typ=ir.VectorType(st, cnt), align=2)
         return _scales_f32(b, raws, p.sx, cnt)
@@ -870,6 +879,8 @@ def _lower_generic(ctx, op, ins, outs):
     row_bytes = w.storage_shape[-1]
     fma = ctx.declare("llvm.fma.f32", F32, [F32, F32, F32])
     sx_t, sw_t = storage_type(sx.dtype), storage_type(ins[3].dtype) if psw is not None else None
+    xg = g * sg if x_scale_per_superblock(ins, OPS[op.kind].full_attrs(op.attr)) else g  # x's scale per xg
+    nxs = -(-K // xg)
     with for_range(b, begin, end, name="n", vectorize=False) as n:
         wrow = gep8(b, pw, b.mul(n, C64(row_bytes)))
         with for_range(b, 0, R, name="m", vectorize=False) as m:
@@ -879,8 +890,8 @@ def _lower_generic(ctx, op, ins, outs):
                 blk = b.udiv(k, C64(g))
                 xc = int_value(b, b.gep(px, [b.add(b.mul(m, C64(K)), k)], source_etype=I8), x.dtype)
                 xc = b.select(b.icmp_signed("<", xc, C32(-127)), C32(-127), xc)
-                xs = to_f32(b, b.load(b.gep(psx, [b.add(b.mul(m, C64(nb)), blk)], source_etype=sx_t), typ=sx_t),
-                            sx.dtype)
+                xs = to_f32(b, b.load(b.gep(psx, [b.add(b.mul(m, C64(nxs)), b.udiv(k, C64(xg)))], source_etype=sx_t),
+                                      typ=sx_t), sx.dtype)
                 xv = b.fmul(b.sitofp(xc, F32), xs)
                 if dec is not None:
                     wv = dec.f32_value(b, dec.code(b, wrow, k))
@@ -908,8 +919,8 @@ def _lower_generic(ctx, op, ins, outs):
                         xc = int_value(b, b.gep(px, [b.add(b.mul(m, C64(K)), k)], source_etype=I8), x.dtype)
                         xc = b.select(b.icmp_signed("<", xc, C32(-127)), C32(-127), xc)
                         b.store(b.add(b.load(bsum, typ=I32), xc), bsum)
-                    xs = to_f32(b, b.load(b.gep(psx, [b.add(b.mul(m, C64(nb)), j)], source_etype=sx_t), typ=sx_t),
-                                sx.dtype)
+                    xs = to_f32(b, b.load(b.gep(psx, [b.add(b.mul(m, C64(nxs)), b.udiv(b.mul(j, C64(g)), C64(xg)))],
+                                                source_etype=sx_t), typ=sx_t), sx.dtype)
                     code = b.load(b.gep(pzw, [b.add(b.mul(n, C64(nb)), j)], source_etype=I8), typ=I8)
                     d = b.load(b.gep(pzd, [b.add(b.mul(n, C64(-(-nb // sg))), b.udiv(j, C64(sg)))], source_etype=F32),
                                typ=F32)
