@@ -97,13 +97,15 @@ def _q8_cases(gb, rng):
         su = gb.param(rng.random((3, nb)).astype(np.float32), "f32")
         gb.op(f"qmatmul_q8 %{xq}, %{sx}, %p{u4}, %{su}", f"f32[{M}, 3]")
     # K-quants: quantized scales (i8 sub-scales, an f32 per 256: scale_group) with and without zeros, a scale per
-    # 32 and per 16, nib16 and raw int8 weights, one row (products first) and a tile of 4 (512-bit where there)
+    # 32 and per 16, nib16 and raw int8 weights, one row (products first) and a tile of 4 (512-bit where there);
+    # x's scale per group or per super-block (Q8_K's: nibbles take the integer super-blocks with AVX-512 VNNI)
     for M in (1, 5):
         xq = gb.input(rng.integers(-127, 128, (M, 512)).astype(np.int8), "i8")
-        for group, dname, layout, zeros in ((32, "u4", "nib16", True), (16, "i8", None, False),
-                                            (16, "u4", "nib16", True), (32, "i8", None, True)):
+        for group, dname, layout, zeros, per_super in (
+                (32, "u4", "nib16", True, False), (16, "i8", None, False, True), (16, "u4", "nib16", True, False),
+                (32, "i8", None, True, False), (32, "u4", "nib16", True, True), (32, "i4", "nib16", False, True)):
             ns = 512 // group
-            sx = gb.input(rng.random((M, ns)).astype(np.float32), "f32")
+            sx = gb.input(rng.random((M, 2 if per_super else ns)).astype(np.float32), "f32")
             w = gb.param(rand_w(rng, DTYPES[dname], (3, 512)), dname)
             if layout:
                 gb.lines.append(f'%p{w} = pack %{w} {{layout = "{layout}"}} : {dname}<{layout}>[3, 512]')

@@ -46,6 +46,16 @@ Two tiers, chosen per op at lowering time:
   summed as the GEMV sums them: every row of a prefill gets the bits of its decode (rows past the pass's end
   repeat its last row and are not stored). Measured on a Xeon (AVX-512 VNNI), Q4_0 512 x 2560 x 2560 at 1
   thread: 73.1 ms in 256-bit tiles, 40.0 ms so.
+* **integer super-blocks** (AVX-512 VNNI + BW): nibbles whose scales are i8 sub-scales times an f32 per 8 blocks
+  (``scale_group``) with x's scale one per super-block (Q8_K's): a Q4_K projection as llama.cpp's dot product
+  takes it. Per pair of blocks one 64-byte ``vpdpbusd`` an output (pieces of 16 codes: ``split``), two pairs'
+  dwords packed to words (each |sum| <= 4 * 15 * 127) and multiplied by their sub-scales into int32 lanes
+  (``vpdpwssd``), exact over the super-block; then one conversion and one FMA by d * x's scale a super-block,
+  where the float tiles take a conversion and an FMA a pair of blocks. The 512-bit tiles (each tile of weight
+  rows decoded once a pass) and the GEMV (each pair decoded where it is read, from one broadcast load) take the
+  same lanes and the same sums: a decode row has the bits of a prefill row. Zen 4, 1 thread, in turns: Q4_K
+  64 x 6912 x 2560 16.3 -> 15.1 ms, 1 x 6912 x 2560 0.38 ms either way (Zen 4 runs both VNNI products on the
+  same pipes as the FMA they replace: a 512-bit tile of integer sums alone ran 10-12 ms).
 * a **generic** kernel for everything else the op takes: work item = one weight row, each element dequantized
   as the reference does (x's code * x's scale, w's value * w's scale) and the products summed in f32.
 
@@ -239,11 +249,20 @@ def _lower_blocks(ctx, op, ins, outs, p: Q8Plan):
     NT = NTILE_WIDE if "avx512f" in ctx.target.features() else NTILE  # 32 vector registers, or 16
     full = NB - NB % GROUP  # blocks in whole groups of 8 (the GEMV's two accumulators take them in turn)
     # 512-bit register tiles (AVX-512 VNNI; BW for the byte arithmetic), where their buffers fit the stack
-    wide = (p.dot == "vnni" and R > 1 and full > 0 and {"avx512f", "avx512bw", "avx512vnni"} <= ctx.target.features()
-            and NT * K * (1 if direct else 3) + 4 * NS * (MTILE * NT + NT) <= WIDE_BUFFERS)
+    wide_ok = (p.dot == "vnni" and full > 0 and {"avx512f", "avx512bw", "avx512vnni"} <= ctx.target.features()
+               and NT * K * (1 if direct else 3) + 4 * NS * (MTILE * NT + NT) <= WIDE_BUFFERS)
+    # Integer super-blocks: nibbles whose scales are i8 sub-scales times an f32 per super-block, and x's scale one
+    # per super-block (a Q4_K projection's, x in Q8_K blocks): each pair of blocks' dot products (|sum| <= 4 * 15
+    # * 127 a dword, an i16) packed to words two pairs at a time and multiplied by the sub-scales into int32
+    # (vpdpwssd), exact over the super-block; then one conversion and one FMA by d * x's scale a super-block,
+    # where the float path takes a conversion and an FMA a pair of blocks. The GEMV takes the same tiles with
+    # one row of x, so a decode row has the bits of a prefill row.
+    isum = wide_ok and p.sub and p.xsb and p.nibbles and not p.halves and full == NB
+    wide = wide_ok and (R > 1 or isum)
+    MT = MTILE if R >= MTILE else R  # rows of x a 512-bit tile takes
     CH = max(1, min(MCHUNK, (SCRATCH_WIDE if wide else SCRATCH) // per_row, R))
-    if wide and CH > MTILE:
-        CH -= CH % MTILE  # whole tiles per pass
+    if wide and CH > MT:
+        CH -= CH % MT  # whole tiles per pass
     scratch = entry_alloca(b, v32i8, CH * per_row // BLOCK)  # in 32-byte vectors
     scratch.align = 64
     scratch8 = b.bitcast(scratch, I8.as_pointer())
@@ -420,7 +439,7 @@ def _lower_blocks(ctx, op, ins, outs, p: Q8Plan):
                     two = [b.load(gep8(b, px, b.add(src, b.add(at, C64(BLOCK * a)))), typ=v32i8, align=1)
                            for a in (0, 1)]
                     two = [b.bitcast(b.call(smax, [x, splat8(-127)]), v8i32) for x in two]
-                    xw = b.shuffle_vector(two[0], two[1], weave)
+                    xw = b.shuffle_vector(two[0], two[1], split if isum else weave)
                     b.store(xw, b.bitcast(vec_at(b, b.add(dst, at)), v16i32.as_pointer()), align=32)
                     if offset:  # -8 x, woven as x is
                         c = b.call(dpbusd16, [ir.Constant(v16i32, None), ir.Constant(v16i32, [0x08080808] * 16), xw])
@@ -714,7 +733,185 @@ def _lower_blocks(ctx, op, ins, outs, p: Q8Plan):
                                    less_zeros(b, b.call(vsum, [ir.Constant(F32, -0.0), two]), ns[c], m, mc),
                                    b.add(b.mul(m, C64(N)), ns[c]))
 
+    if isum:
+        if p.gfni:
+            affine16 = ctx.declare("llvm.x86.vgf2p8affineqb.512", v64i8, [v64i8, v64i8, I8])
+        pack16 = ctx.declare("llvm.x86.avx512.packssdw.512", ir.VectorType(I16, 32), [v16i32, v16i32])
+        dpwssd16 = ctx.declare("llvm.x86.avx512.vpdpwssd.512", v16i32, [v16i32, v16i32, v16i32])
+        reduce16 = ctx.declare("llvm.vector.reduce.fadd.v16f32", F32, [F32, v16f])
+        nquads, NSB = full // 4, full // GROUP
+        sbuf = entry_alloca(b, v16i16, NT * nquads)  # the sub-scales as vpdpwssd's words (a 256-bit half), [quad][c]
+        sbuf.align = 32
+        # ``split``: a pair of blocks j, j + 1 in 16-byte pieces [j's codes 0-15, j + 1's 0-15, j's 16-31, j + 1's
+        # 16-31] (x's so in the scratch, weights so from one 32-byte broadcast load); each piece's dot products are
+        # one block's four dwords. vpackssdw of two pairs' dwords (blocks 4q, 4q + 1 and 4q + 2, 4q + 3) puts in
+        # each 128-bit lane L the words of block 4q + L % 2 then of 4q + 2 + L % 2: QUAD_WORDS gives their scales
+        split = ir.Constant(v16i32, [0, 1, 2, 3, 8, 9, 10, 11, 4, 5, 6, 7, 12, 13, 14, 15])
+        QUAD_WORDS = [0] * 4 + [2] * 4 + [1] * 4 + [3] * 4
+        ddbuf = entry_alloca(b, F32, NT * MT * NSB)  # d * x's scale, [super-block][t][c]
+        ahead_int = NT * p.row_bytes * -(-GEMV_PREFETCH // (NT * p.row_bytes))  # whole column tiles ahead
+
+    def quad_words(b, n, j, count):
+        """The i8 sub-scales of blocks j .. j+3 of weight row n as the words vpdpwssd multiplies two packed pairs
+        by: QUAD_WORDS (a 256-bit half, count 16) or it twice (count 32)."""
+        four = b.load(b.gep(psw, [scale_index(b, n, j)], source_etype=I8), typ=ir.VectorType(I8, 4), align=1)
+        return b.shuffle_vector(b.sext(four, ir.VectorType(I16, 4)), ir.Constant(ir.VectorType(I16, 4), None),
+                                ir.Constant(ir.VectorType(I32, count), QUAD_WORDS * (count // 16)))
+
+    def weave_columns_int(b, n0, C):
+        """Weight rows n0 .. n0+C-1 for every tile of rows of x of the pass: each pair of blocks' codes in
+        ``split``'s order, and each quad of blocks' four i8 sub-scales as the words vpdpwssd takes for two pairs
+        packed (``quad_words``). One row of x: hints GEMV_PREFETCH bytes ahead of the weight rows, into L2."""
+        ns = [b.add(n0, C64(c)) for c in range(C)]
+        wrows = [b.mul(n, C64(p.row_bytes)) for n in ns]
+        with for_range(b, 0, full, step=2, name="wv", vectorize=False) as j:
+            q = b.udiv(j, C64(2))
+            for c in range(C):
+                if R == 1:
+                    off = b.add(b.add(wrows[c], b.mul(j, C64(p.stride))), C64(ahead_int))
+                    off = b.select(b.icmp_signed("<", off, C64(w_bytes)), off, C64(w_bytes - 1))
+                    b.call(prefetch, [gep8(b, pw, off), C32(0), C32(GEMV_LOCALITY), C32(1)])
+                b.store(b.bitcast(pair_codes(b, wrows[c], j), v64i8),
+                        b.gep(cbuf, [b.add(b.mul(q, C64(C)), C64(c))], source_etype=v64i8), align=64)
+        with for_range(b, 0, nquads, name="wq", vectorize=False) as q:
+            for c in range(C):
+                words = quad_words(b, ns[c], b.mul(q, C64(4)), 16)
+                b.store(words, b.gep(sbuf, [b.add(b.mul(q, C64(C)), C64(c))], source_etype=v16i16), align=32)
+
+    def wide_tile_int(b, n0, C, m0, mc, mend):
+        """Rows m0 .. m0+MT-1 of x (those before mend; the others repeat row mend - 1 and are not stored) against
+        weight rows n0 .. n0+C-1 (``weave_columns_int``'s), a super-block at a time: per quad of blocks, two 64-byte
+        dot products an output (a pair of blocks each, in ``split``'s order), packed to words and multiplied
+        by the four sub-scales into the output's int32 lanes; per super-block the lanes become f32 and take one
+        FMA by d * x's scale (made for the tile first); per output its 16 lanes summed in order. Exact integers
+        up to the super-block, so an output's bits are the same whatever the tile (a GEMV's one row included)."""
+        ns = [b.add(n0, C64(c)) for c in range(C)]
+        last = b.sub(mend, C64(1))
+        ms = [b.add(m0, C64(t)) for t in range(MT)]
+        ms = [b.select(b.icmp_signed("<", m, mend), m, last) for m in ms]
+        xrows = [b.mul(b.sub(m, mc), C64(per_row)) for m in ms]
+        with for_range(b, 0, NSB, name="wd", vectorize=False) as sb:  # d * x's scale, per super-block
+            xs = [x_scales(b, ms[t], b.mul(sb, C64(GROUP)), 1) for t in range(MT)]
+            for c in range(C):
+                d = b.load(b.gep(psd, [b.add(b.mul(ns[c], C64(NB // GROUP)), sb)], source_etype=F32), typ=F32)
+                for t in range(MT):
+                    at = b.add(b.mul(b.add(b.mul(sb, C64(MT)), C64(t)), C64(C)), C64(c))
+                    b.store(b.fmul(d, xs[t]), b.gep(ddbuf, [at], source_etype=F32))
+        slots = [[entry_alloca(b, v16f) for _ in range(C)] for _ in range(MT)]
+        for row in slots:
+            for s_ in row:
+                b.store(ir.Constant(v16f, None), s_)
+        with for_range(b, 0, NSB, name="wsb", vectorize=False) as sb:
+            iacc = [[ir.Constant(v16i32, None) for _ in range(C)] for _ in range(MT)]
+            for qd in range(GROUP // 4):
+                q = b.add(b.mul(sb, C64(GROUP // 4)), C64(qd))  # quad q: pairs 2q and 2q + 1
+                wv = [[b.bitcast(b.load(b.gep(cbuf, [b.add(b.mul(b.add(b.mul(q, C64(2)), C64(h)), C64(C)), C64(c))],
+                                              source_etype=v64i8), typ=v64i8, align=64), v16i32) for h in (0, 1)]
+                      for c in range(C)]
+                sc = []
+                for c in range(C):
+                    w16 = b.load(b.gep(sbuf, [b.add(b.mul(q, C64(C)), C64(c))], source_etype=v16i16), typ=v16i16,
+                                 align=32)
+                    sc.append(b.bitcast(b.shuffle_vector(w16, ir.Constant(v16i16, None),
+                                                         ir.Constant(ir.VectorType(I32, 32), list(range(16)) * 2)),
+                                        v16i32))
+                for t in range(MT):
+                    xv, corr = [], []
+                    for h in (0, 1):
+                        at = b.mul(b.add(b.mul(q, C64(4)), C64(2 * h)), C64(BLOCK))
+                        xv.append(b.load(vec_at(b, b.add(xrows[t], at)), typ=v16i32, align=32))
+                        corr.append(b.load(vec_at(b, b.add(b.add(xrows[t], C64(K)), at)), typ=v16i32, align=32)
+                                    if offset else ir.Constant(v16i32, None))
+                    for c in range(C):
+                        pq = [b.call(dpbusd16, [corr[h], wv[c][h], xv[h]]) for h in (0, 1)]
+                        words = b.bitcast(b.call(pack16, pq), v16i32)
+                        iacc[t][c] = b.call(dpwssd16, [iacc[t][c], words, sc[c]])
+            for t in range(MT):
+                for c in range(C):
+                    at = b.add(b.mul(b.add(b.mul(sb, C64(MT)), C64(t)), C64(C)), C64(c))
+                    dd = b.load(b.gep(ddbuf, [at], source_etype=F32), typ=F32)
+                    ddv = b.shuffle_vector(b.insert_element(ir.Constant(v16f, None), dd, C32(0)),
+                                           ir.Constant(v16f, None), ir.Constant(v16i32, [0] * 16))
+                    acc = b.load(slots[t][c], typ=v16f)
+                    pf = b.sitofp(iacc[t][c], v16f)
+                    b.store(b.call(muladd16, [pf, ddv, acc]) if p.fma else b.fadd(b.fmul(pf, ddv), acc), slots[t][c])
+        for t in range(MT):
+            m = b.add(m0, C64(t))
+            with b.if_then(b.icmp_signed("<", m, mend)):
+                for c in range(C):
+                    v = b.call(reduce16, [ir.Constant(F32, -0.0), b.load(slots[t][c], typ=v16f)])
+                    store_epilogue(ctx, b, op, outs[0], py, less_zeros(b, v, ns[c], m, mc),
+                                   b.add(b.mul(m, C64(N)), ns[c]))
+
     gemv_rows = GEMV_ROWS if p.nibbles and GEMV_ROWS * p.row_bytes <= GEMV_SPAN else GEMV_ROWS_I8
+    def hint_rows(b, wrows, j0, count, ahead, locality):
+        """Prefetch hints, a cache line each, ``ahead`` bytes past blocks j0 .. j0+count-1 of each weight row at
+        the byte offsets ``wrows`` (clamped to the weights' last byte)."""
+        for wrow in wrows:
+            here = b.add(wrow, b.mul(j0, C64(p.stride)))
+            for line in range(0, count * p.stride, 64):
+                off = b.add(here, C64(ahead + line))
+                off = b.select(b.icmp_signed("<", off, C64(w_bytes)), off, C64(w_bytes - 1))
+                b.call(prefetch, [gep8(b, pw, off), C32(0), C32(locality), C32(1)])
+
+    def pair_codes(b, wrow, j):
+        """Blocks j and j + 1 of the weight row at byte offset ``wrow`` in ``split``'s order (16-byte pieces: j's
+        codes 0-15, j + 1's 0-15, j's 16-31, j + 1's 16-31): the 32 packed bytes in both halves (one broadcast
+        load), the upper half shifted right by 4, the nibbles masked (with GFNI: one affine map, a matrix a half)."""
+        packed = b.load(gep8(b, pw, b.add(b.add(wrow, b.mul(j, C64(p.stride))), C64(p.codes_at))), typ=v8i32, align=1)
+        both = b.shuffle_vector(packed, ir.Constant(v8i32, None), ir.Constant(v16i32, list(range(8)) * 2))
+        if p.gfni:
+            rows = [[0, 0, 0, 0, 8, 4, 2, 1], [0, 0, 0, 0, 128, 64, 32, 16]]
+            wv = b.call(affine16, [b.bitcast(both, v64i8), ir.Constant(v64i8, rows[0] * 4 + rows[1] * 4),
+                                   ir.Constant(I8, p.nib_xor & 15)])
+            return b.bitcast(wv, v16i32)
+        wv = b.and_(b.lshr(both, ir.Constant(v16i32, [0] * 8 + [4] * 8)), ir.Constant(v16i32, [0x0F0F0F0F] * 16))
+        if p.nib_xor:
+            lo, hi = (p.nib_xor & 15) * 0x01010101, (p.nib_xor >> 4) * 0x01010101
+            wv = b.xor(wv, ir.Constant(v16i32, [lo] * 8 + [hi] * 8))
+        return wv
+
+    def gemv_int(b, n0, C):
+        """The one row of x against weight rows n0 .. n0+C-1 with ``wide_tile_int``'s arithmetic (the same int32
+        lanes per super-block, one FMA by d * x's scale, the 16 lanes summed in order: a prefill row's bits),
+        each pair of weight blocks decoded where it is read; hints GEMV_PREFETCH bytes ahead, into L2."""
+        ns = [b.add(n0, C64(c)) for c in range(C)]
+        wrows = [b.mul(n, C64(p.row_bytes)) for n in ns]
+        ahead = gemv_rows * p.row_bytes * -(-GEMV_PREFETCH // (gemv_rows * p.row_bytes))
+        slots = [entry_alloca(b, v16f) for _ in range(C)]
+        for s_ in slots:
+            b.store(ir.Constant(v16f, None), s_)
+        with for_range(b, 0, NSB, name="gsb", vectorize=False) as sb:
+            j0 = b.mul(sb, C64(GROUP))
+            hint_rows(b, wrows, j0, GROUP, ahead, GEMV_LOCALITY)
+            iacc = [ir.Constant(v16i32, None) for _ in range(C)]
+            for qd in range(GROUP // 4):
+                j = b.add(j0, C64(4 * qd))
+                xv, corr = [], []
+                for h in (0, 1):
+                    at = b.mul(b.add(j, C64(2 * h)), C64(BLOCK))
+                    xv.append(b.load(vec_at(b, at), typ=v16i32, align=32))
+                    corr.append(b.load(vec_at(b, b.add(C64(K), at)), typ=v16i32, align=32) if offset
+                                else ir.Constant(v16i32, None))
+                for c in range(C):
+                    words = quad_words(b, ns[c], j, 32)
+                    pq = [b.call(dpbusd16, [corr[h], pair_codes(b, wrows[c], b.add(j, C64(2 * h))), xv[h]])
+                          for h in (0, 1)]
+                    packed = b.bitcast(b.call(pack16, pq), v16i32)
+                    iacc[c] = b.call(dpwssd16, [iacc[c], packed, b.bitcast(words, v16i32)])
+            xs = x_scales(b, C64(0), j0, 1)
+            for c in range(C):
+                d = b.load(b.gep(psd, [b.add(b.mul(ns[c], C64(NB // GROUP)), sb)], source_etype=F32), typ=F32)
+                dd = b.fmul(d, xs)
+                ddv = b.shuffle_vector(b.insert_element(ir.Constant(v16f, None), dd, C32(0)), ir.Constant(v16f, None),
+                                       ir.Constant(v16i32, [0] * 16))
+                acc = b.load(slots[c], typ=v16f)
+                pf = b.sitofp(iacc[c], v16f)
+                b.store(b.call(muladd16, [pf, ddv, acc]) if p.fma else b.fadd(b.fmul(pf, ddv), acc), slots[c])
+        for c in range(C):
+            v = b.call(reduce16, [ir.Constant(F32, -0.0), b.load(slots[c], typ=v16f)])
+            store_epilogue(ctx, b, op, outs[0], py, less_zeros(b, v, ns[c], C64(0), C64(0)), ns[c])
+
 
     def w_scale_splat(b, n, wrow, j):
         """Block j's weight scale in 8 lanes: f16 broadcast as stored and converted as a vector (one broadcast load
@@ -777,12 +974,7 @@ def _lower_blocks(ctx, op, ins, outs, p: Q8Plan):
 
         def blocks(b, j0, count):
             if count > 1:  # hints whole row groups ahead: what the loop reads ``distance`` bytes on
-                for c in range(C):
-                    here = b.add(wrows[c], b.mul(j0, C64(p.stride)))
-                    for line in range(0, count * p.stride, 64):
-                        off = b.add(here, C64(ahead + line))
-                        off = b.select(b.icmp_signed("<", off, C64(w_bytes)), off, C64(w_bytes - 1))
-                        b.call(prefetch, [gep8(b, pw, off), C32(0), C32(locality), C32(1)])
+                hint_rows(b, wrows, j0, count, ahead, locality)
             accs = [[b.load(s_, typ=v8f) for s_ in row] for row in slots]
             # scales beside the codes (contiguous per row): both as vectors of 8, one multiply, lanes broadcast
             ds = None
@@ -833,11 +1025,16 @@ def _lower_blocks(ctx, op, ins, outs, p: Q8Plan):
 
     if R == 1:
         fill(b, C64(0), C64(1))
-        in_tiles(b, begin, end, gemv_rows, gemv, name="n")
+        in_tiles(b, begin, end, gemv_rows, gemv_int if isum else gemv, name="n")
     elif not wide and (p.dot == "i16" or CH < MTILE):
         passes_over_weights(b, R, CH, begin, end, min(MTILE, CH) if CH > 1 else 1, fill, tile)
     else:
         def cols(b, n0, C, mc, mend):
+            if isum:
+                weave_columns_int(b, n0, C)
+                with for_range(b, mc, mend, step=MT, name="m", vectorize=False) as m0:
+                    wide_tile_int(b, n0, C, m0, mc, mend)
+                return
             if wide:
                 weave_columns(b, n0, C)
                 with for_range(b, mc, mend, step=MTILE, name="m", vectorize=False) as m0:
