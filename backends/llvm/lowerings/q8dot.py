@@ -738,7 +738,6 @@ def _lower_blocks(ctx, op, ins, outs, p: Q8Plan):
             affine16 = ctx.declare("llvm.x86.vgf2p8affineqb.512", v64i8, [v64i8, v64i8, I8])
         pack16 = ctx.declare("llvm.x86.avx512.packssdw.512", ir.VectorType(I16, 32), [v16i32, v16i32])
         dpwssd16 = ctx.declare("llvm.x86.avx512.vpdpwssd.512", v16i32, [v16i32, v16i32, v16i32])
-        reduce16 = ctx.declare("llvm.vector.reduce.fadd.v16f32", F32, [F32, v16f])
         nquads, NSB = full // 4, full // GROUP
         sbuf = entry_alloca(b, v16i16, NT * nquads)  # the sub-scales as vpdpwssd's words (a 256-bit half), [quad][c]
         sbuf.align = 32
@@ -757,6 +756,17 @@ def _lower_blocks(ctx, op, ins, outs, p: Q8Plan):
         four = b.load(b.gep(psw, [scale_index(b, n, j)], source_etype=I8), typ=ir.VectorType(I8, 4), align=1)
         return b.shuffle_vector(b.sext(four, ir.VectorType(I16, 4)), ir.Constant(ir.VectorType(I16, 4), None),
                                 ir.Constant(ir.VectorType(I32, count), QUAD_WORDS * (count // 16)))
+
+    def sum16(b, v):
+        """An output's 16 lanes summed as a tree (halves added, then their halves...): four dependent adds where
+        an ordered sum takes fifteen, the same order in every tile and the GEMV."""
+        width = 16
+        while width > 1:
+            width //= 2
+            picks = [ir.Constant(ir.VectorType(I32, width), list(range(h * width, h * width + width))) for h in (0, 1)]
+            halves = [b.shuffle_vector(v, ir.Constant(v.type, None), pick) for pick in picks]
+            v = b.fadd(halves[0], halves[1])
+        return b.extract_element(v, C32(0))
 
     def weave_columns_int(b, n0, C):
         """Weight rows n0 .. n0+C-1 for every tile of rows of x of the pass: each pair of blocks' codes in
@@ -783,7 +793,7 @@ def _lower_blocks(ctx, op, ins, outs, p: Q8Plan):
         weight rows n0 .. n0+C-1 (``weave_columns_int``'s), a super-block at a time: per quad of blocks, two 64-byte
         dot products an output (a pair of blocks each, in ``split``'s order), packed to words and multiplied
         by the four sub-scales into the output's int32 lanes; per super-block the lanes become f32 and take one
-        FMA by d * x's scale (made for the tile first); per output its 16 lanes summed in order. Exact integers
+        FMA by d * x's scale (made for the tile first); per output its 16 lanes summed as a tree. Exact integers
         up to the super-block, so an output's bits are the same whatever the tile (a GEMV's one row included)."""
         ns = [b.add(n0, C64(c)) for c in range(C)]
         last = b.sub(mend, C64(1))
@@ -839,7 +849,7 @@ def _lower_blocks(ctx, op, ins, outs, p: Q8Plan):
             m = b.add(m0, C64(t))
             with b.if_then(b.icmp_signed("<", m, mend)):
                 for c in range(C):
-                    v = b.call(reduce16, [ir.Constant(F32, -0.0), b.load(slots[t][c], typ=v16f)])
+                    v = sum16(b, b.load(slots[t][c], typ=v16f))
                     store_epilogue(ctx, b, op, outs[0], py, less_zeros(b, v, ns[c], m, mc),
                                    b.add(b.mul(m, C64(N)), ns[c]))
 
@@ -873,7 +883,7 @@ def _lower_blocks(ctx, op, ins, outs, p: Q8Plan):
 
     def gemv_int(b, n0, C):
         """The one row of x against weight rows n0 .. n0+C-1 with ``wide_tile_int``'s arithmetic (the same int32
-        lanes per super-block, one FMA by d * x's scale, the 16 lanes summed in order: a prefill row's bits),
+        lanes per super-block, one FMA by d * x's scale, the 16 lanes summed as a tree: a prefill row's bits),
         each pair of weight blocks decoded where it is read; hints GEMV_PREFETCH bytes ahead, into L2."""
         ns = [b.add(n0, C64(c)) for c in range(C)]
         wrows = [b.mul(n, C64(p.row_bytes)) for n in ns]
@@ -909,7 +919,7 @@ def _lower_blocks(ctx, op, ins, outs, p: Q8Plan):
                 pf = b.sitofp(iacc[c], v16f)
                 b.store(b.call(muladd16, [pf, ddv, acc]) if p.fma else b.fadd(b.fmul(pf, ddv), acc), slots[c])
         for c in range(C):
-            v = b.call(reduce16, [ir.Constant(F32, -0.0), b.load(slots[c], typ=v16f)])
+            v = sum16(b, b.load(slots[c], typ=v16f))
             store_epilogue(ctx, b, op, outs[0], py, less_zeros(b, v, ns[c], C64(0), C64(0)), ns[c])
 
 
