@@ -57,9 +57,10 @@ The graphs are checked against llama.cpp itself (tests/test_parity_llamacpp.py).
   sums per 32) @ dequant(m, dmin).T``, which ``fuse`` makes one ``qmatmul_q8 {scale_group = 8}`` over 4-bit
   blocks of 32 reading sc, d, m and dmin as the file holds them (a byte a block, an f32 per 256); Q5_K's the same
   with its 5-bit codes as int8 blocks. Into Q6_K and Q3_K projections (and a Q6_K head) x goes through the same
-  Q8_K blocks, and ``dequant(x's codes, x's scale per 256) @ dequant(q, dequant(sc, d)).T`` becomes one ``qmatmul_q8 {group = 16, scale_group = 16}`` (int8 or 4-bit blocks of 32, two scales a
-  block); Q2_K's (2-bit codes as 4-bit blocks, a scale and a zero per 16) the same with its zeros' term (x's sums
-  per 16) inside. Other weight types (Q4_1, Q5_1, F32) keep f32 activations; into F16 and BF16 weights x
+  Q8_K blocks, and ``dequant(x's codes, x's scale per 256) @ dequant(q, dequant(sc, d)).T`` becomes one
+  ``qmatmul_q8 {group = 16, scale_group = 16}`` (int8 or 4-bit blocks of 32, two scales a block); Q2_K's
+  (2-bit codes as 4-bit blocks, a scale and a zero per 16) the same with its zeros' term (x's sums per 16)
+  inside. Other weight types (Q4_1, Q5_1, F32) keep f32 activations; into F16 and BF16 weights x
   goes rounded to f16 / bf16, as llama.cpp's dot products for those types take it.
 * llama: RMSNorm, RoPE in llama.cpp's normal mode (adjacent pairs: ``rope {style = "interleaved"}``; the
   converter permuted the Q/K rows for it), grouped-query causal attention, SwiGLU FFN, final norm, output

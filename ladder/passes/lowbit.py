@@ -309,8 +309,9 @@ def fuse_dequant_matmul(g: Graph, mm: Op):
 @pattern("fuse-q8-blocks", "matmul")
 def fuse_q8_blocks(g: Graph, mm: Op):
     """matmul(dequant(xq, sx), dequant(w, sw), transpose_b) -> qmatmul_q8(xq, sx, w, sw): both dequants along K
-    by one group (or x's by a super-block of w's factored scales: ``scale_group``), without zeros, to f32; xq int8 codes from absmax quantization (never -128, so the op's
-    clip of x at -127 changes nothing); w 2-D integer codes, packed or not."""
+    by one group (or x's by a super-block of w's factored scales: ``scale_group``), without zeros, to f32; xq
+    int8 codes from absmax quantization (never -128, so the op's clip of x at -127 changes nothing); w 2-D
+    integer codes, packed or not."""
     if not mm.attr.get("transpose_b", False):
         return None
     a, bq = _producer_op(g, mm.operands[0]), _producer_op(g, mm.operands[1])
