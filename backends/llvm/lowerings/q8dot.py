@@ -748,7 +748,6 @@ def _lower_blocks(ctx, op, ins, outs, p: Q8Plan):
         split = ir.Constant(v16i32, [0, 1, 2, 3, 8, 9, 10, 11, 4, 5, 6, 7, 12, 13, 14, 15])
         QUAD_WORDS = [0] * 4 + [2] * 4 + [1] * 4 + [3] * 4
         ddbuf = entry_alloca(b, F32, NT * MT * NSB)  # d * x's scale, [super-block][t][c]
-        ahead_int = NT * p.row_bytes * -(-GEMV_PREFETCH // (NT * p.row_bytes))  # whole column tiles ahead
 
     def quad_words(b, n, j, count):
         """The i8 sub-scales of blocks j .. j+3 of weight row n as the words vpdpwssd multiplies two packed pairs
@@ -768,19 +767,31 @@ def _lower_blocks(ctx, op, ins, outs, p: Q8Plan):
             v = b.fadd(halves[0], halves[1])
         return b.extract_element(v, C32(0))
 
+    def quad_sum(b, iacc, wv, xv, corr, words):
+        """``iacc`` (int32 lanes) plus a quad of blocks: the two pairs' dot products (``wv``, ``xv``: 64-byte pairs
+        in ``split``'s order; ``corr``: their accumulators' start, -8 x for offset nibbles) packed to words and
+        multiplied by the sub-scales' words (vpdpwssd). The tiles and the GEMV both take it: the same lanes."""
+        pq = [b.call(dpbusd16, [corr[h], wv[h], xv[h]]) for h in (0, 1)]
+        return b.call(dpwssd16, [iacc, b.bitcast(b.call(pack16, pq), v16i32), words])
+
+    def superblock_into(b, slot, iacc, dd):
+        """A super-block's int32 lanes into the output's f32 accumulator at ``slot``: one conversion and one FMA by
+        ``dd`` (d * x's scale), the same in the tiles and the GEMV."""
+        ddv = b.shuffle_vector(b.insert_element(ir.Constant(v16f, None), dd, C32(0)), ir.Constant(v16f, None),
+                               ir.Constant(v16i32, [0] * 16))
+        acc = b.load(slot, typ=v16f)
+        pf = b.sitofp(iacc, v16f)
+        b.store(b.call(muladd16, [pf, ddv, acc]) if p.fma else b.fadd(b.fmul(pf, ddv), acc), slot)
+
     def weave_columns_int(b, n0, C):
         """Weight rows n0 .. n0+C-1 for every tile of rows of x of the pass: each pair of blocks' codes in
         ``split``'s order, and each quad of blocks' four i8 sub-scales as the words vpdpwssd takes for two pairs
-        packed (``quad_words``). One row of x: hints GEMV_PREFETCH bytes ahead of the weight rows, into L2."""
+        packed (``quad_words``)."""
         ns = [b.add(n0, C64(c)) for c in range(C)]
         wrows = [b.mul(n, C64(p.row_bytes)) for n in ns]
         with for_range(b, 0, full, step=2, name="wv", vectorize=False) as j:
             q = b.udiv(j, C64(2))
             for c in range(C):
-                if R == 1:
-                    off = b.add(b.add(wrows[c], b.mul(j, C64(p.stride))), C64(ahead_int))
-                    off = b.select(b.icmp_signed("<", off, C64(w_bytes)), off, C64(w_bytes - 1))
-                    b.call(prefetch, [gep8(b, pw, off), C32(0), C32(GEMV_LOCALITY), C32(1)])
                 b.store(b.bitcast(pair_codes(b, wrows[c], j), v64i8),
                         b.gep(cbuf, [b.add(b.mul(q, C64(C)), C64(c))], source_etype=v64i8), align=64)
         with for_range(b, 0, nquads, name="wq", vectorize=False) as q:
@@ -833,18 +844,11 @@ def _lower_blocks(ctx, op, ins, outs, p: Q8Plan):
                         corr.append(b.load(vec_at(b, b.add(b.add(xrows[t], C64(K)), at)), typ=v16i32, align=32)
                                     if offset else ir.Constant(v16i32, None))
                     for c in range(C):
-                        pq = [b.call(dpbusd16, [corr[h], wv[c][h], xv[h]]) for h in (0, 1)]
-                        words = b.bitcast(b.call(pack16, pq), v16i32)
-                        iacc[t][c] = b.call(dpwssd16, [iacc[t][c], words, sc[c]])
+                        iacc[t][c] = quad_sum(b, iacc[t][c], wv[c], xv, corr, sc[c])
             for t in range(MT):
                 for c in range(C):
                     at = b.add(b.mul(b.add(b.mul(sb, C64(MT)), C64(t)), C64(C)), C64(c))
-                    dd = b.load(b.gep(ddbuf, [at], source_etype=F32), typ=F32)
-                    ddv = b.shuffle_vector(b.insert_element(ir.Constant(v16f, None), dd, C32(0)),
-                                           ir.Constant(v16f, None), ir.Constant(v16i32, [0] * 16))
-                    acc = b.load(slots[t][c], typ=v16f)
-                    pf = b.sitofp(iacc[t][c], v16f)
-                    b.store(b.call(muladd16, [pf, ddv, acc]) if p.fma else b.fadd(b.fmul(pf, ddv), acc), slots[t][c])
+                    superblock_into(b, slots[t][c], iacc[t][c], b.load(b.gep(ddbuf, [at], source_etype=F32), typ=F32))
         for t in range(MT):
             m = b.add(m0, C64(t))
             with b.if_then(b.icmp_signed("<", m, mend)):
@@ -854,6 +858,7 @@ def _lower_blocks(ctx, op, ins, outs, p: Q8Plan):
                                    b.add(b.mul(m, C64(N)), ns[c]))
 
     gemv_rows = GEMV_ROWS if p.nibbles and GEMV_ROWS * p.row_bytes <= GEMV_SPAN else GEMV_ROWS_I8
+
     def hint_rows(b, wrows, j0, count, ahead, locality):
         """Prefetch hints, a cache line each, ``ahead`` bytes past blocks j0 .. j0+count-1 of each weight row at
         the byte offsets ``wrows`` (clamped to the weights' last byte)."""
@@ -904,24 +909,15 @@ def _lower_blocks(ctx, op, ins, outs, p: Q8Plan):
                     corr.append(b.load(vec_at(b, b.add(C64(K), at)), typ=v16i32, align=32) if offset
                                 else ir.Constant(v16i32, None))
                 for c in range(C):
-                    words = quad_words(b, ns[c], j, 32)
-                    pq = [b.call(dpbusd16, [corr[h], pair_codes(b, wrows[c], b.add(j, C64(2 * h))), xv[h]])
-                          for h in (0, 1)]
-                    packed = b.bitcast(b.call(pack16, pq), v16i32)
-                    iacc[c] = b.call(dpwssd16, [iacc[c], packed, b.bitcast(words, v16i32)])
+                    wv = [pair_codes(b, wrows[c], b.add(j, C64(2 * h))) for h in (0, 1)]
+                    iacc[c] = quad_sum(b, iacc[c], wv, xv, corr, b.bitcast(quad_words(b, ns[c], j, 32), v16i32))
             xs = x_scales(b, C64(0), j0, 1)
             for c in range(C):
                 d = b.load(b.gep(psd, [b.add(b.mul(ns[c], C64(NB // GROUP)), sb)], source_etype=F32), typ=F32)
-                dd = b.fmul(d, xs)
-                ddv = b.shuffle_vector(b.insert_element(ir.Constant(v16f, None), dd, C32(0)), ir.Constant(v16f, None),
-                                       ir.Constant(v16i32, [0] * 16))
-                acc = b.load(slots[c], typ=v16f)
-                pf = b.sitofp(iacc[c], v16f)
-                b.store(b.call(muladd16, [pf, ddv, acc]) if p.fma else b.fadd(b.fmul(pf, ddv), acc), slots[c])
+                superblock_into(b, slots[c], iacc[c], b.fmul(d, xs))
         for c in range(C):
             v = sum16(b, b.load(slots[c], typ=v16f))
             store_epilogue(ctx, b, op, outs[0], py, less_zeros(b, v, ns[c], C64(0), C64(0)), ns[c])
-
 
     def w_scale_splat(b, n, wrow, j):
         """Block j's weight scale in 8 lanes: f16 broadcast as stored and converted as a vector (one broadcast load
