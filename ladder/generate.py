@@ -51,6 +51,7 @@ import numpy as np
 
 from .errors import LadderError
 from .ir import Graph
+from .tuning import host_threads
 from .types import TensorType
 
 # A runner executes a step graph on its inputs and returns its outputs in the graph's output order.
@@ -427,7 +428,7 @@ class ModuleRunner:
         other compile waits for it: ladder.weights.Blocks.lock). A BitNet-2B-shaped Q4_K_M file on a 2-core Zen 4,
         its packs cached and its code not: 8.2-8.7 -> 5.9-6.7 s (bench_e2e.py's child, in turns)."""
         todo = list({id(g): g for g in graphs if id(g) not in self.modules}.values())
-        if len(todo) < 2 or (os.cpu_count() or 1) < 2:
+        if len(todo) < 2 or host_threads() < 2:
             before = self.compile_seconds
             for g in todo:
                 self.module(g)

@@ -81,10 +81,9 @@ class CompilerWarning(UserWarning):
 
 def default_threads() -> int:
     """The cores this process may use."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not on Linux
-        return max(1, os.cpu_count() or 1)
+    from ladder.tuning import host_threads
+
+    return host_threads()
 
 
 # Between kernels libgomp's idle threads spin before they sleep (default: 300,000 spins). When the cores are

@@ -66,7 +66,7 @@ def compile_in_child(ir_text: str, target: Target, want=("obj",), loop_vectorize
     """Optimise and compile ``ir_text`` for ``target`` in the compiler child. Raises ``CompilerCrash``
     (worker.py) when LLVM aborts, LadderError when LLVM rejects the IR."""
     resp = idle_worker().request({"ir": ir_text, "cpu": target.cpu_name, "features": target.cpu_features,
-                             "loop_vectorize": loop_vectorize, "want": tuple(want)})
+                                  "loop_vectorize": loop_vectorize, "want": tuple(want)})
     if "error" in resp:
         raise LadderError(f"internal: LLVM rejected generated IR: {resp['error']}")
     return resp

@@ -227,7 +227,9 @@ def idle_worker() -> CompileWorker:
         for w in _MORE:
             if not w.busy:
                 return w
-        if len(_MORE) + 1 < (os.cpu_count() or 1):
+        from ladder.tuning import host_threads  # not at the top: the compiler child imports this module
+
+        if len(_MORE) + 1 < host_threads():
             _MORE.append(_shut_at_exit())
             return _MORE[-1]
     return first
